@@ -1,0 +1,90 @@
+"""Plain events a carrier codec produces and plain commands it turns back into messages.
+
+Every carrier (Twilio, Telnyx, a SIP leg, a browser softphone) is reduced to these, so the `Call`
+never learns which carrier it is talking to. Audio is always G.711 µ-law at 8 kHz here; a carrier
+whose wire format differs converts at its codec edge.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class CallStarted:
+    stream_sid: str
+    call_sid: str
+    account_sid: str = ""
+    custom_parameters: dict[str, str] = field(default_factory=dict)
+    media_encoding: str = "audio/x-mulaw"
+    sample_rate: int = 8000
+    channels: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class CallerAudio:
+    """One inbound frame of caller audio (µ-law 8 kHz, normally 160 bytes = 20 ms)."""
+
+    payload: bytes
+    timestamp_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackMark:
+    """The carrier echoed a mark: the audio before it was played, or was discarded by a clear."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Dtmf:
+    digit: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnded:
+    reason: str = "caller_hangup"
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """The carrier's hello before the stream starts (Twilio `connected`)."""
+
+    protocol: str = ""
+    version: str = ""
+
+
+CarrierEvent = Connected | CallStarted | CallerAudio | PlaybackMark | Dtmf | CallEnded
+
+
+@dataclass(frozen=True, slots=True)
+class PlayAudio:
+    """Queue µ-law 8 kHz audio for the caller."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """Ask the carrier to echo `name` once everything queued before it has played."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClearPlayback:
+    """Drop everything queued for the caller, at once."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hangup:
+    """End the carrier leg (for a media stream: close the socket with `reason`)."""
+
+    reason: str
+
+
+CarrierCommand = PlayAudio | Mark | ClearPlayback | Hangup
+
+
+class CarrierProtocolError(ValueError):
+    """A carrier message we cannot use. The message says what was wrong, never the payload."""

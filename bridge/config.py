@@ -1,0 +1,162 @@
+"""The one settings object, read from the environment at start-up and passed down explicitly.
+
+No other module reads `os.environ`. Every bad value fails start-up with one clear line per problem.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
+
+# PROTOCOLS.md B1: the SDK marks these deprecated with a shutdown announced for 2027-01-20.
+DEPRECATED_MODELS = {
+    "gpt-realtime": "2027-01-20",
+    "gpt-realtime-2025-08-28": "2027-01-20",
+    "gpt-realtime-mini": "2027-01-20",
+    "gpt-realtime-mini-2025-10-06": "2027-01-20",
+    "gpt-realtime-mini-2025-12-15": "2027-01-20",
+}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", case_sensitive=False)
+
+    # Upstream Realtime service
+    openai_api_key: SecretStr | None = None
+    realtime_url: str = "wss://api.openai.com/v1/realtime"
+    realtime_model: str = "gpt-realtime-2.1"
+    realtime_dialect: Literal["ga", "beta"] = "ga"
+    realtime_voice: str = "marin"
+    realtime_instructions: str = (
+        "You are a helpful, friendly voice assistant on a phone call. Keep answers short and natural."
+    )
+    realtime_instructions_file: Path | None = None
+    realtime_prompt_id: str | None = None
+    realtime_prompt_version: str | None = None
+    realtime_prompt_variables: Annotated[dict[str, Any] | None, NoDecode] = None
+    realtime_connect_timeout: float = Field(default=5.0, gt=0)
+
+    # Turn taking
+    turn_detection: Literal["server_vad", "semantic_vad", "none"] = "server_vad"
+    vad_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    vad_prefix_padding_ms: int = Field(default=300, ge=0)
+    vad_silence_duration_ms: int = Field(default=500, ge=0)
+    vad_eagerness: Literal["low", "medium", "high", "auto"] = "auto"
+    vad_interrupt_response: bool = True
+    input_transcription_model: str = ""
+    noise_reduction: Literal["near_field", "far_field", "off"] = "near_field"
+    greeting: str = ""
+
+    # HTTP server
+    host: str = "0.0.0.0"
+    port: int = Field(default=8080, ge=0, le=65535)
+    public_url: str = ""
+
+    # Logs
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("realtime_voice")
+    @classmethod
+    def _voice(cls, value: str) -> str:
+        # Custom voices are referenced by id ("voice_..."); built-in ones by name.
+        if value not in VOICES and not value.startswith("voice_"):
+            raise ValueError(f"must be one of {', '.join(VOICES)} or a custom voice id (voice_...)")
+        return value
+
+    @field_validator("realtime_url")
+    @classmethod
+    def _ws_url(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("ws", "wss"):
+            raise ValueError("must be a ws:// or wss:// URL")
+        return value
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        if value and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must be the http(s) base URL the carrier reaches this server at")
+        return value.rstrip("/")
+
+    @field_validator("realtime_prompt_variables", mode="before")
+    @classmethod
+    def _json_object(cls, value: object) -> object:
+        if isinstance(value, str):
+            if not value.strip():
+                return None
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"must be a JSON object ({exc.msg})") from None
+            if not isinstance(value, dict):
+                raise ValueError("must be a JSON object")
+        return value
+
+    @model_validator(mode="after")
+    def _instructions_file(self) -> Settings:
+        if self.realtime_instructions_file is not None:
+            path = self.realtime_instructions_file
+            try:
+                self.realtime_instructions = path.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ValueError(f"REALTIME_INSTRUCTIONS_FILE: cannot read {path}: {exc.strerror}") from None
+        return self
+
+    # Derived facts: computed, never configured twice.
+    @property
+    def demo_mode(self) -> bool:
+        """No API key: relay to the in-process Realtime emulator instead of OpenAI."""
+        return self.openai_api_key is None or not self.openai_api_key.get_secret_value()
+
+    @property
+    def is_azure(self) -> bool:
+        return (urlsplit(self.realtime_url).hostname or "").endswith(".openai.azure.com")
+
+    @property
+    def model_shutdown_date(self) -> str | None:
+        return DEPRECATED_MODELS.get(self.realtime_model)
+
+
+class ConfigError(Exception):
+    """Start-up configuration is invalid; str() is one line per problem, naming the variable."""
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    """Read settings from `env` (default: the process environment)."""
+    try:
+        if env is None:
+            return Settings()
+        return _settings_from(env)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _settings_from(env: dict[str, str]) -> Settings:
+    # pydantic-settings reads os.environ; for an explicit mapping feed the same names as init kwargs,
+    # decoded the same way, so tests and the CLI share one path.
+    fields = Settings.model_fields
+    values = {name: env[name.upper()] for name in fields if name.upper() in env}
+    return Settings.model_validate(values)
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        where = "_".join(str(p) for p in err["loc"]).upper() or "settings"
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "literal_error":
+            message = "must be " + message.removeprefix("Input should be ")
+        lines.append(f"{where} {message}")
+    return "\n".join(lines)

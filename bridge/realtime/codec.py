@@ -1,0 +1,317 @@
+"""OpenAI Realtime over WebSocket as a sans-IO codec, hiding the GA/beta dialect differences.
+
+`decode` maps one server message to a plain event (PROTOCOLS.md B4); the builder methods return the
+client events to send, shaped for the dialect (PROTOCOLS.md B2, B3). No socket here.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import msgspec
+
+from bridge.realtime import events as ev
+
+Dialect = Literal["ga", "beta"]
+AudioFormat = Literal["pcm24k", "pcmu"]
+
+_decoder = msgspec.json.Decoder()
+_encoder = msgspec.json.Encoder()
+
+# GA names first; beta names map onto the same meaning (PROTOCOLS.md B4.1).
+_AUDIO_DELTA = frozenset({"response.output_audio.delta", "response.audio.delta"})
+_AUDIO_DONE = frozenset({"response.output_audio.done", "response.audio.done"})
+_TRANSCRIPT_DELTA = frozenset({"response.output_audio_transcript.delta", "response.audio_transcript.delta"})
+_TRANSCRIPT_DONE = frozenset({"response.output_audio_transcript.done", "response.audio_transcript.done"})
+_TEXT_DONE = frozenset({"response.output_text.done", "response.text.done"})
+_ITEM_ADDED = frozenset({"conversation.item.added", "conversation.item.created"})
+
+
+class RealtimeProtocolError(ValueError):
+    """A server message we cannot use."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionOptions:
+    """What the bridge asks of a session; built once per call from the settings."""
+
+    instructions: str
+    voice: str
+    audio_format: AudioFormat = "pcm24k"
+    turn_detection: Literal["server_vad", "semantic_vad", "none"] = "server_vad"
+    vad_threshold: float = 0.5
+    vad_prefix_padding_ms: int = 300
+    vad_silence_duration_ms: int = 500
+    vad_eagerness: str = "auto"
+    create_response: bool = True
+    interrupt_response: bool = True
+    transcription_model: str = ""
+    noise_reduction: str = "near_field"
+    prompt_id: str | None = None
+    prompt_version: str | None = None
+    prompt_variables: dict[str, Any] | None = None
+    tools: tuple[dict[str, Any], ...] = ()
+
+
+def _str(value: Any, default: str = "") -> str:
+    return value if isinstance(value, str) else default
+
+
+def _int(value: Any, default: int = 0) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+class RealtimeCodec:
+    def __init__(self, dialect: Dialect = "ga") -> None:
+        self.dialect = dialect
+        self._next_event = 0
+
+    # -- server -> bridge -------------------------------------------------------------------------
+
+    def decode(self, text: str | bytes) -> ev.RealtimeEvent:
+        try:
+            message = _decoder.decode(text)
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            raise RealtimeProtocolError("server message is not JSON") from None
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            raise RealtimeProtocolError("server message has no 'type'")
+        kind: str = message["type"]
+
+        if kind in _AUDIO_DELTA:
+            try:
+                audio = base64.b64decode(_str(message.get("delta")), validate=True)
+            except (binascii.Error, ValueError):
+                raise RealtimeProtocolError(f"{kind}: delta is not valid base64") from None
+            return ev.AudioDelta(
+                response_id=_str(message.get("response_id")),
+                item_id=_str(message.get("item_id")),
+                content_index=_int(message.get("content_index")),
+                audio=audio,
+            )
+        if kind in _TRANSCRIPT_DELTA:
+            return ev.OutputTranscriptDelta(
+                _str(message.get("response_id")), _str(message.get("item_id")), _str(message.get("delta"))
+            )
+        if kind == "input_audio_buffer.speech_started":
+            return ev.SpeechStarted(_str(message.get("item_id")), _int(message.get("audio_start_ms")))
+        if kind == "input_audio_buffer.speech_stopped":
+            return ev.SpeechStopped(_str(message.get("item_id")), _int(message.get("audio_end_ms")))
+        if kind == "input_audio_buffer.committed":
+            return ev.InputCommitted(_str(message.get("item_id")), message.get("previous_item_id"))
+        if kind in _ITEM_ADDED:
+            item = message.get("item") or {}
+            return ev.ItemAdded(
+                item_id=_str(item.get("id")),
+                item_type=_str(item.get("type")),
+                role=item.get("role"),
+                previous_item_id=message.get("previous_item_id"),
+            )
+        if kind == "response.created":
+            response = message.get("response") or {}
+            return ev.ResponseCreated(
+                _str(response.get("id")), response.get("conversation_id"), response.get("metadata")
+            )
+        if kind == "response.output_item.added":
+            item = message.get("item") or {}
+            return ev.OutputItemAdded(
+                _str(message.get("response_id")),
+                _str(item.get("id")),
+                _str(item.get("type")),
+                item.get("role"),
+            )
+        if kind in _AUDIO_DONE:
+            return ev.AudioDone(_str(message.get("response_id")), _str(message.get("item_id")))
+        if kind in _TRANSCRIPT_DONE:
+            return ev.OutputTranscriptDone(
+                _str(message.get("response_id")),
+                _str(message.get("item_id")),
+                _str(message.get("transcript")),
+            )
+        if kind in _TEXT_DONE:
+            return ev.OutputTextDone(
+                _str(message.get("response_id")), _str(message.get("item_id")), _str(message.get("text"))
+            )
+        if kind == "response.function_call_arguments.done":
+            return ev.FunctionCall(
+                response_id=_str(message.get("response_id")),
+                item_id=_str(message.get("item_id")),
+                call_id=_str(message.get("call_id")),
+                name=_str(message.get("name")),
+                arguments=_str(message.get("arguments"), "{}"),
+            )
+        if kind == "response.done":
+            response = message.get("response") or {}
+            details = response.get("status_details") or {}
+            return ev.ResponseDone(
+                response_id=_str(response.get("id")),
+                status=_str(response.get("status"), "completed"),
+                reason=details.get("reason") if isinstance(details, dict) else None,
+                usage=response.get("usage"),
+                output=[o for o in response.get("output") or [] if isinstance(o, dict)],
+                metadata=response.get("metadata"),
+                conversation=response.get("conversation_id"),
+            )
+        if kind == "conversation.item.input_audio_transcription.completed":
+            return ev.InputTranscript(_str(message.get("item_id")), _str(message.get("transcript")))
+        if kind == "conversation.item.input_audio_transcription.failed":
+            error = message.get("error") or {}
+            return ev.InputTranscriptFailed(_str(message.get("item_id")), _str(error.get("message")))
+        if kind == "conversation.item.truncated":
+            return ev.ItemTruncated(
+                _str(message.get("item_id")),
+                _int(message.get("content_index")),
+                _int(message.get("audio_end_ms")),
+            )
+        if kind in ("session.created", "session.updated", "transcription_session.updated"):
+            return ev.SessionReady(updated=kind != "session.created", session=message.get("session") or {})
+        if kind == "error":
+            error = message.get("error") or {}
+            return ev.ServerError(
+                type=_str(error.get("type"), "error"),
+                code=error.get("code"),
+                message=_str(error.get("message")),
+                client_event_id=error.get("event_id"),
+            )
+        return ev.Ignored(kind)
+
+    # -- bridge -> server -------------------------------------------------------------------------
+
+    def encode(self, event: dict[str, Any]) -> bytes:
+        return _encoder.encode(event)
+
+    def _event_id(self) -> str:
+        self._next_event += 1
+        return f"bridge_{self._next_event}"
+
+    def session_update(self, options: SessionOptions) -> dict[str, Any]:
+        build = self._ga_session if self.dialect == "ga" else self._beta_session
+        return {"type": "session.update", "event_id": self._event_id(), "session": build(options)}
+
+    def _turn_detection(self, o: SessionOptions) -> dict[str, Any] | None:
+        if o.turn_detection == "none":
+            return None
+        td: dict[str, Any] = {
+            "type": o.turn_detection,
+            "create_response": o.create_response,
+            "interrupt_response": o.interrupt_response,
+        }
+        if o.turn_detection == "server_vad":
+            td |= {
+                "threshold": o.vad_threshold,
+                "prefix_padding_ms": o.vad_prefix_padding_ms,
+                "silence_duration_ms": o.vad_silence_duration_ms,
+            }
+        else:
+            td["eagerness"] = o.vad_eagerness
+        return td
+
+    def _ga_session(self, o: SessionOptions) -> dict[str, Any]:
+        fmt: dict[str, Any] = (
+            {"type": "audio/pcm", "rate": 24000} if o.audio_format == "pcm24k" else {"type": "audio/pcmu"}
+        )
+        audio_in: dict[str, Any] = {
+            "format": fmt,
+            "turn_detection": self._turn_detection(o),
+            "noise_reduction": None if o.noise_reduction == "off" else {"type": o.noise_reduction},
+            "transcription": {"model": o.transcription_model} if o.transcription_model else None,
+        }
+        session: dict[str, Any] = {
+            "type": "realtime",
+            "instructions": o.instructions,
+            "output_modalities": ["audio"],
+            "audio": {"input": audio_in, "output": {"format": fmt, "voice": o.voice}},
+        }
+        if o.prompt_id:
+            prompt: dict[str, Any] = {"id": o.prompt_id}
+            if o.prompt_version:
+                prompt["version"] = o.prompt_version
+            if o.prompt_variables:
+                prompt["variables"] = o.prompt_variables
+            session["prompt"] = prompt
+        if o.tools:
+            session["tools"] = list(o.tools)
+            session["tool_choice"] = "auto"
+        return session
+
+    def _beta_session(self, o: SessionOptions) -> dict[str, Any]:
+        fmt = "pcm16" if o.audio_format == "pcm24k" else "g711_ulaw"
+        session: dict[str, Any] = {
+            "modalities": ["audio", "text"],
+            "instructions": o.instructions,
+            "voice": o.voice,
+            "input_audio_format": fmt,
+            "output_audio_format": fmt,
+            "turn_detection": self._turn_detection(o),
+            "input_audio_noise_reduction": None
+            if o.noise_reduction == "off"
+            else {"type": o.noise_reduction},
+            "input_audio_transcription": {"model": o.transcription_model} if o.transcription_model else None,
+        }
+        if o.tools:
+            session["tools"] = list(o.tools)
+            session["tool_choice"] = "auto"
+        return session
+
+    def append_audio(self, audio: bytes) -> dict[str, Any]:
+        # No event_id: 50 per second per call, and the service never answers an append.
+        return {"type": "input_audio_buffer.append", "audio": base64.b64encode(audio).decode("ascii")}
+
+    def truncate(self, item_id: str, audio_end_ms: int, content_index: int = 0) -> dict[str, Any]:
+        return {
+            "type": "conversation.item.truncate",
+            "event_id": self._event_id(),
+            "item_id": item_id,
+            "content_index": content_index,
+            "audio_end_ms": audio_end_ms,
+        }
+
+    def cancel_response(self, response_id: str | None = None) -> dict[str, Any]:
+        event: dict[str, Any] = {"type": "response.cancel", "event_id": self._event_id()}
+        if response_id:
+            event["response_id"] = response_id
+        return event
+
+    def create_response(
+        self,
+        instructions: str | None = None,
+        *,
+        out_of_band: bool = False,
+        text_only: bool = False,
+        metadata: dict[str, str] | None = None,
+    ) -> dict[str, Any]:
+        response: dict[str, Any] = {}
+        if instructions:
+            response["instructions"] = instructions
+        if out_of_band:
+            response["conversation"] = "none"
+        if metadata:
+            response["metadata"] = metadata
+        if text_only:
+            response["output_modalities" if self.dialect == "ga" else "modalities"] = ["text"]
+        event: dict[str, Any] = {"type": "response.create", "event_id": self._event_id()}
+        if response:
+            event["response"] = response
+        return event
+
+    def user_text(self, text: str, previous_item_id: str | None = None) -> dict[str, Any]:
+        event: dict[str, Any] = {
+            "type": "conversation.item.create",
+            "event_id": self._event_id(),
+            "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]},
+        }
+        if previous_item_id:
+            event["previous_item_id"] = previous_item_id
+        return event
+
+    def function_output(self, call_id: str, output: str) -> dict[str, Any]:
+        return {
+            "type": "conversation.item.create",
+            "event_id": self._event_id(),
+            "item": {"type": "function_call_output", "call_id": call_id, "output": output},
+        }
+
+    def delete_item(self, item_id: str) -> dict[str, Any]:
+        return {"type": "conversation.item.delete", "event_id": self._event_id(), "item_id": item_id}
