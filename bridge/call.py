@@ -1,0 +1,382 @@
+"""One phone call's state and rules, with no I/O.
+
+The socket pumps feed it carrier events and Realtime events, each with the time it arrived, and
+send whatever it leaves in its outboxes: commands for the carrier, client events for the model,
+and records for the call log. Relay, greeting, barge-in and truncation are decided here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from bridge.audio import StreamingResampler, pcm16_to_ulaw, ulaw_to_pcm16
+from bridge.carrier.events import (
+    CallEnded,
+    CallerAudio,
+    CallStarted,
+    CarrierCommand,
+    CarrierEvent,
+    ClearPlayback,
+    Dtmf,
+    Hangup,
+    Mark,
+    PlayAudio,
+    PlaybackMark,
+)
+from bridge.ledger import ItemPlayback, PlaybackLedger
+from bridge.realtime import events as rt
+from bridge.realtime.codec import RealtimeCodec, SessionOptions
+
+FRAME_BYTES = 160  # 20 ms of µ-law at 8 kHz
+MARK_EVERY_FRAMES = 5  # a mark per 100 ms bounds how stale our view of playback can be
+PROBE_INTERVAL_MS = 5000.0
+
+# Errors after which the session is of no further use (PROTOCOLS.md B5.4, B7).
+FATAL_ERROR_CODES = frozenset(
+    {
+        "session_expired",
+        "beta_api_shape_disabled",
+        "invalid_api_key",
+        "insufficient_quota",
+        "model_not_found",
+    }
+)
+# The normal outcome of a late barge-in (PROTOCOLS.md fact 9): not worth more than a debug line.
+BENIGN_ERROR_CODES = frozenset({"response_cancel_not_active", "input_audio_buffer_commit_empty"})
+
+
+@dataclass(frozen=True, slots=True)
+class CallConfig:
+    session: SessionOptions
+    greeting: str = ""
+    audio_passthrough: bool = False
+
+    def opening_events(self, codec: RealtimeCodec) -> list[dict[str, Any]]:
+        """What a new upstream session is sent first: its configuration, then the greeting."""
+        events = [codec.session_update(self.session)]
+        if self.greeting:
+            events.append(codec.create_response(self.greeting))
+        return events
+
+
+@dataclass(slots=True)
+class LogRecord:
+    kind: str
+    data: dict[str, Any]
+
+
+@dataclass(slots=True)
+class _Response:
+    response_id: str
+    audio_items: list[str] = field(default_factory=list)
+    out_of_band: bool = False
+
+
+@dataclass(slots=True)
+class _PendingBargeIn:
+    detected_at: float
+    record: dict[str, Any]
+
+
+class Call:
+    def __init__(
+        self,
+        config: CallConfig,
+        codec: RealtimeCodec,
+        started: CallStarted,
+        now: float,
+        *,
+        opened: bool = False,
+    ) -> None:
+        """`opened`: the upstream session was already sent `config.opening_events` (pre-connected)."""
+        self.config = config
+        self.codec = codec
+        self.started = started
+        self.started_at = now
+        self.to_carrier: list[CarrierCommand] = []
+        self.to_upstream: list[dict[str, Any]] = []
+        self.records: list[LogRecord] = []
+        self.end_reason: str | None = None
+
+        self.ledger = PlaybackLedger()
+        self._inbound = None if config.audio_passthrough else StreamingResampler(8000, 24000)
+        self._outbound = None if config.audio_passthrough else StreamingResampler(24000, 8000)
+        self._out_item: str | None = None
+        self._out_content = 0
+        self._out_pending = bytearray()  # µ-law not yet a whole frame
+        self._frames_since_mark = 0
+        self._responses: dict[str, _Response] = {}
+        self._active: str | None = None  # the response writing to the conversation
+        self._interrupted: set[str] = set()  # response ids whose audio must never reach the caller
+        self._audio_done: set[str] = set()
+        self._received_ms: dict[str, float] = {}  # model audio per item: what the service holds
+        # Our output lags the model's audio by the resampler's delay; the truncate speaks model time.
+        self._output_lag_ms = self._outbound.delay_ms if self._outbound is not None else 0.0
+        self._model_bytes_per_ms = 8 if config.audio_passthrough else 48
+        self._transcripts: dict[str, str] = {}
+        self._speech_stopped_at: float | None = None
+        self._awaiting_first_audio = bool(config.greeting)
+        self._greeting_pending = bool(config.greeting)
+        self._pending_barge_in: _PendingBargeIn | None = None
+        self._last_probe = float("-inf")
+        self.barge_ins = 0
+        self.frames_in = 0
+        self.frames_out = 0
+
+        if not opened:
+            self.to_upstream.extend(config.opening_events(codec))
+        self._probe(now)
+
+    # -- carrier side -----------------------------------------------------------------------------
+
+    def carrier_event(self, event: CarrierEvent, now: float) -> None:
+        if isinstance(event, CallerAudio):
+            if event.payload and self.end_reason is None:
+                self.frames_in += 1
+                self._relay_caller_audio(event.payload)
+        elif isinstance(event, PlaybackMark):
+            self.ledger.acked(event.name, now)
+        elif isinstance(event, Dtmf):
+            self._record("dtmf", digit=event.digit)
+        elif isinstance(event, CallEnded):
+            self._end(event.reason, hang_up=False)
+        elif isinstance(event, CallStarted):
+            self._record("error", source="carrier", code="duplicate_start", message="second start ignored")
+
+    def _relay_caller_audio(self, ulaw: bytes) -> None:
+        if self._inbound is None:
+            self.to_upstream.append(self.codec.append_audio(ulaw))
+            return
+        pcm24k = self._inbound.process(ulaw_to_pcm16(ulaw))
+        if pcm24k:
+            self.to_upstream.append(self.codec.append_audio(pcm24k))
+
+    def tick(self, now: float) -> None:
+        """Called periodically by the pump: keeps the round-trip estimate fresh while idle."""
+        if now - self._last_probe >= PROBE_INTERVAL_MS:
+            self._probe(now)
+
+    def _probe(self, now: float) -> None:
+        name = self.ledger.probe(now)
+        if name is not None:
+            self._last_probe = now
+            self.to_carrier.append(Mark(name))
+
+    # -- model side -------------------------------------------------------------------------------
+
+    def realtime_event(self, event: rt.RealtimeEvent, now: float) -> None:
+        if isinstance(event, rt.AudioDelta):
+            self._assistant_audio(event, now)
+        elif isinstance(event, rt.SpeechStarted):
+            self._speech_started(now)
+        elif isinstance(event, rt.SpeechStopped):
+            self._speech_stopped_at = now
+            self._awaiting_first_audio = True
+        elif isinstance(event, rt.OutputTranscriptDelta):
+            if event.response_id not in self._interrupted:
+                self._transcripts[event.item_id] = self._transcripts.get(event.item_id, "") + event.delta
+        elif isinstance(event, rt.AudioDone):
+            self._audio_finished(event.item_id, now)
+        elif isinstance(event, rt.OutputTranscriptDone):
+            if event.response_id not in self._interrupted and event.item_id in self._transcripts:
+                self._transcripts.pop(event.item_id)
+                self._record(
+                    "assistant_transcript", item_id=event.item_id, text=event.transcript, interrupted=False
+                )
+        elif isinstance(event, rt.ResponseCreated):
+            out_of_band = event.conversation is None and bool(event.metadata)
+            self._responses[event.response_id] = _Response(event.response_id, out_of_band=out_of_band)
+            if not out_of_band:
+                self._active = event.response_id
+        elif isinstance(event, rt.ResponseDone):
+            self._response_done(event)
+        elif isinstance(event, rt.InputTranscript):
+            if event.transcript.strip():
+                self._record("caller_transcript", item_id=event.item_id, text=event.transcript.strip())
+        elif isinstance(event, rt.ServerError):
+            self._server_error(event)
+        elif isinstance(event, rt.ItemTruncated):
+            pass  # Confirms our truncate; nothing left to do.
+
+    def _assistant_audio(self, event: rt.AudioDelta, now: float) -> None:
+        if event.response_id in self._interrupted or self.end_reason is not None:
+            return
+        response = self._responses.get(event.response_id)
+        if response is not None and event.item_id not in response.audio_items:
+            response.audio_items.append(event.item_id)
+        if event.item_id != self._out_item:
+            self._finish_out_item(now)
+            self._out_item, self._out_content = event.item_id, event.content_index
+        self._received_ms[event.item_id] = (
+            self._received_ms.get(event.item_id, 0.0) + len(event.audio) / self._model_bytes_per_ms
+        )
+        if self._outbound is None:
+            self._out_pending += event.audio
+        else:
+            self._out_pending += pcm16_to_ulaw(self._outbound.process(event.audio))
+        self._send_frames(now, final=False)
+
+    def _send_frames(self, now: float, *, final: bool) -> None:
+        item = self._out_item
+        if item is None:
+            return
+        pending = self._out_pending
+        offset = 0
+        while len(pending) - offset >= FRAME_BYTES or (final and offset < len(pending)):
+            frame = bytes(pending[offset : offset + FRAME_BYTES])
+            offset += len(frame)
+            self.to_carrier.append(PlayAudio(frame))
+            self.ledger.sent(item, self._out_content, len(frame), now)
+            self.frames_out += 1
+            self._frames_since_mark += 1
+            if self._frames_since_mark >= MARK_EVERY_FRAMES:
+                self._mark()
+        del pending[:offset]
+        if final:
+            self._mark()
+        if offset and self._awaiting_first_audio:
+            self._awaiting_first_audio = False
+            if self._greeting_pending:
+                self._greeting_pending = False
+                self._record("greeting_latency", ms=round(now - self.started_at, 1))
+            elif self._speech_stopped_at is not None:
+                self._record("turn_latency", ms=round(now - self._speech_stopped_at, 1))
+
+    def _mark(self) -> None:
+        name = self.ledger.mark()
+        if name is not None:
+            self.to_carrier.append(Mark(name))
+        self._frames_since_mark = 0
+
+    def _finish_out_item(self, now: float) -> None:
+        """Send the rest of the current item's audio, including the resampler's tail."""
+        if self._out_item is None:
+            return
+        if self._outbound is not None:
+            self._out_pending += pcm16_to_ulaw(self._outbound.flush())
+            self._outbound.reset()
+        self._send_frames(now, final=True)
+        self._out_item = None
+
+    def _audio_finished(self, item_id: str, now: float) -> None:
+        self._audio_done.add(item_id)
+        if item_id == self._out_item:
+            self._finish_out_item(now)
+
+    def _response_done(self, event: rt.ResponseDone) -> None:
+        response = self._responses.pop(event.response_id, None)
+        if self._active == event.response_id:
+            self._active = None
+        if event.usage:
+            self.records.append(LogRecord("usage", dict(event.usage)))
+        if event.status == "failed":
+            self._record("error", source="upstream", code="response_failed", message=str(event.reason))
+        if response is not None:
+            for item_id in response.audio_items:
+                if item_id not in self._interrupted:
+                    self.ledger.forget(item_id)
+
+    def _server_error(self, event: rt.ServerError) -> None:
+        code = event.code or ""
+        if code in BENIGN_ERROR_CODES:
+            return
+        self._record("error", source="upstream", code=code or event.type, message=event.message)
+        if code in FATAL_ERROR_CODES:
+            self._end("upstream_failure")
+
+    # -- barge-in ---------------------------------------------------------------------------------
+
+    def _speech_started(self, now: float) -> None:
+        generating = self._active is not None and self._active not in self._interrupted
+        if not self.ledger.pending() and not generating:
+            return  # An ordinary turn: nothing of ours is playing.
+        self.to_carrier.append(ClearPlayback())  # First, before any bookkeeping: the caller hears this.
+        playbacks = {p.item_id: p for p in self.ledger.clear(now)}
+        self._out_pending.clear()
+        if self._outbound is not None:
+            self._outbound.reset()
+        interrupted_item = self._out_item
+        self._out_item = None
+
+        active = self._responses.get(self._active) if self._active else None
+        if active is not None:
+            self._interrupted.add(active.response_id)
+            for item_id in active.audio_items:
+                if item_id not in playbacks and item_id not in self._audio_done:
+                    # Everything sent was confirmed played, but the model had more to say.
+                    sent = self.ledger.sent_ms(item_id)
+                    playbacks[item_id] = ItemPlayback(item_id, 0, sent, sent, sent > 0)
+        truncates = []
+        for p in playbacks.values():
+            whole = p.heard_ms >= p.sent_ms and p.item_id in self._audio_done
+            if whole:
+                continue  # The caller heard it all; truncating would make the model repeat itself.
+            self.to_upstream.append(self.codec.truncate(p.item_id, self._model_ms(p), p.content_index))
+            truncates.append(p)
+            self._log_cut_transcript(p)
+        if active is not None and not self.config.session.interrupt_response:
+            self.to_upstream.append(self.codec.cancel_response(active.response_id))
+        self._greeting_pending = False
+        self.barge_ins += 1
+        main = next(
+            (p for p in truncates if p.item_id == interrupted_item), truncates[0] if truncates else None
+        )
+        record = {
+            "item_id": main.item_id if main else interrupted_item,
+            "sent_ms": main.sent_ms if main else 0,
+            "heard_ms": main.heard_ms if main else 0,
+            "items_truncated": len(truncates),
+            "rtt_ms": round(self.ledger.rtt_ms or 0.0, 1),
+        }
+        self._pending_barge_in = _PendingBargeIn(now, record)
+
+    def _model_ms(self, p: ItemPlayback) -> int:
+        """What the caller heard, on the model's clock, never beyond what the service holds."""
+        if not p.started:
+            return 0
+        heard = max(0, round(p.heard_ms - self._output_lag_ms))
+        return min(heard, int(self._received_ms.get(p.item_id, 0.0)))
+
+    def clear_written(self, now: float) -> None:
+        """The pump wrote our clear to the carrier: the barge-in's reaction time is known."""
+        pending, self._pending_barge_in = self._pending_barge_in, None
+        if pending is not None:
+            self._record("barge_in", reaction_ms=round(now - pending.detected_at, 2), **pending.record)
+
+    def _log_cut_transcript(self, p: ItemPlayback) -> None:
+        text = self._transcripts.pop(p.item_id, "")
+        if not text:
+            return
+        # The transcript runs ahead of playback; cut it in proportion to what was heard.
+        total = max(p.sent_ms, 1)
+        heard_text = text[: round(len(text) * min(p.heard_ms / total, 1.0))]
+        self._record(
+            "assistant_transcript",
+            item_id=p.item_id,
+            text=heard_text.rstrip(),
+            full_text=text,
+            interrupted=True,
+            heard_ms=p.heard_ms,
+        )
+
+    # -- endings ----------------------------------------------------------------------------------
+
+    def hang_up(self, reason: str) -> None:
+        self._end(reason, hang_up=True)
+
+    def _end(self, reason: str, *, hang_up: bool = True) -> None:
+        if self.end_reason is not None:
+            return
+        self.end_reason = reason
+        if hang_up:
+            self.to_carrier.append(Hangup(reason))
+
+    def _record(self, kind: str, **data: Any) -> None:
+        self.records.append(LogRecord(kind, data))
+
+    def drain(self) -> tuple[list[CarrierCommand], list[dict[str, Any]], list[LogRecord]]:
+        """Take everything the pumps must act on, in order."""
+        out = (self.to_carrier, self.to_upstream, self.records)
+        self.to_carrier, self.to_upstream, self.records = [], [], []
+        return out

@@ -1,0 +1,320 @@
+"""The thin socket pumps around one `Call`: carrier websocket in, Realtime websocket out, and back.
+
+Everything here is I/O: read a message, stamp the time, hand it to the `Call`, then send what the
+call left in its outboxes, carrier first (a `clear` must never wait behind anything).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import websockets
+from aiohttp import WSMsgType, web
+
+from bridge.call import Call, CallConfig, LogRecord
+from bridge.carrier.events import (
+    CallEnded,
+    CallStarted,
+    CarrierProtocolError,
+    ClearPlayback,
+    Hangup,
+)
+from bridge.carrier.twilio import TwilioCodec
+from bridge.logs import get_logger, mask_number
+from bridge.realtime.codec import RealtimeProtocolError
+from bridge.upstream import UpstreamRefused, UpstreamSession
+
+log = get_logger("bridge.call")
+
+START_TIMEOUT_S = 10.0
+MAX_CARRIER_MESSAGE = 64 * 1024
+MAX_BAD_MESSAGES = 50  # beyond this a stream is not a confused carrier but a broken or hostile one
+TICK_S = 1.0
+
+
+class CallLogSink(Protocol):
+    def call_started(self, **fields: Any) -> None: ...
+    def event(self, call_id: str, kind: str, data: dict[str, Any]) -> None: ...
+    def usage(self, call_id: str, usage: dict[str, Any]) -> None: ...
+    def call_ended(self, call_id: str, reason: str) -> None: ...
+
+
+class NoCallLog:
+    def call_started(self, **fields: Any) -> None:
+        pass
+
+    def event(self, call_id: str, kind: str, data: dict[str, Any]) -> None:
+        pass
+
+    def usage(self, call_id: str, usage: dict[str, Any]) -> None:
+        pass
+
+    def call_ended(self, call_id: str, reason: str) -> None:
+        pass
+
+
+UpstreamOpener = Callable[[], Awaitable[UpstreamSession]]
+Claim = Callable[[str], Awaitable[UpstreamSession | None]]
+
+
+@dataclass(slots=True)
+class StreamContext:
+    """What every call of this server shares, handed in by the app."""
+
+    call_config: CallConfig
+    open_upstream: UpstreamOpener
+    claim_prepared: Claim
+    call_log: CallLogSink
+    model: str
+    voice: str
+    active_calls: dict[str, CallPump]
+
+
+def now_ms() -> float:
+    return time.monotonic() * 1000.0
+
+
+class CallPump:
+    def __init__(self, ctx: StreamContext, ws: web.WebSocketResponse, remote: str) -> None:
+        self.ctx = ctx
+        self.ws = ws
+        self.carrier = TwilioCodec()
+        self.log = log.bind(remote=remote)
+        self.call: Call | None = None
+        self.upstream: UpstreamSession | None = None
+        self.call_id = ""
+        self.bad_messages = 0
+        self._carrier_lock = asyncio.Lock()
+        self._upstream_lock = asyncio.Lock()
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        started = await self._wait_for_start()
+        if started is None:
+            return
+        self.call_id = started.call_sid
+        params = started.custom_parameters
+        self.log = self.log.bind(call_sid=started.call_sid, stream_sid=started.stream_sid)
+        self.ctx.call_log.call_started(
+            call_id=self.call_id,
+            call_sid=started.call_sid,
+            stream_sid=started.stream_sid,
+            from_number=params.get("from", ""),
+            to_number=params.get("to", ""),
+            direction=params.get("direction", "inbound"),
+            model=self.ctx.model,
+            voice=self.ctx.voice,
+        )
+        self.log.info(
+            "call started", caller=mask_number(params.get("from")), callee=mask_number(params.get("to"))
+        )
+        self.ctx.active_calls[self.call_id] = self
+        reason = "error"
+        try:
+            reason = await self._connected(started)
+        finally:
+            self.ctx.active_calls.pop(self.call_id, None)
+            await self._close(reason)
+
+    async def _wait_for_start(self) -> CallStarted | None:
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                async for msg in self.ws:
+                    if msg.type != WSMsgType.TEXT:
+                        self._bad("binary frame on a JSON stream")
+                        continue
+                    try:
+                        event = self.carrier.decode(msg.data)
+                    except CarrierProtocolError as exc:
+                        self._bad(str(exc))
+                        if self.bad_messages > MAX_BAD_MESSAGES:
+                            await self.ws.close(code=1008, message=b"protocol error")
+                            return None
+                        continue
+                    if isinstance(event, CallStarted):
+                        return event
+                    if isinstance(event, CallEnded):
+                        return None
+        except TimeoutError:
+            self.log.warning("no start message in time, closing stream", seconds=START_TIMEOUT_S)
+            await self.ws.close(code=1008, message=b"no start")
+        return None
+
+    async def _connected(self, started: CallStarted) -> str:
+        try:
+            self.upstream = await self.ctx.claim_prepared(started.call_sid) or await self.ctx.open_upstream()
+        except UpstreamRefused as exc:
+            self.log.error("upstream session failed, ending call", reason=str(exc))
+            self.ctx.call_log.event(
+                self.call_id, "error", {"source": "upstream", "code": "connect", "message": str(exc)}
+            )
+            return "upstream_failure"
+        self.call = Call(
+            self.ctx.call_config, self.upstream.codec, started, now_ms(), opened=self.upstream.opened
+        )
+        self.log.info(
+            "upstream session open",
+            connect_ms=round(self.upstream.connect_ms, 1),
+            prepared=self.upstream.opened,
+        )
+        await self._flush()
+        tasks = [
+            asyncio.create_task(self._carrier_loop(), name="carrier"),
+            asyncio.create_task(self._upstream_loop(), name="upstream"),
+            asyncio.create_task(self._ticker(), name="ticker"),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in done:
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                self.log.error("call pump failed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+                return "error"
+        return self.call.end_reason or "caller_hangup"
+
+    async def _close(self, reason: str) -> None:
+        if self.upstream is not None:
+            with contextlib.suppress(Exception):
+                await self.upstream.socket.close()
+        if not self.ws.closed:
+            with contextlib.suppress(Exception):
+                await self.ws.close(code=1000, message=reason.encode()[:120])
+        call = self.call
+        self.ctx.call_log.call_ended(self.call_id, reason)
+        self.log.info(
+            "call ended",
+            reason=reason,
+            frames_in=call.frames_in if call else 0,
+            frames_out=call.frames_out if call else 0,
+            barge_ins=call.barge_ins if call else 0,
+            sequence_gaps=self.carrier.sequence_gaps,
+            bad_messages=self.bad_messages,
+        )
+
+    def end(self, reason: str) -> None:
+        """Ask the call to end (shutdown, admin hang-up): the hang-up goes out with the next flush."""
+        if self.call is not None:
+            self.call.hang_up(reason)
+            asyncio.get_running_loop().create_task(self._flush())
+
+    # -- pumps ------------------------------------------------------------------------------------
+
+    async def _carrier_loop(self) -> None:
+        assert self.call is not None
+        async for msg in self.ws:
+            now = now_ms()
+            if msg.type != WSMsgType.TEXT:
+                if msg.type == WSMsgType.ERROR:
+                    return
+                self._bad("binary frame on a JSON stream")
+                continue
+            try:
+                event = self.carrier.decode(msg.data)
+            except CarrierProtocolError as exc:
+                self._bad(str(exc))
+                if self.bad_messages > MAX_BAD_MESSAGES:
+                    self.call.hang_up("error")
+                    await self._flush()
+                    return
+                continue
+            if event is None:
+                continue
+            self.call.carrier_event(event, now)
+            await self._flush()
+            if isinstance(event, CallEnded) or self.call.end_reason is not None:
+                return
+
+    async def _upstream_loop(self) -> None:
+        assert self.call is not None and self.upstream is not None
+        codec = self.upstream.codec
+        try:
+            async for message in self.upstream.socket:
+                now = now_ms()
+                try:
+                    event = codec.decode(message)
+                except RealtimeProtocolError as exc:
+                    self.log.warning("unusable upstream message", error=str(exc))
+                    continue
+                self.call.realtime_event(event, now)
+                await self._flush()
+                if self.call.end_reason is not None:
+                    return
+        except websockets.ConnectionClosedError as exc:
+            self.log.error("upstream connection dropped", code=exc.code, reason=exc.reason)
+        else:
+            self.log.warning("upstream closed the session", code=self.upstream.socket.close_code)
+        if self.call.end_reason is None:
+            self.call.hang_up("upstream_failure")
+            await self._flush()
+
+    async def _ticker(self) -> None:
+        assert self.call is not None
+        while True:
+            await asyncio.sleep(TICK_S)
+            self.call.tick(now_ms())
+            await self._flush()
+
+    async def _flush(self) -> None:
+        call = self.call
+        if call is None:
+            return
+        to_carrier, to_upstream, records = call.drain()
+        if to_carrier:
+            async with self._carrier_lock:
+                for command in to_carrier:
+                    if isinstance(command, Hangup):
+                        await self.ws.close(code=1000, message=command.reason.encode()[:120])
+                        break
+                    text = self.carrier.encode(command)
+                    if text is not None and not self.ws.closed:
+                        await self.ws.send_str(text)
+                        if isinstance(command, ClearPlayback):
+                            call.clear_written(now_ms())
+            records += call.drain()[2]
+        if to_upstream and self.upstream is not None:
+            codec = self.upstream.codec
+            async with self._upstream_lock:
+                with contextlib.suppress(websockets.ConnectionClosed):
+                    for event in to_upstream:
+                        await self.upstream.socket.send(codec.encode(event).decode())
+        for record in records:
+            self._record(record)
+
+    def _record(self, record: LogRecord) -> None:
+        if record.kind == "usage":
+            self.ctx.call_log.usage(self.call_id, record.data)
+            return
+        self.ctx.call_log.event(self.call_id, record.kind, record.data)
+        if record.kind in ("barge_in", "error", "greeting_latency", "turn_latency", "dtmf"):
+            level = "warning" if record.kind == "error" else "info"
+            getattr(self.log, level)(record.kind.replace("_", " "), **record.data)
+
+    def _bad(self, reason: str) -> None:
+        self.bad_messages += 1
+        # Once per stream at warning; a flood of junk must not become a flood of log lines.
+        if self.bad_messages == 1:
+            self.log.warning("bad carrier message ignored", reason=reason)
+        else:
+            self.log.debug("bad carrier message ignored", reason=reason, count=self.bad_messages)
+
+
+async def handle_media_stream(ctx: StreamContext, request: web.Request) -> web.WebSocketResponse:
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_CARRIER_MESSAGE, compress=False)
+    await ws.prepare(request)
+    pump = CallPump(ctx, ws, request.remote or "")
+    try:
+        await pump.run()
+    except Exception:
+        pump.log.exception("media stream failed")
+        with contextlib.suppress(Exception):
+            await ws.close(code=1011, message=b"internal error")
+    return ws

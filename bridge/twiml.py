@@ -1,0 +1,34 @@
+"""The TwiML answer that connects a call to our media stream (PROTOCOLS.md A2)."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from twilio.twiml.voice_response import Connect, VoiceResponse
+
+MEDIA_PATH = "/twilio/media"
+
+
+def media_stream_url(public_base: str) -> str:
+    """wss:// URL of the media socket; Twilio forbids a query string on it."""
+    parts = urlsplit(public_base)
+    scheme = "wss" if parts.scheme in ("https", "wss") else "ws"
+    return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}{MEDIA_PATH}"
+
+
+def connect_stream(stream_url: str, parameters: dict[str, str]) -> str:
+    response = VoiceResponse()
+    connect = Connect()
+    stream = connect.stream(url=stream_url, name="bridge")
+    for name, value in parameters.items():
+        if value:
+            stream.parameter(name=name, value=value)
+    response.append(connect)
+    return str(response)
+
+
+def busy(message: str) -> str:
+    response = VoiceResponse()
+    response.say(message)
+    response.hangup()
+    return str(response)

@@ -1,0 +1,213 @@
+"""The Call's rules, driven with plain events and explicit times: no sockets, no clocks."""
+
+from __future__ import annotations
+
+import base64
+
+import numpy as np
+import pytest
+
+from bridge.audio import StreamingResampler
+from bridge.call import FRAME_BYTES, Call, CallConfig
+from bridge.carrier.events import CallEnded, CallerAudio, CallStarted, ClearPlayback, Hangup, Mark, PlayAudio
+from bridge.carrier.events import PlaybackMark as Echo
+from bridge.realtime import events as rt
+from bridge.realtime.codec import RealtimeCodec, SessionOptions
+
+# The caller hears model audio this much later than our byte count says: truncates are in model time.
+LAG = round(StreamingResampler(24000, 8000).delay_ms)
+
+
+def tone_24k(ms: int, freq: float = 440.0) -> bytes:
+    t = np.arange(ms * 24) / 24000
+    return (np.sin(2 * np.pi * freq * t) * 8000).astype("<i2").tobytes()
+
+
+def make_call(*, greeting: str = "", interrupt_response: bool = True, now: float = 0.0) -> Call:
+    opts = SessionOptions(instructions="x", voice="marin", interrupt_response=interrupt_response)
+    started = CallStarted(stream_sid="MZ1", call_sid="CA1")
+    return Call(CallConfig(session=opts, greeting=greeting), RealtimeCodec("ga"), started, now)
+
+
+def speak(call: Call, ms: int, *, at: float, response: str = "r1", item: str = "i1") -> list[str]:
+    """The model sends `ms` of audio for `item`; returns the mark names sent to the carrier."""
+    call.realtime_event(rt.ResponseCreated(response), at)
+    call.realtime_event(rt.AudioDelta(response, item, 0, tone_24k(ms)), at)
+    return [c.name for c in call.drain()[0] if isinstance(c, Mark)]
+
+
+def upstream_types(events: list[dict]) -> list[str]:
+    return [e["type"] for e in events]
+
+
+def test_opening_configures_session_greets_and_probes() -> None:
+    call = make_call(greeting="Say hello.")
+    carrier, upstream, _ = call.drain()
+    assert upstream_types(upstream) == ["session.update", "response.create"]
+    assert upstream[1]["response"]["instructions"] == "Say hello."
+    assert len(carrier) == 1 and isinstance(carrier[0], Mark)  # a round-trip probe while idle
+
+
+def test_caller_frame_becomes_24k_pcm() -> None:
+    call = make_call()
+    call.drain()
+    call.carrier_event(CallerAudio(b"\xff" * FRAME_BYTES), 0)
+    _, upstream, _ = call.drain()
+    assert upstream_types(upstream) == ["input_audio_buffer.append"]
+    assert len(base64.b64decode(upstream[0]["audio"])) == 160 * 3 * 2  # 480 samples of PCM16
+
+
+def test_model_audio_goes_out_in_20ms_frames_with_marks() -> None:
+    call = make_call()
+    call.drain()
+    call.realtime_event(rt.ResponseCreated("r1"), 0)
+    call.realtime_event(rt.AudioDelta("r1", "i1", 0, tone_24k(100)), 0)
+    call.realtime_event(rt.AudioDone("r1", "i1"), 0)
+    carrier, _, _ = call.drain()
+    frames = [c for c in carrier if isinstance(c, PlayAudio)]
+    assert all(len(f.payload) == FRAME_BYTES for f in frames[:-1])
+    total = sum(len(f.payload) for f in frames)
+    assert 800 <= total <= 800 + 5 * 8  # 100 ms of µ-law plus at most the filter's few-ms tail
+    assert isinstance(carrier[-1], Mark)
+
+
+def test_barge_in_clears_first_then_truncates_at_what_was_heard() -> None:
+    call = make_call()
+    call.drain()
+    marks = speak(call, 2000, at=0)
+    for i, name in enumerate(marks[:3]):
+        call.carrier_event(Echo(name), 100.0 * (i + 1))
+    call.realtime_event(rt.SpeechStarted("u1", 0), 350)
+    carrier, upstream, _ = call.drain()
+    assert carrier == [ClearPlayback()]
+    assert upstream_types(upstream) == ["conversation.item.truncate"]  # the server cancels by itself
+    assert upstream[0]["item_id"] == "i1"
+    assert upstream[0]["audio_end_ms"] == 350 - LAG
+    call.clear_written(351)
+    record = call.drain()[2]
+    barge = next(r for r in record if r.kind == "barge_in")
+    assert barge.data["heard_ms"] == 350 and barge.data["sent_ms"] == 2000
+    assert barge.data["reaction_ms"] == pytest.approx(1)
+    # Late audio of the interrupted response never reaches the caller.
+    call.realtime_event(rt.AudioDelta("r1", "i1", 0, tone_24k(100)), 360)
+    assert call.drain()[0] == []
+
+
+def test_interrupt_response_false_cancels_ourselves() -> None:
+    call = make_call(interrupt_response=False)
+    call.drain()
+    speak(call, 1000, at=0)
+    call.realtime_event(rt.SpeechStarted("u1", 0), 200)
+    _, upstream, _ = call.drain()
+    assert upstream_types(upstream) == ["conversation.item.truncate", "response.cancel"]
+
+
+def test_barge_in_after_response_done_while_carrier_still_plays() -> None:
+    call = make_call()
+    call.drain()
+    speak(call, 3000, at=0)
+    call.realtime_event(rt.AudioDone("r1", "i1"), 1)
+    call.realtime_event(rt.ResponseDone("r1", "completed", None, None), 2)
+    call.drain()
+    call.realtime_event(rt.SpeechStarted("u1", 0), 1500)
+    carrier, upstream, _ = call.drain()
+    assert carrier == [ClearPlayback()]
+    assert upstream_types(upstream) == ["conversation.item.truncate"]
+    assert upstream[0]["audio_end_ms"] == 1500 - LAG
+
+
+def test_no_clear_and_no_truncate_when_everything_was_heard() -> None:
+    call = make_call()
+    call.drain()
+    first = speak(call, 500, at=0)
+    call.realtime_event(rt.AudioDone("r1", "i1"), 1)
+    call.realtime_event(rt.ResponseDone("r1", "completed", None, None), 2)
+    for name in first + [c.name for c in call.drain()[0] if isinstance(c, Mark)]:
+        call.carrier_event(Echo(name), 600)
+    call.realtime_event(rt.SpeechStarted("u1", 0), 700)
+    carrier, upstream, _ = call.drain()
+    assert carrier == [] and upstream == []
+
+
+def test_queued_second_item_is_truncated_to_zero() -> None:
+    call = make_call()
+    call.drain()
+    call.realtime_event(rt.ResponseCreated("r1"), 0)
+    call.realtime_event(rt.AudioDelta("r1", "i1", 0, tone_24k(300)), 0)
+    call.realtime_event(rt.AudioDone("r1", "i1"), 0)
+    call.realtime_event(rt.AudioDelta("r1", "i2", 0, tone_24k(300)), 0)
+    call.drain()
+    call.realtime_event(rt.SpeechStarted("u1", 0), 100)
+    _, upstream, _ = call.drain()
+    cuts = {e["item_id"]: e["audio_end_ms"] for e in upstream if e["type"] == "conversation.item.truncate"}
+    assert cuts == {"i1": 100 - LAG, "i2": 0}
+
+
+def test_second_barge_in_right_after_the_first_sends_nothing_more() -> None:
+    call = make_call()
+    call.drain()
+    speak(call, 1000, at=0)
+    call.realtime_event(rt.SpeechStarted("u1", 0), 200)
+    call.drain()
+    call.realtime_event(rt.SpeechStarted("u2", 0), 260)
+    assert call.drain()[:2] == ([], [])
+
+
+def test_caller_talks_during_greeting() -> None:
+    call = make_call(greeting="Hello.")
+    call.drain()
+    speak(call, 2000, at=50)
+    call.realtime_event(rt.SpeechStarted("u1", 0), 400)
+    carrier, upstream, _ = call.drain()
+    assert carrier == [ClearPlayback()]
+    assert upstream[0]["audio_end_ms"] == 350 - LAG
+
+
+def test_interrupted_transcript_is_cut_where_the_caller_barged_in() -> None:
+    call = make_call()
+    call.drain()
+    call.realtime_event(rt.ResponseCreated("r1"), 0)
+    call.realtime_event(rt.OutputTranscriptDelta("r1", "i1", "one two three four"), 0)
+    call.realtime_event(rt.AudioDelta("r1", "i1", 0, tone_24k(1000)), 0)
+    call.realtime_event(rt.SpeechStarted("u1", 0), 500)
+    records = [r for r in call.drain()[2] if r.kind == "assistant_transcript"]
+    assert records[0].data["interrupted"] is True
+    assert records[0].data["text"] == "one two t"
+    assert records[0].data["full_text"] == "one two three four"
+
+
+def test_fatal_upstream_error_hangs_up() -> None:
+    call = make_call()
+    call.drain()
+    call.realtime_event(rt.ServerError("invalid_request_error", "session_expired", "60 minutes", None), 5)
+    carrier, _, records = call.drain()
+    assert carrier == [Hangup("upstream_failure")]
+    assert call.end_reason == "upstream_failure"
+    assert records[0].kind == "error"
+
+
+def test_benign_cancel_error_is_not_logged() -> None:
+    call = make_call()
+    call.drain()
+    call.realtime_event(rt.ServerError("invalid_request_error", "response_cancel_not_active", "no", None), 5)
+    assert call.drain() == ([], [], [])
+    assert call.end_reason is None
+
+
+def test_caller_hangup_ends_without_hangup_command() -> None:
+    call = make_call()
+    call.drain()
+    call.carrier_event(CallEnded(), 10)
+    assert call.end_reason == "caller_hangup"
+    assert call.drain()[0] == []
+
+
+def test_greeting_and_turn_latency_recorded() -> None:
+    call2 = make_call(greeting="Hi", now=1000)
+    call2.realtime_event(rt.ResponseCreated("r1"), 1300)
+    call2.realtime_event(rt.AudioDelta("r1", "i1", 0, tone_24k(100)), 1300)
+    assert [r.data for r in call2.drain()[2] if r.kind == "greeting_latency"] == [{"ms": 300.0}]
+    call2.realtime_event(rt.SpeechStopped("u1", 4000), 5000)
+    call2.realtime_event(rt.ResponseCreated("r2"), 5100)
+    call2.realtime_event(rt.AudioDelta("r2", "i2", 0, tone_24k(100)), 5400)
+    assert [r.data for r in call2.drain()[2] if r.kind == "turn_latency"] == [{"ms": 400.0}]

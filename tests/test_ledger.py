@@ -1,0 +1,134 @@
+"""The playback ledger against a hand-computed carrier timeline (PROTOCOLS.md A5)."""
+
+from __future__ import annotations
+
+from bridge.ledger import PlaybackLedger
+
+FRAME = 160  # 20 ms of µ-law
+
+
+def send(ledger: PlaybackLedger, item: str, ms: int, at: float, mark_every: int = 5) -> list[str]:
+    """Send `ms` of audio for `item` at time `at` in 20 ms frames; return the mark names in order."""
+    marks = []
+    for i in range(ms // 20):
+        ledger.sent(item, 0, FRAME, at)
+        if (i + 1) % mark_every == 0 and (name := ledger.mark()):
+            marks.append(name)
+    if name := ledger.mark():
+        marks.append(name)
+    return marks
+
+
+def measure_rtt(ledger: PlaybackLedger, at: float, rtt: float) -> None:
+    name = ledger.probe(at)
+    assert name is not None
+    ledger.acked(name, at + rtt)
+
+
+def test_no_delay_heard_is_last_ack_plus_elapsed() -> None:
+    ledger = PlaybackLedger()
+    marks = send(ledger, "A", 1000, at=0)
+    for i, name in enumerate(marks[:3]):  # played 100, 200, 300 ms
+        assert ledger.acked(name, 100.0 * (i + 1))
+    [p] = ledger.clear(350)
+    assert (p.item_id, p.sent_ms, p.heard_ms, p.started) == ("A", 1000, 350, True)
+
+
+def test_network_delay_counts_audio_played_while_the_clear_travels() -> None:
+    ledger = PlaybackLedger()
+    measure_rtt(ledger, 0, 60)
+    assert ledger.rtt_ms == 60
+    marks = send(ledger, "A", 1000, at=100)
+    # The carrier gets it at 130 and plays 130..1130; echoes take 30 ms back.
+    ledger.acked(marks[0], 130 + 100 + 30)
+    ledger.acked(marks[1], 130 + 200 + 30)
+    [p] = ledger.clear(400)  # arrives at 430: 300 ms played
+    assert p.heard_ms == 300
+
+
+def test_silence_during_a_model_stall_is_not_heard() -> None:
+    ledger = PlaybackLedger()
+    first = send(ledger, "A", 200, at=0)
+    for i, name in enumerate(first):
+        ledger.acked(name, 100.0 * (i + 1))
+    send(ledger, "A", 200, at=1000)  # the model stalled for 800 ms
+    [p] = ledger.clear(1100)
+    assert p.heard_ms == 300  # 200 before the stall, 100 after: not 1100
+
+
+def test_heard_never_exceeds_what_was_sent() -> None:
+    ledger = PlaybackLedger()
+    send(ledger, "A", 1000, at=0)
+    [p] = ledger.clear(60_000)  # no echo ever came back
+    assert p.heard_ms == p.sent_ms == 1000
+
+
+def test_confirmed_audio_is_a_floor_even_when_the_clock_disagrees() -> None:
+    ledger = PlaybackLedger()
+    marks = send(ledger, "A", 1000, at=0)
+    for i, name in enumerate(marks[:4]):
+        ledger.acked(name, 100.0 * (i + 1))
+    [p] = ledger.clear(390)  # a clear computed "early" still counts the 400 ms confirmed
+    assert p.heard_ms >= 400 - 20
+
+
+def test_echoes_after_a_clear_mean_discarded() -> None:
+    ledger = PlaybackLedger()
+    marks = send(ledger, "A", 1000, at=0)
+    ledger.acked(marks[0], 100)
+    ledger.clear(150)
+    assert [ledger.acked(name, 151) for name in marks[1:]] == [False] * (len(marks) - 1)
+    assert not ledger.pending()
+
+
+def test_items_queued_but_never_started_are_heard_zero() -> None:
+    ledger = PlaybackLedger()
+    send(ledger, "A", 200, at=0)
+    send(ledger, "B", 300, at=0)
+    result = {p.item_id: p for p in ledger.clear(100)}
+    assert (result["A"].heard_ms, result["A"].started) == (100, True)
+    assert (result["B"].heard_ms, result["B"].started, result["B"].sent_ms) == (0, False, 300)
+
+
+def test_second_item_partly_heard() -> None:
+    ledger = PlaybackLedger()
+    send(ledger, "A", 200, at=0)
+    send(ledger, "B", 300, at=0)
+    result = {p.item_id: p for p in ledger.clear(300)}
+    assert result["A"].heard_ms == 200
+    assert result["B"].heard_ms == 100
+
+
+def test_carrier_start_up_buffering_is_learned_and_not_counted() -> None:
+    ledger = PlaybackLedger()
+    measure_rtt(ledger, 0, 40)
+    marks = send(ledger, "A", 1000, at=100)
+    # Arrives 120, the carrier buffers 60 ms, plays 180..1180; first echo back at 280 + 20.
+    ledger.acked(marks[0], 180 + 100 + 20)
+    assert abs(ledger.playout_delay_ms - 60) < 1e-6
+    [p] = ledger.clear(330)  # arrives 350 -> 170 ms played
+    assert p.heard_ms == 170
+    # The next burst, cleared before any echo, is predicted with the learned buffering.
+    send(ledger, "B", 1000, at=1000)
+    [p] = ledger.clear(1200)  # arrives 1220; play started at 1020 + 60 = 1080 -> 140 ms
+    assert p.heard_ms == 140
+
+
+def test_clear_before_anything_played() -> None:
+    ledger = PlaybackLedger()
+    measure_rtt(ledger, 0, 100)
+    send(ledger, "A", 1000, at=10)
+    [p] = ledger.clear(20)  # the audio reaches the carrier at 60, the clear at 70: 10 ms heard
+    assert p.heard_ms == 10
+    send(ledger, "B", 1000, at=100)
+    [p] = ledger.clear(100)
+    assert (p.heard_ms, p.started) == (0, False)
+
+
+def test_probe_only_when_idle() -> None:
+    ledger = PlaybackLedger()
+    send(ledger, "A", 100, at=0)
+    assert ledger.probe(1) is None
+    ledger.clear(2)
+    assert ledger.probe(3) is not None
+    assert ledger.probe(4) is None  # one probe in flight at a time
