@@ -1,0 +1,247 @@
+"""HTTP face of the call log: the JSON/CSV/text API under /api/calls and the web pages under /calls.
+
+Everything but the static assets needs the admin token (bearer header, or the cookie the login form
+at /calls sets). Phone numbers are masked to their last 4 digits unless `?reveal=1` is asked for;
+every reveal is logged.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from html import escape
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from bridge.calllog.auth import AdminAuth
+from bridge.calllog.present import CSV_COLUMNS, csv_row, public_call, to_json, transcript_text
+from bridge.calllog.store import END_REASONS, CallStore
+
+log = structlog.get_logger(__name__)
+
+WEB_DIR = Path(__file__).with_name("web")
+MAX_LIMIT = 500
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_NO_STORE = {"Cache-Control": "no-store"}
+_PAGE_HEADERS = {
+    **_NO_STORE,
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+class _BadRequest(Exception):
+    pass
+
+
+def setup_calllog_routes(app: web.Application, store: CallStore, admin_token: str) -> None:
+    """Add the call-log API and pages to `app`. Raises ValueError for an empty `admin_token`."""
+    routes = _CallLogRoutes(store, AdminAuth(admin_token))
+    api, page = routes.api, routes.page
+    router = app.router
+    # The export paths before /api/calls/{call_id}, which would otherwise take them as an id.
+    router.add_get("/api/calls", api(routes.list_calls))
+    router.add_get("/api/calls/export.jsonl", api(routes.export_jsonl))
+    router.add_get("/api/calls/export.csv", api(routes.export_csv))
+    router.add_get("/api/calls/{call_id}/transcript", api(routes.transcript))
+    router.add_get("/api/calls/{call_id}", api(routes.get_call))
+    router.add_static("/calls/static/", WEB_DIR / "static")
+    router.add_post("/calls/login", routes.login)
+    router.add_post("/calls/logout", routes.logout)
+    router.add_get("/calls", page(routes.list_page))
+    router.add_get("/calls/{call_id}", page(routes.call_page))
+
+
+class _CallLogRoutes:
+    def __init__(self, store: CallStore, auth: AdminAuth) -> None:
+        self.store = store
+        self.auth = auth
+        self.list_html = (WEB_DIR / "calls.html").read_text(encoding="utf-8")
+        self.call_html = (WEB_DIR / "call.html").read_text(encoding="utf-8")
+        self.login_template = Template((WEB_DIR / "login.html").read_text(encoding="utf-8"))
+
+    # ---- auth wrappers ------------------------------------------------------------------------
+
+    def api(self, handler: Handler) -> Handler:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            if not self.auth.authenticated(request):
+                return web.json_response(
+                    {"error": "unauthorized"},
+                    status=401,
+                    headers={"WWW-Authenticate": 'Bearer realm="calls"', **_NO_STORE},
+                )
+            try:
+                return await handler(request)
+            except _BadRequest as exc:
+                return _json({"error": str(exc)}, status=400)
+
+        return guarded
+
+    def page(self, handler: Handler) -> Handler:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            if not self.auth.authenticated(request):
+                return self._login_form(next_path=request.path_qs, error="", status=401)
+            return await handler(request)
+
+        return guarded
+
+    def _login_form(self, *, next_path: str, error: str, status: int) -> web.Response:
+        body = self.login_template.substitute(
+            next=escape(_safe_next(next_path)),
+            error=f'<p class="login-error" role="alert">{escape(error)}</p>' if error else "",
+        )
+        return web.Response(text=body, status=status, content_type="text/html", headers=_PAGE_HEADERS)
+
+    # ---- pages --------------------------------------------------------------------------------
+
+    async def login(self, request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        token = str(form.get("token", "")).strip()
+        next_path = _safe_next(str(form.get("next", "")))
+        if not token or not self.auth.token_ok(token):
+            log.warning("calllog.login_failed", remote=request.remote)
+            return self._login_form(next_path=next_path, error="That token is not right.", status=401)
+        response = web.Response(status=303, headers={"Location": next_path, **_NO_STORE})
+        self.auth.set_session(request, response)
+        return response
+
+    async def logout(self, request: web.Request) -> web.StreamResponse:
+        response = web.Response(status=303, headers={"Location": "/calls", **_NO_STORE})
+        self.auth.clear_session(response)
+        return response
+
+    async def list_page(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(text=self.list_html, content_type="text/html", headers=_PAGE_HEADERS)
+
+    async def call_page(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(text=self.call_html, content_type="text/html", headers=_PAGE_HEADERS)
+
+    # ---- API ----------------------------------------------------------------------------------
+
+    async def list_calls(self, request: web.Request) -> web.StreamResponse:
+        query = request.query
+        reveal = _reveal(request)
+        limit = _int(query.get("limit"), default=50, low=1, high=MAX_LIMIT, name="limit")
+        try:
+            page, next_cursor = await self.store.list_calls(
+                **_filters(request), limit=limit, cursor=query.get("cursor") or None
+            )
+        except ValueError as exc:
+            raise _BadRequest(str(exc)) from None
+        calls = [public_call(call, reveal=reveal) for call in page]
+        return _json({"calls": calls, "next_cursor": next_cursor})
+
+    async def get_call(self, request: web.Request) -> web.StreamResponse:
+        call = await self.store.get_call(request.match_info["call_id"])
+        if call is None:
+            return _json({"error": "no such call"}, status=404)
+        return _json(public_call(call, reveal=_reveal(request)))
+
+    async def transcript(self, request: web.Request) -> web.StreamResponse:
+        call = await self.store.get_call(request.match_info["call_id"])
+        if call is None:
+            return web.Response(text="no such call\n", status=404, headers=_NO_STORE)
+        return web.Response(text=transcript_text(call), content_type="text/plain", headers=_NO_STORE)
+
+    async def export_jsonl(self, request: web.Request) -> web.StreamResponse:
+        filters, reveal = _filters(request), _reveal(request)
+        response = await self._start_download(request, "application/x-ndjson", "jsonl")
+        async for call in self.store.export_calls(**filters, with_events=True):
+            await response.write((to_json(public_call(call, reveal=reveal)) + "\n").encode())
+        await response.write_eof()
+        return response
+
+    async def export_csv(self, request: web.Request) -> web.StreamResponse:
+        filters, reveal = _filters(request), _reveal(request)
+        response = await self._start_download(request, "text/csv", "csv")
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(CSV_COLUMNS)
+        async for call in self.store.export_calls(**filters):
+            writer.writerow(csv_row(public_call(call, reveal=reveal)))
+            if buffer.tell() > 64 * 1024:
+                await response.write(buffer.getvalue().encode())
+                buffer.seek(0)
+                buffer.truncate()
+        await response.write(buffer.getvalue().encode())
+        await response.write_eof()
+        return response
+
+    async def _start_download(self, request: web.Request, content_type: str, ext: str) -> web.StreamResponse:
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        response = web.StreamResponse(
+            headers={**_NO_STORE, "Content-Disposition": f'attachment; filename="calls-{stamp}.{ext}"'}
+        )
+        response.content_type = content_type
+        response.charset = "utf-8"
+        await response.prepare(request)
+        return response
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=to_json, headers=_NO_STORE)
+
+
+def _filters(request: web.Request) -> dict[str, Any]:
+    query = request.query
+    end_reason = query.get("end_reason") or None
+    if end_reason is not None and end_reason not in END_REASONS:
+        raise _BadRequest(f"end_reason must be one of {', '.join(END_REASONS)}")
+    number = query.get("number") or None
+    if number is not None and not any(ch.isdigit() for ch in number):
+        raise _BadRequest("number must contain digits (the last digits of the caller's or called number)")
+    return {
+        "since": _time(query.get("since"), "since"),
+        "until": _time(query.get("until"), "until"),
+        "number": number,
+        "end_reason": end_reason,
+        "text": query.get("q") or None,
+    }
+
+
+def _reveal(request: web.Request) -> bool:
+    reveal = request.query.get("reveal", "").lower() in ("1", "true", "yes")
+    if reveal:
+        log.info("calllog.numbers_revealed", path=request.path_qs, remote=request.remote)
+    return reveal
+
+
+def _time(value: str | None, name: str) -> datetime | None:
+    if not value:
+        return None
+    # An unencoded "+01:00" offset arrives as " 01:00" after query decoding.
+    for candidate in (value, value.replace(" ", "+")):
+        try:
+            parsed = datetime.fromisoformat(candidate)
+        except ValueError:
+            continue
+        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    raise _BadRequest(f"{name} must be an ISO 8601 time, e.g. 2025-11-22T15:00:00Z")
+
+
+def _int(value: str | None, *, default: int, low: int, high: int, name: str) -> int:
+    if not value:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise _BadRequest(f"{name} must be a whole number") from None
+    if not low <= number <= high:
+        raise _BadRequest(f"{name} must be between {low} and {high}")
+    return number
+
+
+def _safe_next(path: str) -> str:
+    # Only back into the call pages: never an open redirect to another site.
+    if path.startswith("/calls") and not path.startswith("//") and "\\" not in path:
+        return path
+    return "/calls"

@@ -1,0 +1,63 @@
+"""The write operations the recorder queues and the store applies, one batch per writer cycle.
+
+Every op is safe to apply twice (a batch is retried whole when the database fails mid-way, and a
+commit whose acknowledgement was lost gets replayed): starts and events are keyed and inserted
+"on conflict do nothing", totals are absolute values, and an end only applies to a call in progress.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class CallStartedOp:
+    call_id: str
+    call_sid: str
+    stream_sid: str
+    carrier: str
+    from_number: str
+    to_number: str
+    direction: str
+    model: str
+    voice: str
+    started_at: datetime
+    metadata: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class EventOp:
+    call_id: str
+    seq: int  # 1, 2, 3... per call, in the order the recorder received them
+    at: datetime
+    kind: str
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class CallTotalsOp:
+    """The call's running aggregates as they stand now; a later one for the same call supersedes it."""
+
+    call_id: str
+    input_text_tokens: int
+    input_audio_tokens: int
+    input_cached_tokens: int
+    output_text_tokens: int
+    output_audio_tokens: int
+    cost_usd: float | None
+    turn_latency_p50_ms: int | None
+    turn_latency_max_ms: int | None
+    barge_in_count: int
+    error_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class CallEndedOp:
+    call_id: str
+    ended_at: datetime
+    reason: str
+
+
+LogOp = CallStartedOp | EventOp | CallTotalsOp | CallEndedOp

@@ -1,0 +1,315 @@
+"""CallRecorder: the call log's face towards the audio path.
+
+Every recording method is synchronous, O(1) and never raises: it turns the call into an op and
+appends it to an in-memory queue. One writer task drains the queue into the CallStore a batch at a
+time, so a slow or absent database costs the call nothing. While the database is unreachable the
+writer keeps the ops (in order) and retries with backoff; nothing is lost unless the queue overflows,
+and even then call starts, ends and final totals are kept and only excess events are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import statistics
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
+
+from bridge.calllog.ops import CallEndedOp, CallStartedOp, CallTotalsOp, EventOp, LogOp
+from bridge.calllog.pricing import PriceTable, TokenUsage
+from bridge.calllog.store import CallStore
+
+log = structlog.get_logger(__name__)
+
+_BATCH_SIZE = 500
+# Per-call state is kept a while after the end so a late event (a transcript that completes after the
+# hang-up) still gets the next seq and a late usage object still updates the totals.
+_ENDED_CALLS_KEPT = 1024
+
+
+@dataclass(slots=True)
+class _CallState:
+    model: str
+    seq: int = 0
+    usage: TokenUsage = field(default_factory=TokenUsage)
+    latencies_ms: list[int] = field(default_factory=list)
+    barge_ins: int = 0
+    errors: int = 0
+
+
+def _is_bad_data(exc: BaseException) -> bool:
+    """True when retrying can't help: the batch itself is wrong, not the database unavailable."""
+    if isinstance(exc, IntegrityError | DataError):
+        return True
+    if isinstance(exc, StatementError) and not isinstance(exc, DBAPIError):
+        return True  # failed inside SQLAlchemy (binding a value), before reaching the database
+    return not isinstance(exc, SQLAlchemyError | OSError | TimeoutError)
+
+
+class CallRecorder:
+    """Call its recording methods from the event loop's thread (they are not thread-safe)."""
+
+    def __init__(
+        self,
+        store: CallStore,
+        *,
+        max_queue: int = 10000,
+        prices: PriceTable | None = None,
+        retry_initial_s: float = 0.5,
+        retry_max_s: float = 30.0,
+    ) -> None:
+        self.store = store
+        self.prices = prices or PriceTable()
+        self.max_queue = max_queue
+        self.retry_initial_s = retry_initial_s
+        self.retry_max_s = retry_max_s
+        self.write_failures = 0  # failed write attempts (a batch retried 3 times counts 3)
+        self.dropped = 0  # ops given up on: queue overflow, or data the database rejects
+        self.written = 0
+        self._queue: deque[LogOp] = deque()
+        self._inflight: list[LogOp] = []
+        self._calls: dict[str, _CallState] = {}
+        self._ended: OrderedDict[str, _CallState] = OrderedDict()
+        self._queued_total = 0  # ops ever accepted; with `_done_total`, what `flush` waits on
+        self._done_total = 0
+        self._wakeup = asyncio.Event()
+        self._progress = asyncio.Condition()
+        self._stopping = False
+        self._stop_requested = asyncio.Event()
+        self._overflowing = False
+        self._writer: asyncio.Task[None] | None = None
+
+    @property
+    def backlog(self) -> int:
+        """Ops accepted but not yet in the database."""
+        return len(self._queue) + len(self._inflight)
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._writer is None:
+            self._stopping = False
+            self._stop_requested.clear()
+            self._writer = asyncio.create_task(self._write_loop(), name="calllog-writer")
+            self._writer.add_done_callback(_report_writer_death)
+
+    async def stop(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 - the agreed interface
+        """Write everything queued, then stop. Gives up after `timeout` (logging what is lost)."""
+        writer = self._writer
+        if writer is None:
+            return
+        self._stopping = True
+        self._stop_requested.set()
+        self._wakeup.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(writer), timeout)
+        except TimeoutError:
+            log.error("calllog.stop_timeout", lost_ops=self.backlog, timeout_s=timeout)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
+        self._writer = None
+
+    async def flush(self) -> None:
+        """Wait until every op accepted so far is written (or given up on)."""
+        if self._writer is None:
+            raise RuntimeError("CallRecorder.flush() needs start() first")
+        target = self._queued_total
+        self._wakeup.set()
+        async with self._progress:
+            await self._progress.wait_for(lambda: self._done_total >= target)
+
+    # ---- recording (audio path: sync, O(1), never raises) -------------------------------------
+
+    def call_started(
+        self,
+        *,
+        call_id: str,
+        call_sid: str,
+        stream_sid: str,
+        from_number: str,
+        to_number: str,
+        direction: str,
+        model: str,
+        voice: str,
+        carrier: str = "twilio",
+        started_at: datetime | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        try:
+            self._calls[call_id] = _CallState(model=model)
+            op = CallStartedOp(
+                call_id=call_id,
+                call_sid=call_sid,
+                stream_sid=stream_sid,
+                carrier=carrier,
+                from_number=from_number,
+                to_number=to_number,
+                direction=direction,
+                model=model,
+                voice=voice,
+                started_at=_utc(started_at),
+                metadata=dict(metadata) if metadata else None,
+            )
+            self._put(op, essential=True)
+        except Exception:
+            log.exception("calllog.record_failed", method="call_started", call_id=call_id)
+
+    def event(self, call_id: str, kind: str, data: dict[str, Any], at: datetime | None = None) -> None:
+        try:
+            state = self._state(call_id)
+            state.seq += 1
+            self._put(EventOp(call_id=call_id, seq=state.seq, at=_utc(at), kind=kind, data=dict(data)))
+            totals_changed = True
+            if kind == "turn_latency" and isinstance(data.get("ms"), int | float):
+                state.latencies_ms.append(int(data["ms"]))
+            elif kind == "barge_in":
+                state.barge_ins += 1
+            elif kind == "error":
+                state.errors += 1
+            else:
+                totals_changed = False
+            if totals_changed:
+                self._put(self._totals(call_id, state))
+        except Exception:
+            log.exception("calllog.record_failed", method="event", call_id=call_id, kind=kind)
+
+    def usage(self, call_id: str, usage: dict[str, Any]) -> None:
+        try:
+            state = self._state(call_id)
+            state.usage.add(usage)
+            self._put(self._totals(call_id, state))
+        except Exception:
+            log.exception("calllog.record_failed", method="usage", call_id=call_id)
+
+    def call_ended(self, call_id: str, reason: str, at: datetime | None = None) -> None:
+        try:
+            state = self._state(call_id)
+            # Totals again, as essential: intermediate ones may have been dropped in an overflow.
+            self._put(self._totals(call_id, state), essential=True)
+            self._put(CallEndedOp(call_id=call_id, ended_at=_utc(at), reason=reason), essential=True)
+            self._calls.pop(call_id, None)
+            self._ended[call_id] = state
+            self._ended.move_to_end(call_id)
+            while len(self._ended) > _ENDED_CALLS_KEPT:
+                self._ended.popitem(last=False)
+        except Exception:
+            log.exception("calllog.record_failed", method="call_ended", call_id=call_id)
+
+    # ---- internals ----------------------------------------------------------------------------
+
+    def _state(self, call_id: str) -> _CallState:
+        state = self._calls.get(call_id) or self._ended.get(call_id)
+        if state is None:
+            # No call_started seen: record anyway; the database rejects the orphan ops and they are
+            # counted as dropped, which is better than losing the call's own events silently.
+            state = self._calls[call_id] = _CallState(model="")
+        return state
+
+    def _totals(self, call_id: str, state: _CallState) -> CallTotalsOp:
+        usage = state.usage
+        latencies = state.latencies_ms
+        return CallTotalsOp(
+            call_id=call_id,
+            input_text_tokens=usage.input_text,
+            input_audio_tokens=usage.input_audio,
+            input_cached_tokens=usage.input_cached,
+            output_text_tokens=usage.output_text,
+            output_audio_tokens=usage.output_audio,
+            cost_usd=self.prices.estimate(state.model, usage),
+            turn_latency_p50_ms=statistics.median_low(latencies) if latencies else None,
+            turn_latency_max_ms=max(latencies) if latencies else None,
+            barge_in_count=state.barge_ins,
+            error_count=state.errors,
+        )
+
+    def _put(self, op: LogOp, essential: bool = False) -> None:
+        if not essential and len(self._queue) >= self.max_queue:
+            self.dropped += 1
+            if not self._overflowing:
+                self._overflowing = True
+                log.warning("calllog.queue_overflow", max_queue=self.max_queue, backlog=self.backlog)
+            return
+        self._queue.append(op)
+        self._queued_total += 1
+        self._wakeup.set()
+
+    async def _write_loop(self) -> None:
+        delay = self.retry_initial_s
+        outage_since: datetime | None = None
+        while True:
+            if not self._inflight:
+                if not self._queue:
+                    if self._stopping:
+                        return
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
+                count = min(len(self._queue), _BATCH_SIZE)
+                self._inflight = [self._queue.popleft() for _ in range(count)]
+                if self._overflowing and len(self._queue) < self.max_queue // 2:
+                    self._overflowing = False
+            try:
+                await self.store.write_batch(self._inflight)
+            except Exception as exc:
+                self.write_failures += 1
+                if _is_bad_data(exc):
+                    await self._write_one_by_one()
+                    continue
+                if outage_since is None:
+                    outage_since = datetime.now(UTC)
+                    log.warning("calllog.database_unavailable", error=repr(exc), backlog=self.backlog)
+                await self._sleep(delay)
+                delay = min(delay * 2, self.retry_max_s)
+                continue
+            if outage_since is not None:
+                log.info("calllog.database_back", outage_s=(datetime.now(UTC) - outage_since).total_seconds())
+                outage_since = None
+            delay = self.retry_initial_s
+            await self._finish(len(self._inflight), written=True)
+
+    async def _write_one_by_one(self) -> None:
+        """Isolate the op(s) the database rejects; the others are written. Stops at an outage."""
+        while self._inflight:
+            op = self._inflight[0]
+            try:
+                await self.store.write_batch([op])
+            except Exception as exc:
+                if not _is_bad_data(exc):
+                    self.write_failures += 1
+                    return  # the database went away: the normal retry path takes over
+                self.dropped += 1
+                log.error("calllog.op_rejected", op=type(op).__name__, call_id=op.call_id, error=repr(exc))
+                await self._finish(1, written=False)
+            else:
+                await self._finish(1, written=True)
+
+    async def _finish(self, count: int, *, written: bool) -> None:
+        del self._inflight[:count]
+        if written:
+            self.written += count
+        self._done_total += count
+        async with self._progress:
+            self._progress.notify_all()
+
+    async def _sleep(self, seconds: float) -> None:
+        # A stop() request cuts the backoff short so the final flush attempt happens promptly.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop_requested.wait(), seconds)
+
+
+def _report_writer_death(task: asyncio.Task[None]) -> None:
+    # The loop handles database errors itself; anything reaching here is a bug worth shouting about.
+    if not task.cancelled() and task.exception() is not None:
+        log.error("calllog.writer_crashed", error=repr(task.exception()), exc_info=task.exception())
+
+
+def _utc(at: datetime | None) -> datetime:
+    if at is None:
+        return datetime.now(UTC)
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)

@@ -1,0 +1,120 @@
+"""Tables of the call log (SQLAlchemy Core). The migrations in `migrations/versions` create them.
+
+Times are stored in UTC. PostgreSQL keeps them as `timestamptz`; SQLite has no time type, so
+`UTCDateTime` stores naive UTC text there (which sorts and compares correctly) and gives back
+aware datetimes on both.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the call log; pass an aware (UTC) datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def json_type() -> Any:
+    return JSON().with_variant(JSONB(), "postgresql")
+
+
+def big_id() -> Any:
+    # SQLite only auto-increments a column declared exactly INTEGER PRIMARY KEY.
+    return BigInteger().with_variant(Integer(), "sqlite")
+
+
+calls = Table(
+    "calls",
+    metadata,
+    Column("call_id", String(64), primary_key=True),
+    Column("call_sid", String(64), nullable=False, server_default=""),
+    Column("stream_sid", String(64), nullable=False, server_default=""),
+    Column("carrier", String(32), nullable=False),
+    Column("from_number", String(64), nullable=False),
+    Column("to_number", String(64), nullable=False),
+    Column("direction", String(16), nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("ended_at", UTCDateTime()),
+    Column("duration_s", Float),
+    Column("status", String(16), nullable=False),  # in_progress | ended
+    Column("end_reason", String(32)),
+    Column("model", String(64), nullable=False),
+    Column("voice", String(64), nullable=False),
+    Column("input_text_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("input_audio_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("input_cached_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("output_text_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("output_audio_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("cost_usd", Float),  # estimate, see bridge.calllog.pricing
+    Column("turn_latency_p50_ms", Integer),
+    Column("turn_latency_max_ms", Integer),
+    Column("barge_in_count", Integer, nullable=False, server_default="0"),
+    Column("error_count", Integer, nullable=False, server_default="0"),
+    Column("summary", Text),
+    Column("disposition", String(64)),
+    Column("metadata", json_type()),
+    Index(None, "started_at", "call_id"),
+    Index(None, "status"),
+    Index(None, "end_reason"),
+)
+
+call_events = Table(
+    "call_events",
+    metadata,
+    Column("id", big_id(), primary_key=True, autoincrement=True),
+    Column("call_id", String(64), ForeignKey("calls.call_id", ondelete="CASCADE"), nullable=False),
+    Column("seq", Integer, nullable=False),
+    Column("at", UTCDateTime(), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("data", json_type(), nullable=False),
+    # A transcript event's utterance, casefolded: text search is then one plain LIKE that is
+    # case-insensitive beyond ASCII on both databases (SQLite's lower() only folds A-Z).
+    Column("search_text", Text),
+    UniqueConstraint("call_id", "seq"),
+    Index(None, "kind"),
+)
+
+TRANSCRIPT_KINDS = ("caller_transcript", "assistant_transcript")

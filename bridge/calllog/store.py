@@ -1,0 +1,413 @@
+"""CallStore: the call log in SQLite (embedded default) or PostgreSQL, through SQLAlchemy's async engine.
+
+Writes arrive only through `write_batch`, from the CallRecorder's writer task; everything else here is
+start-up housekeeping and the queries behind the API.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    Insert,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    event,
+    exists,
+    func,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import RowMapping, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+from bridge.calllog.migrate import upgrade_to_head
+from bridge.calllog.ops import CallEndedOp, CallStartedOp, CallTotalsOp, EventOp, LogOp
+from bridge.calllog.schema import TRANSCRIPT_KINDS, UTCDateTime, call_events, calls
+
+END_REASONS = (
+    "caller_hangup",
+    "assistant_ended",
+    "transferred",
+    "error",
+    "upstream_failure",
+    "shutdown",
+    "interrupted",
+    "timeout",
+)
+
+_TOTAL_COLUMNS = (
+    "input_text_tokens",
+    "input_audio_tokens",
+    "input_cached_tokens",
+    "output_text_tokens",
+    "output_audio_tokens",
+    "cost_usd",
+    "turn_latency_p50_ms",
+    "turn_latency_max_ms",
+    "barge_in_count",
+    "error_count",
+)
+
+_EXPORT_PAGE = 200
+
+
+def _json_dumps(value: Any) -> str:
+    # `default=str` so an odd value in event data (a datetime, a Decimal) is stored, not a poisoned batch.
+    return json.dumps(value, ensure_ascii=False, default=str)
+
+
+def _engine_options(database: str, memory_mode: bool, is_sqlite: bool) -> dict[str, Any]:
+    options: dict[str, Any] = {"json_serializer": _json_dumps}
+    if not is_sqlite:
+        options["pool_pre_ping"] = True  # a restarted PostgreSQL leaves dead pooled connections
+        # A query stuck on a half-dead network link fails after this many seconds instead of holding
+        # the writer forever; the recorder then treats it like any outage and retries.
+        options["connect_args"] = {"command_timeout": 60}
+    elif database in ("", ":memory:") or memory_mode:
+        # One shared connection, or every pooled connection would see its own empty database.
+        options["poolclass"] = StaticPool
+    elif not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    return options
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")  # readers (the API) never block the writer
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
+class CallStore:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._dialect = engine.dialect.name
+
+    @classmethod
+    async def open(cls, url: str) -> CallStore:
+        """Connect, create the SQLite file's directory if needed, and migrate the schema to head."""
+        parsed = make_url(url)
+        is_sqlite = parsed.get_backend_name() == "sqlite"
+        options = _engine_options(parsed.database or "", parsed.query.get("mode") == "memory", is_sqlite)
+        engine = create_async_engine(parsed, **options)
+        if is_sqlite:
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        try:
+            await upgrade_to_head(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
+        return cls(engine)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    # ---- writes -------------------------------------------------------------------------------
+
+    async def write_batch(self, ops: Sequence[LogOp]) -> None:
+        """Apply a batch in one transaction. Safe to retry whole (see `bridge.calllog.ops`)."""
+        starts: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
+        totals: dict[str, CallTotalsOp] = {}
+        ends: dict[str, CallEndedOp] = {}
+        for op in ops:
+            if isinstance(op, EventOp):
+                events.append(_event_row(op))
+            elif isinstance(op, CallTotalsOp):
+                totals[op.call_id] = op  # the last one is the current state
+            elif isinstance(op, CallStartedOp):
+                starts.append(_call_row(op))
+            elif isinstance(op, CallEndedOp):
+                ends.setdefault(op.call_id, op)  # the first end is the real one
+        async with self.engine.begin() as conn:
+            # Starts first: a batch may hold a call's start and everything after it.
+            if starts:
+                await conn.execute(self._insert_ignoring_duplicates(calls, ["call_id"]), starts)
+            if events:
+                await conn.execute(self._insert_ignoring_duplicates(call_events, ["call_id", "seq"]), events)
+            if totals:
+                await conn.execute(
+                    update(calls)
+                    .where(calls.c.call_id == bindparam("b_call_id"))
+                    .values({name: bindparam(f"b_{name}") for name in _TOTAL_COLUMNS}),
+                    [_totals_row(op) for op in totals.values()],
+                )
+            if ends:
+                await self._end_calls(conn, list(ends.values()))
+
+    def _insert_ignoring_duplicates(self, table: Any, keys: list[str]) -> Insert:
+        if self._dialect == "postgresql":
+            return postgresql.insert(table).on_conflict_do_nothing(index_elements=keys)
+        if self._dialect == "sqlite":
+            return sqlite.insert(table).on_conflict_do_nothing(index_elements=keys)
+        raise RuntimeError(f"call log supports SQLite and PostgreSQL, not {self._dialect}")
+
+    async def _end_calls(self, conn: AsyncConnection, ends: list[CallEndedOp]) -> None:
+        ids = [op.call_id for op in ends]
+        query = select(calls.c.call_id, calls.c.started_at).where(calls.c.call_id.in_(ids))
+        result = await conn.execute(query)
+        started = {call_id: at for call_id, at in result.all()}
+        rows = [
+            {
+                "b_call_id": op.call_id,
+                "b_ended_at": op.ended_at,
+                "b_reason": op.reason,
+                "b_duration": _duration(started[op.call_id], op.ended_at),
+            }
+            for op in ends
+            if op.call_id in started
+        ]
+        if rows:
+            await conn.execute(
+                update(calls)
+                .where(calls.c.call_id == bindparam("b_call_id"), calls.c.status == "in_progress")
+                .values(
+                    status="ended",
+                    ended_at=bindparam("b_ended_at", type_=UTCDateTime()),
+                    end_reason=bindparam("b_reason"),
+                    duration_s=bindparam("b_duration"),
+                ),
+                rows,
+            )
+
+    # ---- housekeeping -------------------------------------------------------------------------
+
+    async def mark_interrupted(self, *, quiet_for_s: float = 0.0) -> int:
+        """End calls left "in_progress" by a previous process with end_reason "interrupted".
+
+        Call at start-up, before the recorder starts. The end time is the call's last event (or its
+        start). With several bridge processes on one database, pass `quiet_for_s` (e.g. 600) so a
+        restarting process only closes calls that have gone quiet, not its siblings' live ones.
+        """
+        last_event = (
+            select(call_events.c.call_id, func.max(call_events.c.at).label("last_at"))
+            .group_by(call_events.c.call_id)
+            .subquery()
+        )
+        query = (
+            select(calls.c.call_id, calls.c.started_at, last_event.c.last_at)
+            .outerjoin(last_event, last_event.c.call_id == calls.c.call_id)
+            .where(calls.c.status == "in_progress")
+        )
+        cutoff = datetime.now(UTC) - timedelta(seconds=quiet_for_s)
+        async with self.engine.begin() as conn:
+            rows = (await conn.execute(query)).all()
+            stale = []
+            for call_id, started_at, last_at in rows:
+                last = last_at if last_at is not None else started_at
+                if quiet_for_s <= 0 or last < cutoff:
+                    stale.append(CallEndedOp(call_id=call_id, ended_at=last, reason="interrupted"))
+            if stale:
+                await self._end_calls(conn, stale)
+        return len(stale)
+
+    async def purge_older_than(self, days: int) -> int:
+        """Delete calls (and their events) that started more than `days` days ago; returns how many."""
+        if days < 1:
+            raise ValueError("purge_older_than needs days >= 1")
+        cutoff = datetime.now(UTC) - timedelta(days=days)
+        old = select(calls.c.call_id).where(calls.c.started_at < cutoff)
+        async with self.engine.begin() as conn:
+            # Explicit, not ON DELETE CASCADE: SQLite enforces that only with the foreign_keys pragma.
+            await conn.execute(delete(call_events).where(call_events.c.call_id.in_(old)))
+            result = await conn.execute(delete(calls).where(calls.c.started_at < cutoff))
+        return result.rowcount
+
+    # ---- queries ------------------------------------------------------------------------------
+
+    async def list_calls(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        number: str | None = None,
+        end_reason: str | None = None,
+        text: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Newest first. `number` matches the last digits of either number, `text` is a
+        case-insensitive substring of any transcript line, `since` is inclusive and `until` exclusive.
+        Raises ValueError on a bad cursor or a number filter without digits."""
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        query = (
+            select(calls)
+            .where(*_filters(since, until, number, end_reason, text))
+            .order_by(calls.c.started_at.desc(), calls.c.call_id.desc())
+            .limit(limit + 1)
+        )
+        if cursor:
+            at, call_id = decode_cursor(cursor)
+            query = query.where(
+                or_(calls.c.started_at < at, and_(calls.c.started_at == at, calls.c.call_id < call_id))
+            )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        page = [dict(row) for row in rows[:limit]]
+        if len(rows) <= limit:
+            return page, None
+        return page, encode_cursor(page[-1]["started_at"], page[-1]["call_id"])
+
+    async def get_call(self, call_id: str) -> dict[str, Any] | None:
+        """The call with its events in the order they happened."""
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(calls).where(calls.c.call_id == call_id))).mappings().first()
+            if row is None:
+                return None
+            events = (await conn.execute(_events_query([call_id]))).mappings().all()
+        call = dict(row)
+        call["events"] = [_event_dict(event) for event in events]
+        return call
+
+    async def export_calls(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        number: str | None = None,
+        end_reason: str | None = None,
+        text: str | None = None,
+        with_events: bool = False,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every matching call, newest first, fetched a page at a time so exports stream."""
+        cursor: str | None = None
+        while True:
+            page, cursor = await self.list_calls(
+                since=since,
+                until=until,
+                number=number,
+                end_reason=end_reason,
+                text=text,
+                limit=_EXPORT_PAGE,
+                cursor=cursor,
+            )
+            if with_events and page:
+                by_call: dict[str, list[dict[str, Any]]] = {call["call_id"]: [] for call in page}
+                async with self.engine.connect() as conn:
+                    rows = (await conn.execute(_events_query(list(by_call)))).mappings().all()
+                for row in rows:
+                    by_call[row["call_id"]].append(_event_dict(row))
+                for call in page:
+                    call["events"] = by_call[call["call_id"]]
+            for call in page:
+                yield call
+            if cursor is None:
+                return
+
+
+def _filters(
+    since: datetime | None,
+    until: datetime | None,
+    number: str | None,
+    end_reason: str | None,
+    text: str | None,
+) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = []
+    if since is not None:
+        where.append(calls.c.started_at >= since)
+    if until is not None:
+        where.append(calls.c.started_at < until)
+    if number:
+        digits = re.sub(r"\D", "", number)
+        if not digits:
+            raise ValueError("number filter needs digits")
+        pattern = f"%{digits}"
+        where.append(or_(calls.c.from_number.like(pattern), calls.c.to_number.like(pattern)))
+    if end_reason:
+        where.append(calls.c.end_reason == end_reason)
+    if text:
+        pattern = "%" + re.sub(r"([\\%_])", r"\\\1", text.casefold()) + "%"
+        where.append(
+            exists().where(
+                call_events.c.call_id == calls.c.call_id,
+                call_events.c.kind.in_(TRANSCRIPT_KINDS),
+                call_events.c.search_text.like(pattern, escape="\\"),
+            )
+        )
+    return where
+
+
+def _events_query(call_ids: list[str]) -> Select[Any]:
+    c = call_events.c
+    return (
+        select(c.call_id, c.seq, c.at, c.kind, c.data)
+        .where(c.call_id.in_(call_ids))
+        .order_by(c.call_id, c.at, c.seq)
+    )
+
+
+def encode_cursor(started_at: datetime, call_id: str) -> str:
+    raw = json.dumps([started_at.isoformat(), call_id], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        at, call_id = json.loads(raw)
+        started_at = datetime.fromisoformat(at)
+    except (binascii.Error, ValueError, TypeError):
+        raise ValueError("invalid cursor") from None
+    if started_at.tzinfo is None or not isinstance(call_id, str):
+        raise ValueError("invalid cursor")
+    return started_at, call_id
+
+
+def _duration(started_at: datetime, ended_at: datetime) -> float:
+    return round(max((ended_at - started_at).total_seconds(), 0.0), 3)
+
+
+def _call_row(op: CallStartedOp) -> dict[str, Any]:
+    return {
+        "call_id": op.call_id,
+        "call_sid": op.call_sid,
+        "stream_sid": op.stream_sid,
+        "carrier": op.carrier,
+        "from_number": op.from_number,
+        "to_number": op.to_number,
+        "direction": op.direction,
+        "model": op.model,
+        "voice": op.voice,
+        "started_at": op.started_at,
+        "status": "in_progress",
+        "metadata": op.metadata,
+    }
+
+
+def _totals_row(op: CallTotalsOp) -> dict[str, Any]:
+    return {"b_call_id": op.call_id, **{f"b_{name}": getattr(op, name) for name in _TOTAL_COLUMNS}}
+
+
+def _event_row(op: EventOp) -> dict[str, Any]:
+    text = op.data.get("text") if op.kind in TRANSCRIPT_KINDS else None
+    return {
+        "call_id": op.call_id,
+        "seq": op.seq,
+        "at": op.at,
+        "kind": op.kind,
+        "data": op.data,
+        "search_text": text.casefold() if isinstance(text, str) else None,
+    }
+
+
+def _event_dict(row: RowMapping) -> dict[str, Any]:
+    return {"seq": row["seq"], "at": row["at"], "kind": row["kind"], "data": row["data"]}
+

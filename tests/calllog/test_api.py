@@ -1,0 +1,225 @@
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import timedelta
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from bridge.calllog import CallRecorder, CallStore, setup_calllog_routes
+from bridge.calllog.auth import COOKIE_NAME
+from tests.calllog.conftest import ADMIN_TOKEN
+from tests.calllog.sample_calls import DAY, record_day_of_calls
+
+REFUND = "CA0001refund"
+PROTECTED = [
+    "/api/calls",
+    f"/api/calls/{REFUND}",
+    f"/api/calls/{REFUND}/transcript",
+    "/api/calls/export.jsonl",
+    "/api/calls/export.csv",
+    "/calls",
+    f"/calls/{REFUND}",
+]
+
+
+@pytest.fixture
+async def seeded(recorder: CallRecorder) -> None:
+    record_day_of_calls(recorder)
+    await recorder.flush()
+
+
+@pytest.mark.usefixtures("seeded")
+@pytest.mark.parametrize(
+    "credentials",
+    [
+        {},
+        {"headers": {"Authorization": "Bearer wrong-token"}},
+        {"headers": {"Authorization": f"Basic {ADMIN_TOKEN}"}},
+        {"headers": {"Authorization": "Bearer "}},
+        {"headers": {"Cookie": f"{COOKIE_NAME}=forged"}},
+        {"headers": {"Cookie": f"{COOKIE_NAME}={ADMIN_TOKEN}"}},  # the token itself is not the session
+    ],
+    ids=["none", "wrong-token", "basic-scheme", "empty-bearer", "forged-cookie", "token-as-cookie"],
+)
+async def test_every_route_refuses_without_valid_credentials(client: TestClient, credentials: dict) -> None:
+    for path in PROTECTED:
+        response = await client.get(path, allow_redirects=False, **credentials)
+        assert response.status == 401, path
+        body = await response.text()
+        # Nothing of the calls leaks: no transcript, no number (the sign-in form echoes only the path).
+        assert "Acme" not in body and "4321" not in body and "caller_hangup" not in body, path
+        if path.startswith("/api/"):
+            assert response.headers["WWW-Authenticate"].startswith("Bearer")
+            assert json.loads(body) == {"error": "unauthorized"}
+        else:
+            assert 'name="token"' in body
+
+
+@pytest.mark.usefixtures("seeded")
+async def test_bearer_token_opens_every_route(client: TestClient, auth_headers: dict) -> None:
+    for path in PROTECTED:
+        response = await client.get(path, headers=auth_headers)
+        assert response.status == 200, path
+        assert response.headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.usefixtures("seeded")
+async def test_login_form_sets_a_strict_httponly_cookie(client: TestClient) -> None:
+    bad = await client.post("/calls/login", data={"token": "nope", "next": "/calls"}, allow_redirects=False)
+    assert bad.status == 401
+    assert "not right" in await bad.text()
+    assert COOKIE_NAME not in bad.cookies
+
+    good = await client.post(
+        "/calls/login", data={"token": ADMIN_TOKEN, "next": f"/calls/{REFUND}"}, allow_redirects=False
+    )
+    assert good.status == 303 and good.headers["Location"] == f"/calls/{REFUND}"
+    set_cookie = good.headers["Set-Cookie"]
+    assert "HttpOnly" in set_cookie and "SameSite=Strict" in set_cookie and "Path=/" in set_cookie
+    assert ADMIN_TOKEN not in set_cookie
+
+    # The client's jar now sends the cookie: pages and the API open without a bearer header.
+    for path in PROTECTED:
+        assert (await client.get(path)).status == 200, path
+
+    out = await client.post("/calls/logout", allow_redirects=False)
+    assert out.status == 303
+    client.session.cookie_jar.clear()
+    assert (await client.get("/api/calls")).status == 401
+
+
+async def test_login_never_redirects_off_site(client: TestClient) -> None:
+    for target in ("//evil.example/", "https://evil.example/", "/elsewhere", "/calls\\@evil"):
+        response = await client.post(
+            "/calls/login", data={"token": ADMIN_TOKEN, "next": target}, allow_redirects=False
+        )
+        assert response.headers["Location"] == "/calls", target
+
+
+async def test_static_assets_are_public_and_setup_needs_a_token(store: CallStore, client: TestClient) -> None:
+    for asset in ("calllog.css", "common.js", "calls.js", "call.js"):
+        assert (await client.get(f"/calls/static/{asset}")).status == 200
+    with pytest.raises(ValueError):
+        setup_calllog_routes(web.Application(), store, "")
+
+
+@pytest.mark.usefixtures("seeded")
+async def test_list_masks_numbers_unless_revealed(client: TestClient, auth_headers: dict) -> None:
+    response = await client.get("/api/calls", params={"q": "refund"}, headers=auth_headers)
+    body = await response.json()
+    assert [c["call_id"] for c in body["calls"]] == [REFUND]
+    call = body["calls"][0]
+    assert (call["from_number"], call["to_number"]) == ("+*******1234", "+*******4321")
+    assert call["numbers_masked"] is True
+    assert "5551231234" not in await response.text()
+
+    revealed = await client.get("/api/calls", params={"q": "refund", "reveal": "1"}, headers=auth_headers)
+    call = (await revealed.json())["calls"][0]
+    assert (call["from_number"], call["numbers_masked"]) == ("+15551231234", False)
+
+    detail = await client.get(f"/api/calls/{REFUND}", headers=auth_headers)
+    assert (await detail.json())["from_number"] == "+*******1234"
+    detail = await client.get(f"/api/calls/{REFUND}", params={"reveal": "1"}, headers=auth_headers)
+    assert (await detail.json())["from_number"] == "+15551231234"
+
+
+@pytest.mark.usefixtures("seeded")
+async def test_list_filters_and_pagination(client: TestClient, auth_headers: dict) -> None:
+    async def ids(**params: str) -> list[str]:
+        response = await client.get("/api/calls", params=params, headers=auth_headers)
+        assert response.status == 200, await response.text()
+        return [c["call_id"] for c in (await response.json())["calls"]]
+
+    assert await ids(number="0187") == ["CA0002failed"]
+    assert await ids(end_reason="transferred") == ["CA0003transfer"]
+    since, until = DAY + timedelta(hours=13), DAY + timedelta(hours=15)
+    afternoon = {"since": since.isoformat(), "until": until.isoformat()}
+    assert await ids(**afternoon) == ["CA0002failed", "CA0003transfer"]
+    assert await ids(since="2025-11-21T15:00:00Z", until="2025-11-21T16:00:00Z") == [REFUND]
+    assert await ids(q="OPENING HOURS") == ["CA012short", "CA011short", "CA010short"]
+
+    first = await (await client.get("/api/calls", params={"limit": "4"}, headers=auth_headers)).json()
+    assert len(first["calls"]) == 4 and first["next_cursor"]
+    params = {"limit": "4", "cursor": first["next_cursor"]}
+    second = await (await client.get("/api/calls", params=params, headers=auth_headers)).json()
+    assert second["next_cursor"] is None
+    all_ids = [c["call_id"] for c in first["calls"] + second["calls"]]
+    assert len(all_ids) == len(set(all_ids)) == 7
+    assert all_ids[0] == "CA0009live"  # in progress, and the newest
+
+
+@pytest.mark.usefixtures("seeded")
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"limit": "0"},
+        {"limit": "many"},
+        {"limit": "100000"},
+        {"since": "yesterday"},
+        {"end_reason": "bored"},
+        {"number": "abc"},
+        {"cursor": "garbage"},
+    ],
+)
+async def test_bad_parameters_are_400_with_a_reason(
+    client: TestClient, auth_headers: dict, params: dict
+) -> None:
+    response = await client.get("/api/calls", params=params, headers=auth_headers)
+    assert response.status == 400
+    assert (await response.json())["error"]
+
+
+@pytest.mark.usefixtures("seeded")
+async def test_call_detail_and_transcript(client: TestClient, auth_headers: dict) -> None:
+    call = await (await client.get(f"/api/calls/{REFUND}", headers=auth_headers)).json()
+    assert call["end_reason"] == "caller_hangup" and call["duration_s"] == 63.5
+    assert call["started_at"] == "2025-11-21T15:02:10+00:00"
+    assert [e["seq"] for e in call["events"]] == list(range(1, 16))
+    barge = next(e for e in call["events"] if e["kind"] == "barge_in")
+    assert barge["data"]["heard_ms"] == 2300 and barge["at"] == "2025-11-21T15:02:18.900000+00:00"
+
+    response = await client.get(f"/api/calls/{REFUND}/transcript", headers=auth_headers)
+    assert response.content_type == "text/plain"
+    lines = (await response.text()).splitlines()
+    assert lines[0] == "[00:00.7] Assistant: Hi, thanks for calling Acme support. How can I help you today?"
+    assert lines[1] == "[00:04.1] Caller: Hi, I'd like a refund for my order from last week."
+    assert lines[2].startswith("[00:06.4] Assistant: I found order A-1042") and lines[2].endswith("[cut off]")
+    assert lines[-1] == "[00:18.0] Caller: No, that's all. Thank you!"
+    assert len(lines) == 7
+
+    assert (await client.get("/api/calls/nope", headers=auth_headers)).status == 404
+    assert (await client.get("/api/calls/nope/transcript", headers=auth_headers)).status == 404
+
+
+@pytest.mark.usefixtures("seeded")
+async def test_jsonl_export_streams_calls_with_events(client: TestClient, auth_headers: dict) -> None:
+    response = await client.get("/api/calls/export.jsonl", headers=auth_headers)
+    assert response.status == 200
+    assert "attachment" in response.headers["Content-Disposition"]
+    calls = [json.loads(line) for line in (await response.text()).splitlines()]
+    assert len(calls) == 7
+    refund = next(c for c in calls if c["call_id"] == REFUND)
+    assert len(refund["events"]) == 15 and refund["from_number"] == "+*******1234"
+
+    params = {"end_reason": "upstream_failure", "reveal": "1"}
+    response = await client.get("/api/calls/export.jsonl", params=params, headers=auth_headers)
+    calls = [json.loads(line) for line in (await response.text()).splitlines()]
+    assert [(c["call_id"], c["from_number"]) for c in calls] == [("CA0002failed", "+14155550187")]
+
+
+@pytest.mark.usefixtures("seeded")
+async def test_csv_export_has_a_header_and_one_row_per_call(client: TestClient, auth_headers: dict) -> None:
+    response = await client.get("/api/calls/export.csv", params={"number": "1234"}, headers=auth_headers)
+    assert response.status == 200 and response.content_type == "text/csv"
+    rows = list(csv.DictReader(io.StringIO(await response.text())))
+    assert [r["call_id"] for r in rows] == [REFUND]
+    assert rows[0]["from_number"] == "+*******1234"
+    assert rows[0]["end_reason"] == "caller_hangup" and rows[0]["barge_in_count"] == "1"
+    assert float(rows[0]["cost_usd"]) > 0
+
+    everything = await client.get("/api/calls/export.csv", headers=auth_headers)
+    assert len(list(csv.DictReader(io.StringIO(await everything.text())))) == 7

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bridge.calllog.present import clock, csv_row, mask_number, transcript_text
+
+
+@pytest.mark.parametrize(
+    ("number", "masked"),
+    [
+        ("+15551231234", "+*******1234"),
+        ("+442071838750", "+********8750"),
+        ("1234", "1234"),
+        ("anonymous", "anonymous"),
+        ("client:alice", "client:alice"),
+        ("", ""),
+    ],
+)
+def test_mask_keeps_the_last_four_digits(number: str, masked: str) -> None:
+    assert mask_number(number) == masked
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "00:00.0"),
+        (3.24, "00:03.2"),
+        (59.96, "01:00.0"),
+        (61.06, "01:01.1"),
+        (3725.0, "62:05.0"),
+        (-1, "00:00.0"),
+    ],
+)
+def test_clock(seconds: float, text: str) -> None:
+    assert clock(seconds) == text
+
+
+def test_transcript_lines() -> None:
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    call = {
+        "started_at": start,
+        "events": [
+            {"at": start + timedelta(seconds=3.2), "kind": "caller_transcript", "data": {"text": "Hello?"}},
+            {"at": start + timedelta(seconds=3.5), "kind": "dtmf", "data": {"digit": "5"}},
+            {"at": start + timedelta(seconds=4), "kind": "assistant_transcript",
+             "data": {"text": "Hi there, how can", "interrupted": True}},
+            {"at": start + timedelta(seconds=5), "kind": "caller_transcript", "data": {"text": "  "}},
+        ],
+    }
+    assert transcript_text(call) == (
+        "[00:03.2] Caller: Hello?\n[00:04.0] Assistant: Hi there, how can [cut off]\n"
+    )
+
+
+def test_csv_cells_cannot_become_formulas_but_numbers_stay_numbers() -> None:
+    row = dict.fromkeys(["call_id", "from_number", "to_number", "summary", "disposition"], "")
+    row.update(call_id="=HYPERLINK(1)", from_number="+*******1234", to_number="+15551231234",
+               summary="+cmd|' /C calc'!A0", disposition="@SUM(1)")
+    cells = csv_row(row)
+    assert "'=HYPERLINK(1)" in cells
+    assert "+*******1234" in cells and "+15551231234" in cells
+    assert "'+cmd|' /C calc'!A0" in cells and "'@SUM(1)" in cells

@@ -1,0 +1,199 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import func, inspect, select, text
+
+from bridge.calllog import CallRecorder, CallStore
+from bridge.calllog.ops import CallEndedOp, CallStartedOp, CallTotalsOp, EventOp
+from bridge.calllog.schema import call_events, metadata
+from tests.calllog.helpers import record_simple_call
+
+T0 = datetime(2025, 11, 20, 12, 0, tzinfo=UTC)
+
+
+async def test_migrations_build_the_schema_on_an_empty_database(db_url: str) -> None:
+    store = await CallStore.open(db_url)
+    try:
+        async with store.engine.connect() as conn:
+            tables = await conn.run_sync(lambda sync: set(inspect(sync).get_table_names()))
+            version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar_one()
+        assert {"calls", "call_events", "alembic_version"} <= tables
+        assert version == "0001"
+    finally:
+        await store.close()
+    # Opening again (the next start-up) finds the schema at head and changes nothing.
+    store = await CallStore.open(db_url)
+    await store.close()
+
+
+async def test_calls_and_events_round_trip(store: CallStore) -> None:
+    start = CallStartedOp(
+        call_id="CA1", call_sid="CA1", stream_sid="MZ1", carrier="twilio", from_number="+15551231234",
+        to_number="+15557654321", direction="inbound", model="gpt-realtime", voice="marin", started_at=T0,
+        metadata={"campaign": "winter"},
+    )
+    batch = [
+        start,
+        EventOp("CA1", 1, T0 + timedelta(seconds=1), "caller_transcript", {"item_id": "u1", "text": "Grüße"}),
+        EventOp("CA1", 2, T0 + timedelta(seconds=2), "dtmf", {"digit": "#"}),
+        CallTotalsOp("CA1", 10, 20, 5, 3, 4, 0.01, 500, 900, 1, 0),
+        CallTotalsOp("CA1", 11, 22, 6, 4, 5, 0.02, 550, 950, 2, 1),
+        CallEndedOp("CA1", T0 + timedelta(seconds=42.5), "caller_hangup"),
+    ]
+    await store.write_batch(batch)
+    # A retried batch (its commit acknowledgement lost) must not duplicate anything.
+    await store.write_batch(batch)
+
+    call = await store.get_call("CA1")
+    assert call is not None
+    assert call["started_at"] == T0 and call["ended_at"] == T0 + timedelta(seconds=42.5)
+    assert call["duration_s"] == 42.5
+    assert call["status"] == "ended" and call["end_reason"] == "caller_hangup"
+    assert call["metadata"] == {"campaign": "winter"}
+    assert (call["input_text_tokens"], call["output_audio_tokens"], call["cost_usd"]) == (11, 5, 0.02)
+    assert (call["turn_latency_p50_ms"], call["barge_in_count"], call["error_count"]) == (550, 2, 1)
+    assert [(e["seq"], e["kind"]) for e in call["events"]] == [(1, "caller_transcript"), (2, "dtmf")]
+    assert call["events"][0]["data"] == {"item_id": "u1", "text": "Grüße"}
+    assert call["events"][0]["at"] == T0 + timedelta(seconds=1)
+    assert await store.get_call("nope") is None
+
+
+async def test_the_first_end_wins(store: CallStore) -> None:
+    await store.write_batch(
+        [
+            CallStartedOp("CA1", "", "", "twilio", "+1", "+2", "inbound", "m", "v", T0, None),
+            CallEndedOp("CA1", T0 + timedelta(seconds=5), "transferred"),
+            CallEndedOp("CA1", T0 + timedelta(seconds=9), "shutdown"),
+        ]
+    )
+    await store.write_batch([CallEndedOp("CA1", T0 + timedelta(seconds=20), "error")])
+    call = await store.get_call("CA1")
+    assert call is not None
+    assert (call["end_reason"], call["duration_s"]) == ("transferred", 5.0)
+
+
+async def seed_for_filters(recorder: CallRecorder) -> None:
+    record_simple_call(recorder, "CA-a", T0, from_number="+15551231234", said="I want a REFUND please")
+    record_simple_call(recorder, "CA-b", T0 + timedelta(hours=1), from_number="+15559999999",
+                       to_number="+15551234000", said="Where is my parcel?", reason="transferred")
+    record_simple_call(recorder, "CA-c", T0 + timedelta(hours=2), from_number="+442071838750",
+                       said="100% sure, use code a_b", reason="error")
+    record_simple_call(recorder, "CA-d", T0 + timedelta(days=1), from_number="+15550001234",
+                       said="Ich möchte eine Rückerstattung, ÄRGERLICH", reason=None)
+    recorder.event("CA-d", "tool_call", {"call_id": "t", "name": "refund", "arguments": "{}"})
+    await recorder.flush()
+
+
+async def ids(store: CallStore, **filters) -> list[str]:
+    calls, _ = await store.list_calls(**filters)
+    return [call["call_id"] for call in calls]
+
+
+async def test_list_filters(store: CallStore, recorder: CallRecorder) -> None:
+    await seed_for_filters(recorder)
+    assert await ids(store) == ["CA-d", "CA-c", "CA-b", "CA-a"]
+    # Time range: since inclusive, until exclusive.
+    assert await ids(store, since=T0, until=T0 + timedelta(hours=2)) == ["CA-b", "CA-a"]
+    assert await ids(store, since=T0 + timedelta(hours=2)) == ["CA-d", "CA-c"]
+    # Number: the last digits of either number, however the searcher formats them.
+    assert await ids(store, number="1234") == ["CA-d", "CA-a"]
+    assert await ids(store, number="(555) 123-1234") == ["CA-a"]
+    assert await ids(store, number="1234000") == ["CA-b"]
+    with pytest.raises(ValueError, match="digits"):
+        await ids(store, number="abc")
+    assert await ids(store, end_reason="transferred") == ["CA-b"]
+    # Text: case-insensitive substring of transcript lines only (not tool calls), beyond ASCII too.
+    assert await ids(store, text="refund") == ["CA-a"]
+    assert await ids(store, text="rückerstattung") == ["CA-d"]
+    assert await ids(store, text="ärgerlich") == ["CA-d"]
+    # LIKE wildcards in the search are literal characters.
+    assert await ids(store, text="100%") == ["CA-c"]
+    assert await ids(store, text="a_b") == ["CA-c"]
+    assert await ids(store, text="a%b") == []
+    assert await ids(store, text="refund", number="1234", end_reason="caller_hangup") == ["CA-a"]
+
+
+async def test_cursor_pagination_walks_every_call_once(store: CallStore, recorder: CallRecorder) -> None:
+    expected = []
+    for i in range(7):
+        # Pairs share a start time, so the cursor's call_id tie-break matters.
+        started = T0 + timedelta(minutes=i // 2)
+        record_simple_call(recorder, f"CA-{i}", started)
+        expected.append((started, f"CA-{i}"))
+    await recorder.flush()
+    expected.sort(reverse=True)
+
+    seen, cursor, pages = [], None, 0
+    while True:
+        page, cursor = await store.list_calls(limit=3, cursor=cursor)
+        pages += 1
+        seen.extend((call["started_at"], call["call_id"]) for call in page)
+        if cursor is None:
+            break
+    assert pages == 3
+    assert seen == expected
+    with pytest.raises(ValueError, match="cursor"):
+        await store.list_calls(cursor="not-a-cursor")
+    assert (await store.list_calls(limit=7))[1] is None
+
+
+async def test_mark_interrupted_ends_calls_left_in_progress(store: CallStore, recorder: CallRecorder) -> None:
+    record_simple_call(recorder, "CA-crashed", T0, reason=None)  # last event at T0+1s
+    start_only = datetime.now(UTC) - timedelta(seconds=5)
+    record_simple_call(recorder, "CA-fresh", start_only, reason=None)
+    record_simple_call(recorder, "CA-done", T0)
+    await recorder.flush()
+
+    assert await store.mark_interrupted(quiet_for_s=600) == 1  # only the one quiet for long
+    crashed = await store.get_call("CA-crashed")
+    assert crashed is not None
+    assert (crashed["status"], crashed["end_reason"]) == ("ended", "interrupted")
+    assert crashed["ended_at"] == T0 + timedelta(seconds=1) and crashed["duration_s"] == 1.0
+
+    assert await store.mark_interrupted() == 1
+    fresh = await store.get_call("CA-fresh")
+    assert fresh is not None and fresh["end_reason"] == "interrupted"
+    done = await store.get_call("CA-done")
+    assert done is not None and done["end_reason"] == "caller_hangup"
+    assert await store.mark_interrupted() == 0
+
+
+async def test_purge_deletes_old_calls_and_their_events(store: CallStore, recorder: CallRecorder) -> None:
+    now = datetime.now(UTC)
+    record_simple_call(recorder, "CA-old", now - timedelta(days=40))
+    record_simple_call(recorder, "CA-new", now - timedelta(days=2))
+    await recorder.flush()
+
+    assert await store.purge_older_than(30) == 1
+    assert await store.get_call("CA-old") is None
+    assert await store.get_call("CA-new") is not None
+    async with store.engine.connect() as conn:
+        orphans = await conn.execute(select(func.count()).where(call_events.c.call_id == "CA-old"))
+        assert orphans.scalar_one() == 0
+    assert await store.purge_older_than(30) == 0
+    with pytest.raises(ValueError):
+        await store.purge_older_than(0)
+
+
+async def test_export_pages_through_everything_with_events(store: CallStore, recorder: CallRecorder) -> None:
+    for i in range(205):  # more than one internal export page
+        record_simple_call(recorder, f"CA-{i:03d}", T0 + timedelta(seconds=i), said=f"line {i}")
+    await recorder.flush()
+    exported = [call async for call in store.export_calls(with_events=True)]
+    assert [c["call_id"] for c in exported] == [f"CA-{i:03d}" for i in reversed(range(205))]
+    assert exported[0]["events"][0]["data"]["text"] == "line 204"
+    plain = [call async for call in store.export_calls(text="line 7")]
+    assert {c["call_id"] for c in plain} == {"CA-007"} | {f"CA-{i:03d}" for i in range(70, 80)}
+
+
+async def test_the_migrations_build_exactly_the_declared_schema(store: CallStore) -> None:
+    def compare(sync_conn) -> list:
+        context = MigrationContext.configure(sync_conn, opts={"compare_type": True})
+        return compare_metadata(context, metadata)
+
+    async with store.engine.connect() as conn:
+        assert await conn.run_sync(compare) == []
