@@ -101,20 +101,30 @@ class CallStore:
         self._dialect = engine.dialect.name
 
     @classmethod
-    async def open(cls, url: str) -> CallStore:
-        """Connect, create the SQLite file's directory if needed, and migrate the schema to head."""
+    def connect(cls, url: str) -> CallStore:
+        """A store for `url` (the SQLite file's directory is created); nothing is opened until used."""
         parsed = make_url(url)
         is_sqlite = parsed.get_backend_name() == "sqlite"
         options = _engine_options(parsed.database or "", parsed.query.get("mode") == "memory", is_sqlite)
         engine = create_async_engine(parsed, **options)
         if is_sqlite:
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        try:
-            await upgrade_to_head(engine)
-        except BaseException:
-            await engine.dispose()
-            raise
         return cls(engine)
+
+    async def migrate(self) -> None:
+        """Bring the schema to head (alembic)."""
+        await upgrade_to_head(self.engine)
+
+    @classmethod
+    async def open(cls, url: str) -> CallStore:
+        """Connect and migrate the schema to head."""
+        store = cls.connect(url)
+        try:
+            await store.migrate()
+        except BaseException:
+            await store.close()
+            raise
+        return store
 
     async def close(self) -> None:
         await self.engine.dispose()
