@@ -30,7 +30,7 @@ from bridge.realtime.codec import RealtimeCodec, SessionOptions
 
 FRAME_BYTES = 160  # 20 ms of µ-law at 8 kHz
 MARK_EVERY_FRAMES = 5  # a mark per 100 ms bounds how stale our view of playback can be
-PROBE_INTERVAL_MS = 5000.0
+PROBE_INTERVAL_MS = 2000.0  # while idle: keeps the round-trip window fresh at no audible cost
 
 # Errors after which the session is of no further use (PROTOCOLS.md B5.4, B7).
 FATAL_ERROR_CODES = frozenset(
@@ -64,6 +64,7 @@ class CallConfig:
 class LogRecord:
     kind: str
     data: dict[str, Any]
+    at: float | None = None  # when it happened, if earlier than when it was recorded (same clock as `now`)
 
 
 @dataclass(slots=True)
@@ -116,6 +117,7 @@ class Call:
         self._model_bytes_per_ms = 8 if config.audio_passthrough else 48
         self._transcripts: dict[str, str] = {}
         self._speech_stopped_at: float | None = None
+        self._speech_started_at: dict[str, float] = {}  # caller item -> when the caller began speaking
         self._awaiting_first_audio = bool(config.greeting)
         self._greeting_pending = bool(config.greeting)
         self._pending_barge_in: _PendingBargeIn | None = None
@@ -169,6 +171,7 @@ class Call:
         if isinstance(event, rt.AudioDelta):
             self._assistant_audio(event, now)
         elif isinstance(event, rt.SpeechStarted):
+            self._speech_started_at[event.item_id] = now
             self._speech_started(now)
         elif isinstance(event, rt.SpeechStopped):
             self._speech_stopped_at = now
@@ -193,7 +196,13 @@ class Call:
             self._response_done(event)
         elif isinstance(event, rt.InputTranscript):
             if event.transcript.strip():
-                self._record("caller_transcript", item_id=event.item_id, text=event.transcript.strip())
+                # Transcripts arrive late; the line belongs where the caller began to speak.
+                at = self._speech_started_at.pop(event.item_id, None)
+                self.records.append(
+                    LogRecord(
+                        "caller_transcript", {"item_id": event.item_id, "text": event.transcript.strip()}, at
+                    )
+                )
         elif isinstance(event, rt.ServerError):
             self._server_error(event)
         elif isinstance(event, rt.ItemTruncated):
@@ -226,11 +235,14 @@ class Call:
         while len(pending) - offset >= FRAME_BYTES or (final and offset < len(pending)):
             frame = bytes(pending[offset : offset + FRAME_BYTES])
             offset += len(frame)
+            idle = not self.ledger.pending()
             self.to_carrier.append(PlayAudio(frame))
             self.ledger.sent(item, self._out_content, len(frame), now)
             self.frames_out += 1
             self._frames_since_mark += 1
-            if self._frames_since_mark >= MARK_EVERY_FRAMES:
+            # The first frame after silence gets its own mark: its echo is the earliest evidence of
+            # when the carrier really started playing (its buffering is unknown until then).
+            if idle or self._frames_since_mark >= MARK_EVERY_FRAMES:
                 self._mark()
         del pending[:offset]
         if final:
@@ -254,8 +266,7 @@ class Call:
         if self._out_item is None:
             return
         if self._outbound is not None:
-            self._out_pending += pcm16_to_ulaw(self._outbound.flush())
-            self._outbound.reset()
+            self._out_pending += pcm16_to_ulaw(self._outbound.flush())  # flush() also resets it
         self._send_frames(now, final=True)
         self._out_item = None
 

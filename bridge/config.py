@@ -59,6 +59,12 @@ class Settings(BaseSettings):
     port: int = Field(default=8080, ge=0, le=65535)
     public_url: str = ""
 
+    # Call log and admin access
+    call_log_url: str = "sqlite+aiosqlite:///data/calls.db"
+    call_log_retention_days: int = Field(default=90, ge=0)
+    call_log_prices: str = ""  # JSON price table, or a path to one; empty = built-in estimates
+    admin_token: SecretStr | None = None
+
     # Logs
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
@@ -89,6 +95,13 @@ class Settings(BaseSettings):
         if value and urlsplit(value).scheme not in ("http", "https"):
             raise ValueError("must be the http(s) base URL the carrier reaches this server at")
         return value.rstrip("/")
+
+    @field_validator("call_log_url")
+    @classmethod
+    def _db_url(cls, value: str) -> str:
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return value
 
     @field_validator("realtime_prompt_variables", mode="before")
     @classmethod

@@ -16,17 +16,22 @@ by replaying the carrier's playout clock:
 * clamp to what was sent for the item.
 
 The round trip is measured with probe marks sent while nothing is queued (Twilio echoes those at
-once); the carrier's start-up buffering is measured from the first echo of each burst of audio.
+once). Jitter and scheduling delays only ever lengthen a sample, and every estimate here moves by
+exactly the error in the round trip, so the ledger uses the smallest recent sample (as NTP does):
+a round trip guessed too long would count audio the caller never heard. The carrier's start-up
+buffering is measured from the first echo of each burst of audio.
 Times are milliseconds on any monotonic clock the caller of this class supplies.
 """
 
 from __future__ import annotations
 
+import statistics
 from collections import deque
 from dataclasses import dataclass
 
 ULAW_BYTES_PER_MS = 8
 _EWMA = 0.3
+RTT_WINDOW = 8  # recent probe samples kept; the smallest is the estimate
 
 
 @dataclass(slots=True)
@@ -60,7 +65,8 @@ class _Item:
 class PlaybackLedger:
     def __init__(self, bytes_per_ms: int = ULAW_BYTES_PER_MS) -> None:
         self.bytes_per_ms = bytes_per_ms
-        self.rtt_ms: float | None = None
+        self._rtt_samples: deque[float] = deque(maxlen=RTT_WINDOW)  # probes: pure round trips
+        self._rtt_bounds: deque[float] = deque(maxlen=RTT_WINDOW)  # first echoes: round trip + buffering
         self.playout_delay_ms = 0.0
         self._playout_samples = 0
         self._frames: deque[_Frame] = deque()  # sent, not yet confirmed played
@@ -106,8 +112,7 @@ class PlaybackLedger:
     def acked(self, name: str, now: float) -> bool:
         """A mark came back. Returns True when it confirmed played audio."""
         if name in self._probes:
-            sample = now - self._probes.pop(name)
-            self.rtt_ms = sample if self.rtt_ms is None else self.rtt_ms + _EWMA * (sample - self.rtt_ms)
+            self._rtt_samples.append(now - self._probes.pop(name))
             return False
         if name in self._discarded:
             self._discarded.discard(name)
@@ -115,7 +120,8 @@ class PlaybackLedger:
         if not any(f.mark == name for f in self._frames):
             return False
         half = self.half_rtt
-        finished_at = now - half
+        candidate = now - half  # when the carrier finished it, if this echo had the shortest delay
+        projected = self._projected_end(name) if self._burst_start is None else None
         burst_start = self._burst_start
         played = 0
         while self._frames:
@@ -125,17 +131,53 @@ class PlaybackLedger:
             if frame.mark == name:
                 break
         if burst_start is not None:
+            # The first echo of a burst took a round trip plus the carrier's buffering: an upper bound
+            # on the round trip that corrects a probe inflated by a busy moment.
+            self._rtt_bounds.append(now - burst_start - played / self.bytes_per_ms)
+            half = self.half_rtt
+            candidate = now - half
             # Audio that arrived at an idle carrier started late by the carrier's own buffering.
-            sample = finished_at - (burst_start + half) - played / self.bytes_per_ms
-            sample = max(0.0, sample)
+            sample = max(0.0, candidate - (burst_start + half) - played / self.bytes_per_ms)
             weight = 1.0 if self._playout_samples == 0 else _EWMA
             self.playout_delay_ms += weight * (sample - self.playout_delay_ms)
             self._playout_samples += 1
+            self._anchor = candidate
+        else:
+            # A late echo says less than an early one: keep the earlier of this echo and what the
+            # last anchor projects, but no earlier than the jitter seen on this line allows.
+            self._anchor = max(min(candidate, projected or candidate), candidate - self.rtt_spread_ms)
         self._burst_start = None
-        self._anchor = finished_at
         return True
 
+    def _projected_end(self, mark: str) -> float | None:
+        """When the carrier finishes the frames up to `mark`, projected from the current anchor."""
+        if self._anchor is None:
+            return None
+        t = self._anchor
+        for frame in self._frames:
+            t = self._frame_start(t, frame) + frame.size / self.bytes_per_ms
+            if frame.mark == mark:
+                return t
+        return None
+
     # -- questions -----------------------------------------------------------------------------
+
+    @property
+    def rtt_ms(self) -> float | None:
+        samples = [*self._rtt_samples, *self._rtt_bounds]
+        return max(0.0, min(samples)) if samples else None
+
+    @property
+    def rtt_spread_ms(self) -> float:
+        """How much longer than the shortest a round trip has recently been (jitter, scheduling)."""
+        return max(self._rtt_samples) - min(self._rtt_samples) if self._rtt_samples else 0.0
+
+    def _typical_half_rtt(self) -> float:
+        """Half the median probe, capped by the first-echo bounds (a round trip cannot exceed them)."""
+        if not self._rtt_samples:
+            return self.half_rtt
+        cap = min(self._rtt_bounds, default=float("inf"))
+        return min(statistics.median(self._rtt_samples), cap) / 2
 
     @property
     def half_rtt(self) -> float:
@@ -145,28 +187,27 @@ class PlaybackLedger:
         """Audio was sent that the carrier has not yet confirmed played."""
         return bool(self._frames)
 
-    def _predicted_end(self, now: float) -> float:
-        """When the carrier will have finished everything we sent (by our model)."""
-        t = self._anchor if self._anchor is not None else float("-inf")
-        for frame in self._frames:
-            t = self._frame_start(t, frame) + frame.size / self.bytes_per_ms
-        return t
-
     def _frame_start(self, t: float, frame: _Frame) -> float:
         arrival = frame.sent_at + self.half_rtt
         return t if arrival <= t else arrival + self.playout_delay_ms
 
     def heard(self, now: float) -> list[ItemPlayback]:
         """Per item with unconfirmed audio: sent and heard by the time a clear sent `now` arrives."""
-        clear_arrives = now + self.half_rtt
+        # The clear's own trip is jittered like any message: expect a typical one, not the shortest.
+        clear_arrives = now + self._typical_half_rtt()
+        # A mark not yet echoed means its audio had not finished half a round trip ago: whatever the
+        # clock model says, the caller cannot have heard more than that plus one round trip.
+        ceiling = self._unconfirmed_ceiling()
         heard: dict[str, int] = {}
         t = self._anchor if self._anchor is not None else float("-inf")
+        position = 0  # bytes of unconfirmed audio the carrier will have played
         for frame in self._frames:
             start = self._frame_start(t, frame)
-            if start >= clear_arrives:
+            if start >= clear_arrives or position >= ceiling:
                 break
-            played_ms = min(frame.size / self.bytes_per_ms, clear_arrives - start)
-            heard[frame.item_id] = frame.item_offset + int(played_ms * self.bytes_per_ms)
+            played = min(frame.size, int((clear_arrives - start) * self.bytes_per_ms), ceiling - position)
+            heard[frame.item_id] = frame.item_offset + played
+            position += played
             t = start + frame.size / self.bytes_per_ms
         result = []
         for item_id in dict.fromkeys(f.item_id for f in self._frames):
@@ -182,6 +223,17 @@ class PlaybackLedger:
                 )
             )
         return result
+
+    def _unconfirmed_ceiling(self) -> int:
+        """Bytes of unconfirmed audio that can have played: up to the first pending mark, plus the
+        longest recent round trip (an upper bound must assume the slowest line)."""
+        longest = max(self._rtt_samples) if self._rtt_samples else 0.0
+        upto = 0
+        for frame in self._frames:
+            upto += frame.size
+            if frame.mark is not None:
+                return upto + int(longest * self.bytes_per_ms)
+        return upto
 
     def clear(self, now: float) -> list[ItemPlayback]:
         """We are sending `clear` now: settle what was heard; later echoes of these marks mean discarded."""

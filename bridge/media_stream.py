@@ -34,7 +34,7 @@ log = get_logger("bridge.call")
 START_TIMEOUT_S = 10.0
 MAX_CARRIER_MESSAGE = 64 * 1024
 MAX_BAD_MESSAGES = 50  # beyond this a stream is not a confused carrier but a broken or hostile one
-TICK_S = 1.0
+TICK_S = 0.5
 
 
 class CallLogSink(Protocol):

@@ -29,11 +29,49 @@ def make_call(*, greeting: str = "", interrupt_response: bool = True, now: float
     return Call(CallConfig(session=opts, greeting=greeting), RealtimeCodec("ga"), started, now)
 
 
-def speak(call: Call, ms: int, *, at: float, response: str = "r1", item: str = "i1") -> list[str]:
-    """The model sends `ms` of audio for `item`; returns the mark names sent to the carrier."""
+class IdealCarrier:
+    """A carrier on a perfect line: plays audio in real time from when it was sent, echoes each mark
+    when the audio before it has played. Drives the call's mark echoes up to a given time."""
+
+    def __init__(self, call: Call) -> None:
+        self.call = call
+        self.drained_until = float("-inf")  # when everything queued so far has played
+        self.due: list[tuple[float, str]] = []
+
+    def take(self, now: float) -> list:
+        commands = self.call.drain()[0]
+        for command in commands:
+            if isinstance(command, PlayAudio):
+                self.drained_until = max(self.drained_until, now) + len(command.payload) / 8
+            elif isinstance(command, Mark):
+                self.due.append((max(self.drained_until, now), command.name))
+            elif isinstance(command, ClearPlayback):
+                self.due.clear()
+                self.drained_until = now
+        return commands
+
+    def play_until(self, t: float) -> None:
+        while self.due and self.due[0][0] <= t:
+            at, name = self.due.pop(0)
+            self.call.carrier_event(Echo(name), at)
+
+
+def speak(
+    call: Call, carrier: IdealCarrier, ms: int, *, at: float, response: str = "r1", item: str = "i1"
+) -> None:
+    """The model sends `ms` of audio for `item` at time `at`; the carrier queues it."""
     call.realtime_event(rt.ResponseCreated(response), at)
     call.realtime_event(rt.AudioDelta(response, item, 0, tone_24k(ms)), at)
-    return [c.name for c in call.drain()[0] if isinstance(c, Mark)]
+    carrier.take(at)
+
+
+def started_call(**kwargs: object) -> tuple[Call, IdealCarrier]:
+    call = make_call(**kwargs)  # type: ignore[arg-type]
+    carrier = IdealCarrier(call)
+    carrier.take(kwargs.get("now", 0.0))  # type: ignore[arg-type]
+    carrier.play_until(kwargs.get("now", 0.0))  # type: ignore[arg-type]
+    call.drain()
+    return call, carrier
 
 
 def upstream_types(events: list[dict]) -> list[str]:
@@ -68,18 +106,18 @@ def test_model_audio_goes_out_in_20ms_frames_with_marks() -> None:
     assert all(len(f.payload) == FRAME_BYTES for f in frames[:-1])
     total = sum(len(f.payload) for f in frames)
     assert 800 <= total <= 800 + 5 * 8  # 100 ms of µ-law plus at most the filter's few-ms tail
+    # The first frame after silence is marked on its own, then every 100 ms, and the end.
+    assert isinstance(carrier[1], Mark)
     assert isinstance(carrier[-1], Mark)
 
 
 def test_barge_in_clears_first_then_truncates_at_what_was_heard() -> None:
-    call = make_call()
-    call.drain()
-    marks = speak(call, 2000, at=0)
-    for i, name in enumerate(marks[:3]):
-        call.carrier_event(Echo(name), 100.0 * (i + 1))
+    call, carrier = started_call()
+    speak(call, carrier, 2000, at=0)
+    carrier.play_until(350)
     call.realtime_event(rt.SpeechStarted("u1", 0), 350)
-    carrier, upstream, _ = call.drain()
-    assert carrier == [ClearPlayback()]
+    commands, upstream, _ = call.drain()
+    assert commands == [ClearPlayback()]
     assert upstream_types(upstream) == ["conversation.item.truncate"]  # the server cancels by itself
     assert upstream[0]["item_id"] == "i1"
     assert upstream[0]["audio_end_ms"] == 350 - LAG
@@ -94,49 +132,47 @@ def test_barge_in_clears_first_then_truncates_at_what_was_heard() -> None:
 
 
 def test_interrupt_response_false_cancels_ourselves() -> None:
-    call = make_call(interrupt_response=False)
-    call.drain()
-    speak(call, 1000, at=0)
+    call, carrier = started_call(interrupt_response=False)
+    speak(call, carrier, 1000, at=0)
+    carrier.play_until(200)
     call.realtime_event(rt.SpeechStarted("u1", 0), 200)
     _, upstream, _ = call.drain()
     assert upstream_types(upstream) == ["conversation.item.truncate", "response.cancel"]
 
 
 def test_barge_in_after_response_done_while_carrier_still_plays() -> None:
-    call = make_call()
-    call.drain()
-    speak(call, 3000, at=0)
+    call, carrier = started_call()
+    speak(call, carrier, 3000, at=0)
     call.realtime_event(rt.AudioDone("r1", "i1"), 1)
     call.realtime_event(rt.ResponseDone("r1", "completed", None, None), 2)
-    call.drain()
+    carrier.take(2)
+    carrier.play_until(1500)
     call.realtime_event(rt.SpeechStarted("u1", 0), 1500)
-    carrier, upstream, _ = call.drain()
-    assert carrier == [ClearPlayback()]
+    commands, upstream, _ = call.drain()
+    assert commands == [ClearPlayback()]
     assert upstream_types(upstream) == ["conversation.item.truncate"]
     assert upstream[0]["audio_end_ms"] == 1500 - LAG
 
 
 def test_no_clear_and_no_truncate_when_everything_was_heard() -> None:
-    call = make_call()
-    call.drain()
-    first = speak(call, 500, at=0)
+    call, carrier = started_call()
+    speak(call, carrier, 500, at=0)
     call.realtime_event(rt.AudioDone("r1", "i1"), 1)
     call.realtime_event(rt.ResponseDone("r1", "completed", None, None), 2)
-    for name in first + [c.name for c in call.drain()[0] if isinstance(c, Mark)]:
-        call.carrier_event(Echo(name), 600)
+    carrier.take(2)
+    carrier.play_until(600)
     call.realtime_event(rt.SpeechStarted("u1", 0), 700)
-    carrier, upstream, _ = call.drain()
-    assert carrier == [] and upstream == []
+    assert call.drain()[:2] == ([], [])
 
 
 def test_queued_second_item_is_truncated_to_zero() -> None:
-    call = make_call()
-    call.drain()
+    call, carrier = started_call()
     call.realtime_event(rt.ResponseCreated("r1"), 0)
     call.realtime_event(rt.AudioDelta("r1", "i1", 0, tone_24k(300)), 0)
     call.realtime_event(rt.AudioDone("r1", "i1"), 0)
     call.realtime_event(rt.AudioDelta("r1", "i2", 0, tone_24k(300)), 0)
-    call.drain()
+    carrier.take(0)
+    carrier.play_until(100)
     call.realtime_event(rt.SpeechStarted("u1", 0), 100)
     _, upstream, _ = call.drain()
     cuts = {e["item_id"]: e["audio_end_ms"] for e in upstream if e["type"] == "conversation.item.truncate"}
@@ -144,31 +180,41 @@ def test_queued_second_item_is_truncated_to_zero() -> None:
 
 
 def test_second_barge_in_right_after_the_first_sends_nothing_more() -> None:
-    call = make_call()
-    call.drain()
-    speak(call, 1000, at=0)
+    call, carrier = started_call()
+    speak(call, carrier, 1000, at=0)
+    carrier.play_until(200)
     call.realtime_event(rt.SpeechStarted("u1", 0), 200)
+    carrier.take(200)
     call.drain()
     call.realtime_event(rt.SpeechStarted("u2", 0), 260)
     assert call.drain()[:2] == ([], [])
 
 
 def test_caller_talks_during_greeting() -> None:
-    call = make_call(greeting="Hello.")
-    call.drain()
-    speak(call, 2000, at=50)
+    call, carrier = started_call(greeting="Hello.")
+    speak(call, carrier, 2000, at=50)
+    carrier.play_until(400)
     call.realtime_event(rt.SpeechStarted("u1", 0), 400)
-    carrier, upstream, _ = call.drain()
-    assert carrier == [ClearPlayback()]
+    commands, upstream, _ = call.drain()
+    assert commands == [ClearPlayback()]
     assert upstream[0]["audio_end_ms"] == 350 - LAG
 
 
+def test_without_echoes_nothing_beyond_the_first_mark_counts_as_heard() -> None:
+    call, carrier = started_call()
+    speak(call, carrier, 2000, at=0)
+    call.realtime_event(rt.SpeechStarted("u1", 0), 500)  # the carrier never confirmed anything
+    _, upstream, _ = call.drain()
+    assert upstream[0]["audio_end_ms"] <= 20
+
+
 def test_interrupted_transcript_is_cut_where_the_caller_barged_in() -> None:
-    call = make_call()
-    call.drain()
+    call, carrier = started_call()
     call.realtime_event(rt.ResponseCreated("r1"), 0)
     call.realtime_event(rt.OutputTranscriptDelta("r1", "i1", "one two three four"), 0)
     call.realtime_event(rt.AudioDelta("r1", "i1", 0, tone_24k(1000)), 0)
+    carrier.take(0)
+    carrier.play_until(500)
     call.realtime_event(rt.SpeechStarted("u1", 0), 500)
     records = [r for r in call.drain()[2] if r.kind == "assistant_transcript"]
     assert records[0].data["interrupted"] is True

@@ -58,8 +58,10 @@ def test_silence_during_a_model_stall_is_not_heard() -> None:
 
 def test_heard_never_exceeds_what_was_sent() -> None:
     ledger = PlaybackLedger()
-    send(ledger, "A", 1000, at=0)
-    [p] = ledger.clear(60_000)  # no echo ever came back
+    marks = send(ledger, "A", 1000, at=0)
+    for i, name in enumerate(marks[:-1]):  # every echo but the last came back
+        ledger.acked(name, 100.0 * (i + 1))
+    [p] = ledger.clear(60_000)  # long after the audio ran out
     assert p.heard_ms == p.sent_ms == 1000
 
 
@@ -92,11 +94,12 @@ def test_items_queued_but_never_started_are_heard_zero() -> None:
 
 def test_second_item_partly_heard() -> None:
     ledger = PlaybackLedger()
-    send(ledger, "A", 200, at=0)
+    first = send(ledger, "A", 200, at=0)
     send(ledger, "B", 300, at=0)
-    result = {p.item_id: p for p in ledger.clear(300)}
-    assert result["A"].heard_ms == 200
-    assert result["B"].heard_ms == 100
+    for i, name in enumerate(first):
+        ledger.acked(name, 100.0 * (i + 1))
+    [p] = ledger.clear(300)  # A was confirmed played whole, so only B is in question
+    assert (p.item_id, p.heard_ms) == ("B", 100)
 
 
 def test_carrier_start_up_buffering_is_learned_and_not_counted() -> None:
@@ -132,3 +135,32 @@ def test_probe_only_when_idle() -> None:
     ledger.clear(2)
     assert ledger.probe(3) is not None
     assert ledger.probe(4) is None  # one probe in flight at a time
+
+
+def test_a_mark_not_yet_echoed_caps_what_can_have_been_heard() -> None:
+    ledger = PlaybackLedger()
+    measure_rtt(ledger, 0, 10)
+    # One frame with its own mark, then more audio; the carrier buffers 300 ms we know nothing of.
+    ledger.sent("A", 0, FRAME, 100)
+    ledger.mark()
+    send(ledger, "A", 1000, at=100)
+    # 80 ms later the clock model would say ~75 ms played, but the first echo has not come back.
+    [p] = ledger.clear(180)
+    assert p.heard_ms <= 20 + 10
+
+
+def test_round_trip_is_the_smallest_recent_probe() -> None:
+    ledger = PlaybackLedger()
+    for at, rtt in [(0, 90), (100, 62), (200, 75)]:  # jitter only ever lengthens a sample
+        measure_rtt(ledger, at, rtt)
+    assert ledger.rtt_ms == 62
+
+
+def test_a_probe_inflated_by_a_busy_moment_is_corrected_by_the_first_echo() -> None:
+    ledger = PlaybackLedger()
+    measure_rtt(ledger, 0, 100)  # the true round trip is 10 ms; the process was busy
+    ledger.sent("A", 0, FRAME, 200)
+    name = ledger.mark()
+    assert name is not None
+    ledger.acked(name, 200 + 20 + 10)  # the first frame's echo: 20 ms of audio + 10 ms round trip
+    assert ledger.rtt_ms == 10

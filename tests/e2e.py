@@ -1,0 +1,84 @@
+"""End-to-end harness: the real bridge app on a loopback port, relaying to the Realtime emulator."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import numpy as np
+from aiohttp import web
+
+from bridge.config import load_settings
+from bridge.server import BRIDGE_KEY, Bridge, create_app
+from bridge.sim.realtime_emulator import EmulatorConfig, RealtimeEmulator
+
+
+@dataclass
+class RunningBridge:
+    base_url: str  # http://127.0.0.1:PORT
+    app: web.Application
+
+    @property
+    def media_url(self) -> str:
+        return self.base_url.replace("http://", "ws://") + "/twilio/media"
+
+    @property
+    def bridge(self) -> Bridge:
+        return self.app[BRIDGE_KEY]
+
+
+@contextlib.asynccontextmanager
+async def running_bridge(realtime_url: str, **env: str) -> AsyncIterator[RunningBridge]:
+    settings = load_settings({"REALTIME_URL": realtime_url, "OPENAI_API_KEY": "sk-test", **env})
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield RunningBridge(f"http://{host}:{port}", app)
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def running_emulator(
+    config: EmulatorConfig | None = None,
+) -> AsyncIterator[tuple[RealtimeEmulator, str]]:
+    emulator = RealtimeEmulator(config)
+    url = await emulator.start("127.0.0.1", 0)
+    try:
+        yield emulator, url
+    finally:
+        await emulator.stop()
+
+
+def tone(ms: float, freq: float, rate: int = 8000, dbfs: float = -10.0) -> bytes:
+    t = np.arange(int(ms * rate / 1000)) / rate
+    amplitude = 32767 * 10 ** (dbfs / 20)
+    return (np.sin(2 * np.pi * freq * t) * amplitude).astype("<i2").tobytes()
+
+
+def silence(ms: float, rate: int = 8000) -> bytes:
+    return b"\x00\x00" * int(ms * rate / 1000)
+
+
+def samples(pcm16: bytes) -> np.ndarray:
+    return np.frombuffer(pcm16, dtype="<i2").astype(np.float64)
+
+
+def similarity(a_pcm16: bytes, b_pcm16: bytes) -> float:
+    """Peak normalised cross-correlation of two waveforms (1.0 = same sound at some lag)."""
+    a, b = samples(a_pcm16), samples(b_pcm16)
+    n = len(a) + len(b)
+    spectrum = np.fft.rfft(a, n) * np.conj(np.fft.rfft(b, n))
+    xcorr = np.fft.irfft(spectrum, n)
+    return float(np.max(np.abs(xcorr)) / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-9))
+
+
+def dominant_hz(pcm16: bytes, rate: int = 8000) -> float:
+    x = samples(pcm16)
+    spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return float(np.fft.rfftfreq(len(x), 1 / rate)[int(np.argmax(spectrum))])

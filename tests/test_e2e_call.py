@@ -1,0 +1,98 @@
+"""The whole call path through real loopback sockets: carrier emulator -> bridge -> Realtime emulator."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from bridge.sim.carrier_emulator import TwilioCallerEmulator
+from bridge.sim.realtime_emulator import greeting_pcm24k
+from bridge.wavfile import read_wav_mono
+from tests.e2e import dominant_hz, running_bridge, running_emulator, similarity, tone
+
+pytestmark = pytest.mark.e2e
+
+DIALECTS = ["ga", "beta"]
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_greeting_is_heard(dialect: str) -> None:
+    async with (
+        running_emulator() as (emulator, url),
+        running_bridge(url, REALTIME_DIALECT=dialect, GREETING="Greet the caller.") as bridge,
+    ):
+        caller = TwilioCallerEmulator(bridge.media_url)
+        async with caller:
+            session = await emulator.wait_for_session()
+            assert session.dialect == dialect
+            await caller.wait_heard(min_ms=1000, timeout_s=10)
+            greeting_8k = read_wav_mono_bytes_24k_to_8k(greeting_pcm24k())
+            heard = caller.playout.heard_pcm(include_silence=False)
+            assert similarity(heard, greeting_8k[: len(heard)]) > 0.9
+        assert caller.protocol_errors == []
+        assert session.headers.get("Authorization") == "Bearer sk-test"
+        assert ("OpenAI-Beta" in session.headers) == (dialect == "beta")
+
+
+def read_wav_mono_bytes_24k_to_8k(pcm24k: bytes) -> bytes:
+    """Reference downsampling for comparisons: the wavfile path, independent of the call's resampler state."""
+    import tempfile
+    import wave
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ref.wav"
+        with wave.open(str(path), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(24000)
+            w.writeframes(pcm24k)
+        return read_wav_mono(path, 8000)
+
+
+async def test_caller_audio_reaches_upstream_as_24k_pcm() -> None:
+    async with running_emulator() as (emulator, url), running_bridge(url) as bridge:
+        caller = TwilioCallerEmulator(bridge.media_url)
+        async with caller:
+            session = await emulator.wait_for_session()
+            caller.say(tone(600, 300))
+            await caller.wait_until(lambda: caller.sent_frames >= 60, timeout_s=5)
+        await caller.wait_until(lambda: session.closed, timeout_s=5)
+        assert session.input_rate == 24000
+        # Every 20 ms µ-law frame (160 samples) became exactly 480 samples of PCM16 at 24 kHz.
+        assert len(session.appended_pcm) == caller.sent_frames * 480 * 2
+        appended_hz = dominant_hz(bytes(session.appended_pcm), rate=24000)
+        assert abs(appended_hz - 300) < 5
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_reply_is_heard_and_resembles_what_was_said(dialect: str) -> None:
+    speech = read_wav_mono("bridge/sim/assets/caller.wav", 8000)
+    async with running_emulator() as (emulator, url), running_bridge(url, REALTIME_DIALECT=dialect) as bridge:
+        caller = TwilioCallerEmulator(bridge.media_url)
+        async with caller:
+            utterance = caller.say(speech)
+            await caller.wait_said(utterance, timeout_s=10)
+            await caller.wait_heard(min_ms=2500, timeout_s=15)
+            await caller.wait_quiet(quiet_ms=600, timeout_s=15)
+            heard = caller.playout.heard_pcm(include_silence=False)
+        assert similarity(heard, speech) > 0.8
+        assert caller.protocol_errors == []
+        session = emulator.sessions[0]
+        assert session.rejected == []
+
+
+async def test_two_concurrent_calls_stay_independent() -> None:
+    async with running_emulator() as (emulator, url), running_bridge(url) as bridge:
+        low = TwilioCallerEmulator(bridge.media_url)
+        high = TwilioCallerEmulator(bridge.media_url)
+        async with low, high:
+            low.say(tone(800, 350))
+            high.say(tone(800, 900))
+            for caller in (low, high):
+                await caller.wait_heard(min_ms=600, timeout_s=10)
+            await asyncio.gather(*(c.wait_quiet(quiet_ms=400, timeout_s=10) for c in (low, high)))
+            assert abs(dominant_hz(low.playout.heard_pcm(include_silence=False)) - 350) < 10
+            assert abs(dominant_hz(high.playout.heard_pcm(include_silence=False)) - 900) < 10
+        assert len(emulator.sessions) == 2
