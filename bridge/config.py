@@ -103,6 +103,17 @@ class Settings(BaseSettings):
             raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
         return value
 
+    @field_validator("call_log_prices")
+    @classmethod
+    def _prices(cls, value: str) -> str:
+        from bridge.calllog.pricing import PriceTable
+
+        try:
+            PriceTable.from_setting(value)
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"is not a usable price table: {exc}") from None
+        return value
+
     @field_validator("realtime_prompt_variables", mode="before")
     @classmethod
     def _json_object(cls, value: object) -> object:

@@ -11,6 +11,7 @@ import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import websockets
@@ -39,7 +40,7 @@ TICK_S = 0.5
 
 class CallLogSink(Protocol):
     def call_started(self, **fields: Any) -> None: ...
-    def event(self, call_id: str, kind: str, data: dict[str, Any]) -> None: ...
+    def event(self, call_id: str, kind: str, data: dict[str, Any], at: datetime | None = None) -> None: ...
     def usage(self, call_id: str, usage: dict[str, Any]) -> None: ...
     def call_ended(self, call_id: str, reason: str) -> None: ...
 
@@ -48,7 +49,7 @@ class NoCallLog:
     def call_started(self, **fields: Any) -> None:
         pass
 
-    def event(self, call_id: str, kind: str, data: dict[str, Any]) -> None:
+    def event(self, call_id: str, kind: str, data: dict[str, Any], at: datetime | None = None) -> None:
         pass
 
     def usage(self, call_id: str, usage: dict[str, Any]) -> None:
@@ -108,6 +109,7 @@ class CallPump:
             from_number=params.get("from", ""),
             to_number=params.get("to", ""),
             direction=params.get("direction", "inbound"),
+            carrier="browser" if params.get("direction") == "browser" else "twilio",
             model=self.ctx.model,
             voice=self.ctx.voice,
         )
@@ -293,7 +295,10 @@ class CallPump:
         if record.kind == "usage":
             self.ctx.call_log.usage(self.call_id, record.data)
             return
-        self.ctx.call_log.event(self.call_id, record.kind, record.data)
+        at = None
+        if record.at is not None:  # it happened earlier than now: place it where it belongs
+            at = datetime.now(UTC) - timedelta(milliseconds=now_ms() - record.at)
+        self.ctx.call_log.event(self.call_id, record.kind, record.data, at)
         if record.kind in ("barge_in", "error", "greeting_latency", "turn_latency", "dtmf"):
             level = "warning" if record.kind == "error" else "info"
             getattr(self.log, level)(record.kind.replace("_", " "), **record.data)

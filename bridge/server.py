@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import secrets
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
@@ -10,11 +13,14 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from bridge.call import CallConfig
+from bridge.calllog import CallRecorder, CallStore, PriceTable, run_retention, setup_calllog_routes
+from bridge.calllog.auth import AdminAuth
 from bridge.config import Settings
 from bridge.logs import get_logger, mask_number
 from bridge.media_stream import CallLogSink, CallPump, NoCallLog, StreamContext, handle_media_stream
 from bridge.realtime.codec import SessionOptions
 from bridge.session_pool import PreparedSessions
+from bridge.softphone import setup_softphone_routes
 from bridge.twiml import MEDIA_PATH, connect_stream, media_stream_url
 from bridge.upstream import UpstreamSession, open_session
 
@@ -46,7 +52,9 @@ class Bridge:
     """Resources every call shares, created at start-up."""
 
     settings: Settings
+    admin_token: str = ""
     call_log: CallLogSink = field(default_factory=NoCallLog)
+    store: CallStore | None = None
     upstream_url: str = ""  # where sessions are opened: REALTIME_URL, or the in-process emulator
     prepared: PreparedSessions = field(default_factory=PreparedSessions)
     active_calls: dict[str, CallPump] = field(default_factory=dict)
@@ -155,14 +163,60 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await bridge.prepared.close()
 
 
+async def _call_log_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    """Open the store before calls start; close it after every call's record was written."""
+    bridge = app[BRIDGE_KEY]
+    store, recorder = bridge.store, bridge.call_log
+    if store is None or not isinstance(recorder, CallRecorder):
+        yield
+        return
+    await store.migrate()
+    interrupted = await store.mark_interrupted()
+    if interrupted:
+        log.warning("calls left in progress by a previous process marked interrupted", count=interrupted)
+    await recorder.start()
+    retention = asyncio.create_task(run_retention(store, bridge.settings.call_log_retention_days))
+    yield
+    retention.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await retention
+    await recorder.stop()
+    await store.close()
+
+
+def _admin_token(settings: Settings) -> str:
+    if settings.admin_token is not None and settings.admin_token.get_secret_value():
+        return settings.admin_token.get_secret_value()
+    token = secrets.token_urlsafe(24)
+    # Shown once, on the terminal, never through the logger: the operator needs it to sign in.
+    print(
+        f"ADMIN_TOKEN is not set; this run's admin token (call log at /calls, softphone at /phone): {token}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return token
+
+
 def create_app(settings: Settings, *, call_log: CallLogSink | None = None) -> web.Application:
     app = web.Application()
-    bridge = Bridge(settings=settings, call_log=call_log or NoCallLog())
+    admin_token = _admin_token(settings)
+    store = None
+    if call_log is None:
+        store = CallStore.connect(settings.call_log_url)
+        call_log = CallRecorder(store, prices=PriceTable.from_setting(settings.call_log_prices))
+    bridge = Bridge(settings=settings, admin_token=admin_token, call_log=call_log, store=store)
     app[BRIDGE_KEY] = bridge
+    # Start-up runs in this order and clean-up in reverse: the call log outlives every call.
+    app.cleanup_ctx.append(_call_log_lifecycle)
     app.cleanup_ctx.append(_demo_upstream)
     app.cleanup_ctx.append(_lifecycle)
     app.router.add_post("/twilio/voice", voice_webhook)
     app.router.add_get(MEDIA_PATH, media_socket)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    if store is not None:
+        setup_calllog_routes(app, store, admin_token)
+    setup_softphone_routes(
+        app, media_handler=media_socket, is_authorized=AdminAuth(admin_token).authenticated
+    )
     return app

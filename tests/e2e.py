@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -12,6 +13,8 @@ from aiohttp import web
 from bridge.config import load_settings
 from bridge.server import BRIDGE_KEY, Bridge, create_app
 from bridge.sim.realtime_emulator import EmulatorConfig, RealtimeEmulator
+
+ADMIN_TOKEN = "test-admin-token"
 
 
 @dataclass
@@ -30,6 +33,7 @@ class RunningBridge:
 
 @contextlib.asynccontextmanager
 async def running_bridge(realtime_url: str, **env: str) -> AsyncIterator[RunningBridge]:
+    env = {"CALL_LOG_URL": "sqlite+aiosqlite:///:memory:", "ADMIN_TOKEN": ADMIN_TOKEN, **env}
     settings = load_settings({"REALTIME_URL": realtime_url, "OPENAI_API_KEY": "sk-test", **env})
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None)
@@ -53,6 +57,15 @@ async def running_emulator(
         yield emulator, url
     finally:
         await emulator.stop()
+
+
+async def eventually(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Poll until `predicate()` holds, for state that changes after a call has ended."""
+    for _ in range(int(timeout_s / 0.01)):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise TimeoutError(f"condition not met within {timeout_s} s")
 
 
 def tone(ms: float, freq: float, rate: int = 8000, dbfs: float = -10.0) -> bytes:

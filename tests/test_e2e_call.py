@@ -9,7 +9,7 @@ import pytest
 from bridge.sim.carrier_emulator import TwilioCallerEmulator
 from bridge.sim.realtime_emulator import greeting_pcm24k
 from bridge.wavfile import read_wav_mono
-from tests.e2e import dominant_hz, running_bridge, running_emulator, similarity, tone
+from tests.e2e import dominant_hz, eventually, running_bridge, running_emulator, similarity, tone
 
 pytestmark = pytest.mark.e2e
 
@@ -58,7 +58,7 @@ async def test_caller_audio_reaches_upstream_as_24k_pcm() -> None:
             session = await emulator.wait_for_session()
             caller.say(tone(600, 300))
             await caller.wait_until(lambda: caller.sent_frames >= 60, timeout_s=5)
-        await caller.wait_until(lambda: session.closed, timeout_s=5)
+        await eventually(lambda: session.closed)
         assert session.input_rate == 24000
         # Every 20 ms µ-law frame (160 samples) became exactly 480 samples of PCM16 at 24 kHz.
         assert len(session.appended_pcm) == caller.sent_frames * 480 * 2

@@ -241,7 +241,7 @@ def _int(value: str | None, *, default: int, low: int, high: int, name: str) -> 
 
 
 def _safe_next(path: str) -> str:
-    # Only back into the call pages: never an open redirect to another site.
-    if path.startswith("/calls") and not path.startswith("//") and "\\" not in path:
+    # Only back into our own pages: never an open redirect to another site.
+    if path.startswith(("/calls", "/phone")) and not path.startswith("//") and "\\" not in path:
         return path
     return "/calls"
