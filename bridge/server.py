@@ -130,9 +130,10 @@ async def _demo_upstream(app: web.Application) -> AsyncIterator[None]:
     bridge = app[BRIDGE_KEY]
     emulator = None
     if bridge.settings.demo_mode and urlsplit(bridge.settings.realtime_url).hostname == "api.openai.com":
-        from bridge.sim.realtime_emulator import RealtimeEmulator
+        from bridge.sim.realtime_emulator import EmulatorConfig, RealtimeEmulator
 
-        emulator = RealtimeEmulator()
+        # Strict validation needs the openai SDK, a test dependency; the demo does without it.
+        emulator = RealtimeEmulator(EmulatorConfig(strict=False))
         bridge.upstream_url = await emulator.start("127.0.0.1", 0)
         log.warning(
             "DEMO MODE: no OPENAI_API_KEY set, calls are answered by the built-in Realtime emulator "

@@ -96,3 +96,40 @@ async def test_two_concurrent_calls_stay_independent() -> None:
             assert abs(dominant_hz(low.playout.heard_pcm(include_silence=False)) - 350) < 10
             assert abs(dominant_hz(high.playout.heard_pcm(include_silence=False)) - 900) < 10
         assert len(emulator.sessions) == 2
+
+
+async def test_greeting_session_is_opened_while_the_webhook_is_answered() -> None:
+    import aiohttp
+
+    async with (
+        running_emulator() as (emulator, url),
+        running_bridge(url, GREETING="Greet the caller.") as bridge,
+    ):
+        # The test doubles share this process's event loop and pay one-time costs on their first
+        # call (about 150 ms here); one call first keeps them out of the bridge's measurement.
+        async with TwilioCallerEmulator(bridge.media_url) as warm_up:
+            await warm_up.wait_heard(min_ms=100, timeout_s=10)
+        caller = TwilioCallerEmulator(bridge.media_url)
+        form = {"CallSid": caller.call_sid, "From": "+14155550123", "To": "+18005551212"}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(bridge.base_url + "/twilio/voice", data=form) as response,
+        ):
+            assert response.status == 200
+            twiml = await response.text()
+        stream_url = twiml.split('url="')[1].split('"')[0]
+        assert "<Connect><Stream" in twiml and "?" not in stream_url
+        session = await emulator.wait_for_session(2)
+        # The session is configured and the greeting requested before the media stream even exists.
+        await eventually(
+            lambda: [e["type"] for e in session.client_events] == ["session.update", "response.create"]
+        )
+        # Twilio takes a few hundred ms from the TwiML to the stream's start; by then audio is waiting.
+        await eventually(lambda: any(kind == "response.output_audio.delta" for _, kind in session.sent_log))
+        async with caller:
+            await caller.wait_heard(min_ms=200, timeout_s=10)
+            first_audio = caller.playout.first_heard_ms()
+            assert first_audio is not None and caller.started_ms is not None
+        assert len(emulator.sessions) == 2  # the stream claimed the prepared session, opened no other
+        # The greeting was already waiting when the stream started: heard within a couple of frames.
+        assert first_audio - caller.started_ms < 60

@@ -13,6 +13,7 @@ import time
 import wave
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,8 @@ from aiohttp.test_utils import make_mocked_request
 from bridge.audio import StreamingResampler
 from bridge.calllog.auth import COOKIE_NAME, AdminAuth
 from bridge.config import load_settings
-from bridge.server import BRIDGE_KEY, create_app, media_socket
+from bridge.server import BRIDGE_KEY, create_app
 from bridge.sim.realtime_emulator import RealtimeEmulator
-from bridge.softphone import setup_softphone_routes
 from tests.calllog.cdp import VIEWPORT, Browser, CDPError, Page
 
 REPO = Path(__file__).resolve().parents[2]
@@ -156,7 +156,7 @@ class RecordingCallLog:
     def call_started(self, **fields: Any) -> None:
         self.started.append(fields)
 
-    def event(self, call_id: str, kind: str, data: dict[str, Any]) -> None:
+    def event(self, call_id: str, kind: str, data: dict[str, Any], at: datetime | None = None) -> None:
         self.events.append((call_id, kind, data))
 
     def usage(self, call_id: str, usage: dict[str, Any]) -> None:
@@ -176,13 +176,13 @@ class SoftphoneBridge:
 
 @contextlib.asynccontextmanager
 async def running_softphone_bridge(**env: str) -> AsyncIterator[SoftphoneBridge]:
-    """The real bridge app, with the softphone routes added, relaying to the Realtime emulator."""
+    """The real bridge app (softphone routes included), relaying to the Realtime emulator."""
     emulator = RealtimeEmulator()
     realtime_url = await emulator.start("127.0.0.1", 0)
-    settings = load_settings({"REALTIME_URL": realtime_url, "OPENAI_API_KEY": "sk-test", **env})
+    base = {"REALTIME_URL": realtime_url, "OPENAI_API_KEY": "sk-test", "ADMIN_TOKEN": ADMIN_TOKEN}
+    settings = load_settings({**base, **env})
     call_log = RecordingCallLog()
     app = create_app(settings, call_log=call_log)
-    setup_softphone_routes(app, media_handler=media_socket, is_authorized=AUTH.authenticated)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
