@@ -122,6 +122,10 @@ class Call:
         self._greeting_pending = bool(config.greeting)
         self._pending_barge_in: _PendingBargeIn | None = None
         self._last_probe = float("-inf")
+        self._goodbye: str | None = None  # end reason once the goodbye has been heard
+        self._goodbye_instructions = ""
+        self._goodbye_response: str | None = None  # "" = asked for, id once created
+        self._goodbye_spoken = False
         self.barge_ins = 0
         self.frames_in = 0
         self.frames_out = 0
@@ -139,6 +143,7 @@ class Call:
                 self._relay_caller_audio(event.payload)
         elif isinstance(event, PlaybackMark):
             self.ledger.acked(event.name, now)
+            self._hang_up_after_goodbye()
         elif isinstance(event, Dtmf):
             self._record("dtmf", digit=event.digit)
         elif isinstance(event, CallEnded):
@@ -158,6 +163,7 @@ class Call:
         """Called periodically by the pump: keeps the round-trip estimate fresh while idle."""
         if now - self._last_probe >= PROBE_INTERVAL_MS:
             self._probe(now)
+        self._hang_up_after_goodbye()
 
     def _probe(self, now: float) -> None:
         name = self.ledger.probe(now)
@@ -192,6 +198,8 @@ class Call:
             self._responses[event.response_id] = _Response(event.response_id, out_of_band=out_of_band)
             if not out_of_band:
                 self._active = event.response_id
+                if self._goodbye_response == "":
+                    self._goodbye_response = event.response_id
         elif isinstance(event, rt.ResponseDone):
             self._response_done(event)
         elif isinstance(event, rt.InputTranscript):
@@ -279,6 +287,12 @@ class Call:
         response = self._responses.pop(event.response_id, None)
         if self._active == event.response_id:
             self._active = None
+        if self._goodbye is not None:
+            if event.response_id == self._goodbye_response:
+                self._goodbye_spoken = True
+                self._hang_up_after_goodbye()
+            elif self._goodbye_response is None and self._active is None:
+                self._ask_for_goodbye()
         if event.usage:
             self.records.append(LogRecord("usage", dict(event.usage)))
         if event.status == "failed":
@@ -372,6 +386,27 @@ class Call:
         )
 
     # -- endings ----------------------------------------------------------------------------------
+
+    def say_goodbye(self, reason: str, instructions: str) -> None:
+        """Let the model say a last word; the call ends with `reason` once the caller has heard it."""
+        if self.end_reason is not None or self._goodbye is not None:
+            return
+        self._goodbye, self._goodbye_instructions = reason, instructions
+        if self._active is None:
+            self._ask_for_goodbye()
+        # Otherwise the goodbye follows the response in progress (only one may be active).
+
+    @property
+    def goodbye_reason(self) -> str | None:
+        return self._goodbye
+
+    def _ask_for_goodbye(self) -> None:
+        self._goodbye_response = ""
+        self.to_upstream.append(self.codec.create_response(self._goodbye_instructions))
+
+    def _hang_up_after_goodbye(self) -> None:
+        if self._goodbye is not None and self._goodbye_spoken and not self.ledger.pending():
+            self._end(self._goodbye)
 
     def hang_up(self, reason: str) -> None:
         self._end(reason, hang_up=True)

@@ -31,9 +31,7 @@ def serve(argv: list[str]) -> int:
             print(f"  {line}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
-    from aiohttp import web
-
-    from bridge.server import create_app
+    from bridge.server import serve as serve_forever
 
     _use_uvloop()
     log = get_logger("bridge")
@@ -44,14 +42,7 @@ def serve(argv: list[str]) -> int:
         model=settings.realtime_model,
         dialect=settings.realtime_dialect,
     )
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        print=None,
-        access_log=None,
-        shutdown_timeout=10,
-    )
+    asyncio.run(serve_forever(settings))
     return 0
 
 

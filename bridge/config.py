@@ -65,6 +65,16 @@ class Settings(BaseSettings):
     call_log_prices: str = ""  # JSON price table, or a path to one; empty = built-in estimates
     admin_token: SecretStr | None = None
 
+    # Carrier security, limits and lifecycle
+    twilio_auth_token: SecretStr | None = None
+    bridge_env: Literal["development", "production"] = "development"
+    max_calls: int = Field(default=100, ge=1)
+    max_call_seconds: int = Field(default=3600, ge=0)  # 0 = no limit
+    drain_seconds: int = Field(default=30, ge=0)
+    fallback_number: str = ""
+    audio_passthrough: bool = False
+    metrics_port: int = Field(default=0, ge=0, le=65535)  # 0 = /metrics on PORT, behind ADMIN_TOKEN
+
     # Logs
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
@@ -136,6 +146,21 @@ class Settings(BaseSettings):
                 self.realtime_instructions = path.read_text(encoding="utf-8").strip()
             except OSError as exc:
                 raise ValueError(f"REALTIME_INSTRUCTIONS_FILE: cannot read {path}: {exc.strerror}") from None
+        return self
+
+    @model_validator(mode="after")
+    def _production_needs_secrets(self) -> Settings:
+        if self.bridge_env == "production":
+            missing = [
+                name
+                for name, value in (
+                    ("TWILIO_AUTH_TOKEN", self.twilio_auth_token),
+                    ("ADMIN_TOKEN", self.admin_token),
+                )
+                if value is None or not value.get_secret_value()
+            ]
+            if missing:
+                raise ValueError(f"BRIDGE_ENV=production requires {' and '.join(missing)}")
         return self
 
     # Derived facts: computed, never configured twice.

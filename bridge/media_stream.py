@@ -36,6 +36,14 @@ START_TIMEOUT_S = 10.0
 MAX_CARRIER_MESSAGE = 64 * 1024
 MAX_BAD_MESSAGES = 50  # beyond this a stream is not a confused carrier but a broken or hostile one
 TICK_S = 0.5
+GOODBYE_LIMIT_S = 20.0  # a goodbye that never finishes playing still ends the call
+
+GOODBYES = {
+    "timeout": "The call has reached its time limit. Tell the caller briefly and warmly, then say goodbye.",
+    "shutdown": (
+        "This line is closing for maintenance. Apologise, ask the caller to call back, and say goodbye."
+    ),
+}
 
 
 class CallLogSink(Protocol):
@@ -59,6 +67,35 @@ class NoCallLog:
         pass
 
 
+class CallRegistry(dict[str, "CallPump"]):
+    """Calls in progress by call id, awaitable until empty (drain, shutdown)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._empty = asyncio.Event()
+        self._empty.set()
+
+    def add(self, call_id: str, pump: CallPump) -> bool:
+        """False when a stream for this call is already live: a replayed or forged second stream."""
+        if call_id in self:
+            return False
+        self[call_id] = pump
+        self._empty.clear()
+        return True
+
+    def remove(self, call_id: str, pump: CallPump) -> None:
+        if self.get(call_id) is pump:
+            del self[call_id]
+        if not self:
+            self._empty.set()
+
+    async def wait_empty(self, timeout_s: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await self._empty.wait()
+        return not self
+
+
 UpstreamOpener = Callable[[], Awaitable[UpstreamSession]]
 Claim = Callable[[str], Awaitable[UpstreamSession | None]]
 
@@ -73,7 +110,8 @@ class StreamContext:
     call_log: CallLogSink
     model: str
     voice: str
-    active_calls: dict[str, CallPump]
+    active_calls: CallRegistry
+    max_call_seconds: int = 0
 
 
 def now_ms() -> float:
@@ -92,6 +130,7 @@ class CallPump:
         self.bad_messages = 0
         self._carrier_lock = asyncio.Lock()
         self._upstream_lock = asyncio.Lock()
+        self._goodbye_deadline: float | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -102,6 +141,10 @@ class CallPump:
         self.call_id = started.call_sid
         params = started.custom_parameters
         self.log = self.log.bind(call_sid=started.call_sid, stream_sid=started.stream_sid)
+        if not self.ctx.active_calls.add(self.call_id, self):
+            self.log.warning("second stream for a call already in progress refused")
+            await self.ws.close(code=1008, message=b"duplicate call")
+            return
         self.ctx.call_log.call_started(
             call_id=self.call_id,
             call_sid=started.call_sid,
@@ -116,13 +159,12 @@ class CallPump:
         self.log.info(
             "call started", caller=mask_number(params.get("from")), callee=mask_number(params.get("to"))
         )
-        self.ctx.active_calls[self.call_id] = self
         reason = "error"
         try:
             reason = await self._connected(started)
         finally:
-            self.ctx.active_calls.pop(self.call_id, None)
             await self._close(reason)
+            self.ctx.active_calls.remove(self.call_id, self)
 
     async def _wait_for_start(self) -> CallStarted | None:
         try:
@@ -203,10 +245,19 @@ class CallPump:
         )
 
     def end(self, reason: str) -> None:
-        """Ask the call to end (shutdown, admin hang-up): the hang-up goes out with the next flush."""
+        """End the call now (shutdown, admin hang-up): the hang-up goes out with the next flush."""
         if self.call is not None:
             self.call.hang_up(reason)
             asyncio.get_running_loop().create_task(self._flush())
+
+    def say_goodbye(self, reason: str) -> None:
+        """End the call after the assistant's goodbye has been heard (at most GOODBYE_LIMIT_S)."""
+        if self.call is None or self._goodbye_deadline is not None:
+            return
+        self.log.info("saying goodbye", reason=reason)
+        self._goodbye_deadline = now_ms() + GOODBYE_LIMIT_S * 1000
+        self.call.say_goodbye(reason, GOODBYES[reason])
+        asyncio.get_running_loop().create_task(self._flush())
 
     # -- pumps ------------------------------------------------------------------------------------
 
@@ -259,10 +310,17 @@ class CallPump:
             await self._flush()
 
     async def _ticker(self) -> None:
-        assert self.call is not None
+        call = self.call
+        assert call is not None
         while True:
             await asyncio.sleep(TICK_S)
-            self.call.tick(now_ms())
+            now = now_ms()
+            limit = self.ctx.max_call_seconds
+            if limit and now - call.started_at >= limit * 1000:
+                self.say_goodbye("timeout")
+            if self._goodbye_deadline is not None and now >= self._goodbye_deadline:
+                call.hang_up(call.goodbye_reason or "timeout")
+            call.tick(now)
             await self._flush()
 
     async def _flush(self) -> None:
@@ -312,7 +370,7 @@ class CallPump:
             self.log.debug("bad carrier message ignored", reason=reason, count=self.bad_messages)
 
 
-async def handle_media_stream(ctx: StreamContext, request: web.Request) -> web.WebSocketResponse:
+async def handle_media_stream(ctx: StreamContext, request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_CARRIER_MESSAGE, compress=False)
     await ws.prepare(request)
     pump = CallPump(ctx, ws, request.remote or "")

@@ -17,11 +17,11 @@ from bridge.calllog import CallRecorder, CallStore, PriceTable, run_retention, s
 from bridge.calllog.auth import AdminAuth
 from bridge.config import Settings
 from bridge.logs import get_logger, mask_number
-from bridge.media_stream import CallLogSink, CallPump, NoCallLog, StreamContext, handle_media_stream
+from bridge.media_stream import CallLogSink, CallRegistry, NoCallLog, StreamContext, handle_media_stream
 from bridge.realtime.codec import SessionOptions
 from bridge.session_pool import PreparedSessions
 from bridge.softphone import setup_softphone_routes
-from bridge.twiml import MEDIA_PATH, connect_stream, media_stream_url
+from bridge.twiml import MEDIA_PATH, connect_stream, media_stream_url, unavailable
 from bridge.upstream import UpstreamSession, open_session
 
 log = get_logger("bridge.server")
@@ -33,6 +33,7 @@ def session_options(settings: Settings) -> SessionOptions:
     return SessionOptions(
         instructions=settings.realtime_instructions,
         voice=settings.realtime_voice,
+        audio_format="pcmu" if settings.audio_passthrough else "pcm24k",
         turn_detection=settings.turn_detection,
         vad_threshold=settings.vad_threshold,
         vad_prefix_padding_ms=settings.vad_prefix_padding_ms,
@@ -57,12 +58,17 @@ class Bridge:
     store: CallStore | None = None
     upstream_url: str = ""  # where sessions are opened: REALTIME_URL, or the in-process emulator
     prepared: PreparedSessions = field(default_factory=PreparedSessions)
-    active_calls: dict[str, CallPump] = field(default_factory=dict)
+    active_calls: CallRegistry = field(default_factory=CallRegistry)
     ready: bool = False
+    draining: bool = False
 
     def __post_init__(self) -> None:
         self.upstream_url = self.upstream_url or self.settings.realtime_url
-        self.call_config = CallConfig(session=session_options(self.settings), greeting=self.settings.greeting)
+        self.call_config = CallConfig(
+            session=session_options(self.settings),
+            greeting=self.settings.greeting,
+            audio_passthrough=self.settings.audio_passthrough,
+        )
 
     async def open_upstream(self) -> UpstreamSession:
         return await open_session(self.settings, self.upstream_url)
@@ -83,7 +89,26 @@ class Bridge:
             model=self.settings.realtime_model,
             voice=self.settings.realtime_voice,
             active_calls=self.active_calls,
+            max_call_seconds=self.settings.max_call_seconds,
         )
+
+    @property
+    def at_capacity(self) -> bool:
+        # Calls whose webhook was answered count too: their media streams are on the way.
+        return len(self.active_calls) + len(self.prepared) >= self.settings.max_calls
+
+    async def drain(self, goodbye_wait_s: float = 25.0) -> None:
+        """Take no new calls; let calls in progress go on for DRAIN_SECONDS, then say goodbye."""
+        self.draining = True
+        log.warning(
+            "draining: new calls are turned away",
+            active_calls=len(self.active_calls),
+            drain_seconds=self.settings.drain_seconds,
+        )
+        await self.active_calls.wait_empty(self.settings.drain_seconds)
+        for pump in list(self.active_calls.values()):
+            pump.say_goodbye("shutdown")
+        await self.active_calls.wait_empty(goodbye_wait_s)
 
 
 def public_base_url(settings: Settings, request: web.Request) -> str:
@@ -100,6 +125,16 @@ async def voice_webhook(request: web.Request) -> web.Response:
     form = await request.post()
     call_sid = str(form.get("CallSid", ""))
     caller, callee = str(form.get("From", "")), str(form.get("To", ""))
+    if bridge.draining or bridge.at_capacity:
+        log.warning(
+            "call turned away",
+            call_sid=call_sid,
+            draining=bridge.draining,
+            active_calls=len(bridge.active_calls),
+        )
+        message = "Sorry, all our lines are busy right now. Please call again in a few minutes."
+        twiml = unavailable(message, bridge.settings.fallback_number)
+        return web.Response(text=twiml, content_type="text/xml")
     direction = "outbound" if str(form.get("Direction", "")).startswith("outbound") else "inbound"
     if call_sid:
         bridge.prepared.prepare(call_sid, bridge.open_prepared)
@@ -112,7 +147,11 @@ async def voice_webhook(request: web.Request) -> web.Response:
 
 
 async def media_socket(request: web.Request) -> web.StreamResponse:
-    return await handle_media_stream(request.app[BRIDGE_KEY].stream_context(), request)
+    bridge = request.app[BRIDGE_KEY]
+    if len(bridge.active_calls) >= bridge.settings.max_calls:
+        log.warning("media stream refused: at capacity", active_calls=len(bridge.active_calls))
+        raise web.HTTPServiceUnavailable(text="at capacity")
+    return await handle_media_stream(bridge.stream_context(), request)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -121,8 +160,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     bridge = request.app[BRIDGE_KEY]
-    body = {"status": "ready" if bridge.ready else "not_ready", "active_calls": len(bridge.active_calls)}
-    return web.json_response(body, status=200 if bridge.ready else 503)
+    ready = bridge.ready and not bridge.draining
+    status = "ready" if ready else ("draining" if bridge.draining else "not_ready")
+    return web.json_response(
+        {"status": status, "active_calls": len(bridge.active_calls)}, status=200 if ready else 503
+    )
 
 
 async def _demo_upstream(app: web.Application) -> AsyncIterator[None]:
@@ -159,8 +201,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     bridge.ready = False
     for pump in list(bridge.active_calls.values()):
         pump.end("shutdown")
-    if bridge.active_calls:
-        await asyncio.sleep(0.2)
+    await bridge.active_calls.wait_empty(5.0)
     await bridge.prepared.close()
 
 
@@ -221,3 +262,36 @@ def create_app(settings: Settings, *, call_log: CallLogSink | None = None) -> we
         app, media_handler=media_socket, is_authorized=AdminAuth(admin_token).authenticated
     )
     return app
+
+
+async def serve(settings: Settings) -> None:
+    """Run until stopped. SIGTERM drains (see `Bridge.drain`); a second signal, or SIGINT, stops at
+    once. Either way every call still in progress is ended and the call log is flushed."""
+    import signal
+
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5)
+    await runner.setup()
+    await web.TCPSite(runner, settings.host, settings.port).start()
+    log.info("listening", host=settings.host, port=settings.port)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        signals.append(signum)
+        if signum == signal.SIGTERM and len(signals) == 1:
+            log.warning("SIGTERM: draining", drain_seconds=settings.drain_seconds)
+            drain = loop.create_task(app[BRIDGE_KEY].drain())
+            drain.add_done_callback(lambda _: stop.set())
+        else:
+            log.warning("stopping now", signal=signal.Signals(signum).name)
+            stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        log.info("stopped")

@@ -27,8 +27,12 @@ def connect_stream(stream_url: str, parameters: dict[str, str]) -> str:
     return str(response)
 
 
-def busy(message: str) -> str:
+def unavailable(message: str, fallback_number: str = "") -> str:
+    """Tell the caller we cannot take the call now; send them to `fallback_number` if there is one."""
     response = VoiceResponse()
     response.say(message)
-    response.hangup()
+    if fallback_number:
+        response.dial(fallback_number)
+    else:
+        response.hangup()
     return str(response)

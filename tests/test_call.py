@@ -39,7 +39,7 @@ class IdealCarrier:
         self.due: list[tuple[float, str]] = []
 
     def take(self, now: float) -> list:
-        commands = self.call.drain()[0]
+        commands, self.call.to_carrier = self.call.to_carrier, []  # leave the other outboxes alone
         for command in commands:
             if isinstance(command, PlayAudio):
                 self.drained_until = max(self.drained_until, now) + len(command.payload) / 8
@@ -257,3 +257,25 @@ def test_greeting_and_turn_latency_recorded() -> None:
     call2.realtime_event(rt.ResponseCreated("r2"), 5100)
     call2.realtime_event(rt.AudioDelta("r2", "i2", 0, tone_24k(100)), 5400)
     assert [r.data for r in call2.drain()[2] if r.kind == "turn_latency"] == [{"ms": 400.0}]
+
+
+def test_goodbye_waits_for_the_active_response_then_ends_once_heard() -> None:
+    call, carrier = started_call()
+    speak(call, carrier, 500, at=0)  # a response is in progress: the goodbye must wait for it
+    call.say_goodbye("timeout", "Say goodbye.")
+    assert call.drain()[1] == []
+    call.realtime_event(rt.AudioDone("r1", "i1"), 10)
+    call.realtime_event(rt.ResponseDone("r1", "completed", None, None), 10)
+    carrier.take(10)
+    _, upstream, _ = call.drain()
+    assert upstream_types(upstream) == ["response.create"]
+    assert upstream[0]["response"]["instructions"] == "Say goodbye."
+    speak(call, carrier, 1000, at=20, response="r2", item="i2")
+    call.realtime_event(rt.AudioDone("r2", "i2"), 30)
+    call.realtime_event(rt.ResponseDone("r2", "completed", None, None), 30)
+    carrier.take(30)
+    carrier.play_until(900)
+    assert call.end_reason is None  # the caller is still hearing the goodbye
+    carrier.play_until(2000)
+    assert call.end_reason == "timeout"
+    assert call.drain()[0] == [Hangup("timeout")]

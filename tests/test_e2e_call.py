@@ -133,3 +133,19 @@ async def test_greeting_session_is_opened_while_the_webhook_is_answered() -> Non
         assert len(emulator.sessions) == 2  # the stream claimed the prepared session, opened no other
         # The greeting was already waiting when the stream started: heard within a couple of frames.
         assert first_audio - caller.started_ms < 60
+
+
+async def test_passthrough_relays_mulaw_unchanged_and_still_echoes() -> None:
+    async with running_emulator() as (emulator, url), running_bridge(url, AUDIO_PASSTHROUGH="true") as bridge:
+        caller = TwilioCallerEmulator(bridge.media_url)
+        async with caller:
+            session = await emulator.wait_for_session()
+            caller.say(tone(800, 350))
+            await caller.wait_heard(min_ms=600, timeout_s=10)
+            await caller.wait_quiet(quiet_ms=400, timeout_s=10)
+            heard = caller.playout.heard_pcm(include_silence=False)
+        update = next(e for e in session.client_events if e["type"] == "session.update")
+        assert update["session"]["audio"]["input"]["format"] == {"type": "audio/pcmu"}
+        assert session.input_rate == 8000
+        assert abs(dominant_hz(heard) - 350) < 10
+        assert session.rejected == []

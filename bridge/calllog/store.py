@@ -420,4 +420,3 @@ def _event_row(op: EventOp) -> dict[str, Any]:
 
 def _event_dict(row: RowMapping) -> dict[str, Any]:
     return {"seq": row["seq"], "at": row["at"], "kind": row["kind"], "data": row["data"]}
-
