@@ -1,0 +1,109 @@
+"""Limits and lifecycle through real sockets: capacity, the call time limit, and a drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from bridge.calllog import CallStore
+from bridge.sim.carrier_emulator import TwilioCallerEmulator
+from bridge.sim.realtime_emulator import ScriptedReply
+from tests.e2e import ADMIN_TOKEN, eventually, running_bridge, running_emulator, tone
+from tests.test_e2e_call_log import free_port, start_server, wait_healthy
+
+pytestmark = pytest.mark.e2e
+
+
+async def post_webhook(base_url: str, call_sid: str) -> str:
+    form = {"CallSid": call_sid, "From": "+14155550123", "To": "+18005551212"}
+    async with aiohttp.ClientSession() as http, http.post(base_url + "/twilio/voice", data=form) as response:
+        assert response.status == 200
+        return await response.text()
+
+
+async def test_one_call_beyond_max_calls_is_turned_away() -> None:
+    async with (
+        running_emulator() as (_, url),
+        running_bridge(url, MAX_CALLS="1", FALLBACK_NUMBER="+15550001111") as bridge,
+        TwilioCallerEmulator(bridge.media_url) as first,
+    ):
+        await eventually(lambda: len(bridge.bridge.active_calls) == 1)
+        twiml = await post_webhook(bridge.base_url, "CA" + "9" * 32)
+        assert "<Say>" in twiml and "busy" in twiml and "<Dial>+15550001111</Dial>" in twiml
+        assert "<Connect>" not in twiml
+        second = TwilioCallerEmulator(bridge.media_url)
+        with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+            await second.connect()
+        assert refused.value.status == 503
+        assert not first.ended
+
+
+async def test_the_call_time_limit_ends_after_the_goodbye_was_heard() -> None:
+    async with running_emulator() as (emulator, url), running_bridge(url, MAX_CALL_SECONDS="1") as bridge:
+        goodbye = tone(1200, 700, rate=24000)
+        emulator.script_reply(ScriptedReply(audio_pcm24k=goodbye, transcript="Time is up, goodbye."))
+        caller = TwilioCallerEmulator(bridge.media_url)
+        await caller.connect()
+        try:
+            await caller.wait_closed(timeout_s=15)
+        finally:
+            await caller.hangup()
+        session = emulator.sessions[0]
+        creates = [e for e in session.client_events if e["type"] == "response.create"]
+        assert "time limit" in creates[0]["response"]["instructions"]
+        # The caller heard the whole goodbye before the line closed.
+        assert caller.playout.played_ms_total >= 1200 - 20
+        assert caller.closed_by_server
+
+
+async def test_sigterm_drains_calls_and_keeps_every_record(tmp_path: Path) -> None:
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    db = f"sqlite+aiosqlite:///{tmp_path}/calls.db"
+    async with running_emulator() as (emulator, url):
+        env = {
+            "REALTIME_URL": url,
+            "OPENAI_API_KEY": "sk-test",
+            "ADMIN_TOKEN": ADMIN_TOKEN,
+            "CALL_LOG_URL": db,
+            "DRAIN_SECONDS": "1",
+        }
+        server = start_server(port, env, tmp_path / "server.log")
+        try:
+            await wait_healthy(base_url, server)
+            emulator.script_reply(
+                ScriptedReply(audio_pcm24k=tone(800, 600, rate=24000), transcript="Goodbye.")
+            )
+            caller = TwilioCallerEmulator(base_url.replace("http", "ws") + "/twilio/media")
+            await caller.connect()
+            await emulator.wait_for_session()
+            server.send_signal(signal.SIGTERM)
+            async with aiohttp.ClientSession() as http:
+                for _ in range(100):
+                    async with http.get(base_url + "/readyz") as response:
+                        if response.status == 503:
+                            assert (await response.json())["status"] == "draining"
+                            break
+                    await asyncio.sleep(0.02)
+                else:
+                    pytest.fail("/readyz never turned 503")
+            assert "busy" in await post_webhook(base_url, "CA" + "8" * 32)
+            await caller.wait_closed(timeout_s=15)
+            await caller.hangup()
+            assert await asyncio.to_thread(server.wait, 15) == 0
+        finally:
+            if server.poll() is None:
+                server.kill()
+                server.wait(5)
+    assert caller.playout.played_ms_total >= 800 - 20  # the goodbye was heard whole
+    store = await CallStore.open(db)
+    try:
+        call = await store.get_call(caller.call_sid)
+    finally:
+        await store.close()
+    assert call is not None
+    assert (call["status"], call["end_reason"]) == ("ended", "shutdown")
