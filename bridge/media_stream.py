@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-import websockets
 from aiohttp import WSMsgType, web
+from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 
 from bridge.call import Call, CallConfig, LogRecord
 from bridge.carrier.events import (
@@ -27,6 +27,7 @@ from bridge.carrier.events import (
 )
 from bridge.carrier.twilio import TwilioCodec
 from bridge.logs import get_logger, mask_number
+from bridge.metrics import BridgeMetrics
 from bridge.realtime.codec import RealtimeProtocolError
 from bridge.upstream import UpstreamRefused, UpstreamSession
 
@@ -111,6 +112,7 @@ class StreamContext:
     model: str
     voice: str
     active_calls: CallRegistry
+    metrics: BridgeMetrics
     max_call_seconds: int = 0
 
 
@@ -194,11 +196,13 @@ class CallPump:
         try:
             self.upstream = await self.ctx.claim_prepared(started.call_sid) or await self.ctx.open_upstream()
         except UpstreamRefused as exc:
+            self.ctx.metrics.upstream_error("connect")
             self.log.error("upstream session failed, ending call", reason=str(exc))
             self.ctx.call_log.event(
                 self.call_id, "error", {"source": "upstream", "code": "connect", "message": str(exc)}
             )
             return "upstream_failure"
+        self.ctx.metrics.upstream_connected(self.upstream.connect_ms)
         self.call = Call(
             self.ctx.call_config, self.upstream.codec, started, now_ms(), opened=self.upstream.opened
         )
@@ -234,6 +238,7 @@ class CallPump:
                 await self.ws.close(code=1000, message=reason.encode()[:120])
         call = self.call
         self.ctx.call_log.call_ended(self.call_id, reason)
+        self.ctx.metrics.call_ended(reason)
         self.log.info(
             "call ended",
             reason=reason,
@@ -281,8 +286,10 @@ class CallPump:
                 continue
             if event is None:
                 continue
+            started = time.perf_counter()
             self.call.carrier_event(event, now)
             await self._flush()
+            self.ctx.metrics.carrier_frame(time.perf_counter() - started)
             if isinstance(event, CallEnded) or self.call.end_reason is not None:
                 return
 
@@ -297,11 +304,13 @@ class CallPump:
                 except RealtimeProtocolError as exc:
                     self.log.warning("unusable upstream message", error=str(exc))
                     continue
+                started = time.perf_counter()
                 self.call.realtime_event(event, now)
                 await self._flush()
+                self.ctx.metrics.upstream_message(time.perf_counter() - started)
                 if self.call.end_reason is not None:
                     return
-        except websockets.ConnectionClosedError as exc:
+        except ConnectionClosedError as exc:
             self.log.error("upstream connection dropped", code=exc.code, reason=exc.reason)
         else:
             self.log.warning("upstream closed the session", code=self.upstream.socket.close_code)
@@ -343,13 +352,14 @@ class CallPump:
         if to_upstream and self.upstream is not None:
             codec = self.upstream.codec
             async with self._upstream_lock:
-                with contextlib.suppress(websockets.ConnectionClosed):
+                with contextlib.suppress(ConnectionClosed):
                     for event in to_upstream:
                         await self.upstream.socket.send(codec.encode(event).decode())
         for record in records:
             self._record(record)
 
     def _record(self, record: LogRecord) -> None:
+        self.ctx.metrics.record(record.kind, record.data)
         if record.kind == "usage":
             self.ctx.call_log.usage(self.call_id, record.data)
             return

@@ -18,6 +18,7 @@ from bridge.calllog.auth import AdminAuth
 from bridge.config import Settings
 from bridge.logs import get_logger, mask_number
 from bridge.media_stream import CallLogSink, CallRegistry, NoCallLog, StreamContext, handle_media_stream
+from bridge.metrics import BridgeMetrics, metrics_context, metrics_handler
 from bridge.realtime.codec import SessionOptions
 from bridge.session_pool import PreparedSessions
 from bridge.softphone import setup_softphone_routes
@@ -56,6 +57,7 @@ class Bridge:
     admin_token: str = ""
     call_log: CallLogSink = field(default_factory=NoCallLog)
     store: CallStore | None = None
+    metrics: BridgeMetrics = field(default_factory=BridgeMetrics)
     upstream_url: str = ""  # where sessions are opened: REALTIME_URL, or the in-process emulator
     prepared: PreparedSessions = field(default_factory=PreparedSessions)
     active_calls: CallRegistry = field(default_factory=CallRegistry)
@@ -90,6 +92,7 @@ class Bridge:
             voice=self.settings.realtime_voice,
             active_calls=self.active_calls,
             max_call_seconds=self.settings.max_call_seconds,
+            metrics=self.metrics,
         )
 
     @property
@@ -248,8 +251,12 @@ def create_app(settings: Settings, *, call_log: CallLogSink | None = None) -> we
         call_log = CallRecorder(store, prices=PriceTable.from_setting(settings.call_log_prices))
     bridge = Bridge(settings=settings, admin_token=admin_token, call_log=call_log, store=store)
     app[BRIDGE_KEY] = bridge
+    bridge.metrics.track_active_calls(lambda: len(bridge.active_calls))
+    if isinstance(call_log, CallRecorder):
+        bridge.metrics.watch_recorder(call_log)
     # Start-up runs in this order and clean-up in reverse: the call log outlives every call.
     app.cleanup_ctx.append(_call_log_lifecycle)
+    app.cleanup_ctx.append(metrics_context(bridge.metrics, settings.metrics_port))
     app.cleanup_ctx.append(_demo_upstream)
     app.cleanup_ctx.append(_lifecycle)
     app.router.add_post("/twilio/voice", voice_webhook)
@@ -258,9 +265,12 @@ def create_app(settings: Settings, *, call_log: CallLogSink | None = None) -> we
     app.router.add_get("/readyz", readyz)
     if store is not None:
         setup_calllog_routes(app, store, admin_token)
-    setup_softphone_routes(
-        app, media_handler=media_socket, is_authorized=AdminAuth(admin_token).authenticated
-    )
+    admin = AdminAuth(admin_token)
+    setup_softphone_routes(app, media_handler=media_socket, is_authorized=admin.authenticated)
+    if settings.metrics_port == 0:  # otherwise served on its own, unexposed port
+        app.router.add_get(
+            "/metrics", metrics_handler(bridge.metrics.registry, authorized=admin.authenticated)
+        )
     return app
 
 
