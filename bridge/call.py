@@ -52,10 +52,12 @@ class CallConfig:
     greeting: str = ""
     audio_passthrough: bool = False
 
-    def opening_events(self, codec: RealtimeCodec) -> list[dict[str, Any]]:
+    def opening_events(
+        self, codec: RealtimeCodec, *, configured: bool = False, greeted: bool = False
+    ) -> list[dict[str, Any]]:
         """What a new upstream session is sent first: its configuration, then the greeting."""
-        events = [codec.session_update(self.session)]
-        if self.greeting:
+        events = [] if configured else [codec.session_update(self.session)]
+        if self.greeting and not greeted:
             events.append(codec.create_response(self.greeting))
         return events
 
@@ -88,9 +90,10 @@ class Call:
         started: CallStarted,
         now: float,
         *,
-        opened: bool = False,
+        configured: bool = False,
+        greeted: bool = False,
     ) -> None:
-        """`opened`: the upstream session was already sent `config.opening_events` (pre-connected)."""
+        """`configured`/`greeted`: a pre-opened session was already sent its configuration/greeting."""
         self.config = config
         self.codec = codec
         self.started = started
@@ -130,8 +133,7 @@ class Call:
         self.frames_in = 0
         self.frames_out = 0
 
-        if not opened:
-            self.to_upstream.extend(config.opening_events(codec))
+        self.to_upstream.extend(config.opening_events(codec, configured=configured, greeted=greeted))
         self._probe(now)
 
     # -- carrier side -----------------------------------------------------------------------------

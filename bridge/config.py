@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     input_transcription_model: str = ""
     noise_reduction: Literal["near_field", "far_field", "off"] = "near_field"
     greeting: str = ""
+    prefetch_greeting: bool = True  # ask for it while the webhook is answered; see README
 
     # HTTP server
     host: str = "0.0.0.0"

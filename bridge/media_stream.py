@@ -204,12 +204,17 @@ class CallPump:
             return "upstream_failure"
         self.ctx.metrics.upstream_connected(self.upstream.connect_ms)
         self.call = Call(
-            self.ctx.call_config, self.upstream.codec, started, now_ms(), opened=self.upstream.opened
+            self.ctx.call_config,
+            self.upstream.codec,
+            started,
+            now_ms(),
+            configured=self.upstream.configured,
+            greeted=self.upstream.greeted,
         )
         self.log.info(
             "upstream session open",
             connect_ms=round(self.upstream.connect_ms, 1),
-            prepared=self.upstream.opened,
+            prepared=self.upstream.configured,
         )
         await self._flush()
         tasks = [

@@ -77,9 +77,12 @@ class Bridge:
 
     async def open_prepared(self) -> UpstreamSession:
         session = await self.open_upstream()
-        for event in self.call_config.opening_events(session.codec):
+        prefetch = self.settings.prefetch_greeting
+        # Without the prefetch the greeting is asked for once a stream claims the session.
+        greeting_config = self.call_config if prefetch else CallConfig(self.call_config.session)
+        for event in greeting_config.opening_events(session.codec):
             await session.socket.send(session.codec.encode(event).decode())
-        session.opened = True
+        session.configured, session.greeted = True, prefetch
         return session
 
     def stream_context(self) -> StreamContext:

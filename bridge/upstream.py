@@ -24,7 +24,8 @@ class UpstreamRefused(Exception):
 class UpstreamSession:
     socket: ClientConnection
     codec: RealtimeCodec
-    opened: bool = False  # opening events (session.update, greeting) already sent
+    configured: bool = False  # session.update already sent
+    greeted: bool = False  # the greeting already requested
     connect_ms: float = 0.0
 
 

@@ -149,3 +149,24 @@ async def test_passthrough_relays_mulaw_unchanged_and_still_echoes() -> None:
         assert session.input_rate == 8000
         assert abs(dominant_hz(heard) - 350) < 10
         assert session.rejected == []
+
+
+async def test_without_prefetch_the_greeting_is_asked_for_when_the_stream_claims_the_session() -> None:
+    import aiohttp
+
+    async with (
+        running_emulator() as (emulator, url),
+        running_bridge(url, GREETING="Greet the caller.", PREFETCH_GREETING="false") as bridge,
+    ):
+        caller = TwilioCallerEmulator(bridge.media_url)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(bridge.base_url + "/twilio/voice", data={"CallSid": caller.call_sid}) as response,
+        ):
+            assert response.status == 200
+        session = await emulator.wait_for_session()
+        await eventually(lambda: [e["type"] for e in session.client_events] == ["session.update"])
+        async with caller:
+            await caller.wait_heard(min_ms=200, timeout_s=10)
+        assert [e["type"] for e in session.client_events][:2] == ["session.update", "response.create"]
+        assert len(emulator.sessions) == 1
