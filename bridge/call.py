@@ -310,7 +310,7 @@ class Call:
             return
         self._record("error", source="upstream", code=code or event.type, message=event.message)
         if code in FATAL_ERROR_CODES:
-            self._end("upstream_failure")
+            self.upstream_lost()
 
     # -- barge-in ---------------------------------------------------------------------------------
 
@@ -412,6 +412,10 @@ class Call:
 
     def hang_up(self, reason: str) -> None:
         self._end(reason, hang_up=True)
+
+    def upstream_lost(self) -> None:
+        """The model's session is gone; the pump apologises to the caller and closes the line."""
+        self._end("upstream_failure", hang_up=False)
 
     def _end(self, reason: str, *, hang_up: bool = True) -> None:
         if self.end_reason is not None:

@@ -73,6 +73,7 @@ class Settings(BaseSettings):
     max_call_seconds: int = Field(default=3600, ge=0)  # 0 = no limit
     drain_seconds: int = Field(default=30, ge=0)
     fallback_number: str = ""
+    fallback_audio: Path | None = None  # WAV heard when the model cannot be reached; default: shipped
     audio_passthrough: bool = False
     metrics_port: int = Field(default=0, ge=0, le=65535)  # 0 = /metrics on PORT, behind ADMIN_TOKEN
 
@@ -106,6 +107,13 @@ class Settings(BaseSettings):
         if value and urlsplit(value).scheme not in ("http", "https"):
             raise ValueError("must be the http(s) base URL the carrier reaches this server at")
         return value.rstrip("/")
+
+    @field_validator("fallback_audio")
+    @classmethod
+    def _wav_file(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"is not a file: {value}")
+        return value
 
     @field_validator("call_log_url")
     @classmethod

@@ -24,6 +24,9 @@ from bridge.carrier.events import (
     CarrierProtocolError,
     ClearPlayback,
     Hangup,
+    Mark,
+    PlayAudio,
+    PlaybackMark,
 )
 from bridge.carrier.twilio import TwilioCodec
 from bridge.logs import get_logger, mask_number
@@ -113,6 +116,8 @@ class StreamContext:
     voice: str
     active_calls: CallRegistry
     metrics: BridgeMetrics
+    apology: bytes  # µ-law 8 kHz, heard when the model cannot be reached
+    stream_failed: Callable[[str, str], None]
     max_call_seconds: int = 0
 
 
@@ -234,7 +239,29 @@ class CallPump:
                 return "error"
         return self.call.end_reason or "caller_hangup"
 
+    async def _apologise(self) -> None:
+        """The model is gone: the caller hears a short apology, then Twilio moves on (see
+        `connect_done`: the fallback number if there is one)."""
+        send = self.ws.send_str
+        await send(self.carrier.encode(ClearPlayback()))
+        audio = self.ctx.apology
+        for i in range(0, len(audio), 8000):  # a second per message; Twilio takes any size
+            await send(self.carrier.encode(PlayAudio(audio[i : i + 8000])))
+        await send(self.carrier.encode(Mark("apology")))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(len(audio) / 8000 + 5):
+                async for msg in self.ws:
+                    with contextlib.suppress(CarrierProtocolError):
+                        event = self.carrier.decode(msg.data) if msg.type == WSMsgType.TEXT else None
+                        if event == PlaybackMark("apology") or isinstance(event, CallEnded):
+                            return
+
     async def _close(self, reason: str) -> None:
+        if reason == "upstream_failure":
+            self.ctx.stream_failed(self.call_id, reason)
+            if not self.ws.closed:
+                with contextlib.suppress(Exception):
+                    await self._apologise()
         if self.upstream is not None:
             with contextlib.suppress(Exception):
                 await self.upstream.socket.close()
@@ -316,12 +343,15 @@ class CallPump:
                 if self.call.end_reason is not None:
                     return
         except ConnectionClosedError as exc:
-            self.log.error("upstream connection dropped", code=exc.code, reason=exc.reason)
+            received = exc.rcvd
+            self.log.error(
+                "upstream connection dropped",
+                code=received.code if received else None,
+                reason=received.reason if received else "",
+            )
         else:
             self.log.warning("upstream closed the session", code=self.upstream.socket.close_code)
-        if self.call.end_reason is None:
-            self.call.hang_up("upstream_failure")
-            await self._flush()
+        self.call.upstream_lost()
 
     async def _ticker(self) -> None:
         call = self.call

@@ -6,12 +6,15 @@ import asyncio
 import contextlib
 import secrets
 import sys
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from bridge.audio import pcm16_to_ulaw
 from bridge.call import CallConfig
 from bridge.calllog import CallRecorder, CallStore, PriceTable, run_retention, setup_calllog_routes
 from bridge.calllog.auth import AdminAuth
@@ -22,12 +25,23 @@ from bridge.metrics import BridgeMetrics, metrics_context, metrics_handler
 from bridge.realtime.codec import SessionOptions
 from bridge.session_pool import PreparedSessions
 from bridge.softphone import setup_softphone_routes
-from bridge.twiml import MEDIA_PATH, connect_stream, media_stream_url, unavailable
-from bridge.upstream import UpstreamSession, open_session
+from bridge.twiml import (
+    CONNECT_DONE_PATH,
+    MEDIA_PATH,
+    after_stream,
+    connect_stream,
+    http_url,
+    media_stream_url,
+    unavailable,
+)
+from bridge.upstream import UpstreamSession, open_session_with_retry
+from bridge.wavfile import read_wav_mono
 
 log = get_logger("bridge.server")
 
 BRIDGE_KEY: web.AppKey[Bridge] = web.AppKey("bridge")
+APOLOGY_WAV = Path(__file__).parent / "assets" / "apology.wav"
+FAILED_CALLS_REMEMBERED = 1000
 
 
 def session_options(settings: Settings) -> SessionOptions:
@@ -58,6 +72,7 @@ class Bridge:
     call_log: CallLogSink = field(default_factory=NoCallLog)
     store: CallStore | None = None
     metrics: BridgeMetrics = field(default_factory=BridgeMetrics)
+    failed_calls: OrderedDict[str, str] = field(default_factory=OrderedDict)  # call sid -> why
     upstream_url: str = ""  # where sessions are opened: REALTIME_URL, or the in-process emulator
     prepared: PreparedSessions = field(default_factory=PreparedSessions)
     active_calls: CallRegistry = field(default_factory=CallRegistry)
@@ -66,6 +81,7 @@ class Bridge:
 
     def __post_init__(self) -> None:
         self.upstream_url = self.upstream_url or self.settings.realtime_url
+        self.apology = pcm16_to_ulaw(read_wav_mono(self.settings.fallback_audio or APOLOGY_WAV, 8000))
         self.call_config = CallConfig(
             session=session_options(self.settings),
             greeting=self.settings.greeting,
@@ -73,7 +89,13 @@ class Bridge:
         )
 
     async def open_upstream(self) -> UpstreamSession:
-        return await open_session(self.settings, self.upstream_url)
+        return await open_session_with_retry(self.settings, self.upstream_url)
+
+    def stream_failed(self, call_sid: str, reason: str) -> None:
+        """Remember that we failed this call, for the `<Connect action>` request that follows."""
+        self.failed_calls[call_sid] = reason
+        while len(self.failed_calls) > FAILED_CALLS_REMEMBERED:
+            self.failed_calls.popitem(last=False)
 
     async def open_prepared(self) -> UpstreamSession:
         session = await self.open_upstream()
@@ -96,6 +118,8 @@ class Bridge:
             active_calls=self.active_calls,
             max_call_seconds=self.settings.max_call_seconds,
             metrics=self.metrics,
+            apology=self.apology,
+            stream_failed=self.stream_failed,
         )
 
     @property
@@ -144,12 +168,27 @@ async def voice_webhook(request: web.Request) -> web.Response:
     direction = "outbound" if str(form.get("Direction", "")).startswith("outbound") else "inbound"
     if call_sid:
         bridge.prepared.prepare(call_sid, bridge.open_prepared)
-    stream_url = media_stream_url(public_base_url(bridge.settings, request))
+    public_base = public_base_url(bridge.settings, request)
+    stream_url = media_stream_url(public_base)
     log.info("voice webhook", call_sid=call_sid, caller=mask_number(caller), callee=mask_number(callee))
     twiml = connect_stream(
-        stream_url, {"from": caller, "to": callee, "call_sid": call_sid, "direction": direction}
+        stream_url,
+        {"from": caller, "to": callee, "call_sid": call_sid, "direction": direction},
+        action_url=http_url(public_base, CONNECT_DONE_PATH),
     )
     return web.Response(text=twiml, content_type="text/xml")
+
+
+async def connect_done(request: web.Request) -> web.Response:
+    """Twilio asks what next once our stream ended: the fallback number if we failed the call."""
+    bridge = request.app[BRIDGE_KEY]
+    form = await request.post()
+    call_sid = str(form.get("CallSid", ""))
+    failed = bridge.failed_calls.pop(call_sid, None)
+    fallback = bridge.settings.fallback_number if failed else ""
+    if fallback:
+        log.warning("call sent to the fallback number", call_sid=call_sid, reason=failed)
+    return web.Response(text=after_stream(fallback), content_type="text/xml")
 
 
 async def media_socket(request: web.Request) -> web.StreamResponse:
@@ -263,6 +302,7 @@ def create_app(settings: Settings, *, call_log: CallLogSink | None = None) -> we
     app.cleanup_ctx.append(_demo_upstream)
     app.cleanup_ctx.append(_lifecycle)
     app.router.add_post("/twilio/voice", voice_webhook)
+    app.router.add_post(CONNECT_DONE_PATH, connect_done)
     app.router.add_get(MEDIA_PATH, media_socket)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

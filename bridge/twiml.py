@@ -7,6 +7,12 @@ from urllib.parse import urlsplit
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
 MEDIA_PATH = "/twilio/media"
+CONNECT_DONE_PATH = "/twilio/connect-done"
+
+
+def http_url(public_base: str, path: str) -> str:
+    parts = urlsplit(public_base)
+    return f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}{path}"
 
 
 def media_stream_url(public_base: str) -> str:
@@ -16,9 +22,10 @@ def media_stream_url(public_base: str) -> str:
     return f"{scheme}://{parts.netloc}{parts.path.rstrip('/')}{MEDIA_PATH}"
 
 
-def connect_stream(stream_url: str, parameters: dict[str, str]) -> str:
+def connect_stream(stream_url: str, parameters: dict[str, str], action_url: str = "") -> str:
+    """`action_url`: where Twilio asks what to do once the stream has ended (PROTOCOLS.md A2)."""
     response = VoiceResponse()
-    connect = Connect()
+    connect = Connect(action=action_url, method="POST") if action_url else Connect()
     stream = connect.stream(url=stream_url, name="bridge")
     for name, value in parameters.items():
         if value:
@@ -31,6 +38,16 @@ def unavailable(message: str, fallback_number: str = "") -> str:
     """Tell the caller we cannot take the call now; send them to `fallback_number` if there is one."""
     response = VoiceResponse()
     response.say(message)
+    if fallback_number:
+        response.dial(fallback_number)
+    else:
+        response.hangup()
+    return str(response)
+
+
+def after_stream(fallback_number: str) -> str:
+    """What follows a stream that ended: the fallback number for a call we failed, else hang up."""
+    response = VoiceResponse()
     if fallback_number:
         response.dial(fallback_number)
     else:

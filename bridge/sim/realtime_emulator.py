@@ -60,6 +60,7 @@ class EmulatorConfig:
         False  # like api.openai.com today: beta header -> beta_api_shape_disabled + close 4000
     )
     refuse_status: int | None = None  # refuse the websocket upgrade with this HTTP status
+    refuse_times: int | None = None  # ... only this many times, then accept (None: always)
     strict: bool = True  # validate every client event against the openai SDK types of the session's dialect
     vad_threshold_dbfs: float = -40.0  # energy threshold at the session's default VAD threshold of 0.5
 
@@ -1121,6 +1122,7 @@ class RealtimeEmulator:
     def __init__(self, config: EmulatorConfig | None = None) -> None:
         self.config = config or EmulatorConfig()
         self.sessions: list[EmulatedSession] = []
+        self.refused = 0  # upgrades refused by `refuse_status`
         self._scripts: deque[ScriptedReply] = deque()
         self._changed = asyncio.Condition()
         self._app: web.Application | None = None
@@ -1179,7 +1181,9 @@ class RealtimeEmulator:
         await self._close_sessions()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
-        if (status := self.config.refuse_status) is not None:
+        refusing = self.config.refuse_times is None or self.refused < self.config.refuse_times
+        if (status := self.config.refuse_status) is not None and refusing:
+            self.refused += 1
             kind, code, message = _REFUSALS.get(status, ("server_error", None, "The server had an error."))
             body = {"error": {"message": message, "type": kind, "code": code, "param": None}}
             return web.json_response(body, status=status)
