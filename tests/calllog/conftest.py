@@ -7,6 +7,7 @@ Each PostgreSQL test gets a database of its own, created and dropped around it.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import uuid
@@ -77,7 +78,16 @@ class PostgresDatabase:
     async def drop(self) -> None:
         conn = await self.admin()
         try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+            # FORCE cannot end a superuser's backend (an autovacuum worker that just started on the
+            # new database): such a worker finishes in moments, so try again briefly.
+            for attempt in range(50):
+                try:
+                    await conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+                    return
+                except asyncpg.InsufficientPrivilegeError:
+                    if attempt == 49:
+                        raise
+                    await asyncio.sleep(0.1)
         finally:
             await conn.close()
 
