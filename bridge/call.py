@@ -8,7 +8,7 @@ and records for the call log. Relay, greeting, barge-in and truncation are decid
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from bridge.audio import StreamingResampler, pcm16_to_ulaw, ulaw_to_pcm16
 from bridge.carrier.events import (
@@ -35,13 +35,14 @@ PROBE_INTERVAL_MS = 2000.0  # while idle: keeps the round-trip window fresh at n
 # Errors after which the session is of no further use (PROTOCOLS.md B5.4, B7).
 FATAL_ERROR_CODES = frozenset(
     {
-        "session_expired",
         "beta_api_shape_disabled",
         "invalid_api_key",
         "insufficient_quota",
         "model_not_found",
     }
 )
+# The session is over but the call need not be: a new session takes the conversation on.
+RENEW_ERROR_CODES = frozenset({"session_expired"})
 # The normal outcome of a late barge-in (PROTOCOLS.md fact 9): not worth more than a debug line.
 BENIGN_ERROR_CODES = frozenset({"response_cancel_not_active", "input_audio_buffer_commit_empty"})
 
@@ -129,6 +130,9 @@ class Call:
         self._goodbye_instructions = ""
         self._goodbye_response: str | None = None  # "" = asked for, id once created
         self._goodbye_spoken = False
+        self.history: list[tuple[Literal["user", "assistant"], str]] = []  # for a replacement session
+        self.needs_new_session = False
+        self.sessions_restored = 0
         self.barge_ins = 0
         self.frames_in = 0
         self.frames_out = 0
@@ -195,6 +199,7 @@ class Call:
                 self._record(
                     "assistant_transcript", item_id=event.item_id, text=event.transcript, interrupted=False
                 )
+                self.history.append(("assistant", event.transcript))
         elif isinstance(event, rt.ResponseCreated):
             out_of_band = event.conversation is None and bool(event.metadata)
             self._responses[event.response_id] = _Response(event.response_id, out_of_band=out_of_band)
@@ -208,11 +213,11 @@ class Call:
             if event.transcript.strip():
                 # Transcripts arrive late; the line belongs where the caller began to speak.
                 at = self._speech_started_at.pop(event.item_id, None)
+                text = event.transcript.strip()
                 self.records.append(
-                    LogRecord(
-                        "caller_transcript", {"item_id": event.item_id, "text": event.transcript.strip()}, at
-                    )
+                    LogRecord("caller_transcript", {"item_id": event.item_id, "text": text}, at)
                 )
+                self.history.append(("user", text))
         elif isinstance(event, rt.ServerError):
             self._server_error(event)
         elif isinstance(event, rt.ItemTruncated):
@@ -311,6 +316,8 @@ class Call:
         self._record("error", source="upstream", code=code or event.type, message=event.message)
         if code in FATAL_ERROR_CODES:
             self.upstream_lost()
+        elif code in RENEW_ERROR_CODES:
+            self.needs_new_session = True
 
     # -- barge-in ---------------------------------------------------------------------------------
 
@@ -386,6 +393,8 @@ class Call:
             interrupted=True,
             heard_ms=p.heard_ms,
         )
+        if heard_text.strip():
+            self.history.append(("assistant", heard_text.rstrip()))
 
     # -- endings ----------------------------------------------------------------------------------
 
@@ -412,6 +421,31 @@ class Call:
 
     def hang_up(self, reason: str) -> None:
         self._end(reason, hang_up=True)
+
+    def resume(self, codec: RealtimeCodec, now: float) -> None:
+        """A new session replaces a lost one: configure it and give it the conversation so far.
+
+        Whatever the old session was saying is gone (its items do not exist in the new one), so the
+        caller's playback is cleared: a short gap, then the conversation goes on."""
+        self.codec = codec
+        self.needs_new_session = False
+        if self.ledger.pending():
+            self.to_carrier.append(ClearPlayback())
+            self.ledger.clear(now)
+        self._responses.clear()
+        self._active = None
+        self._interrupted.clear()
+        self._transcripts.clear()
+        self._out_item = None
+        self._out_pending.clear()
+        if self._outbound is not None:
+            self._outbound.reset()
+        self.to_upstream.extend(self.config.opening_events(codec, greeted=True))
+        self.to_upstream.extend(codec.history_item(role, text) for role, text in self.history)
+        if self._goodbye is not None and not self._goodbye_spoken:
+            self._ask_for_goodbye()
+        self.sessions_restored += 1
+        self._record("session_restored", items=len(self.history))
 
     def upstream_lost(self) -> None:
         """The model's session is gone; the pump apologises to the caller and closes the line."""

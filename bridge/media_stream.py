@@ -41,6 +41,7 @@ MAX_CARRIER_MESSAGE = 64 * 1024
 MAX_BAD_MESSAGES = 50  # beyond this a stream is not a confused carrier but a broken or hostile one
 TICK_S = 0.5
 GOODBYE_LIMIT_S = 20.0  # a goodbye that never finishes playing still ends the call
+MAX_SESSION_REPLACEMENTS = 5  # per call: an upstream that keeps failing is not worth more tries
 
 GOODBYES = {
     "timeout": "The call has reached its time limit. Tell the caller briefly and warmly, then say goodbye.",
@@ -326,21 +327,33 @@ class CallPump:
                 return
 
     async def _upstream_loop(self) -> None:
-        assert self.call is not None and self.upstream is not None
-        codec = self.upstream.codec
+        call = self.call
+        assert call is not None
+        while True:
+            await self._relay_upstream()
+            if call.end_reason is not None:
+                return
+            if call.sessions_restored >= MAX_SESSION_REPLACEMENTS or not await self._replace_session():
+                call.upstream_lost()
+                return
+
+    async def _relay_upstream(self) -> None:
+        """Model events into the call until the session ends or must be replaced."""
+        call, upstream = self.call, self.upstream
+        assert call is not None and upstream is not None
         try:
-            async for message in self.upstream.socket:
+            async for message in upstream.socket:
                 now = now_ms()
                 try:
-                    event = codec.decode(message)
+                    event = upstream.codec.decode(message)
                 except RealtimeProtocolError as exc:
                     self.log.warning("unusable upstream message", error=str(exc))
                     continue
                 started = time.perf_counter()
-                self.call.realtime_event(event, now)
+                call.realtime_event(event, now)
                 await self._flush()
                 self.ctx.metrics.upstream_message(time.perf_counter() - started)
-                if self.call.end_reason is not None:
+                if call.end_reason is not None or call.needs_new_session:
                     return
         except ConnectionClosedError as exc:
             received = exc.rcvd
@@ -350,8 +363,24 @@ class CallPump:
                 reason=received.reason if received else "",
             )
         else:
-            self.log.warning("upstream closed the session", code=self.upstream.socket.close_code)
-        self.call.upstream_lost()
+            self.log.warning("upstream closed the session", code=upstream.socket.close_code)
+
+    async def _replace_session(self) -> bool:
+        """Open a new session and hand it the conversation; False if none can be had."""
+        assert self.call is not None and self.upstream is not None
+        with contextlib.suppress(Exception):
+            await self.upstream.socket.close()
+        try:
+            replacement = await self.ctx.open_upstream()
+        except UpstreamRefused as exc:
+            self.ctx.metrics.upstream_error("reconnect")
+            self.log.error("no replacement upstream session", reason=str(exc))
+            return False
+        self.upstream = replacement
+        self.call.resume(replacement.codec, now_ms())
+        self.log.info("upstream session replaced", items_restored=len(self.call.history))
+        await self._flush()
+        return True
 
     async def _ticker(self) -> None:
         call = self.call

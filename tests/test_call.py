@@ -225,7 +225,7 @@ def test_interrupted_transcript_is_cut_where_the_caller_barged_in() -> None:
 def test_fatal_upstream_error_ends_the_call_for_the_pump_to_close() -> None:
     call = make_call()
     call.drain()
-    call.realtime_event(rt.ServerError("invalid_request_error", "session_expired", "60 minutes", None), 5)
+    call.realtime_event(rt.ServerError("invalid_request_error", "invalid_api_key", "bad key", None), 5)
     carrier, _, records = call.drain()
     assert carrier == []  # the pump plays the apology before it closes the line
     assert call.end_reason == "upstream_failure"
@@ -279,3 +279,30 @@ def test_goodbye_waits_for_the_active_response_then_ends_once_heard() -> None:
     carrier.play_until(2000)
     assert call.end_reason == "timeout"
     assert call.drain()[0] == [Hangup("timeout")]
+
+
+def test_an_expired_session_is_replaced_with_the_conversation_so_far() -> None:
+    call, carrier = started_call()
+    call.realtime_event(rt.InputTranscript("u1", "I need a refund."), 10)
+    call.realtime_event(rt.ResponseCreated("r1"), 20)
+    call.realtime_event(rt.OutputTranscriptDelta("r1", "i1", "Sure."), 20)
+    call.realtime_event(rt.OutputTranscriptDone("r1", "i1", "Sure."), 30)
+    speak(call, carrier, 1000, at=30, response="r2", item="i2")  # still playing when the session ends
+    call.realtime_event(rt.ServerError("invalid_request_error", "session_expired", "60 minutes", None), 40)
+    assert call.needs_new_session and call.end_reason is None
+    call.drain()
+    fresh = RealtimeCodec("ga")
+    call.resume(fresh, 50)
+    commands, upstream, records = call.drain()
+    assert commands == [ClearPlayback()]  # the old session's audio cannot be truncated any more
+    assert upstream_types(upstream) == [
+        "session.update",
+        "conversation.item.create",
+        "conversation.item.create",
+    ]
+    assert [(e["item"]["role"], e["item"]["content"][0]["text"]) for e in upstream[1:]] == [
+        ("user", "I need a refund."),
+        ("assistant", "Sure."),
+    ]
+    assert records[-1].kind == "session_restored"
+    assert call.codec is fresh and not call.needs_new_session

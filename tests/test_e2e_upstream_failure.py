@@ -8,7 +8,7 @@ import pytest
 from bridge.sim.carrier_emulator import TwilioCallerEmulator
 from bridge.sim.realtime_emulator import EmulatorConfig
 from bridge.wavfile import read_wav_mono
-from tests.e2e import eventually, running_bridge, running_emulator, similarity
+from tests.e2e import eventually, running_bridge, running_emulator, similarity, tone
 
 pytestmark = pytest.mark.e2e
 
@@ -67,7 +67,59 @@ async def test_a_passing_refusal_is_retried_and_the_call_goes_on() -> None:
         assert emulator.refused == 2 and len(emulator.sessions) == 1
 
 
-async def test_an_upstream_dropped_mid_call_leads_to_the_apology() -> None:
+async def test_an_upstream_killed_mid_call_is_replaced_and_the_conversation_goes_on() -> None:
+    async with (
+        running_emulator() as (emulator, url),
+        running_bridge(url, INPUT_TRANSCRIPTION_MODEL="gpt-4o-mini-transcribe") as bridge,
+        TwilioCallerEmulator(bridge.media_url) as caller,
+    ):
+        caller.say(tone(700, 350))
+        await caller.wait_heard(min_ms=500, timeout_s=10)
+        await caller.wait_quiet(quiet_ms=400, timeout_s=10)
+        first = emulator.sessions[0]
+        await first.close(1011)
+        second = await emulator.wait_for_session(2)
+        # The new session got its configuration, then the conversation so far, before anything else.
+        await eventually(lambda: len(second.client_events) >= 3)
+        kinds = [e["type"] for e in second.client_events]
+        assert kinds[0] == "session.update"
+        restored = [e["item"] for e in second.client_events if e["type"] == "conversation.item.create"]
+        assert [item["role"] for item in restored] == ["user", "assistant"]
+        # The caller keeps talking and is answered by the new session.
+        heard_before = caller.playout.played_ms_total
+        caller.say(tone(700, 900))
+        await caller.wait_heard(min_ms=500, timeout_s=10, since_ms=caller.clock())
+        assert caller.playout.played_ms_total > heard_before
+        assert not caller.ended and second.rejected == []
+
+
+async def test_an_expired_session_is_replaced() -> None:
+    async with (
+        running_emulator() as (emulator, url),
+        running_bridge(url) as bridge,
+        TwilioCallerEmulator(bridge.media_url) as caller,
+    ):
+        first = await emulator.wait_for_session()
+        first.send_server_event(
+            {
+                "type": "error",
+                "event_id": "event_x",
+                "error": {
+                    "type": "invalid_request_error",
+                    "code": "session_expired",
+                    "message": "Your session hit the maximum duration of 60 minutes.",
+                    "param": None,
+                    "event_id": None,
+                },
+            }
+        )
+        await emulator.wait_for_session(2)
+        caller.say(tone(600, 350))
+        await caller.wait_heard(min_ms=400, timeout_s=10)
+        assert not caller.ended
+
+
+async def test_an_upstream_lost_for_good_leads_to_the_apology() -> None:
     async with (
         running_emulator() as (emulator, url),
         running_bridge(url, GREETING="Greet.") as bridge,
@@ -76,8 +128,8 @@ async def test_an_upstream_dropped_mid_call_leads_to_the_apology() -> None:
         await caller.connect()
         try:
             await caller.wait_heard(min_ms=300, timeout_s=10)
-            session = emulator.sessions[0]
-            await session.close(1011)
+            emulator.config.refuse_status = 503  # no replacement can be had
+            await emulator.sessions[0].close(1011)
             await caller.wait_closed(timeout_s=20)
         finally:
             await caller.hangup()

@@ -78,6 +78,8 @@ def test_client_events_validate(dialect: str) -> None:
         c.create_response("Summarise.", out_of_band=True, text_only=True, metadata={"purpose": "summary"}),
         c.user_text("The caller pressed 1.", previous_item_id="item_0"),
         c.function_output("call_1", '{"ok": true}'),
+        c.history_item("user", "I need a refund."),
+        c.history_item("assistant", "Sure, what is the order number?"),
         c.delete_item("item_2"),
     ]:
         validate_client_event(json.loads(c.encode(event)), dialect)

@@ -306,6 +306,16 @@ class RealtimeCodec:
             event["previous_item_id"] = previous_item_id
         return event
 
+    def history_item(self, role: Literal["user", "assistant"], text: str) -> dict[str, Any]:
+        """A past turn as text, to give a new session the conversation a lost one had."""
+        assistant_part = "output_text" if self.dialect == "ga" else "text"
+        part = "input_text" if role == "user" else assistant_part
+        return {
+            "type": "conversation.item.create",
+            "event_id": self._event_id(),
+            "item": {"type": "message", "role": role, "content": [{"type": part, "text": text}]},
+        }
+
     def function_output(self, call_id: str, output: str) -> dict[str, Any]:
         return {
             "type": "conversation.item.create",
