@@ -41,6 +41,7 @@ MAX_CARRIER_MESSAGE = 64 * 1024
 MAX_BAD_MESSAGES = 50  # beyond this a stream is not a confused carrier but a broken or hostile one
 TICK_S = 0.5
 GOODBYE_LIMIT_S = 20.0  # a goodbye that never finishes playing still ends the call
+MAX_MESSAGES_PER_S = 250  # Twilio sends ~50 media messages a second plus mark echoes and DTMF
 MAX_SESSION_REPLACEMENTS = 5  # per call: an upstream that keeps failing is not worth more tries
 
 GOODBYES = {
@@ -70,6 +71,21 @@ class NoCallLog:
 
     def call_ended(self, call_id: str, reason: str) -> None:
         pass
+
+
+class MessageRate:
+    """Messages per one-second window; a stream far above a carrier's rate is a flood."""
+
+    def __init__(self, limit: int = MAX_MESSAGES_PER_S) -> None:
+        self.limit = limit
+        self._window = 0.0
+        self._count = 0
+
+    def exceeded(self, now_ms: float) -> bool:
+        if now_ms - self._window >= 1000:
+            self._window, self._count = now_ms, 0
+        self._count += 1
+        return self._count > self.limit
 
 
 class CallRegistry(dict[str, "CallPump"]):
@@ -139,6 +155,7 @@ class CallPump:
         self._carrier_lock = asyncio.Lock()
         self._upstream_lock = asyncio.Lock()
         self._goodbye_deadline: float | None = None
+        self._rate = MessageRate()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -178,6 +195,10 @@ class CallPump:
         try:
             async with asyncio.timeout(START_TIMEOUT_S):
                 async for msg in self.ws:
+                    if self._rate.exceeded(now_ms()):
+                        self.log.warning("carrier message flood before start, closing")
+                        await self.ws.close(code=1008, message=b"message flood")
+                        return None
                     if msg.type != WSMsgType.TEXT:
                         self._bad("binary frame on a JSON stream")
                         continue
@@ -303,6 +324,11 @@ class CallPump:
         assert self.call is not None
         async for msg in self.ws:
             now = now_ms()
+            if self._rate.exceeded(now):
+                self.log.warning("carrier message flood, closing stream", limit_per_s=MAX_MESSAGES_PER_S)
+                self.call.hang_up("error")
+                await self._flush()
+                return
             if msg.type != WSMsgType.TEXT:
                 if msg.type == WSMsgType.ERROR:
                     return

@@ -107,3 +107,31 @@ async def test_sigterm_drains_calls_and_keeps_every_record(tmp_path: Path) -> No
         await store.close()
     assert call is not None
     assert (call["status"], call["end_reason"]) == ("ended", "shutdown")
+
+
+async def test_a_flooding_stream_is_closed_and_a_good_call_beside_it_goes_on() -> None:
+    import base64
+    import json
+
+    frame = json.dumps(
+        {"event": "media", "media": {"payload": base64.b64encode(b"\xff" * 160).decode()}, "streamSid": "MZ1"}
+    )
+    start = json.dumps(
+        {"event": "start", "start": {"streamSid": "MZ1", "callSid": "CA" + "6" * 32}, "streamSid": "MZ1"}
+    )
+    async with (
+        running_emulator() as (_, url),
+        running_bridge(url, GREETING="Greet.") as bridge,
+        TwilioCallerEmulator(bridge.media_url) as good,
+        aiohttp.ClientSession() as http,
+        http.ws_connect(bridge.media_url) as flood,
+    ):
+        await flood.send_str(start)
+        for _ in range(2000):
+            await flood.send_str(frame)
+        async with asyncio.timeout(5):
+            async for _ in flood:  # the probe mark, greeting audio ... then the server closes
+                pass
+        assert flood.closed
+        await good.wait_heard(min_ms=500, timeout_s=10)
+        assert not good.ended

@@ -131,3 +131,14 @@ def test_outbound_shapes(codec: TwilioCodec) -> None:
 def test_cannot_send_before_start() -> None:
     with pytest.raises(CarrierProtocolError):
         TwilioCodec().encode(Mark("x"))
+
+
+def test_message_rate_allows_a_carrier_and_stops_a_flood() -> None:
+    from bridge.media_stream import MAX_MESSAGES_PER_S, MessageRate
+
+    rate = MessageRate()
+    # Two seconds of a busy carrier: 50 media + 10 marks a second.
+    assert not any(rate.exceeded(t * 1000 / 60) for t in range(120))
+    flood = MessageRate()
+    results = [flood.exceeded(5000 + i * 0.1) for i in range(MAX_MESSAGES_PER_S + 1)]
+    assert results[-1] and not any(results[:-1])
