@@ -110,6 +110,7 @@ class Call:
         self._out_item: str | None = None
         self._out_content = 0
         self._out_pending = bytearray()  # µ-law not yet a whole frame
+        self._out_odd = b""  # half a PCM16 sample left over from the last delta
         self._frames_since_mark = 0
         self._responses: dict[str, _Response] = {}
         self._active: str | None = None  # the response writing to the conversation
@@ -238,7 +239,11 @@ class Call:
         if self._outbound is None:
             self._out_pending += event.audio
         else:
-            self._out_pending += pcm16_to_ulaw(self._outbound.process(event.audio))
+            # A sample split across deltas (or a stray byte) must not reach the resampler unpaired.
+            audio = self._out_odd + event.audio
+            whole = len(audio) - len(audio) % 2
+            self._out_odd = audio[whole:]
+            self._out_pending += pcm16_to_ulaw(self._outbound.process(audio[:whole]))
         self._send_frames(now, final=False)
 
     def _send_frames(self, now: float, *, final: bool) -> None:
@@ -282,6 +287,7 @@ class Call:
             return
         if self._outbound is not None:
             self._out_pending += pcm16_to_ulaw(self._outbound.flush())  # flush() also resets it
+            self._out_odd = b""
         self._send_frames(now, final=True)
         self._out_item = None
 
@@ -328,6 +334,7 @@ class Call:
         self.to_carrier.append(ClearPlayback())  # First, before any bookkeeping: the caller hears this.
         playbacks = {p.item_id: p for p in self.ledger.clear(now)}
         self._out_pending.clear()
+        self._out_odd = b""
         if self._outbound is not None:
             self._outbound.reset()
         interrupted_item = self._out_item
@@ -438,6 +445,7 @@ class Call:
         self._transcripts.clear()
         self._out_item = None
         self._out_pending.clear()
+        self._out_odd = b""
         if self._outbound is not None:
             self._outbound.reset()
         self.to_upstream.extend(self.config.opening_events(codec, greeted=True))

@@ -43,7 +43,8 @@ def _as_int(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.isdigit():
+    # isdigit() also accepts '²' and digits int() refuses; past 18 digits no counter is real.
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
         return int(value)
     return None
 
@@ -66,7 +67,7 @@ class TwilioCodec:
     def decode(self, text: str | bytes) -> CarrierEvent | None:
         try:
             message = _decoder.decode(text)
-        except (msgspec.DecodeError, UnicodeDecodeError):
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             raise CarrierProtocolError("message is not JSON") from None
         if not isinstance(message, dict):
             raise CarrierProtocolError("message is not a JSON object")

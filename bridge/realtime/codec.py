@@ -64,6 +64,18 @@ def _int(value: Any, default: int = 0) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else default
 
 
+def _opt_str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _opt_dict(value: Any) -> dict[str, Any] | None:
+    return value if isinstance(value, dict) else None
+
+
 class RealtimeCodec:
     def __init__(self, dialect: Dialect = "ga") -> None:
         self.dialect = dialect
@@ -74,7 +86,7 @@ class RealtimeCodec:
     def decode(self, text: str | bytes) -> ev.RealtimeEvent:
         try:
             message = _decoder.decode(text)
-        except (msgspec.DecodeError, UnicodeDecodeError):
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             raise RealtimeProtocolError("server message is not JSON") from None
         if not isinstance(message, dict) or not isinstance(message.get("type"), str):
             raise RealtimeProtocolError("server message has no 'type'")
@@ -100,27 +112,29 @@ class RealtimeCodec:
         if kind == "input_audio_buffer.speech_stopped":
             return ev.SpeechStopped(_str(message.get("item_id")), _int(message.get("audio_end_ms")))
         if kind == "input_audio_buffer.committed":
-            return ev.InputCommitted(_str(message.get("item_id")), message.get("previous_item_id"))
+            return ev.InputCommitted(_str(message.get("item_id")), _opt_str(message.get("previous_item_id")))
         if kind in _ITEM_ADDED:
-            item = message.get("item") or {}
+            item = _dict(message.get("item"))
             return ev.ItemAdded(
                 item_id=_str(item.get("id")),
                 item_type=_str(item.get("type")),
-                role=item.get("role"),
-                previous_item_id=message.get("previous_item_id"),
+                role=_opt_str(item.get("role")),
+                previous_item_id=_opt_str(message.get("previous_item_id")),
             )
         if kind == "response.created":
-            response = message.get("response") or {}
+            response = _dict(message.get("response"))
             return ev.ResponseCreated(
-                _str(response.get("id")), response.get("conversation_id"), response.get("metadata")
+                _str(response.get("id")),
+                _opt_str(response.get("conversation_id")),
+                _opt_dict(response.get("metadata")),
             )
         if kind == "response.output_item.added":
-            item = message.get("item") or {}
+            item = _dict(message.get("item"))
             return ev.OutputItemAdded(
                 _str(message.get("response_id")),
                 _str(item.get("id")),
                 _str(item.get("type")),
-                item.get("role"),
+                _opt_str(item.get("role")),
             )
         if kind in _AUDIO_DONE:
             return ev.AudioDone(_str(message.get("response_id")), _str(message.get("item_id")))
@@ -143,21 +157,21 @@ class RealtimeCodec:
                 arguments=_str(message.get("arguments"), "{}"),
             )
         if kind == "response.done":
-            response = message.get("response") or {}
-            details = response.get("status_details") or {}
+            response = _dict(message.get("response"))
+            output = response.get("output")
             return ev.ResponseDone(
                 response_id=_str(response.get("id")),
                 status=_str(response.get("status"), "completed"),
-                reason=details.get("reason") if isinstance(details, dict) else None,
-                usage=response.get("usage"),
-                output=[o for o in response.get("output") or [] if isinstance(o, dict)],
-                metadata=response.get("metadata"),
-                conversation=response.get("conversation_id"),
+                reason=_opt_str(_dict(response.get("status_details")).get("reason")),
+                usage=_opt_dict(response.get("usage")),
+                output=[o for o in output if isinstance(o, dict)] if isinstance(output, list) else [],
+                metadata=_opt_dict(response.get("metadata")),
+                conversation=_opt_str(response.get("conversation_id")),
             )
         if kind == "conversation.item.input_audio_transcription.completed":
             return ev.InputTranscript(_str(message.get("item_id")), _str(message.get("transcript")))
         if kind == "conversation.item.input_audio_transcription.failed":
-            error = message.get("error") or {}
+            error = _dict(message.get("error"))
             return ev.InputTranscriptFailed(_str(message.get("item_id")), _str(error.get("message")))
         if kind == "conversation.item.truncated":
             return ev.ItemTruncated(
@@ -166,14 +180,14 @@ class RealtimeCodec:
                 _int(message.get("audio_end_ms")),
             )
         if kind in ("session.created", "session.updated", "transcription_session.updated"):
-            return ev.SessionReady(updated=kind != "session.created", session=message.get("session") or {})
+            return ev.SessionReady(updated=kind != "session.created", session=_dict(message.get("session")))
         if kind == "error":
-            error = message.get("error") or {}
+            error = _dict(message.get("error"))
             return ev.ServerError(
                 type=_str(error.get("type"), "error"),
-                code=error.get("code"),
+                code=_opt_str(error.get("code")),
                 message=_str(error.get("message")),
-                client_event_id=error.get("event_id"),
+                client_event_id=_opt_str(error.get("event_id")),
             )
         return ev.Ignored(kind)
 
