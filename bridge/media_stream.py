@@ -135,6 +135,7 @@ class StreamContext:
     metrics: BridgeMetrics
     apology: bytes  # µ-law 8 kHz, heard when the model cannot be reached
     stream_failed: Callable[[str, str], None]
+    authorize: Callable[[CallStarted], bool] | None = None  # None: the stream was authenticated already
     max_call_seconds: int = 0
 
 
@@ -166,6 +167,10 @@ class CallPump:
         self.call_id = started.call_sid
         params = started.custom_parameters
         self.log = self.log.bind(call_sid=started.call_sid, stream_sid=started.stream_sid)
+        if self.ctx.authorize is not None and not self.ctx.authorize(started):
+            self.log.warning("stream token rejected: not a stream this server's webhook answered")
+            await self.ws.close(code=1008, message=b"unauthorized")
+            return
         if not self.ctx.active_calls.add(self.call_id, self):
             self.log.warning("second stream for a call already in progress refused")
             await self.ws.close(code=1008, message=b"duplicate call")

@@ -7,7 +7,7 @@ import contextlib
 import secrets
 import sys
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -18,6 +18,17 @@ from bridge.audio import pcm16_to_ulaw
 from bridge.call import CallConfig
 from bridge.calllog import CallRecorder, CallStore, PriceTable, run_retention, setup_calllog_routes
 from bridge.calllog.auth import AdminAuth
+from bridge.carrier.events import CallStarted
+from bridge.carrier.signature import (
+    SIGNATURE_HEADER,
+    STREAM_TOKEN_PARAMETER,
+    StreamTokens,
+    public_base,
+    public_url,
+    upgrade_is_signed,
+    webhook_is_signed,
+    websocket_url,
+)
 from bridge.config import Settings
 from bridge.logs import get_logger, mask_number
 from bridge.media_stream import CallLogSink, CallRegistry, NoCallLog, StreamContext, handle_media_stream
@@ -73,6 +84,7 @@ class Bridge:
     store: CallStore | None = None
     metrics: BridgeMetrics = field(default_factory=BridgeMetrics)
     failed_calls: OrderedDict[str, str] = field(default_factory=OrderedDict)  # call sid -> why
+    stream_tokens: StreamTokens | None = None  # one-time tokens binding a stream to its webhook
     upstream_url: str = ""  # where sessions are opened: REALTIME_URL, or the in-process emulator
     prepared: PreparedSessions = field(default_factory=PreparedSessions)
     active_calls: CallRegistry = field(default_factory=CallRegistry)
@@ -81,6 +93,8 @@ class Bridge:
 
     def __post_init__(self) -> None:
         self.upstream_url = self.upstream_url or self.settings.realtime_url
+        if self.twilio_token:
+            self.stream_tokens = StreamTokens.from_auth_token(self.twilio_token)
         self.apology = pcm16_to_ulaw(read_wav_mono(self.settings.fallback_audio or APOLOGY_WAV, 8000))
         self.call_config = CallConfig(
             session=session_options(self.settings),
@@ -107,7 +121,34 @@ class Bridge:
         session.configured, session.greeted = True, prefetch
         return session
 
-    def stream_context(self) -> StreamContext:
+    @property
+    def twilio_token(self) -> str:
+        token = self.settings.twilio_auth_token
+        return token.get_secret_value() if token is not None else ""
+
+    def signed(self, request: web.Request, form: Mapping[str, str] | None = None) -> bool:
+        """Did Twilio send this (X-Twilio-Signature)? Always true when no Auth Token is configured."""
+        if not self.twilio_token:
+            return True
+        base = public_base(self.settings.public_url, request.scheme, request.host, request.headers)
+        url = public_url(base, request.raw_path)
+        signature = request.headers.get(SIGNATURE_HEADER)
+        if form is None:
+            ok = upgrade_is_signed(self.twilio_token, websocket_url(url), signature)
+        else:
+            ok = webhook_is_signed(self.twilio_token, url, form, signature)
+        if not ok:
+            log.warning("twilio signature rejected", path=request.path, remote=request.remote)
+        return ok
+
+    def stream_authorized(self, started: CallStarted) -> bool:
+        """The stream carries the one-time token its webhook issued (a captured URL cannot replay)."""
+        if self.stream_tokens is None:
+            return True
+        token = started.custom_parameters.get(STREAM_TOKEN_PARAMETER)
+        return self.stream_tokens.redeem(started.call_sid, token)
+
+    def stream_context(self, *, from_twilio: bool = True) -> StreamContext:
         return StreamContext(
             call_config=self.call_config,
             open_upstream=self.open_upstream,
@@ -120,6 +161,7 @@ class Bridge:
             metrics=self.metrics,
             apology=self.apology,
             stream_failed=self.stream_failed,
+            authorize=self.stream_authorized if from_twilio else None,
         )
 
     @property
@@ -153,6 +195,8 @@ def public_base_url(settings: Settings, request: web.Request) -> str:
 async def voice_webhook(request: web.Request) -> web.Response:
     bridge = request.app[BRIDGE_KEY]
     form = await request.post()
+    if not bridge.signed(request, {k: str(v) for k, v in form.items()}):
+        return web.Response(status=403)
     call_sid = str(form.get("CallSid", ""))
     caller, callee = str(form.get("From", "")), str(form.get("To", ""))
     if bridge.draining or bridge.at_capacity:
@@ -168,14 +212,13 @@ async def voice_webhook(request: web.Request) -> web.Response:
     direction = "outbound" if str(form.get("Direction", "")).startswith("outbound") else "inbound"
     if call_sid:
         bridge.prepared.prepare(call_sid, bridge.open_prepared)
-    public_base = public_base_url(bridge.settings, request)
-    stream_url = media_stream_url(public_base)
+    base_url = public_base_url(bridge.settings, request)
+    stream_url = media_stream_url(base_url)
     log.info("voice webhook", call_sid=call_sid, caller=mask_number(caller), callee=mask_number(callee))
-    twiml = connect_stream(
-        stream_url,
-        {"from": caller, "to": callee, "call_sid": call_sid, "direction": direction},
-        action_url=http_url(public_base, CONNECT_DONE_PATH),
-    )
+    parameters = {"from": caller, "to": callee, "call_sid": call_sid, "direction": direction}
+    if bridge.stream_tokens is not None and call_sid:
+        parameters[STREAM_TOKEN_PARAMETER] = bridge.stream_tokens.issue(call_sid)
+    twiml = connect_stream(stream_url, parameters, action_url=http_url(base_url, CONNECT_DONE_PATH))
     return web.Response(text=twiml, content_type="text/xml")
 
 
@@ -183,6 +226,8 @@ async def connect_done(request: web.Request) -> web.Response:
     """Twilio asks what next once our stream ended: the fallback number if we failed the call."""
     bridge = request.app[BRIDGE_KEY]
     form = await request.post()
+    if not bridge.signed(request, {k: str(v) for k, v in form.items()}):
+        return web.Response(status=403)
     call_sid = str(form.get("CallSid", ""))
     failed = bridge.failed_calls.pop(call_sid, None)
     fallback = bridge.settings.fallback_number if failed else ""
@@ -192,11 +237,23 @@ async def connect_done(request: web.Request) -> web.Response:
 
 
 async def media_socket(request: web.Request) -> web.StreamResponse:
+    """Twilio's media stream: signed upgrade, then a start carrying its one-time stream token."""
     bridge = request.app[BRIDGE_KEY]
+    if not bridge.signed(request):
+        return web.Response(status=403)
+    return await _media_stream(bridge, request, from_twilio=True)
+
+
+async def browser_media_socket(request: web.Request) -> web.StreamResponse:
+    """The softphone's stream: already signed in (admin cookie, same origin), so no Twilio checks."""
+    return await _media_stream(request.app[BRIDGE_KEY], request, from_twilio=False)
+
+
+async def _media_stream(bridge: Bridge, request: web.Request, *, from_twilio: bool) -> web.StreamResponse:
     if len(bridge.active_calls) >= bridge.settings.max_calls:
         log.warning("media stream refused: at capacity", active_calls=len(bridge.active_calls))
         raise web.HTTPServiceUnavailable(text="at capacity")
-    return await handle_media_stream(bridge.stream_context(), request)
+    return await handle_media_stream(bridge.stream_context(from_twilio=from_twilio), request)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -235,6 +292,11 @@ async def _demo_upstream(app: web.Application) -> AsyncIterator[None]:
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     bridge = app[BRIDGE_KEY]
     settings = bridge.settings
+    if not bridge.twilio_token:
+        log.warning(
+            "TWILIO_AUTH_TOKEN is not set: webhooks and media streams are NOT authenticated; "
+            "anyone who finds this server can place calls through it"
+        )
     if settings.model_shutdown_date:
         log.warning(
             "REALTIME_MODEL has an announced shutdown; plan a move to a current model",
@@ -309,7 +371,7 @@ def create_app(settings: Settings, *, call_log: CallLogSink | None = None) -> we
     if store is not None:
         setup_calllog_routes(app, store, admin_token)
     admin = AdminAuth(admin_token)
-    setup_softphone_routes(app, media_handler=media_socket, is_authorized=admin.authenticated)
+    setup_softphone_routes(app, media_handler=browser_media_socket, is_authorized=admin.authenticated)
     if settings.metrics_port == 0:  # otherwise served on its own, unexposed port
         app.router.add_get(
             "/metrics", metrics_handler(bridge.metrics.registry, authorized=admin.authenticated)
