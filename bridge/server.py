@@ -306,10 +306,17 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     bridge.ready = True
     yield
     bridge.ready = False
+    await bridge.prepared.close()
+
+
+async def _end_calls(app: web.Application) -> None:
+    """On shutdown, before aiohttp waits for open requests: every call still live ends now, its
+    record written as "shutdown", so the websocket handlers finish instead of being waited on."""
+    bridge = app[BRIDGE_KEY]
+    bridge.ready = False
     for pump in list(bridge.active_calls.values()):
         pump.end("shutdown")
     await bridge.active_calls.wait_empty(5.0)
-    await bridge.prepared.close()
 
 
 async def _call_log_lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -363,6 +370,7 @@ def create_app(settings: Settings, *, call_log: CallLogSink | None = None) -> we
     app.cleanup_ctx.append(metrics_context(bridge.metrics, settings.metrics_port))
     app.cleanup_ctx.append(_demo_upstream)
     app.cleanup_ctx.append(_lifecycle)
+    app.on_shutdown.append(_end_calls)
     app.router.add_post("/twilio/voice", voice_webhook)
     app.router.add_post(CONNECT_DONE_PATH, connect_done)
     app.router.add_get(MEDIA_PATH, media_socket)

@@ -79,3 +79,19 @@ def test_readme_documents_every_setting() -> None:
     fields = {name.upper() for name in Settings.model_fields}
     assert fields - table == set(), "settings missing from the README table"
     assert table - fields == set(), "README documents settings that do not exist"
+
+
+def test_production_refuses_to_start_without_its_secrets() -> None:
+    with pytest.raises(ConfigError, match="BRIDGE_ENV=production requires TWILIO_AUTH_TOKEN and ADMIN_TOKEN"):
+        load_settings({"BRIDGE_ENV": "production"})
+    assert load_settings({"BRIDGE_ENV": "production", "TWILIO_AUTH_TOKEN": "t", "ADMIN_TOKEN": "a"})
+
+
+def test_serve_prints_the_problem_and_exits_2(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bridge.cli import main
+
+    monkeypatch.setenv("BRIDGE_ENV", "production")
+    assert main(["serve"]) == 2
+    assert "BRIDGE_ENV=production requires" in capsys.readouterr().err

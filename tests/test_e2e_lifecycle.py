@@ -135,3 +135,39 @@ async def test_a_flooding_stream_is_closed_and_a_good_call_beside_it_goes_on() -
         assert flood.closed
         await good.wait_heard(min_ms=500, timeout_s=10)
         assert not good.ended
+
+
+async def test_a_second_signal_stops_at_once_and_still_writes_the_record(tmp_path: Path) -> None:
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
+    db = f"sqlite+aiosqlite:///{tmp_path}/calls.db"
+    async with running_emulator() as (emulator, url):
+        env = {
+            "REALTIME_URL": url,
+            "OPENAI_API_KEY": "sk-test",
+            "ADMIN_TOKEN": ADMIN_TOKEN,
+            "CALL_LOG_URL": db,
+            "DRAIN_SECONDS": "60",
+        }
+        server = start_server(port, env, tmp_path / "server.log")
+        try:
+            await wait_healthy(base_url, server)
+            caller = TwilioCallerEmulator(base_url.replace("http", "ws") + "/twilio/media")
+            await caller.connect()
+            await emulator.wait_for_session()
+            server.send_signal(signal.SIGTERM)  # would drain for a minute ...
+            await asyncio.sleep(0.3)
+            server.send_signal(signal.SIGINT)  # ... but the operator insists
+            assert await asyncio.to_thread(server.wait, 10) == 0
+            await caller.wait_closed(timeout_s=5)
+            await caller.hangup()
+        finally:
+            if server.poll() is None:
+                server.kill()
+                server.wait(5)
+    store = await CallStore.open(db)
+    try:
+        call = await store.get_call(caller.call_sid)
+    finally:
+        await store.close()
+    assert call is not None and (call["status"], call["end_reason"]) == ("ended", "shutdown")
