@@ -24,6 +24,7 @@ from bridge.sim.playout import Playout
 from bridge.wavfile import read_wav_mono, write_wav
 
 RATE = 8000
+SAMPLE_WAV = Path(__file__).parent / "sim" / "assets" / "caller.wav"
 DEFAULT_URL = "ws://127.0.0.1:8080/twilio/media"
 
 
@@ -167,7 +168,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--url", default=DEFAULT_URL, help="media stream websocket URL (%(default)s)")
     parser.add_argument(
-        "--wav", type=Path, required=True, help="what the caller says (any rate, mono/stereo)"
+        "--wav",
+        type=Path,
+        default=SAMPLE_WAV,
+        help="what the caller says (any rate, mono/stereo; default: a shipped speech sample)",
     )
     parser.add_argument("--out", type=Path, default=Path("heard.wav"), help="what the caller heard (8 kHz)")
     parser.add_argument(
