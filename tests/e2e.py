@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import aiohttp
 import numpy as np
 from aiohttp import web
 
+from bridge.calllog import CallStore
 from bridge.config import load_settings
 from bridge.server import BRIDGE_KEY, Bridge, create_app
 from bridge.sim.realtime_emulator import EmulatorConfig, RealtimeEmulator
@@ -45,6 +53,77 @@ async def running_bridge(realtime_url: str, **env: str) -> AsyncIterator[Running
         yield RunningBridge(f"http://{host}:{port}", app)
     finally:
         await runner.cleanup()
+
+
+@dataclass
+class ServerProcess:
+    """`bridge serve` in a process of its own: for signals, kills and restarts."""
+
+    process: subprocess.Popen[bytes]
+    base_url: str
+    call_log_url: str
+
+    @property
+    def media_url(self) -> str:
+        return self.base_url.replace("http://", "ws://") + "/twilio/media"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.asynccontextmanager
+async def bridge_process(workdir: Path, realtime_url: str, **env: str) -> AsyncIterator[ServerProcess]:
+    """Start `python -m bridge serve` and wait until healthy; its call log lives in `workdir` unless
+    CALL_LOG_URL is given, so entering again with the same `workdir` is a restart."""
+    port = free_port()
+    settings = {
+        "REALTIME_URL": realtime_url,
+        "OPENAI_API_KEY": "sk-test",
+        "ADMIN_TOKEN": ADMIN_TOKEN,
+        "CALL_LOG_URL": f"sqlite+aiosqlite:///{workdir}/calls.db",
+        **env,
+    }
+    full_env = {**os.environ, **settings, "PORT": str(port), "HOST": "127.0.0.1", "LOG_LEVEL": "info"}
+    process = _spawn_server(full_env, workdir / "server.log")
+    server = ServerProcess(process, f"http://127.0.0.1:{port}", settings["CALL_LOG_URL"])
+    try:
+        await _wait_healthy(server)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.kill()
+            await asyncio.to_thread(process.wait, 5)
+
+
+def _spawn_server(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "bridge", "serve"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+
+
+async def _wait_healthy(server: ServerProcess) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(300):
+            assert server.process.poll() is None, "the server exited"
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.get(server.base_url + "/healthz") as response:
+                    if response.status == 200:
+                        return
+            await asyncio.sleep(0.05)
+    raise TimeoutError("server did not become healthy")
+
+
+async def stored_call(call_log_url: str, call_id: str) -> dict[str, Any] | None:
+    """The call as the call log holds it, read straight from the database."""
+    store = await CallStore.open(call_log_url)
+    try:
+        return await store.get_call(call_id)
+    finally:
+        await store.close()
 
 
 @contextlib.asynccontextmanager

@@ -9,11 +9,9 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bridge.calllog import CallStore
 from bridge.sim.carrier_emulator import TwilioCallerEmulator
 from bridge.sim.realtime_emulator import ScriptedReply
-from tests.e2e import ADMIN_TOKEN, eventually, running_bridge, running_emulator, tone
-from tests.test_e2e_call_log import free_port, start_server, wait_healthy
+from tests.e2e import bridge_process, eventually, running_bridge, running_emulator, stored_call, tone
 
 pytestmark = pytest.mark.e2e
 
@@ -61,52 +59,31 @@ async def test_the_call_time_limit_ends_after_the_goodbye_was_heard() -> None:
 
 
 async def test_sigterm_drains_calls_and_keeps_every_record(tmp_path: Path) -> None:
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    db = f"sqlite+aiosqlite:///{tmp_path}/calls.db"
-    async with running_emulator() as (emulator, url):
-        env = {
-            "REALTIME_URL": url,
-            "OPENAI_API_KEY": "sk-test",
-            "ADMIN_TOKEN": ADMIN_TOKEN,
-            "CALL_LOG_URL": db,
-            "DRAIN_SECONDS": "1",
-        }
-        server = start_server(port, env, tmp_path / "server.log")
-        try:
-            await wait_healthy(base_url, server)
-            emulator.script_reply(
-                ScriptedReply(audio_pcm24k=tone(800, 600, rate=24000), transcript="Goodbye.")
-            )
-            caller = TwilioCallerEmulator(base_url.replace("http", "ws") + "/twilio/media")
-            await caller.connect()
-            await emulator.wait_for_session()
-            server.send_signal(signal.SIGTERM)
-            async with aiohttp.ClientSession() as http:
-                for _ in range(100):
-                    async with http.get(base_url + "/readyz") as response:
-                        if response.status == 503:
-                            assert (await response.json())["status"] == "draining"
-                            break
-                    await asyncio.sleep(0.02)
-                else:
-                    pytest.fail("/readyz never turned 503")
-            assert "busy" in await post_webhook(base_url, "CA" + "8" * 32)
-            await caller.wait_closed(timeout_s=15)
-            await caller.hangup()
-            assert await asyncio.to_thread(server.wait, 15) == 0
-        finally:
-            if server.poll() is None:
-                server.kill()
-                server.wait(5)
+    async with (
+        running_emulator() as (emulator, url),
+        bridge_process(tmp_path, url, DRAIN_SECONDS="1") as server,
+    ):
+        emulator.script_reply(ScriptedReply(audio_pcm24k=tone(800, 600, rate=24000), transcript="Goodbye."))
+        caller = TwilioCallerEmulator(server.media_url)
+        await caller.connect()
+        await emulator.wait_for_session()
+        server.process.send_signal(signal.SIGTERM)
+        async with aiohttp.ClientSession() as http:
+            for _ in range(100):
+                async with http.get(server.base_url + "/readyz") as response:
+                    if response.status == 503:
+                        assert (await response.json())["status"] == "draining"
+                        break
+                await asyncio.sleep(0.02)
+            else:
+                pytest.fail("/readyz never turned 503")
+        assert "busy" in await post_webhook(server.base_url, "CA" + "8" * 32)
+        await caller.wait_closed(timeout_s=15)
+        await caller.hangup()
+        assert await asyncio.to_thread(server.process.wait, 15) == 0
     assert caller.playout.played_ms_total >= 800 - 20  # the goodbye was heard whole
-    store = await CallStore.open(db)
-    try:
-        call = await store.get_call(caller.call_sid)
-    finally:
-        await store.close()
-    assert call is not None
-    assert (call["status"], call["end_reason"]) == ("ended", "shutdown")
+    call = await stored_call(server.call_log_url, caller.call_sid)
+    assert call is not None and (call["status"], call["end_reason"]) == ("ended", "shutdown")
 
 
 async def test_a_flooding_stream_is_closed_and_a_good_call_beside_it_goes_on() -> None:
@@ -138,36 +115,18 @@ async def test_a_flooding_stream_is_closed_and_a_good_call_beside_it_goes_on() -
 
 
 async def test_a_second_signal_stops_at_once_and_still_writes_the_record(tmp_path: Path) -> None:
-    port = free_port()
-    base_url = f"http://127.0.0.1:{port}"
-    db = f"sqlite+aiosqlite:///{tmp_path}/calls.db"
-    async with running_emulator() as (emulator, url):
-        env = {
-            "REALTIME_URL": url,
-            "OPENAI_API_KEY": "sk-test",
-            "ADMIN_TOKEN": ADMIN_TOKEN,
-            "CALL_LOG_URL": db,
-            "DRAIN_SECONDS": "60",
-        }
-        server = start_server(port, env, tmp_path / "server.log")
-        try:
-            await wait_healthy(base_url, server)
-            caller = TwilioCallerEmulator(base_url.replace("http", "ws") + "/twilio/media")
-            await caller.connect()
-            await emulator.wait_for_session()
-            server.send_signal(signal.SIGTERM)  # would drain for a minute ...
-            await asyncio.sleep(0.3)
-            server.send_signal(signal.SIGINT)  # ... but the operator insists
-            assert await asyncio.to_thread(server.wait, 10) == 0
-            await caller.wait_closed(timeout_s=5)
-            await caller.hangup()
-        finally:
-            if server.poll() is None:
-                server.kill()
-                server.wait(5)
-    store = await CallStore.open(db)
-    try:
-        call = await store.get_call(caller.call_sid)
-    finally:
-        await store.close()
+    async with (
+        running_emulator() as (emulator, url),
+        bridge_process(tmp_path, url, DRAIN_SECONDS="60") as server,
+    ):
+        caller = TwilioCallerEmulator(server.media_url)
+        await caller.connect()
+        await emulator.wait_for_session()
+        server.process.send_signal(signal.SIGTERM)  # would drain for a minute ...
+        await asyncio.sleep(0.3)
+        server.process.send_signal(signal.SIGINT)  # ... but the operator insists
+        assert await asyncio.to_thread(server.process.wait, 10) == 0
+        await caller.wait_closed(timeout_s=5)
+        await caller.hangup()
+    call = await stored_call(server.call_log_url, caller.call_sid)
     assert call is not None and (call["status"], call["end_reason"]) == ("ended", "shutdown")
