@@ -13,6 +13,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +131,7 @@ class Browser:
         self.session = session
 
     @classmethod
-    async def launch(cls, executable: str, workdir: Path) -> Browser:
+    async def launch(cls, executable: str, workdir: Path, extra_flags: Sequence[str] = ()) -> Browser:
         profile = workdir / "profile"
         profile.mkdir(parents=True, exist_ok=True)
         log = (workdir / "chromium.log").open("wb")
@@ -147,6 +148,7 @@ class Browser:
             "--force-device-scale-factor=1",
             "--lang=en-US",
             f"--window-size={VIEWPORT[0]},{VIEWPORT[1]}",
+            *extra_flags,
             "--remote-debugging-port=0",
             f"--user-data-dir={profile}",
             "about:blank",

@@ -5,11 +5,9 @@ Needs Debian's `chromium` (`bash .ci/chromium.sh` installs it); BRIDGE_SKIP_BROW
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import shutil
-import time
 import wave
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -17,7 +15,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import numpy as np
 import pytest
 from aiohttp import web
@@ -28,7 +25,7 @@ from bridge.calllog.auth import COOKIE_NAME, AdminAuth
 from bridge.config import load_settings
 from bridge.server import BRIDGE_KEY, create_app
 from bridge.sim.realtime_emulator import RealtimeEmulator
-from tests.calllog.cdp import VIEWPORT, Browser, CDPError, Page
+from tests.calllog.cdp import Browser, Page
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "softphone-test-token-0123456789"
@@ -81,45 +78,17 @@ def microphone_wav(tmp_path: Path) -> Path:
 
 
 async def launch_browser(executable: str, workdir: Path, microphone: Path) -> Browser:
-    """Like cdp.Browser.launch, plus a fake microphone playing `microphone` and autoplay allowed."""
-    profile = workdir / "profile"
-    profile.mkdir(parents=True, exist_ok=True)
-    log = (workdir / "chromium.log").open("wb")
-    process = await asyncio.create_subprocess_exec(
+    """Chromium as the call-log tests launch it, plus a fake microphone playing `microphone`."""
+    return await Browser.launch(
         executable,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--no-default-browser-check",
-        "--hide-scrollbars",
-        "--force-device-scale-factor=1",
-        "--lang=en-US",
-        f"--window-size={VIEWPORT[0]},{VIEWPORT[1]}",
-        "--use-fake-ui-for-media-stream",
-        "--use-fake-device-for-media-stream",
-        f"--use-file-for-fake-audio-capture={microphone}",
-        "--autoplay-policy=no-user-gesture-required",
-        "--remote-debugging-port=0",
-        f"--user-data-dir={profile}",
-        "about:blank",
-        stdout=log,
-        stderr=log,
-        env={**os.environ, "TZ": "UTC", "LANG": "en_US.UTF-8"},
+        workdir,
+        extra_flags=(
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={microphone}",
+            "--autoplay-policy=no-user-gesture-required",
+        ),
     )
-    log.close()
-    port_file = profile / "DevToolsActivePort"
-    deadline = time.monotonic() + 30
-    while not port_file.exists() or not port_file.read_text().strip():
-        if process.returncode is not None or time.monotonic() > deadline:
-            process.kill()
-            output = (workdir / "chromium.log").read_text(errors="replace")[-2000:]
-            raise CDPError(f"chromium did not start; its output:\n{output}")
-        await asyncio.sleep(0.05)
-    port = int(port_file.read_text().split()[0])
-    return Browser(process, port, aiohttp.ClientSession())
 
 
 @pytest.fixture
