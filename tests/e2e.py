@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +43,10 @@ class RunningBridge:
 
 @contextlib.asynccontextmanager
 async def running_bridge(realtime_url: str, **env: str) -> AsyncIterator[RunningBridge]:
-    env = {"CALL_LOG_URL": "sqlite+aiosqlite:///:memory:", "ADMIN_TOKEN": ADMIN_TOKEN, **env}
+    # A file, as in production: in-memory SQLite is one connection shared by every transaction, so
+    # the retention purge at start-up could interleave with the writer's first batch.
+    workdir = tempfile.mkdtemp(prefix="bridge-e2e-")
+    env = {"CALL_LOG_URL": f"sqlite+aiosqlite:///{workdir}/calls.db", "ADMIN_TOKEN": ADMIN_TOKEN, **env}
     settings = load_settings({"REALTIME_URL": realtime_url, "OPENAI_API_KEY": "sk-test", **env})
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None)
@@ -53,6 +58,7 @@ async def running_bridge(realtime_url: str, **env: str) -> AsyncIterator[Running
         yield RunningBridge(f"http://{host}:{port}", app)
     finally:
         await runner.cleanup()
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @dataclass
