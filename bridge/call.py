@@ -31,6 +31,7 @@ from bridge.realtime.codec import RealtimeCodec, SessionOptions
 FRAME_BYTES = 160  # 20 ms of µ-law at 8 kHz
 MARK_EVERY_FRAMES = 5  # a mark per 100 ms bounds how stale our view of playback can be
 PROBE_INTERVAL_MS = 2000.0  # while idle: keeps the round-trip window fresh at no audible cost
+DTMF_QUIET_MS = 1500.0  # digits typed within this of each other are one entry (an account number)
 
 # Errors after which the session is of no further use (PROTOCOLS.md B5.4, B7).
 FATAL_ERROR_CODES = frozenset(
@@ -61,6 +62,15 @@ class CallConfig:
         if self.greeting and not greeted:
             events.append(codec.create_response(self.greeting))
         return events
+
+
+@dataclass(frozen=True, slots=True)
+class ToolRequest:
+    """The model asked for a tool; the pump runs it off the audio path and reports back."""
+
+    call_id: str
+    name: str
+    arguments: str
 
 
 @dataclass(slots=True)
@@ -131,6 +141,10 @@ class Call:
         self._goodbye_instructions = ""
         self._goodbye_response: str | None = None  # "" = asked for, id once created
         self._goodbye_spoken = False
+        self.tool_requests: list[ToolRequest] = []
+        self._respond_when_idle = False  # a response.create waiting for the active response to end
+        self._dtmf: list[str] = []
+        self._dtmf_at = 0.0
         self.history: list[tuple[Literal["user", "assistant"], str]] = []  # for a replacement session
         self.needs_new_session = False
         self.sessions_restored = 0
@@ -153,6 +167,10 @@ class Call:
             self._hang_up_after_goodbye()
         elif isinstance(event, Dtmf):
             self._record("dtmf", digit=event.digit)
+            self._dtmf.append(event.digit)
+            self._dtmf_at = now
+            if event.digit == "#":
+                self._send_dtmf()
         elif isinstance(event, CallEnded):
             self._end(event.reason, hang_up=False)
         elif isinstance(event, CallStarted):
@@ -170,6 +188,8 @@ class Call:
         """Called periodically by the pump: keeps the round-trip estimate fresh while idle."""
         if now - self._last_probe >= PROBE_INTERVAL_MS:
             self._probe(now)
+        if self._dtmf and now - self._dtmf_at >= DTMF_QUIET_MS:
+            self._send_dtmf()
         self._hang_up_after_goodbye()
 
     def _probe(self, now: float) -> None:
@@ -221,6 +241,9 @@ class Call:
                 self.history.append(("user", text))
         elif isinstance(event, rt.ServerError):
             self._server_error(event)
+        elif isinstance(event, rt.FunctionCall):
+            self._record("tool_call", call_id=event.call_id, name=event.name, arguments=event.arguments)
+            self.tool_requests.append(ToolRequest(event.call_id, event.name, event.arguments))
         elif isinstance(event, rt.ItemTruncated):
             pass  # Confirms our truncate; nothing left to do.
 
@@ -300,6 +323,9 @@ class Call:
         response = self._responses.pop(event.response_id, None)
         if self._active == event.response_id:
             self._active = None
+        if self._respond_when_idle and self._active is None and self._goodbye is None:
+            self._respond_when_idle = False
+            self.to_upstream.append(self.codec.create_response())
         if self._goodbye is not None:
             if event.response_id == self._goodbye_response:
                 self._goodbye_spoken = True
@@ -324,6 +350,36 @@ class Call:
             self.upstream_lost()
         elif code in RENEW_ERROR_CODES:
             self.needs_new_session = True
+
+    # -- tools and keypad -------------------------------------------------------------------------
+
+    def tool_result(self, request: ToolRequest, ok: bool, output: str, duration_ms: float) -> None:
+        """The pump ran a tool: hand the model its output and let it go on speaking."""
+        if self.end_reason is not None:
+            return
+        self._record(
+            "tool_result",
+            call_id=request.call_id,
+            name=request.name,
+            ok=ok,
+            duration_ms=round(duration_ms, 1),
+            **({"result": output} if ok else {"error": output}),
+        )
+        self.to_upstream.append(self.codec.function_output(request.call_id, output))
+        self._respond()
+
+    def _send_dtmf(self) -> None:
+        digits, self._dtmf = "".join(self._dtmf), []
+        self.to_upstream.append(self.codec.user_text(f"[The caller typed on the keypad: {digits}]"))
+        self.history.append(("user", f"[keypad: {digits}]"))
+        self._respond()
+
+    def _respond(self) -> None:
+        """Ask for a response now, or as soon as the one in progress ends (only one may be active)."""
+        if self._active is None and self._goodbye is None:
+            self.to_upstream.append(self.codec.create_response())
+        else:
+            self._respond_when_idle = True
 
     # -- barge-in ---------------------------------------------------------------------------------
 
@@ -468,6 +524,10 @@ class Call:
 
     def _record(self, kind: str, **data: Any) -> None:
         self.records.append(LogRecord(kind, data))
+
+    def take_tool_requests(self) -> list[ToolRequest]:
+        requests, self.tool_requests = self.tool_requests, []
+        return requests
 
     def drain(self) -> tuple[list[CarrierCommand], list[dict[str, Any]], list[LogRecord]]:
         """Take everything the pumps must act on, in order."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import sys
 
 from bridge.config import ConfigError, load_settings
@@ -32,6 +33,16 @@ def serve(argv: list[str]) -> int:
         return 2
     configure_logging(settings.log_level, settings.log_format)
     from bridge.server import serve as serve_forever
+    from bridge.tools.toolbox import Toolbox
+    from bridge.tools.webhook import ToolsFileError
+
+    secret = settings.tools_secret.get_secret_value() if settings.tools_secret else ""
+    try:
+        # The process edge: tool headers may name secrets kept in the environment.
+        toolbox = Toolbox.from_file(settings.tools_file, os.environ, secret)
+    except ToolsFileError as exc:
+        print(f"bridge: invalid TOOLS_FILE: {exc}", file=sys.stderr)
+        return 2
 
     _use_uvloop()
     log = get_logger("bridge")
@@ -42,7 +53,7 @@ def serve(argv: list[str]) -> int:
         model=settings.realtime_model,
         dialect=settings.realtime_dialect,
     )
-    asyncio.run(serve_forever(settings))
+    asyncio.run(serve_forever(settings, toolbox))
     return 0
 
 

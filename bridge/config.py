@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     input_transcription_model: str = ""
     noise_reduction: Literal["near_field", "far_field", "off"] = "near_field"
     greeting: str = ""
+    tools_file: Path | None = None  # HTTP webhook tools (JSON or YAML); see README
+    tools_secret: SecretStr | None = None  # signs every tool request (X-Bridge-Signature)
     prefetch_greeting: bool = True  # ask for it while the webhook is answered; see README
 
     # HTTP server

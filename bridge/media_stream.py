@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from aiohttp import WSMsgType, web
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 
-from bridge.call import Call, CallConfig, LogRecord
+from bridge.call import Call, CallConfig, LogRecord, ToolRequest
 from bridge.carrier.events import (
     CallEnded,
     CallStarted,
@@ -32,6 +32,7 @@ from bridge.carrier.twilio import TwilioCodec
 from bridge.logs import get_logger, mask_number
 from bridge.metrics import BridgeMetrics
 from bridge.realtime.codec import RealtimeProtocolError
+from bridge.tools.toolbox import TOOL_TIMEOUT_S, Toolbox, failure
 from bridge.upstream import UpstreamRefused, UpstreamSession
 
 log = get_logger("bridge.call")
@@ -136,6 +137,7 @@ class StreamContext:
     apology: bytes  # µ-law 8 kHz, heard when the model cannot be reached
     stream_failed: Callable[[str, str], None]
     authorize: Callable[[CallStarted], bool] | None = None  # None: the stream was authenticated already
+    tools: Toolbox | None = None
     max_call_seconds: int = 0
 
 
@@ -157,6 +159,7 @@ class CallPump:
         self._upstream_lock = asyncio.Lock()
         self._goodbye_deadline: float | None = None
         self._rate = MessageRate()
+        self._tool_tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -257,9 +260,9 @@ class CallPump:
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in tasks:
+            for task in (*tasks, *self._tool_tasks):
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, *self._tool_tasks, return_exceptions=True)
         for task in done:
             if not task.cancelled() and (exc := task.exception()) is not None:
                 self.log.error("call pump failed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
@@ -452,6 +455,31 @@ class CallPump:
                         await self.upstream.socket.send(codec.encode(event).decode())
         for record in records:
             self._record(record)
+        for request in call.take_tool_requests():
+            task = asyncio.get_running_loop().create_task(self._run_tool(request))
+            self._tool_tasks.add(task)
+            task.add_done_callback(self._tool_tasks.discard)
+
+    async def _run_tool(self, request: ToolRequest) -> None:
+        """Off the audio path: the call goes on while a tool runs, and a failure is the model's to tell."""
+        assert self.call is not None
+        started = time.perf_counter()
+        if self.ctx.tools is None:
+            ok, output = False, failure("no tools are configured")
+        else:
+            try:
+                async with asyncio.timeout(TOOL_TIMEOUT_S):
+                    result = await self.ctx.tools.run(
+                        request.name, request.arguments, {"call_id": self.call_id}
+                    )
+                ok, output = result.ok, result.output
+            except TimeoutError:
+                ok, output = False, failure("the tool did not answer in time")
+            except Exception as exc:
+                self.log.error("tool failed", tool=request.name, error=f"{type(exc).__name__}: {exc}")
+                ok, output = False, failure("the tool failed")
+        self.call.tool_result(request, ok, output, (time.perf_counter() - started) * 1000)
+        await self._flush()
 
     def _record(self, record: LogRecord) -> None:
         self.ctx.metrics.record(record.kind, record.data)

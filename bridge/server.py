@@ -10,6 +10,7 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -36,6 +37,7 @@ from bridge.metrics import BridgeMetrics, metrics_context, metrics_handler
 from bridge.realtime.codec import SessionOptions
 from bridge.session_pool import PreparedSessions
 from bridge.softphone import setup_softphone_routes
+from bridge.tools.toolbox import Toolbox
 from bridge.twiml import (
     CONNECT_DONE_PATH,
     MEDIA_PATH,
@@ -55,8 +57,9 @@ APOLOGY_WAV = Path(__file__).parent / "assets" / "apology.wav"
 FAILED_CALLS_REMEMBERED = 1000
 
 
-def session_options(settings: Settings) -> SessionOptions:
+def session_options(settings: Settings, tools: tuple[dict[str, Any], ...] = ()) -> SessionOptions:
     return SessionOptions(
+        tools=tools,
         instructions=settings.realtime_instructions,
         voice=settings.realtime_voice,
         audio_format="pcmu" if settings.audio_passthrough else "pcm24k",
@@ -85,6 +88,7 @@ class Bridge:
     metrics: BridgeMetrics = field(default_factory=BridgeMetrics)
     failed_calls: OrderedDict[str, str] = field(default_factory=OrderedDict)  # call sid -> why
     stream_tokens: StreamTokens | None = None  # one-time tokens binding a stream to its webhook
+    toolbox: Toolbox = field(default_factory=Toolbox)
     upstream_url: str = ""  # where sessions are opened: REALTIME_URL, or the in-process emulator
     prepared: PreparedSessions = field(default_factory=PreparedSessions)
     active_calls: CallRegistry = field(default_factory=CallRegistry)
@@ -97,7 +101,7 @@ class Bridge:
             self.stream_tokens = StreamTokens.from_auth_token(self.twilio_token)
         self.apology = pcm16_to_ulaw(read_wav_mono(self.settings.fallback_audio or APOLOGY_WAV, 8000))
         self.call_config = CallConfig(
-            session=session_options(self.settings),
+            session=session_options(self.settings, self.toolbox.definitions()),
             greeting=self.settings.greeting,
             audio_passthrough=self.settings.audio_passthrough,
         )
@@ -162,6 +166,7 @@ class Bridge:
             apology=self.apology,
             stream_failed=self.stream_failed,
             authorize=self.stream_authorized if from_twilio else None,
+            tools=self.toolbox,
         )
 
     @property
@@ -307,6 +312,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     yield
     bridge.ready = False
     await bridge.prepared.close()
+    await bridge.toolbox.close()
 
 
 async def _end_calls(app: web.Application) -> None:
@@ -353,14 +359,22 @@ def _admin_token(settings: Settings) -> str:
     return token
 
 
-def create_app(settings: Settings, *, call_log: CallLogSink | None = None) -> web.Application:
+def create_app(
+    settings: Settings, *, call_log: CallLogSink | None = None, toolbox: Toolbox | None = None
+) -> web.Application:
     app = web.Application()
     admin_token = _admin_token(settings)
     store = None
     if call_log is None:
         store = CallStore.connect(settings.call_log_url)
         call_log = CallRecorder(store, prices=PriceTable.from_setting(settings.call_log_prices))
-    bridge = Bridge(settings=settings, admin_token=admin_token, call_log=call_log, store=store)
+    bridge = Bridge(
+        settings=settings,
+        admin_token=admin_token,
+        call_log=call_log,
+        store=store,
+        toolbox=toolbox or Toolbox(),
+    )
     app[BRIDGE_KEY] = bridge
     bridge.metrics.track_active_calls(lambda: len(bridge.active_calls))
     if isinstance(call_log, CallRecorder):
@@ -387,12 +401,12 @@ def create_app(settings: Settings, *, call_log: CallLogSink | None = None) -> we
     return app
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, toolbox: Toolbox | None = None) -> None:
     """Run until stopped. SIGTERM drains (see `Bridge.drain`); a second signal, or SIGINT, stops at
     once. Either way every call still in progress is ended and the call log is flushed."""
     import signal
 
-    app = create_app(settings)
+    app = create_app(settings, toolbox=toolbox)
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5)
     await runner.setup()
     await web.TCPSite(runner, settings.host, settings.port).start()

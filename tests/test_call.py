@@ -306,3 +306,45 @@ def test_an_expired_session_is_replaced_with_the_conversation_so_far() -> None:
     ]
     assert records[-1].kind == "session_restored"
     assert call.codec is fresh and not call.needs_new_session
+
+
+def test_a_tool_call_is_run_off_the_call_and_its_result_answered_after_the_response_ends() -> None:
+    from bridge.call import ToolRequest
+
+    call, _ = started_call()
+    call.realtime_event(rt.ResponseCreated("r1"), 0)
+    call.realtime_event(rt.FunctionCall("r1", "i1", "call_1", "lookup_order", '{"id": "A-1"}'), 5)
+    [request] = call.take_tool_requests()
+    assert request == ToolRequest("call_1", "lookup_order", '{"id": "A-1"}')
+    call.tool_result(request, True, '{"status": "shipped"}', 12.0)  # fast: the response is still active
+    _, upstream, records = call.drain()
+    assert upstream_types(upstream) == ["conversation.item.create"]
+    assert upstream[0]["item"] == {
+        "type": "function_call_output",
+        "call_id": "call_1",
+        "output": '{"status": "shipped"}',
+    }
+    assert [r.kind for r in records] == ["tool_call", "tool_result"]
+    call.realtime_event(rt.ResponseDone("r1", "completed", None, None), 20)
+    assert upstream_types(call.drain()[1]) == ["response.create"]  # only once no response is active
+
+
+def test_keypad_digits_reach_the_model_as_one_entry() -> None:
+    from bridge.call import DTMF_QUIET_MS
+    from bridge.carrier.events import Dtmf
+
+    call, _ = started_call()
+    for i, digit in enumerate("1234"):
+        call.carrier_event(Dtmf(digit), 100.0 * i)
+    call.tick(300 + DTMF_QUIET_MS - 1)
+    _, waiting, typed = call.drain()
+    assert waiting == []  # the caller may still be typing
+    call.tick(300 + DTMF_QUIET_MS)
+    _, upstream, records = call.drain()
+    records = typed + records
+    assert upstream_types(upstream) == ["conversation.item.create", "response.create"]
+    assert "1234" in upstream[0]["item"]["content"][0]["text"]
+    assert [r.data["digit"] for r in records if r.kind == "dtmf"] == ["1", "2", "3", "4"]
+    call.carrier_event(Dtmf("9"), 5000)
+    call.carrier_event(Dtmf("#"), 5100)  # '#' ends an entry at once
+    assert "9#" in call.drain()[1][0]["item"]["content"][0]["text"]

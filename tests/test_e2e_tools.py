@@ -1,0 +1,180 @@
+"""The assistant acts: webhook tools run off the audio path, and keypad digits reach the model."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from bridge.config import load_settings
+from bridge.server import create_app
+from bridge.sim.carrier_emulator import TwilioCallerEmulator
+from bridge.sim.realtime_emulator import EmulatedSession, ScriptedReply
+from bridge.tools.toolbox import Toolbox
+from bridge.tools.webhook import verify_signature
+from tests.e2e import ADMIN_TOKEN, RunningBridge, eventually, running_emulator, tone
+
+pytestmark = pytest.mark.e2e
+SECRET = "tool-signing-secret"
+
+
+@contextlib.asynccontextmanager
+async def tool_server(delay_s: float = 0.0) -> AsyncIterator[tuple[str, list[dict]]]:
+    received: list[dict] = []
+
+    async def lookup(request: web.Request) -> web.Response:
+        body = await request.read()
+        signed = verify_signature(
+            SECRET,
+            request.headers["X-Bridge-Timestamp"],
+            body,
+            request.headers["X-Bridge-Signature"],
+            time.time(),
+        )
+        received.append(
+            {"body": json.loads(body), "signed": signed, "auth": request.headers.get("Authorization")}
+        )
+        await asyncio.sleep(delay_s)
+        return web.json_response({"order": "A-1042", "status": "shipped"})
+
+    app = web.Application()
+    app.router.add_post("/lookup", lookup)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}/lookup", received
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def bridge_with_tools(realtime_url: str, tools_file: Path) -> AsyncIterator[RunningBridge]:
+    settings = load_settings(
+        {
+            "REALTIME_URL": realtime_url,
+            "OPENAI_API_KEY": "sk-test",
+            "ADMIN_TOKEN": ADMIN_TOKEN,
+            "CALL_LOG_URL": f"sqlite+aiosqlite:///{tools_file.parent}/calls.db",
+        }
+    )
+    toolbox = Toolbox.from_file(tools_file, {"CRM_TOKEN": "crm-secret"}, SECRET)
+    app = create_app(settings, toolbox=toolbox)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield RunningBridge(f"http://{host}:{port}", app)
+    finally:
+        await runner.cleanup()
+
+
+def write_tools(path: Path, url: str, timeout_s: float = 5) -> Path:
+    tools = [
+        {
+            "name": "lookup_order",
+            "description": "Look up the caller's order.",
+            "parameters": {"type": "object", "properties": {"id": {"type": "string"}}, "required": ["id"]},
+            "url": url,
+            "timeout_s": timeout_s,
+            "headers": {"Authorization": "Bearer ${CRM_TOKEN}"},
+        }
+    ]
+    path.write_text(json.dumps(tools))
+    return path
+
+
+def outputs(session: EmulatedSession) -> list[dict]:
+    return [
+        e["item"]
+        for e in session.client_events
+        if e["type"] == "conversation.item.create" and e["item"]["type"] == "function_call_output"
+    ]
+
+
+async def test_a_webhook_tool_round_trip(tmp_path: Path) -> None:
+    async with (
+        tool_server() as (url, received),
+        running_emulator() as (emulator, realtime_url),
+        bridge_with_tools(realtime_url, write_tools(tmp_path / "tools.json", url)) as bridge,
+        TwilioCallerEmulator(bridge.media_url) as caller,
+    ):
+        session = await emulator.wait_for_session()
+        await eventually(lambda: any(e["type"] == "session.update" for e in session.client_events))
+        update = next(e for e in session.client_events if e["type"] == "session.update")
+        assert [t["name"] for t in update["session"]["tools"]] == ["lookup_order"]
+        emulator.script_reply(ScriptedReply(tool_call=("lookup_order", {"id": "A-1042"})))
+        caller.say(tone(500, 400))
+        await eventually(lambda: bool(outputs(session)), timeout_s=10)
+        [output] = outputs(session)
+        assert json.loads(output["output"]) == {"order": "A-1042", "status": "shipped"}
+        # The model is asked to go on once the tool's answer is in.
+        await eventually(lambda: session.client_events[-1]["type"] == "response.create", timeout_s=5)
+    [request] = received
+    assert request["body"]["tool"] == "lookup_order" and request["body"]["arguments"] == {"id": "A-1042"}
+    assert request["signed"] and request["auth"] == "Bearer crm-secret"
+
+
+async def test_a_slow_tool_does_not_stop_the_conversation(tmp_path: Path) -> None:
+    async with (
+        tool_server(delay_s=2.0) as (url, received),
+        running_emulator() as (emulator, realtime_url),
+        bridge_with_tools(realtime_url, write_tools(tmp_path / "tools.json", url)) as bridge,
+        TwilioCallerEmulator(bridge.media_url) as caller,
+    ):
+        session = await emulator.wait_for_session()
+        emulator.script_reply(ScriptedReply(tool_call=("lookup_order", {"id": "A-1042"})))
+        caller.say(tone(500, 400))
+        await eventually(lambda: bool(received), timeout_s=10)  # the tool is running (for 2 s)
+        # While it runs, the caller talks and is answered (the echo agent).
+        heard_before = caller.playout.played_ms_total
+        caller.say(tone(600, 700))
+        await caller.wait_heard(min_ms=300, timeout_s=5, since_ms=caller.clock())
+        assert caller.playout.played_ms_total > heard_before
+        assert outputs(session) == []  # the tool is still running
+        await eventually(lambda: bool(outputs(session)), timeout_s=5)
+
+
+async def test_a_tool_past_its_timeout_is_reported_as_failed(tmp_path: Path) -> None:
+    async with (
+        tool_server(delay_s=3.0) as (url, _),
+        running_emulator() as (emulator, realtime_url),
+        bridge_with_tools(realtime_url, write_tools(tmp_path / "tools.json", url, timeout_s=0.5)) as bridge,
+        TwilioCallerEmulator(bridge.media_url) as caller,
+    ):
+        session = await emulator.wait_for_session()
+        emulator.script_reply(ScriptedReply(tool_call=("lookup_order", {"id": "A-1042"})))
+        caller.say(tone(500, 400))
+        await eventually(lambda: bool(outputs(session)), timeout_s=10)
+        assert "error" in json.loads(outputs(session)[0]["output"])
+
+
+async def test_keypad_digits_reach_the_model(tmp_path: Path) -> None:
+    async with (
+        running_emulator() as (emulator, realtime_url),
+        bridge_with_tools(
+            realtime_url, write_tools(tmp_path / "tools.json", "http://127.0.0.1:9/")
+        ) as bridge,
+        TwilioCallerEmulator(bridge.media_url) as caller,
+    ):
+        session = await emulator.wait_for_session()
+        for digit in "42#":
+            caller.press(digit)
+        texts = lambda: [  # noqa: E731
+            part["text"]
+            for e in session.client_events
+            if e["type"] == "conversation.item.create" and e["item"]["type"] == "message"
+            for part in e["item"]["content"]
+        ]
+        await eventually(lambda: any("42#" in text for text in texts()), timeout_s=5)
+        assert session.rejected == []
