@@ -1,0 +1,158 @@
+"""Call control over Twilio's REST API: hang up and transfer a live call (PROTOCOLS.md A8.1, A8.2).
+
+The official SDK builds the requests, adds the credentials and turns error bodies into exceptions; its async
+resource methods (`update_async`) run on the event loop rather than the sync client in a thread, so a
+timeout really cancels the request (a thread would keep a blocked socket alive) and no thread pool slot
+is held per in-flight call. The transport is a small `twilio.http.AsyncHttpClient` (the SDK's extension
+point for custom clients) instead of its `AsyncTwilioHttpClient`, which on current aiohttp needs a
+running loop at construction, ignores its own timeout when the resource methods pass none, and sends
+auth through aiohttp's deprecated `BasicAuth`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import re
+from types import TracebackType
+
+import aiohttp
+from twilio.base.exceptions import TwilioException
+from twilio.http import AsyncHttpClient
+from twilio.http.response import Response
+from twilio.rest import Client
+from twilio.twiml.voice_response import Dial, VoiceResponse
+
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+DEFAULT_TIMEOUT_S = 10.0
+
+
+def valid_e164(number: str) -> bool:
+    return _E164.fullmatch(number) is not None
+
+
+class TwilioRestError(Exception):
+    """A failed call-control request. The message carries the action, the call sid, the HTTP status and
+    Twilio's error code/message, never the credentials."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class _AiohttpTransport(AsyncHttpClient):
+    def __init__(self, timeout: float) -> None:
+        super().__init__(logging.getLogger("twilio.http"), is_async=True, timeout=timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def request(
+        self,
+        method: str,
+        uri: str,
+        params: dict[str, object] | None = None,
+        data: dict[str, object] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the SDK's HttpClient signature
+        allow_redirects: bool = False,
+    ) -> Response:
+        if self._session is None:
+            # Created here, not in __init__: an aiohttp session binds to the running loop.
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout))
+        headers = dict(headers or {})
+        if auth is not None:
+            token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode("ascii")
+            headers["Authorization"] = f"Basic {token}"
+        async with self._session.request(
+            method.upper(),
+            uri,
+            params=params,
+            data=data,
+            headers=headers,
+            timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
+            allow_redirects=allow_redirects,
+        ) as response:
+            return Response(response.status, await response.text(), response.headers)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class TwilioCalls:
+    def __init__(
+        self,
+        account_sid: str,
+        auth_token: str,
+        *,
+        api_base: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        self._timeout = timeout
+        # No retries: a rejected token or a 5xx is reported at once and the caller decides.
+        self._http = _AiohttpTransport(timeout)
+        self._client = Client(account_sid, auth_token, http_client=self._http)
+        if api_base is not None:
+            # Domain.base_url is the public prefix every REST URL of the `api` domain is built from
+            # (Domain.absolute_url). Edge/region (which the SDK also reads from TWILIO_EDGE/REGION)
+            # would rewrite the host name, which only makes sense for *.twilio.com.
+            self._client.api.base_url = api_base.rstrip("/")
+            self._client.edge = None
+            self._client.region = None
+
+    async def end(self, call_sid: str) -> None:
+        """Hang up an in-progress call; Twilio then stops the media stream."""
+        await self._update("end", call_sid, status="completed")
+
+    async def transfer(self, call_sid: str, number: str, *, caller_id: str | None = None) -> None:
+        """Replace the call's TwiML with a <Dial> to `number`; this ends the <Connect><Stream>."""
+        if not valid_e164(number):
+            raise ValueError("transfer number is not E.164")
+        if caller_id is not None and not valid_e164(caller_id):
+            raise ValueError("caller id is not E.164")
+        await self._update("transfer", call_sid, twiml=str(transfer_twiml(number, caller_id=caller_id)))
+
+    async def _update(self, action: str, call_sid: str, **fields: str) -> None:
+        call = self._client.calls(call_sid)
+        try:
+            async with asyncio.timeout(self._timeout):
+                await call.update_async(**fields)
+        except TwilioException as exc:
+            status = getattr(exc, "status", None)
+            code = getattr(exc, "code", None)
+            # TwilioRestException.__str__ adds terminal colours; build a plain one-line message instead.
+            detail = getattr(exc, "msg", None) or getattr(exc, "title", None) or type(exc).__name__
+            raise TwilioRestError(
+                f"twilio {action} {call_sid} failed: HTTP {status} code {code}: {detail}",
+                status=status,
+                code=code,
+            ) from None
+        except TimeoutError:
+            raise TwilioRestError(f"twilio {action} {call_sid} timed out after {self._timeout:g} s") from None
+        except aiohttp.ClientError as exc:
+            raise TwilioRestError(f"twilio {action} {call_sid} failed: {type(exc).__name__}: {exc}") from None
+        except ValueError:
+            # A 2xx whose body is not JSON: the update may have happened, but nothing confirms it.
+            raise TwilioRestError(f"twilio {action} {call_sid}: unreadable response") from None
+
+    async def close(self) -> None:
+        await self._http.close()
+
+    async def __aenter__(self) -> TwilioCalls:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+def transfer_twiml(number: str, *, caller_id: str | None = None) -> VoiceResponse:
+    response = VoiceResponse()
+    dial = Dial(caller_id=caller_id) if caller_id else Dial()
+    dial.number(number)
+    response.append(dial)
+    return response
