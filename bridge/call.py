@@ -368,6 +368,28 @@ class Call:
         self.to_upstream.append(self.codec.function_output(request.call_id, output))
         self._respond()
 
+    def end_after_goodbye(self, request: ToolRequest) -> None:
+        """The model chose to end the call: it says goodbye, and the line closes once that was heard."""
+        self._record(
+            "tool_result",
+            call_id=request.call_id,
+            name=request.name,
+            ok=True,
+            duration_ms=0.0,
+            result="the call ends after the goodbye",
+        )
+        self.to_upstream.append(self.codec.function_output(request.call_id, '{"ok": true}'))
+        self.say_goodbye("assistant_ended", "Say goodbye to the caller in one short sentence.")
+
+    def transferred(self) -> None:
+        """The carrier now runs a <Dial>: this stream is over."""
+        self._end("transferred", hang_up=False)
+
+    @property
+    def speaking(self) -> bool:
+        """The assistant is generating, or the caller has not heard all of it yet."""
+        return self._active is not None or self.ledger.pending()
+
     def _send_dtmf(self) -> None:
         digits, self._dtmf = "".join(self._dtmf), []
         self.to_upstream.append(self.codec.user_text(f"[The caller typed on the keypad: {digits}]"))

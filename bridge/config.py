@@ -54,6 +54,10 @@ class Settings(BaseSettings):
     noise_reduction: Literal["near_field", "far_field", "off"] = "near_field"
     greeting: str = ""
     tools_file: Path | None = None  # HTTP webhook tools (JSON or YAML); see README
+    end_call_tool: bool = True  # the assistant may end the call (after its goodbye was heard)
+    transfer_number: str = ""  # enables transfer_call; the default destination (E.164)
+    transfer_allowlist: str = ""  # other numbers transfer_call may dial, comma-separated
+    twilio_api_base: str = ""  # Twilio REST base URL override (a stand-in); empty = api.twilio.com
     tools_secret: SecretStr | None = None  # signs every tool request (X-Bridge-Signature)
     prefetch_greeting: bool = True  # ask for it while the webhook is answered; see README
 
@@ -109,6 +113,15 @@ class Settings(BaseSettings):
         if value and urlsplit(value).scheme not in ("http", "https"):
             raise ValueError("must be the http(s) base URL the carrier reaches this server at")
         return value.rstrip("/")
+
+    @field_validator("transfer_number", "fallback_number", "transfer_allowlist")
+    @classmethod
+    def _e164(cls, value: str) -> str:
+        from bridge.carrier.twilio_rest import valid_e164
+
+        if not all(valid_e164(n.strip()) for n in value.split(",") if n.strip()):
+            raise ValueError("must be E.164 numbers like +14155550123 (comma-separated for a list)")
+        return value
 
     @field_validator("fallback_audio")
     @classmethod
@@ -179,6 +192,12 @@ class Settings(BaseSettings):
     def demo_mode(self) -> bool:
         """No API key: relay to the in-process Realtime emulator instead of OpenAI."""
         return self.openai_api_key is None or not self.openai_api_key.get_secret_value()
+
+    @property
+    def transfer_numbers(self) -> tuple[str, ...]:
+        """Every number transfer_call may dial, the default first."""
+        listed = (n.strip() for n in self.transfer_allowlist.split(",") if n.strip())
+        return tuple(dict.fromkeys(n for n in (self.transfer_number, *listed) if n))
 
     @property
     def is_azure(self) -> bool:

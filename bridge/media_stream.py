@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -29,9 +30,11 @@ from bridge.carrier.events import (
     PlaybackMark,
 )
 from bridge.carrier.twilio import TwilioCodec
+from bridge.carrier.twilio_rest import TwilioCalls, TwilioRestError
 from bridge.logs import get_logger, mask_number
 from bridge.metrics import BridgeMetrics
 from bridge.realtime.codec import RealtimeProtocolError
+from bridge.tools.builtin import END_CALL, TRANSFER_CALL
 from bridge.tools.toolbox import TOOL_TIMEOUT_S, Toolbox, failure
 from bridge.upstream import UpstreamRefused, UpstreamSession
 
@@ -138,6 +141,9 @@ class StreamContext:
     stream_failed: Callable[[str, str], None]
     authorize: Callable[[CallStarted], bool] | None = None  # None: the stream was authenticated already
     tools: Toolbox | None = None
+    end_call_tool: bool = False
+    transfer_numbers: tuple[str, ...] = ()
+    twilio_calls: Callable[[str], TwilioCalls] | None = None  # REST client for an account sid
     max_call_seconds: int = 0
 
 
@@ -160,6 +166,7 @@ class CallPump:
         self._goodbye_deadline: float | None = None
         self._rate = MessageRate()
         self._tool_tasks: set[asyncio.Task[None]] = set()
+        self.account_sid = ""
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -168,6 +175,7 @@ class CallPump:
         if started is None:
             return
         self.call_id = started.call_sid
+        self.account_sid = started.account_sid
         params = started.custom_parameters
         self.log = self.log.bind(call_sid=started.call_sid, stream_sid=started.stream_sid)
         if self.ctx.authorize is not None and not self.ctx.authorize(started):
@@ -464,6 +472,13 @@ class CallPump:
         """Off the audio path: the call goes on while a tool runs, and a failure is the model's to tell."""
         assert self.call is not None
         started = time.perf_counter()
+        if request.name == END_CALL and self.ctx.end_call_tool:
+            self.call.end_after_goodbye(request)
+            await self._flush()
+            return
+        if request.name == TRANSFER_CALL and self.ctx.transfer_numbers:
+            await self._transfer(request)
+            return
         if self.ctx.tools is None:
             ok, output = False, failure("no tools are configured")
         else:
@@ -479,6 +494,46 @@ class CallPump:
                 self.log.error("tool failed", tool=request.name, error=f"{type(exc).__name__}: {exc}")
                 ok, output = False, failure("the tool failed")
         self.call.tool_result(request, ok, output, (time.perf_counter() - started) * 1000)
+        await self._flush()
+
+    async def _transfer(self, request: ToolRequest) -> None:
+        """Let the caller hear the model's preamble, then have Twilio dial the number (REST <Dial>)."""
+        call = self.call
+        assert call is not None
+        started = time.perf_counter()
+        try:
+            number = str(json.loads(request.arguments or "{}").get("number") or "")
+        except (ValueError, AttributeError):
+            number = ""
+        number = number or self.ctx.transfer_numbers[0]
+        if number not in self.ctx.transfer_numbers:
+            allowed = ", ".join(self.ctx.transfer_numbers)
+            call.tool_result(request, False, failure(f"transfers go only to {allowed}"), 0.0)
+            await self._flush()
+            return
+        for _ in range(300):  # the preamble may take a while to play: wait up to 15 s
+            if not call.speaking:
+                break
+            await asyncio.sleep(0.05)
+        if self.ctx.twilio_calls is None:
+            outcome: str | None = "no Twilio credentials are configured"
+        else:
+            try:
+                async with self.ctx.twilio_calls(self.account_sid) as rest:
+                    await rest.transfer(self.call_id, number)
+                outcome = None
+            except TwilioRestError as exc:
+                outcome = str(exc)
+        elapsed = (time.perf_counter() - started) * 1000
+        if outcome is not None:
+            self.log.error("transfer failed", error=outcome)
+            call.tool_result(
+                request, False, failure("the transfer failed; apologise and offer more help"), elapsed
+            )
+        else:
+            self.log.info("call transferred", to=mask_number(number))
+            call.tool_result(request, True, '{"ok": true}', elapsed)
+            call.transferred()
         await self._flush()
 
     def _record(self, record: LogRecord) -> None:

@@ -30,6 +30,7 @@ from bridge.carrier.signature import (
     webhook_is_signed,
     websocket_url,
 )
+from bridge.carrier.twilio_rest import TwilioCalls
 from bridge.config import Settings
 from bridge.logs import get_logger, mask_number
 from bridge.media_stream import CallLogSink, CallRegistry, NoCallLog, StreamContext, handle_media_stream
@@ -37,6 +38,7 @@ from bridge.metrics import BridgeMetrics, metrics_context, metrics_handler
 from bridge.realtime.codec import SessionOptions
 from bridge.session_pool import PreparedSessions
 from bridge.softphone import setup_softphone_routes
+from bridge.tools.builtin import end_call_definition, transfer_call_definition
 from bridge.tools.toolbox import Toolbox
 from bridge.twiml import (
     CONNECT_DONE_PATH,
@@ -100,8 +102,13 @@ class Bridge:
         if self.twilio_token:
             self.stream_tokens = StreamTokens.from_auth_token(self.twilio_token)
         self.apology = pcm16_to_ulaw(read_wav_mono(self.settings.fallback_audio or APOLOGY_WAV, 8000))
+        builtins = []
+        if self.settings.end_call_tool:
+            builtins.append(end_call_definition())
+        if self.settings.transfer_numbers:
+            builtins.append(transfer_call_definition(self.settings.transfer_numbers))
         self.call_config = CallConfig(
-            session=session_options(self.settings, self.toolbox.definitions()),
+            session=session_options(self.settings, (*builtins, *self.toolbox.definitions())),
             greeting=self.settings.greeting,
             audio_passthrough=self.settings.audio_passthrough,
         )
@@ -167,7 +174,13 @@ class Bridge:
             stream_failed=self.stream_failed,
             authorize=self.stream_authorized if from_twilio else None,
             tools=self.toolbox,
+            end_call_tool=self.settings.end_call_tool,
+            transfer_numbers=self.settings.transfer_numbers,
+            twilio_calls=self.twilio_calls if self.twilio_token else None,
         )
+
+    def twilio_calls(self, account_sid: str) -> TwilioCalls:
+        return TwilioCalls(account_sid, self.twilio_token, api_base=self.settings.twilio_api_base or None)
 
     @property
     def at_capacity(self) -> bool:

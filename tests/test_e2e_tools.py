@@ -5,20 +5,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import web
+from twilio.request_validator import RequestValidator
 
 from bridge.config import load_settings
 from bridge.server import create_app
 from bridge.sim.carrier_emulator import TwilioCallerEmulator
 from bridge.sim.realtime_emulator import EmulatedSession, ScriptedReply
+from bridge.sim.twilio_api import TwilioApiStandIn
 from bridge.tools.toolbox import Toolbox
 from bridge.tools.webhook import verify_signature
-from tests.e2e import ADMIN_TOKEN, RunningBridge, eventually, running_emulator, tone
+from tests.e2e import ADMIN_TOKEN, RunningBridge, eventually, running_bridge, running_emulator, tone
 
 pytestmark = pytest.mark.e2e
 SECRET = "tool-signing-secret"
@@ -112,7 +116,7 @@ async def test_a_webhook_tool_round_trip(tmp_path: Path) -> None:
         session = await emulator.wait_for_session()
         await eventually(lambda: any(e["type"] == "session.update" for e in session.client_events))
         update = next(e for e in session.client_events if e["type"] == "session.update")
-        assert [t["name"] for t in update["session"]["tools"]] == ["lookup_order"]
+        assert [t["name"] for t in update["session"]["tools"]] == ["end_call", "lookup_order"]
         emulator.script_reply(ScriptedReply(tool_call=("lookup_order", {"id": "A-1042"})))
         caller.say(tone(500, 400))
         await eventually(lambda: bool(outputs(session)), timeout_s=10)
@@ -178,3 +182,88 @@ async def test_keypad_digits_reach_the_model(tmp_path: Path) -> None:
         ]
         await eventually(lambda: any("42#" in text for text in texts()), timeout_s=5)
         assert session.rejected == []
+
+
+async def test_end_call_ends_only_after_the_goodbye_was_heard() -> None:
+    async with (
+        running_emulator() as (emulator, realtime_url),
+        running_bridge(realtime_url) as bridge,
+    ):
+        emulator.script_reply(ScriptedReply(tool_call=("end_call", {"reason": "caller said bye"})))
+        emulator.script_reply(ScriptedReply(audio_pcm24k=tone(1500, 700, rate=24000), transcript="Goodbye!"))
+        caller = TwilioCallerEmulator(bridge.media_url)
+        await caller.connect()
+        try:
+            caller.say(tone(500, 400))
+            await caller.wait_closed(timeout_s=15)
+        finally:
+            await caller.hangup()
+        assert caller.closed_by_server
+        assert caller.playout.played_ms_total >= 1500 - 20  # the whole goodbye, then the line closed
+        await eventually(lambda: not bridge.bridge.active_calls)
+        await bridge.bridge.call_log.flush()  # type: ignore[attr-defined]
+        call = await bridge.bridge.store.get_call(caller.call_sid)  # type: ignore[union-attr]
+        assert call is not None and call["end_reason"] == "assistant_ended"
+
+
+async def test_transfer_call_redirects_with_dial_after_the_preamble() -> None:
+    caller = TwilioCallerEmulator("ws://unused")  # its sids are needed before the bridge starts
+    twilio = TwilioApiStandIn(caller.account_sid, "auth-token-for-tests")
+    api_base = await twilio.start()
+    try:
+        async with (
+            running_emulator() as (emulator, realtime_url),
+            running_bridge(
+                realtime_url,
+                TRANSFER_NUMBER="+15550001111",
+                TWILIO_AUTH_TOKEN="auth-token-for-tests",
+                TWILIO_API_BASE=api_base,
+            ) as bridge,
+        ):
+            preamble = tone(800, 700, rate=24000)
+            emulator.script_reply(ScriptedReply(audio_pcm24k=preamble, transcript="Transferring you now."))
+            emulator.script_reply(ScriptedReply(tool_call=("transfer_call", {"reason": "wants a human"})))
+            # With an Auth Token set the bridge checks everything Twilio presents: a signed webhook
+            # first (it issues the stream token), then a signed upgrade carrying that token.
+            form = {"CallSid": caller.call_sid, "AccountSid": caller.account_sid}
+            sdk = RequestValidator("auth-token-for-tests")
+            async with (
+                aiohttp.ClientSession() as http,
+                http.post(
+                    bridge.base_url + "/twilio/voice",
+                    data=form,
+                    headers={
+                        "X-Twilio-Signature": sdk.compute_signature(bridge.base_url + "/twilio/voice", form)
+                    },
+                ) as response,
+            ):
+                twiml = await response.text()
+            token = re.search(r'name="stream_token" value="([^"]+)"', twiml)
+            assert token is not None
+            caller = TwilioCallerEmulator(
+                bridge.media_url,
+                call_sid=caller.call_sid,
+                account_sid=caller.account_sid,
+                custom_parameters={"stream_token": token.group(1)},
+                headers={"X-Twilio-Signature": sdk.compute_signature(bridge.media_url, {})},
+            )
+            await caller.connect()
+            try:
+                caller.say(tone(500, 400))  # "I want a human" -> the preamble
+                await caller.wait_heard(min_ms=600, timeout_s=10)
+                caller.say(tone(500, 400))  # the next turn: the model calls transfer_call
+                await eventually(lambda: bool(twilio.requests), timeout_s=15)
+                await caller.wait_closed(timeout_s=10)
+            finally:
+                await caller.hangup()
+            [request] = twilio.requests
+            assert request.path.endswith(f"/Calls/{caller.call_sid}.json")
+            assert (
+                "<Dial" in request.form["Twiml"] and "<Number>+15550001111</Number>" in request.form["Twiml"]
+            )
+            await eventually(lambda: not bridge.bridge.active_calls)
+            await bridge.bridge.call_log.flush()  # type: ignore[attr-defined]
+            call = await bridge.bridge.store.get_call(caller.call_sid)  # type: ignore[union-attr]
+            assert call is not None and call["end_reason"] == "transferred"
+    finally:
+        await twilio.stop()
