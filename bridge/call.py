@@ -142,7 +142,9 @@ class Call:
         self._goodbye_response: str | None = None  # "" = asked for, id once created
         self._goodbye_spoken = False
         self.tool_requests: list[ToolRequest] = []
-        self._respond_when_idle = False  # a response.create waiting for the active response to end
+        self._last_caller_item: str | None = None  # the newest caller audio item the service has added
+        self._deferred: list[str | None] = []  # responses (their instructions) waiting for an idle moment
+        self._requested: dict[str, str | None] = {}  # our response.create events not yet answered
         self._dtmf: list[str] = []
         self._dtmf_at = 0.0
         self.history: list[tuple[Literal["user", "assistant"], str]] = []  # for a replacement session
@@ -241,6 +243,9 @@ class Call:
                 self.history.append(("user", text))
         elif isinstance(event, rt.ServerError):
             self._server_error(event)
+        elif isinstance(event, rt.ItemAdded):
+            if event.role == "user" and event.item_type == "message":
+                self._last_caller_item = event.item_id
         elif isinstance(event, rt.FunctionCall):
             self._record("tool_call", call_id=event.call_id, name=event.name, arguments=event.arguments)
             self.tool_requests.append(ToolRequest(event.call_id, event.name, event.arguments))
@@ -323,9 +328,11 @@ class Call:
         response = self._responses.pop(event.response_id, None)
         if self._active == event.response_id:
             self._active = None
-        if self._respond_when_idle and self._active is None and self._goodbye is None:
-            self._respond_when_idle = False
-            self.to_upstream.append(self.codec.create_response())
+        if self._requested and response is not None and not response.out_of_band:
+            # Responses answer requests in order; a refused one already left (see _server_error).
+            del self._requested[next(iter(self._requested))]
+        if self._deferred and self._active is None and self._goodbye is None:
+            self._create_response(self._deferred.pop(0))
         if self._goodbye is not None:
             if event.response_id == self._goodbye_response:
                 self._goodbye_spoken = True
@@ -343,6 +350,10 @@ class Call:
 
     def _server_error(self, event: rt.ServerError) -> None:
         code = event.code or ""
+        if code == "conversation_already_has_active_response" and event.client_event_id in self._requested:
+            # The service started a response of its own at the same moment: ours goes next.
+            self._deferred.insert(0, self._requested.pop(event.client_event_id))
+            return
         if code in BENIGN_ERROR_CODES:
             return
         self._record("error", source="upstream", code=code or event.type, message=event.message)
@@ -367,6 +378,17 @@ class Call:
         )
         self.to_upstream.append(self.codec.function_output(request.call_id, output))
         self._respond()
+
+    def inject(self, text: str, image_url: str | None = None, *, respond: bool = False) -> None:
+        """Context from outside (an operator, a CRM): placed right after the caller's latest words."""
+        self.to_upstream.append(self.codec.user_text(text, self._last_caller_item, image_url))
+        self._record("note", text=text or "(image)", injected=True, image=bool(image_url))
+        if respond:
+            self._respond()
+
+    def say(self, text: str) -> None:
+        """Speak this word for word (an operator's announcement), as soon as nothing else is said."""
+        self._respond(f"Say exactly this to the caller, nothing else: {text}")
 
     def end_after_goodbye(self, request: ToolRequest) -> None:
         """The model chose to end the call: it says goodbye, and the line closes once that was heard."""
@@ -396,12 +418,18 @@ class Call:
         self.history.append(("user", f"[keypad: {digits}]"))
         self._respond()
 
-    def _respond(self) -> None:
+    def _respond(self, instructions: str | None = None) -> None:
         """Ask for a response now, or as soon as the one in progress ends (only one may be active)."""
-        if self._active is None and self._goodbye is None:
-            self.to_upstream.append(self.codec.create_response())
-        else:
-            self._respond_when_idle = True
+        idle = self._active is None and not self._requested and self._goodbye is None
+        if idle and not self._deferred:
+            self._create_response(instructions)
+        elif instructions is not None or None not in self._deferred:
+            self._deferred.append(instructions)
+
+    def _create_response(self, instructions: str | None) -> None:
+        event = self.codec.create_response(instructions)
+        self._requested[event["event_id"]] = instructions
+        self.to_upstream.append(event)
 
     # -- barge-in ---------------------------------------------------------------------------------
 

@@ -325,6 +325,26 @@ class CallPump:
             self.call.hang_up(reason)
             asyncio.get_running_loop().create_task(self._flush())
 
+    def control(self, action: Callable[[Call], None]) -> None:
+        """Apply an operator's action to the call; what it produces goes out with a flush."""
+        if self.call is not None and self.call.end_reason is None:
+            action(self.call)
+            asyncio.get_running_loop().create_task(self._flush())
+
+    async def transfer_now(self, number: str) -> str | None:
+        """An operator's transfer: Twilio dials `number` now. Returns why it failed, or None."""
+        if self.call is None or self.ctx.twilio_calls is None:
+            return "no Twilio credentials are configured"
+        try:
+            async with self.ctx.twilio_calls(self.account_sid) as rest:
+                await rest.transfer(self.call_id, number)
+        except TwilioRestError as exc:
+            return str(exc)
+        self.log.info("call transferred by an operator", to=mask_number(number))
+        self.call.transferred()
+        await self._flush()
+        return None
+
     def say_goodbye(self, reason: str) -> None:
         """End the call after the assistant's goodbye has been heard (at most GOODBYE_LIMIT_S)."""
         if self.call is None or self._goodbye_deadline is not None:

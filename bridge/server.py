@@ -32,6 +32,7 @@ from bridge.carrier.signature import (
 )
 from bridge.carrier.twilio_rest import TwilioCalls
 from bridge.config import Settings
+from bridge.control_api import setup_control_routes
 from bridge.logs import get_logger, mask_number
 from bridge.media_stream import CallLogSink, CallRegistry, NoCallLog, StreamContext, handle_media_stream
 from bridge.metrics import BridgeMetrics, metrics_context, metrics_handler
@@ -406,6 +407,9 @@ def create_app(
     if store is not None:
         setup_calllog_routes(app, store, admin_token)
     admin = AdminAuth(admin_token)
+    setup_control_routes(
+        app, bridge.active_calls, is_authorized=admin.authenticated, dialect=settings.realtime_dialect
+    )
     setup_softphone_routes(app, media_handler=browser_media_socket, is_authorized=admin.authenticated)
     if settings.metrics_port == 0:  # otherwise served on its own, unexposed port
         app.router.add_get(

@@ -348,3 +348,21 @@ def test_keypad_digits_reach_the_model_as_one_entry() -> None:
     call.carrier_event(Dtmf("9"), 5000)
     call.carrier_event(Dtmf("#"), 5100)  # '#' ends an entry at once
     assert "9#" in call.drain()[1][0]["item"]["content"][0]["text"]
+
+
+def test_a_refused_response_request_is_asked_again_when_the_line_is_free() -> None:
+    call, _ = started_call()
+    call.say("Please hold.")
+    [create] = call.drain()[1]
+    # The service started a response of its own (server VAD) at the same moment and refused ours.
+    call.realtime_event(rt.ResponseCreated("r_vad"), 10)
+    call.realtime_event(
+        rt.ServerError(
+            "invalid_request_error", "conversation_already_has_active_response", "busy", create["event_id"]
+        ),
+        11,
+    )
+    assert call.drain()[1:] == ([], [])  # not an error worth logging: it is queued
+    call.realtime_event(rt.ResponseDone("r_vad", "completed", None, None), 500)
+    [again] = call.drain()[1]
+    assert again["type"] == "response.create" and "Please hold." in again["response"]["instructions"]

@@ -47,6 +47,7 @@ END_REASONS = (
     "shutdown",
     "interrupted",
     "timeout",
+    "operator_ended",
 )
 
 _TOTAL_COLUMNS = (

@@ -310,11 +310,17 @@ class RealtimeCodec:
             event["response"] = response
         return event
 
-    def user_text(self, text: str, previous_item_id: str | None = None) -> dict[str, Any]:
+    def user_text(
+        self, text: str, previous_item_id: str | None = None, image_url: str | None = None
+    ) -> dict[str, Any]:
+        """A user message; `image_url` (a PNG/JPEG data URI) is GA only."""
+        content: list[dict[str, Any]] = [{"type": "input_text", "text": text}] if text else []
+        if image_url:
+            content.append({"type": "input_image", "image_url": image_url})
         event: dict[str, Any] = {
             "type": "conversation.item.create",
             "event_id": self._event_id(),
-            "item": {"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]},
+            "item": {"type": "message", "role": "user", "content": content},
         }
         if previous_item_id:
             event["previous_item_id"] = previous_item_id
