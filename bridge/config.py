@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     noise_reduction: Literal["near_field", "far_field", "off"] = "near_field"
     greeting: str = ""
     tools_file: Path | None = None  # HTTP webhook tools (JSON or YAML); see README
+    post_call_summary: bool = True  # ask the model for a summary once the caller has gone
+    dispositions: str = "resolved,follow_up_needed,transferred,escalated,unresolved,spam"
     end_call_tool: bool = True  # the assistant may end the call (after its goodbye was heard)
     transfer_number: str = ""  # enables transfer_call; the default destination (E.164)
     transfer_allowlist: str = ""  # other numbers transfer_call may dial, comma-separated
@@ -192,6 +194,10 @@ class Settings(BaseSettings):
     def demo_mode(self) -> bool:
         """No API key: relay to the in-process Realtime emulator instead of OpenAI."""
         return self.openai_api_key is None or not self.openai_api_key.get_secret_value()
+
+    @property
+    def disposition_list(self) -> tuple[str, ...]:
+        return tuple(d.strip() for d in self.dispositions.split(",") if d.strip())
 
     @property
     def transfer_numbers(self) -> tuple[str, ...]:

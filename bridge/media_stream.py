@@ -33,7 +33,9 @@ from bridge.carrier.twilio import TwilioCodec
 from bridge.carrier.twilio_rest import TwilioCalls, TwilioRestError
 from bridge.logs import get_logger, mask_number
 from bridge.metrics import BridgeMetrics
+from bridge.realtime import events as rt
 from bridge.realtime.codec import RealtimeProtocolError
+from bridge.summary import SUMMARY_METADATA, parse_summary, summary_instructions
 from bridge.tools.builtin import END_CALL, TRANSFER_CALL
 from bridge.tools.toolbox import TOOL_TIMEOUT_S, Toolbox, failure
 from bridge.upstream import UpstreamRefused, UpstreamSession
@@ -44,6 +46,7 @@ START_TIMEOUT_S = 10.0
 MAX_CARRIER_MESSAGE = 64 * 1024
 MAX_BAD_MESSAGES = 50  # beyond this a stream is not a confused carrier but a broken or hostile one
 TICK_S = 0.5
+SUMMARY_TIMEOUT_S = 15.0  # the phone leg is already closed; this only bounds the session's life
 GOODBYE_LIMIT_S = 20.0  # a goodbye that never finishes playing still ends the call
 MAX_MESSAGES_PER_S = 250  # Twilio sends ~50 media messages a second plus mark echoes and DTMF
 MAX_SESSION_REPLACEMENTS = 5  # per call: an upstream that keeps failing is not worth more tries
@@ -61,6 +64,7 @@ class CallLogSink(Protocol):
     def event(self, call_id: str, kind: str, data: dict[str, Any], at: datetime | None = None) -> None: ...
     def usage(self, call_id: str, usage: dict[str, Any]) -> None: ...
     def call_ended(self, call_id: str, reason: str) -> None: ...
+    def summary(self, call_id: str, summary: str, disposition: str | None) -> None: ...
 
 
 class NoCallLog:
@@ -74,6 +78,9 @@ class NoCallLog:
         pass
 
     def call_ended(self, call_id: str, reason: str) -> None:
+        pass
+
+    def summary(self, call_id: str, summary: str, disposition: str | None) -> None:
         pass
 
 
@@ -144,6 +151,7 @@ class StreamContext:
     end_call_tool: bool = False
     transfer_numbers: tuple[str, ...] = ()
     twilio_calls: Callable[[str], TwilioCalls] | None = None  # REST client for an account sid
+    dispositions: tuple[str, ...] = ()  # empty: no post-call summary
     max_call_seconds: int = 0
 
 
@@ -277,6 +285,31 @@ class CallPump:
                 return "error"
         return self.call.end_reason or "caller_hangup"
 
+    async def _summarise(self) -> None:
+        """Ask the still-open session for a summary (out of band: it never joins the conversation)."""
+        upstream = self.upstream
+        if upstream is None or self.call is None or not self.call.history:
+            return
+        codec = upstream.codec
+        request = codec.create_response(
+            summary_instructions(self.ctx.dispositions),
+            out_of_band=True,
+            text_only=True,
+            metadata=SUMMARY_METADATA,
+        )
+        await upstream.socket.send(codec.encode(request).decode())
+        text = ""
+        async with asyncio.timeout(SUMMARY_TIMEOUT_S):
+            async for message in upstream.socket:
+                event = codec.decode(message)
+                if isinstance(event, rt.OutputTextDone | rt.OutputTranscriptDone):
+                    text = event.text if isinstance(event, rt.OutputTextDone) else event.transcript
+                elif isinstance(event, rt.ResponseDone) and event.metadata == SUMMARY_METADATA:
+                    break
+        if (summary := parse_summary(text, self.ctx.dispositions)) is not None:
+            self.ctx.call_log.summary(self.call_id, summary.summary, summary.disposition)
+            self.log.info("post-call summary", disposition=summary.disposition)
+
     async def _apologise(self) -> None:
         """The model is gone: the caller hears a short apology, then Twilio moves on (see
         `connect_done`: the fallback number if there is one)."""
@@ -300,14 +333,11 @@ class CallPump:
             if not self.ws.closed:
                 with contextlib.suppress(Exception):
                     await self._apologise()
-        if self.upstream is not None:
-            with contextlib.suppress(Exception):
-                await self.upstream.socket.close()
-        if not self.ws.closed:
+        if not self.ws.closed:  # the phone leg first: nothing below may keep the caller on the line
             with contextlib.suppress(Exception):
                 await self.ws.close(code=1000, message=reason.encode()[:120])
         call = self.call
-        self.ctx.call_log.call_ended(self.call_id, reason)
+        self.ctx.call_log.call_ended(self.call_id, reason)  # the call ended when the line did
         self.ctx.metrics.call_ended(reason)
         self.log.info(
             "call ended",
@@ -318,6 +348,12 @@ class CallPump:
             sequence_gaps=self.carrier.sequence_gaps,
             bad_messages=self.bad_messages,
         )
+        if self.ctx.dispositions and reason not in ("upstream_failure", "shutdown", "error"):
+            with contextlib.suppress(Exception):
+                await self._summarise()
+        if self.upstream is not None:
+            with contextlib.suppress(Exception):
+                await self.upstream.socket.close()
 
     def end(self, reason: str) -> None:
         """End the call now (shutdown, admin hang-up): the hang-up goes out with the next flush."""

@@ -177,6 +177,7 @@ class Bridge:
             tools=self.toolbox,
             end_call_tool=self.settings.end_call_tool,
             transfer_numbers=self.settings.transfer_numbers,
+            dispositions=self.settings.disposition_list if self.settings.post_call_summary else (),
             twilio_calls=self.twilio_calls if self.twilio_token else None,
         )
 

@@ -60,4 +60,13 @@ class CallEndedOp:
     reason: str
 
 
-LogOp = CallStartedOp | EventOp | CallTotalsOp | CallEndedOp
+@dataclass(frozen=True, slots=True)
+class CallSummaryOp:
+    """The model's post-call summary; it arrives after the call ended."""
+
+    call_id: str
+    summary: str
+    disposition: str | None
+
+
+LogOp = CallStartedOp | EventOp | CallTotalsOp | CallEndedOp | CallSummaryOp

@@ -20,7 +20,7 @@ from typing import Any
 import structlog
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 
-from bridge.calllog.ops import CallEndedOp, CallStartedOp, CallTotalsOp, EventOp, LogOp
+from bridge.calllog.ops import CallEndedOp, CallStartedOp, CallSummaryOp, CallTotalsOp, EventOp, LogOp
 from bridge.calllog.pricing import PriceTable, TokenUsage
 from bridge.calllog.store import CallStore
 
@@ -200,6 +200,15 @@ class CallRecorder:
                 self._ended.popitem(last=False)
         except Exception:
             log.exception("calllog.record_failed", method="call_ended", call_id=call_id)
+
+    def summary(self, call_id: str, summary: str, disposition: str | None) -> None:
+        """The model's post-call summary (it comes after the call ended)."""
+        try:
+            self._put(
+                CallSummaryOp(call_id=call_id, summary=summary, disposition=disposition), essential=True
+            )
+        except Exception:
+            log.exception("calllog.record_failed", method="summary", call_id=call_id)
 
     # ---- internals ----------------------------------------------------------------------------
 

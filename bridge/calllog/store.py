@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import StaticPool
 
 from bridge.calllog.migrate import upgrade_to_head
-from bridge.calllog.ops import CallEndedOp, CallStartedOp, CallTotalsOp, EventOp, LogOp
+from bridge.calllog.ops import CallEndedOp, CallStartedOp, CallSummaryOp, CallTotalsOp, EventOp, LogOp
 from bridge.calllog.schema import TRANSCRIPT_KINDS, UTCDateTime, call_events, calls
 
 END_REASONS = (
@@ -77,7 +77,7 @@ def _engine_options(database: str, memory_mode: bool, is_sqlite: bool) -> dict[s
         options["pool_pre_ping"] = True  # a restarted PostgreSQL leaves dead pooled connections
         # A query stuck on a half-dead network link fails after this many seconds instead of holding
         # the writer forever; the recorder then treats it like any outage and retries.
-        options["connect_args"] = {"command_timeout": 60}
+        options["connect_args"] = {"command_timeout": 60, "timeout": 5}  # a connect that hangs is an outage
     elif database in ("", ":memory:") or memory_mode:
         # One shared connection, or every pooled connection would see its own empty database.
         options["poolclass"] = StaticPool
@@ -138,6 +138,7 @@ class CallStore:
         events: list[dict[str, Any]] = []
         totals: dict[str, CallTotalsOp] = {}
         ends: dict[str, CallEndedOp] = {}
+        summaries: dict[str, CallSummaryOp] = {}
         for op in ops:
             if isinstance(op, EventOp):
                 events.append(_event_row(op))
@@ -147,6 +148,8 @@ class CallStore:
                 starts.append(_call_row(op))
             elif isinstance(op, CallEndedOp):
                 ends.setdefault(op.call_id, op)  # the first end is the real one
+            elif isinstance(op, CallSummaryOp):
+                summaries[op.call_id] = op
         async with self.engine.begin() as conn:
             # Starts first: a batch may hold a call's start and everything after it.
             if starts:
@@ -162,6 +165,16 @@ class CallStore:
                 )
             if ends:
                 await self._end_calls(conn, list(ends.values()))
+            if summaries:
+                await conn.execute(
+                    update(calls)
+                    .where(calls.c.call_id == bindparam("b_call_id"))
+                    .values(summary=bindparam("b_summary"), disposition=bindparam("b_disposition")),
+                    [
+                        {"b_call_id": op.call_id, "b_summary": op.summary, "b_disposition": op.disposition}
+                        for op in summaries.values()
+                    ],
+                )
 
     def _insert_ignoring_duplicates(self, table: Any, keys: list[str]) -> Insert:
         if self._dialect == "postgresql":
