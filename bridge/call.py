@@ -53,6 +53,8 @@ class CallConfig:
     session: SessionOptions
     greeting: str = ""
     audio_passthrough: bool = False
+    review_turns: bool = False  # RESPONSE_MODE=manual (the session's create_response is off)
+    transcribed: bool = False  # input transcription is on: a turn's review waits for its words
 
     def opening_events(
         self, codec: RealtimeCodec, *, configured: bool = False, greeted: bool = False
@@ -71,6 +73,14 @@ class ToolRequest:
     call_id: str
     name: str
     arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class TurnReview:
+    """RESPONSE_MODE=manual: the caller finished a turn; the pump asks the hook before we answer."""
+
+    item_id: str
+    transcript: str
 
 
 @dataclass(slots=True)
@@ -142,6 +152,7 @@ class Call:
         self._goodbye_response: str | None = None  # "" = asked for, id once created
         self._goodbye_spoken = False
         self.tool_requests: list[ToolRequest] = []
+        self.turn_reviews: list[TurnReview] = []
         self._last_caller_item: str | None = None  # the newest caller audio item the service has added
         self._deferred: list[str | None] = []  # responses (their instructions) waiting for an idle moment
         self._requested: dict[str, str | None] = {}  # our response.create events not yet answered
@@ -232,7 +243,12 @@ class Call:
                     self._goodbye_response = event.response_id
         elif isinstance(event, rt.ResponseDone):
             self._response_done(event)
+        elif isinstance(event, rt.InputCommitted):
+            if self.config.review_turns and not self.config.transcribed:
+                self.turn_reviews.append(TurnReview(event.item_id, ""))
         elif isinstance(event, rt.InputTranscript):
+            if self.config.review_turns and self.config.transcribed:
+                self.turn_reviews.append(TurnReview(event.item_id, event.transcript.strip()))
             if event.transcript.strip():
                 # Transcripts arrive late; the line belongs where the caller began to speak.
                 at = self._speech_started_at.pop(event.item_id, None)
@@ -241,6 +257,9 @@ class Call:
                     LogRecord("caller_transcript", {"item_id": event.item_id, "text": text}, at)
                 )
                 self.history.append(("user", text))
+        elif isinstance(event, rt.InputTranscriptFailed):
+            if self.config.review_turns and self.config.transcribed:
+                self.turn_reviews.append(TurnReview(event.item_id, ""))  # unheard words still get an answer
         elif isinstance(event, rt.ServerError):
             self._server_error(event)
         elif isinstance(event, rt.ItemAdded):
@@ -389,6 +408,19 @@ class Call:
     def say(self, text: str) -> None:
         """Speak this word for word (an operator's announcement), as soon as nothing else is said."""
         self._respond(f"Say exactly this to the caller, nothing else: {text}")
+
+    def turn_reviewed(self, review: TurnReview, context: str) -> None:
+        """The hook has seen the caller's turn: add what it returned right after it, then answer."""
+        if self.end_reason is not None:
+            return
+        if context:
+            self.to_upstream.append(self.codec.user_text(context, review.item_id))
+            self._record("note", text=context, injected=True, source="before_response")
+        self._respond()
+
+    def take_turn_reviews(self) -> list[TurnReview]:
+        reviews, self.turn_reviews = self.turn_reviews, []
+        return reviews
 
     def end_after_goodbye(self, request: ToolRequest) -> None:
         """The model chose to end the call: it says goodbye, and the line closes once that was heard."""

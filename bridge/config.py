@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     noise_reduction: Literal["near_field", "far_field", "off"] = "near_field"
     greeting: str = ""
     tools_file: Path | None = None  # HTTP webhook tools (JSON or YAML); see README
+    response_mode: Literal["auto", "manual"] = "auto"  # manual: BEFORE_RESPONSE_URL sees each turn first
+    before_response_url: str = ""
     post_call_summary: bool = True  # ask the model for a summary once the caller has gone
     dispositions: str = "resolved,follow_up_needed,transferred,escalated,unresolved,spam"
     end_call_tool: bool = True  # the assistant may end the call (after its goodbye was heard)
@@ -124,6 +126,15 @@ class Settings(BaseSettings):
         if not all(valid_e164(n.strip()) for n in value.split(",") if n.strip()):
             raise ValueError("must be E.164 numbers like +14155550123 (comma-separated for a list)")
         return value
+
+    @model_validator(mode="after")
+    def _manual_needs_a_hook(self) -> Settings:
+        if self.response_mode == "manual" and urlsplit(self.before_response_url).scheme not in (
+            "http",
+            "https",
+        ):
+            raise ValueError("RESPONSE_MODE=manual needs BEFORE_RESPONSE_URL, an http(s) URL")
+        return self
 
     @field_validator("fallback_audio")
     @classmethod

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from aiohttp import WSMsgType, web
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 
-from bridge.call import Call, CallConfig, LogRecord, ToolRequest
+from bridge.call import Call, CallConfig, LogRecord, ToolRequest, TurnReview
 from bridge.carrier.events import (
     CallEnded,
     CallStarted,
@@ -152,6 +152,7 @@ class StreamContext:
     transfer_numbers: tuple[str, ...] = ()
     twilio_calls: Callable[[str], TwilioCalls] | None = None  # REST client for an account sid
     dispositions: tuple[str, ...] = ()  # empty: no post-call summary
+    before_response_url: str = ""  # RESPONSE_MODE=manual
     max_call_seconds: int = 0
 
 
@@ -519,10 +520,28 @@ class CallPump:
                         await self.upstream.socket.send(codec.encode(event).decode())
         for record in records:
             self._record(record)
-        for request in call.take_tool_requests():
-            task = asyncio.get_running_loop().create_task(self._run_tool(request))
+        for job in [
+            *map(self._run_tool, call.take_tool_requests()),
+            *map(self._review, call.take_turn_reviews()),
+        ]:
+            task = asyncio.get_running_loop().create_task(job)
             self._tool_tasks.add(task)
             task.add_done_callback(self._tool_tasks.discard)
+
+    async def _review(self, review: TurnReview) -> None:
+        """RESPONSE_MODE=manual: the hook sees the caller's turn before the model answers it."""
+        assert self.call is not None
+        context = ""
+        if self.ctx.tools is not None and self.ctx.before_response_url:
+            turn = {"item_id": review.item_id, "transcript": review.transcript}
+            try:
+                context = await self.ctx.tools.before_response(
+                    self.ctx.before_response_url, turn, {"call_id": self.call_id}
+                )
+            except Exception as exc:
+                self.log.error("before-response hook failed", error=f"{type(exc).__name__}: {exc}")
+        self.call.turn_reviewed(review, context)
+        await self._flush()
 
     async def _run_tool(self, request: ToolRequest) -> None:
         """Off the audio path: the call goes on while a tool runs, and a failure is the model's to tell."""

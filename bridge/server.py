@@ -72,6 +72,7 @@ def session_options(settings: Settings, tools: tuple[dict[str, Any], ...] = ()) 
         vad_silence_duration_ms=settings.vad_silence_duration_ms,
         vad_eagerness=settings.vad_eagerness,
         interrupt_response=settings.vad_interrupt_response,
+        create_response=settings.response_mode == "auto",
         transcription_model=settings.input_transcription_model,
         noise_reduction=settings.noise_reduction,
         prompt_id=settings.realtime_prompt_id,
@@ -112,6 +113,8 @@ class Bridge:
             session=session_options(self.settings, (*builtins, *self.toolbox.definitions())),
             greeting=self.settings.greeting,
             audio_passthrough=self.settings.audio_passthrough,
+            review_turns=self.settings.response_mode == "manual",
+            transcribed=bool(self.settings.input_transcription_model),
         )
 
     async def open_upstream(self) -> UpstreamSession:
@@ -178,6 +181,7 @@ class Bridge:
             end_call_tool=self.settings.end_call_tool,
             transfer_numbers=self.settings.transfer_numbers,
             dispositions=self.settings.disposition_list if self.settings.post_call_summary else (),
+            before_response_url=self.settings.before_response_url,
             twilio_calls=self.twilio_calls if self.twilio_token else None,
         )
 

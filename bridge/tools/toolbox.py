@@ -14,6 +14,8 @@ from bridge.tools.webhook import ToolResult, WebhookTool, call_webhook_tool, loa
 
 # A tool that outlives this is reported to the model as failed; the call never waits on it.
 TOOL_TIMEOUT_S = 30.0
+# The caller is waiting in silence for the answer: the hook gets little time, then we answer anyway.
+BEFORE_RESPONSE_TIMEOUT_S = 2.0
 
 
 def failure(message: str) -> str:
@@ -42,6 +44,29 @@ class Toolbox:
         if self._session is None:
             self._session = aiohttp.ClientSession()
         return await call_webhook_tool(self._session, tool, arguments, context, self.secret)
+
+    async def before_response(self, url: str, turn: dict[str, Any], context: dict[str, Any]) -> str:
+        """RESPONSE_MODE=manual: show the hook the caller's turn; the text it returns (if any) is added
+        to the conversation before the answer. Same body, signature and limits as a tool call."""
+        hook = WebhookTool(
+            name="before_response",
+            description="",
+            parameters={"type": "object"},
+            url=url,
+            timeout_s=BEFORE_RESPONSE_TIMEOUT_S,
+            headers={},
+        )
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        result = await call_webhook_tool(self._session, hook, json.dumps(turn), context, self.secret)
+        if not result.ok:
+            return ""
+        try:
+            answer = json.loads(result.output)
+        except ValueError:
+            return ""
+        added = answer.get("context") if isinstance(answer, dict) else None
+        return added.strip() if isinstance(added, str) else ""
 
     async def close(self) -> None:
         if self._session is not None:
