@@ -42,6 +42,20 @@ class RunningBridge:
 
 
 @contextlib.asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    """Serve `app` on a free loopback port; yields its base URL (http://127.0.0.1:PORT)."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
 async def running_bridge(realtime_url: str, **env: str) -> AsyncIterator[RunningBridge]:
     # A file, as in production: in-memory SQLite is one connection shared by every transaction, so
     # the retention purge at start-up could interleave with the writer's first batch.
@@ -49,15 +63,10 @@ async def running_bridge(realtime_url: str, **env: str) -> AsyncIterator[Running
     env = {"CALL_LOG_URL": f"sqlite+aiosqlite:///{workdir}/calls.db", "ADMIN_TOKEN": ADMIN_TOKEN, **env}
     settings = load_settings({"REALTIME_URL": realtime_url, "OPENAI_API_KEY": "sk-test", **env})
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
     try:
-        yield RunningBridge(f"http://{host}:{port}", app)
+        async with serving(app) as base_url:
+            yield RunningBridge(base_url, app)
     finally:
-        await runner.cleanup()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

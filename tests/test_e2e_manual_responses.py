@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from bridge.sim.carrier_emulator import TwilioCallerEmulator
-from tests.e2e import running_bridge, running_emulator, tone
+from tests.e2e import running_bridge, running_emulator, serving, tone
 
 pytestmark = pytest.mark.e2e
 
@@ -25,15 +25,8 @@ async def hook_server(context: str) -> AsyncIterator[tuple[str, list[dict]]]:
 
     app = web.Application()
     app.router.add_post("/before", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}/before", seen
-    finally:
-        await runner.cleanup()
+    async with serving(app) as base_url:
+        yield f"{base_url}/before", seen
 
 
 async def test_the_hook_sees_the_turn_and_its_context_comes_before_the_answer() -> None:

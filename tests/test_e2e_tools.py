@@ -22,7 +22,15 @@ from bridge.sim.realtime_emulator import EmulatedSession, ScriptedReply
 from bridge.sim.twilio_api import TwilioApiStandIn
 from bridge.tools.toolbox import Toolbox
 from bridge.tools.webhook import verify_signature
-from tests.e2e import ADMIN_TOKEN, RunningBridge, eventually, running_bridge, running_emulator, tone
+from tests.e2e import (
+    ADMIN_TOKEN,
+    RunningBridge,
+    eventually,
+    running_bridge,
+    running_emulator,
+    serving,
+    tone,
+)
 
 pytestmark = pytest.mark.e2e
 SECRET = "tool-signing-secret"
@@ -49,15 +57,8 @@ async def tool_server(delay_s: float = 0.0) -> AsyncIterator[tuple[str, list[dic
 
     app = web.Application()
     app.router.add_post("/lookup", lookup)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield f"http://{host}:{port}/lookup", received
-    finally:
-        await runner.cleanup()
+    async with serving(app) as base_url:
+        yield f"{base_url}/lookup", received
 
 
 @contextlib.asynccontextmanager
@@ -72,15 +73,8 @@ async def bridge_with_tools(realtime_url: str, tools_file: Path) -> AsyncIterato
     )
     toolbox = Toolbox.from_file(tools_file, {"CRM_TOKEN": "crm-secret"}, SECRET)
     app = create_app(settings, toolbox=toolbox)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    try:
-        yield RunningBridge(f"http://{host}:{port}", app)
-    finally:
-        await runner.cleanup()
+    async with serving(app) as base_url:
+        yield RunningBridge(base_url, app)
 
 
 def write_tools(path: Path, url: str, timeout_s: float = 5) -> Path:

@@ -64,26 +64,53 @@ def record_refund_call(
         recorder.event(call_id, kind, data, at=started_at + timedelta(seconds=seconds))
 
     ev(0.6, "greeting_latency", ms=640)
-    ev(0.7, "assistant_transcript", item_id="a1",
-       text="Hi, thanks for calling Acme support. How can I help you today?", interrupted=False)
+    ev(
+        0.7,
+        "assistant_transcript",
+        item_id="a1",
+        text="Hi, thanks for calling Acme support. How can I help you today?",
+        interrupted=False,
+    )
     ev(4.1, "caller_transcript", item_id="u1", text="Hi, I'd like a refund for my order from last week.")
     ev(5.9, "turn_latency", ms=820)
     ev(6.0, "tool_call", call_id="t1", name="lookup_order", arguments='{"phone": "last4:1234"}')
-    ev(6.2, "tool_result", call_id="t1", name="lookup_order", ok=True,
-       result={"order": "A-1042", "total": "49.90", "status": "delivered"}, duration_ms=140)
-    ev(6.4, "assistant_transcript", item_id="a2",
-       text="I found order A-1042 for 49 dollars 90. Refunds usually take five to seven business days, "
-            "and you will get an email as soon as it has been processed.",
-       interrupted=True, heard_ms=2300)
+    ev(
+        6.2,
+        "tool_result",
+        call_id="t1",
+        name="lookup_order",
+        ok=True,
+        result={"order": "A-1042", "total": "49.90", "status": "delivered"},
+        duration_ms=140,
+    )
+    ev(
+        6.4,
+        "assistant_transcript",
+        item_id="a2",
+        text="I found order A-1042 for 49 dollars 90. Refunds usually take five to seven business days, "
+        "and you will get an email as soon as it has been processed.",
+        interrupted=True,
+        heard_ms=2300,
+    )
     ev(8.9, "barge_in", item_id="a2", reaction_ms=180, sent_ms=4100, heard_ms=2300)
     ev(9.3, "caller_transcript", item_id="u2", text="Sorry — can you send that email to my work address?")
     ev(10.8, "turn_latency", ms=610)
-    ev(10.9, "assistant_transcript", item_id="a3",
-       text="Of course. Press 1 to confirm the work address we have on file.", interrupted=False)
+    ev(
+        10.9,
+        "assistant_transcript",
+        item_id="a3",
+        text="Of course. Press 1 to confirm the work address we have on file.",
+        interrupted=False,
+    )
     ev(14.2, "dtmf", digit="1")
     ev(15.0, "turn_latency", ms=1450)
-    ev(15.1, "assistant_transcript", item_id="a4",
-       text="Done. Your refund is on its way. Anything else?", interrupted=False)
+    ev(
+        15.1,
+        "assistant_transcript",
+        item_id="a4",
+        text="Done. Your refund is on its way. Anything else?",
+        interrupted=False,
+    )
     ev(18.0, "caller_transcript", item_id="u3", text="No, that's all. Thank you!")
     for _ in range(3):
         recorder.usage(call_id, USAGE)
@@ -109,17 +136,36 @@ def record_transferred_call(
 ) -> None:
     start(recorder, call_id, started_at, from_number=from_number, direction="outbound")
     at = started_at + timedelta(seconds=1)
-    recorder.event(call_id, "assistant_transcript",
-                   {"item_id": "a1", "text": "Hello, this is Acme calling about your delivery.",
-                    "interrupted": False}, at)
-    recorder.event(call_id, "caller_transcript",
-                   {"item_id": "u1", "text": "Can I talk to a person please?"}, at + timedelta(seconds=4))
-    recorder.event(call_id, "tool_call",
-                   {"call_id": "t9", "name": "transfer_call", "arguments": '{"to": "agents"}'},
-                   at + timedelta(seconds=6))
-    recorder.event(call_id, "tool_result",
-                   {"call_id": "t9", "name": "transfer_call", "ok": False, "error": "no agent available",
-                    "duration_ms": 900}, at + timedelta(seconds=7))
+    recorder.event(
+        call_id,
+        "assistant_transcript",
+        {"item_id": "a1", "text": "Hello, this is Acme calling about your delivery.", "interrupted": False},
+        at,
+    )
+    recorder.event(
+        call_id,
+        "caller_transcript",
+        {"item_id": "u1", "text": "Can I talk to a person please?"},
+        at + timedelta(seconds=4),
+    )
+    recorder.event(
+        call_id,
+        "tool_call",
+        {"call_id": "t9", "name": "transfer_call", "arguments": '{"to": "agents"}'},
+        at + timedelta(seconds=6),
+    )
+    recorder.event(
+        call_id,
+        "tool_result",
+        {
+            "call_id": "t9",
+            "name": "transfer_call",
+            "ok": False,
+            "error": "no agent available",
+            "duration_ms": 900,
+        },
+        at + timedelta(seconds=7),
+    )
     recorder.usage(call_id, USAGE)
     recorder.call_ended(call_id, "transferred", at=at + timedelta(seconds=95))
 

@@ -138,8 +138,11 @@ async def test_a_live_call_updates_while_its_page_is_open(site: tuple[str, CallR
     await page.wait_for("document.querySelectorAll('.bubble').length === 1")
     assert "Live" in await page.evaluate("document.querySelector('#badge').innerText")
 
-    recorder.event("CA0009live", "assistant_transcript",
-                   {"item_id": "a1", "text": "Sure, let me check your delivery.", "interrupted": False})
+    recorder.event(
+        "CA0009live",
+        "assistant_transcript",
+        {"item_id": "a1", "text": "Sure, let me check your delivery.", "interrupted": False},
+    )
     problem = {"source": "tool", "code": "timeout", "message": "tracking API slow"}
     recorder.event("CA0009live", "error", problem)
     await recorder.flush()

@@ -44,8 +44,11 @@ def test_transcript_lines() -> None:
         "events": [
             {"at": start + timedelta(seconds=3.2), "kind": "caller_transcript", "data": {"text": "Hello?"}},
             {"at": start + timedelta(seconds=3.5), "kind": "dtmf", "data": {"digit": "5"}},
-            {"at": start + timedelta(seconds=4), "kind": "assistant_transcript",
-             "data": {"text": "Hi there, how can", "interrupted": True}},
+            {
+                "at": start + timedelta(seconds=4),
+                "kind": "assistant_transcript",
+                "data": {"text": "Hi there, how can", "interrupted": True},
+            },
             {"at": start + timedelta(seconds=5), "kind": "caller_transcript", "data": {"text": "  "}},
         ],
     }
@@ -56,8 +59,13 @@ def test_transcript_lines() -> None:
 
 def test_csv_cells_cannot_become_formulas_but_numbers_stay_numbers() -> None:
     row = dict.fromkeys(["call_id", "from_number", "to_number", "summary", "disposition"], "")
-    row.update(call_id="=HYPERLINK(1)", from_number="+*******1234", to_number="+15551231234",
-               summary="+cmd|' /C calc'!A0", disposition="@SUM(1)")
+    row.update(
+        call_id="=HYPERLINK(1)",
+        from_number="+*******1234",
+        to_number="+15551231234",
+        summary="+cmd|' /C calc'!A0",
+        disposition="@SUM(1)",
+    )
     cells = csv_row(row)
     assert "'=HYPERLINK(1)" in cells
     assert "+*******1234" in cells and "+15551231234" in cells

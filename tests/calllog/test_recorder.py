@@ -28,9 +28,21 @@ async def test_a_recorded_call_reads_back_in_order_with_totals(
     assert call is not None
     kinds = [e["kind"] for e in call["events"]]
     assert kinds == [
-        "greeting_latency", "assistant_transcript", "caller_transcript", "turn_latency", "tool_call",
-        "tool_result", "assistant_transcript", "barge_in", "caller_transcript", "turn_latency",
-        "assistant_transcript", "dtmf", "turn_latency", "assistant_transcript", "caller_transcript",
+        "greeting_latency",
+        "assistant_transcript",
+        "caller_transcript",
+        "turn_latency",
+        "tool_call",
+        "tool_result",
+        "assistant_transcript",
+        "barge_in",
+        "caller_transcript",
+        "turn_latency",
+        "assistant_transcript",
+        "dtmf",
+        "turn_latency",
+        "assistant_transcript",
+        "caller_transcript",
     ]
     assert [e["seq"] for e in call["events"]] == list(range(1, 16))
     barge_in = {"item_id": "a2", "reaction_ms": 180, "sent_ms": 4100, "heard_ms": 2300}
@@ -51,8 +63,15 @@ async def test_unknown_models_have_no_cost_and_late_events_still_land(
     store: CallStore, recorder: CallRecorder
 ) -> None:
     recorder.call_started(
-        call_id="CA-x", call_sid="CA-x", stream_sid="MZ", from_number="+1", to_number="+2",
-        direction="browser", model="someone-elses-model", voice="alloy", carrier="browser",
+        call_id="CA-x",
+        call_sid="CA-x",
+        stream_sid="MZ",
+        from_number="+1",
+        to_number="+2",
+        direction="browser",
+        model="someone-elses-model",
+        voice="alloy",
+        carrier="browser",
     )
     recorder.usage("CA-x", USAGE)
     recorder.call_ended("CA-x", "caller_hangup")

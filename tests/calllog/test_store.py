@@ -32,8 +32,16 @@ async def test_migrations_build_the_schema_on_an_empty_database(db_url: str) -> 
 
 async def test_calls_and_events_round_trip(store: CallStore) -> None:
     start = CallStartedOp(
-        call_id="CA1", call_sid="CA1", stream_sid="MZ1", carrier="twilio", from_number="+15551231234",
-        to_number="+15557654321", direction="inbound", model="gpt-realtime", voice="marin", started_at=T0,
+        call_id="CA1",
+        call_sid="CA1",
+        stream_sid="MZ1",
+        carrier="twilio",
+        from_number="+15551231234",
+        to_number="+15557654321",
+        direction="inbound",
+        model="gpt-realtime",
+        voice="marin",
+        started_at=T0,
         metadata={"campaign": "winter"},
     )
     batch = [
@@ -78,12 +86,31 @@ async def test_the_first_end_wins(store: CallStore) -> None:
 
 async def seed_for_filters(recorder: CallRecorder) -> None:
     record_simple_call(recorder, "CA-a", T0, from_number="+15551231234", said="I want a REFUND please")
-    record_simple_call(recorder, "CA-b", T0 + timedelta(hours=1), from_number="+15559999999",
-                       to_number="+15551234000", said="Where is my parcel?", reason="transferred")
-    record_simple_call(recorder, "CA-c", T0 + timedelta(hours=2), from_number="+442071838750",
-                       said="100% sure, use code a_b", reason="error")
-    record_simple_call(recorder, "CA-d", T0 + timedelta(days=1), from_number="+15550001234",
-                       said="Ich möchte eine Rückerstattung, ÄRGERLICH", reason=None)
+    record_simple_call(
+        recorder,
+        "CA-b",
+        T0 + timedelta(hours=1),
+        from_number="+15559999999",
+        to_number="+15551234000",
+        said="Where is my parcel?",
+        reason="transferred",
+    )
+    record_simple_call(
+        recorder,
+        "CA-c",
+        T0 + timedelta(hours=2),
+        from_number="+442071838750",
+        said="100% sure, use code a_b",
+        reason="error",
+    )
+    record_simple_call(
+        recorder,
+        "CA-d",
+        T0 + timedelta(days=1),
+        from_number="+15550001234",
+        said="Ich möchte eine Rückerstattung, ÄRGERLICH",
+        reason=None,
+    )
     recorder.event("CA-d", "tool_call", {"call_id": "t", "name": "refund", "arguments": "{}"})
     await recorder.flush()
 
