@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,7 +25,12 @@ from tests.calllog.sample_calls import record_day_of_calls
 
 pytestmark = pytest.mark.browser
 
-SCREENSHOTS = REPO / "docs" / "screenshots"
+# The docs' copies are rewritten only on request, so a test run leaves the working tree clean.
+SCREENSHOTS = (
+    REPO / "docs" / "screenshots"
+    if os.environ.get("BRIDGE_UPDATE_SCREENSHOTS")
+    else Path(tempfile.gettempdir()) / "bridge-screenshots"
+)
 
 
 @pytest.fixture
