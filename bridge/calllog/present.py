@@ -7,6 +7,8 @@ import re
 from datetime import datetime
 from typing import Any
 
+from bridge.calllog.schema import TOTAL_COLUMNS
+
 _DIGIT = re.compile(r"\d")
 _PHONE_LIKE = re.compile(r"[+\-]?[\d*\s().\-]*")
 
@@ -84,16 +86,7 @@ CSV_COLUMNS = (
     "carrier",
     "model",
     "voice",
-    "input_text_tokens",
-    "input_audio_tokens",
-    "input_cached_tokens",
-    "output_text_tokens",
-    "output_audio_tokens",
-    "cost_usd",
-    "turn_latency_p50_ms",
-    "turn_latency_max_ms",
-    "barge_in_count",
-    "error_count",
+    *TOTAL_COLUMNS,
     "disposition",
     "summary",
     "call_sid",

@@ -118,3 +118,17 @@ call_events = Table(
 )
 
 TRANSCRIPT_KINDS = ("caller_transcript", "assistant_transcript")
+
+# The per-call totals the recorder keeps current while a call runs.
+TOTAL_COLUMNS = (
+    "input_text_tokens",
+    "input_audio_tokens",
+    "input_cached_tokens",
+    "output_text_tokens",
+    "output_audio_tokens",
+    "cost_usd",
+    "turn_latency_p50_ms",
+    "turn_latency_max_ms",
+    "barge_in_count",
+    "error_count",
+)

@@ -36,7 +36,7 @@ from sqlalchemy.pool import StaticPool
 
 from bridge.calllog.migrate import upgrade_to_head
 from bridge.calllog.ops import CallEndedOp, CallStartedOp, CallSummaryOp, CallTotalsOp, EventOp, LogOp
-from bridge.calllog.schema import TRANSCRIPT_KINDS, UTCDateTime, call_events, calls
+from bridge.calllog.schema import TOTAL_COLUMNS, TRANSCRIPT_KINDS, UTCDateTime, call_events, calls
 
 END_REASONS = (
     "caller_hangup",
@@ -50,18 +50,6 @@ END_REASONS = (
     "operator_ended",
 )
 
-_TOTAL_COLUMNS = (
-    "input_text_tokens",
-    "input_audio_tokens",
-    "input_cached_tokens",
-    "output_text_tokens",
-    "output_audio_tokens",
-    "cost_usd",
-    "turn_latency_p50_ms",
-    "turn_latency_max_ms",
-    "barge_in_count",
-    "error_count",
-)
 
 _EXPORT_PAGE = 200
 
@@ -160,7 +148,7 @@ class CallStore:
                 await conn.execute(
                     update(calls)
                     .where(calls.c.call_id == bindparam("b_call_id"))
-                    .values({name: bindparam(f"b_{name}") for name in _TOTAL_COLUMNS}),
+                    .values({name: bindparam(f"b_{name}") for name in TOTAL_COLUMNS}),
                     [_totals_row(op) for op in totals.values()],
                 )
             if ends:
@@ -417,7 +405,7 @@ def _call_row(op: CallStartedOp) -> dict[str, Any]:
 
 
 def _totals_row(op: CallTotalsOp) -> dict[str, Any]:
-    return {"b_call_id": op.call_id, **{f"b_{name}": getattr(op, name) for name in _TOTAL_COLUMNS}}
+    return {"b_call_id": op.call_id, **{f"b_{name}": getattr(op, name) for name in TOTAL_COLUMNS}}
 
 
 def _event_row(op: EventOp) -> dict[str, Any]:
