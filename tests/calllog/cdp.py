@@ -12,12 +12,14 @@ import itertools
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 VIEWPORT = (1280, 800)
 
@@ -115,6 +117,20 @@ class Page:
         self._reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._reader
+
+
+def chromium_executable() -> str:
+    """The Chromium to drive; skips only on BRIDGE_SKIP_BROWSER=1, else fails saying how to get one."""
+    if os.environ.get("BRIDGE_SKIP_BROWSER") == "1":
+        pytest.skip("BRIDGE_SKIP_BROWSER=1")
+    path = os.environ.get("BRIDGE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).exists():
+        pytest.fail(
+            "The browser tests need Chromium: run `bash .ci/chromium.sh` (Debian's chromium package),\n"
+            "point BRIDGE_CHROMIUM at a Chromium binary, or set BRIDGE_SKIP_BROWSER=1 to skip them.",
+            pytrace=False,
+        )
+    return path
 
 
 def _write(path: Path, data: bytes) -> None:

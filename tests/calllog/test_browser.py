@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -19,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from bridge.calllog import CallRecorder, CallStore, setup_calllog_routes
-from tests.calllog.cdp import Browser, Page
+from tests.calllog.cdp import Browser, Page, chromium_executable
 from tests.calllog.conftest import ADMIN_TOKEN, REPO
 from tests.calllog.sample_calls import record_day_of_calls
 
@@ -35,16 +34,7 @@ SCREENSHOTS = (
 
 @pytest.fixture
 def chromium() -> str:
-    if os.environ.get("BRIDGE_SKIP_BROWSER") == "1":
-        pytest.skip("BRIDGE_SKIP_BROWSER=1")
-    path = os.environ.get("BRIDGE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(path).exists():
-        pytest.fail(
-            "The browser tests need Chromium: run `bash .ci/chromium.sh` (Debian's chromium package),\n"
-            "point BRIDGE_CHROMIUM at a Chromium binary, or set BRIDGE_SKIP_BROWSER=1 to skip them.",
-            pytrace=False,
-        )
-    return path
+    return chromium_executable()
 
 
 @pytest.fixture

@@ -6,8 +6,6 @@ Needs Debian's `chromium` (`bash .ci/chromium.sh` installs it); BRIDGE_SKIP_BROW
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import wave
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -25,7 +23,7 @@ from bridge.calllog.auth import COOKIE_NAME, AdminAuth
 from bridge.config import load_settings
 from bridge.server import BRIDGE_KEY, create_app
 from bridge.sim.realtime_emulator import RealtimeEmulator
-from tests.calllog.cdp import Browser, Page
+from tests.calllog.cdp import Browser, Page, chromium_executable
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "softphone-test-token-0123456789"
@@ -42,16 +40,7 @@ def session_cookie() -> str:
 
 @pytest.fixture
 def chromium() -> str:
-    if os.environ.get("BRIDGE_SKIP_BROWSER") == "1":
-        pytest.skip("BRIDGE_SKIP_BROWSER=1")
-    path = os.environ.get("BRIDGE_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(path).exists():
-        pytest.fail(
-            "The browser tests need Chromium: run `bash .ci/chromium.sh` (Debian's chromium package),\n"
-            "point BRIDGE_CHROMIUM at a Chromium binary, or set BRIDGE_SKIP_BROWSER=1 to skip them.",
-            pytrace=False,
-        )
-    return path
+    return chromium_executable()
 
 
 def write_microphone_wav(path: Path, *, lead_in_s: float, tail_s: float) -> Path:
