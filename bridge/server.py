@@ -130,8 +130,7 @@ class Bridge:
         session = await self.open_upstream()
         prefetch = self.settings.prefetch_greeting
         # Without the prefetch the greeting is asked for once a stream claims the session.
-        greeting_config = self.call_config if prefetch else CallConfig(self.call_config.session)
-        for event in greeting_config.opening_events(session.codec):
+        for event in self.call_config.opening_events(session.codec, greeted=not prefetch):
             await session.socket.send(session.codec.encode(event).decode())
         session.configured, session.greeted = True, prefetch
         return session
