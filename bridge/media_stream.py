@@ -370,16 +370,24 @@ class CallPump:
 
     async def transfer_now(self, number: str) -> str | None:
         """An operator's transfer: Twilio dials `number` now. Returns why it failed, or None."""
-        if self.call is None or self.ctx.twilio_calls is None:
+        if self.call is None:
+            return "the call has not started"
+        if (problem := await self._twilio_transfer(number)) is not None:
+            return problem
+        self.log.info("call transferred by an operator", to=mask_number(number))
+        self.call.transferred()
+        await self._flush()
+        return None
+
+    async def _twilio_transfer(self, number: str) -> str | None:
+        """Have Twilio replace this call's TwiML with a <Dial> (REST). Returns why it failed, or None."""
+        if self.ctx.twilio_calls is None:
             return "no Twilio credentials are configured"
         try:
             async with self.ctx.twilio_calls(self.account_sid) as rest:
                 await rest.transfer(self.call_id, number)
         except TwilioRestError as exc:
             return str(exc)
-        self.log.info("call transferred by an operator", to=mask_number(number))
-        self.call.transferred()
-        await self._flush()
         return None
 
     def say_goodbye(self, reason: str) -> None:
@@ -520,10 +528,13 @@ class CallPump:
                         await self.upstream.socket.send(codec.encode(event).decode())
         for record in records:
             self._record(record)
-        for job in [
-            *map(self._run_tool, call.take_tool_requests()),
-            *map(self._review, call.take_turn_reviews()),
-        ]:
+        if call.tool_requests or call.turn_reviews:  # rare: the per-frame flush stays free of it
+            self._start_jobs(call)
+
+    def _start_jobs(self, call: Call) -> None:
+        """Tools and turn reviews run beside the call, never on the audio path."""
+        jobs = [*map(self._run_tool, call.take_tool_requests()), *map(self._review, call.take_turn_reviews())]
+        for job in jobs:
             task = asyncio.get_running_loop().create_task(job)
             self._tool_tasks.add(task)
             task.add_done_callback(self._tool_tasks.discard)
@@ -590,15 +601,7 @@ class CallPump:
             if not call.speaking:
                 break
             await asyncio.sleep(0.05)
-        if self.ctx.twilio_calls is None:
-            outcome: str | None = "no Twilio credentials are configured"
-        else:
-            try:
-                async with self.ctx.twilio_calls(self.account_sid) as rest:
-                    await rest.transfer(self.call_id, number)
-                outcome = None
-            except TwilioRestError as exc:
-                outcome = str(exc)
+        outcome = await self._twilio_transfer(number)
         elapsed = (time.perf_counter() - started) * 1000
         if outcome is not None:
             self.log.error("transfer failed", error=outcome)
