@@ -69,6 +69,12 @@ async def test_injected_context_lands_after_the_callers_words_then_the_model_ans
             ),
             timeout_s=10,
         )
+        transfer = f"/api/calls/{caller.call_sid}/transfer"
+        assert await post(bridge.base_url, transfer, {"number": "555-1234"}) == 400
+        assert (
+            await post(bridge.base_url, transfer, {"number": "+15550001111"}) == 502
+        )  # no Twilio credentials
+        assert not caller.ended  # a failed transfer leaves the call as it was
         assert await post(bridge.base_url, f"/api/calls/{caller.call_sid}/hangup") == 200
         await caller.wait_closed(timeout_s=5)
         assert session.rejected == []
