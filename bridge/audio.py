@@ -31,6 +31,8 @@ from __future__ import annotations
 import audioop
 import math
 import sys
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -211,3 +213,108 @@ class StreamingResampler:
         self._buf = buf
         self._head = 0
         self._tail = live
+
+
+Encoding = Literal["pcmu", "pcma", "l16"]
+_SILENCE = {"pcmu": 0xFF, "pcma": 0xD5, "l16": 0x00}
+
+
+@dataclass(frozen=True, slots=True)
+class AudioFormat:
+    """Mono audio on one side of the bridge: G.711 µ-law or A-law, or PCM16 LE (L16) at `rate`."""
+
+    encoding: Encoding
+    rate: int
+
+    @property
+    def bytes_per_sample(self) -> int:
+        return 2 if self.encoding == "l16" else 1
+
+    @property
+    def bytes_per_ms(self) -> int:
+        return self.rate * self.bytes_per_sample // 1000
+
+    def frame_bytes(self, ms: int = 20) -> int:
+        return ms * self.bytes_per_ms
+
+    def silence(self, n_bytes: int) -> bytes:
+        return bytes([_SILENCE[self.encoding]]) * n_bytes
+
+    def to_pcm16(self, data: bytes) -> bytes:
+        if self.encoding == "pcmu":
+            return ulaw_to_pcm16(data)
+        if self.encoding == "pcma":
+            pcm = audioop.alaw2lin(data, 2)
+            return pcm if sys.byteorder == "little" else audioop.byteswap(pcm, 2)
+        return data
+
+    def from_pcm16(self, pcm16: bytes) -> bytes:
+        if self.encoding == "pcmu":
+            return pcm16_to_ulaw(pcm16)
+        if self.encoding == "pcma":
+            native = pcm16 if sys.byteorder == "little" else audioop.byteswap(pcm16, 2)
+            return audioop.lin2alaw(native, 2)
+        return pcm16
+
+
+PCMU_8K = AudioFormat("pcmu", 8000)
+PCMA_8K = AudioFormat("pcma", 8000)
+L16_8K = AudioFormat("l16", 8000)
+L16_16K = AudioFormat("l16", 16000)
+L16_24K = AudioFormat("l16", 24000)  # what the Realtime model hears and speaks (audio/pcm)
+
+
+def _g711_table(src: AudioFormat, dst: AudioFormat) -> bytes:
+    return dst.from_pcm16(src.to_pcm16(bytes(range(256))))
+
+
+class Transcoder:
+    """One direction of a call's audio, `src` in and `dst` out, streaming (state kept across chunks).
+
+    Same format: passed through. G.711 to G.711 at one rate: a byte table. Anything else: decode to
+    PCM16, resample with a `StreamingResampler` if the rates differ, encode. A PCM16 sample split
+    across two chunks is held until its other half arrives.
+    """
+
+    def __init__(self, src: AudioFormat, dst: AudioFormat) -> None:
+        self.src = src
+        self.dst = dst
+        self._table: bytes | None = None
+        self._resampler: StreamingResampler | None = None
+        if src != dst and src.rate == dst.rate and "l16" not in (src.encoding, dst.encoding):
+            self._table = _g711_table(src, dst)
+        elif src.rate != dst.rate:
+            self._resampler = StreamingResampler(src.rate, dst.rate)
+        self._odd = b""
+
+    @property
+    def delay_ms(self) -> float:
+        return self._resampler.delay_ms if self._resampler is not None else 0.0
+
+    def process(self, data: bytes) -> bytes:
+        if self.src == self.dst:
+            return data
+        if self._table is not None:
+            return data.translate(self._table)
+        if self.src.encoding == "l16":
+            data = self._odd + data
+            whole = len(data) - len(data) % 2
+            self._odd = data[whole:]
+            data = data[:whole]
+        pcm = self.src.to_pcm16(data)
+        if self._resampler is not None:
+            pcm = self._resampler.process(pcm)
+        return self.dst.from_pcm16(pcm) if pcm else b""
+
+    def flush(self) -> bytes:
+        """The resampler's tail (the end of the last input); the transcoder is reset afterwards."""
+        self._odd = b""
+        if self._resampler is None:
+            return b""
+        tail = self._resampler.flush()
+        return self.dst.from_pcm16(tail) if tail else b""
+
+    def reset(self) -> None:
+        self._odd = b""
+        if self._resampler is not None:
+            self._resampler.reset()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from bridge.audio import StreamingResampler, pcm16_to_ulaw, ulaw_to_pcm16
+from bridge.audio import L16_24K, PCMU_8K, Transcoder
 from bridge.carrier.events import (
     CallEnded,
     CallerAudio,
@@ -28,7 +28,7 @@ from bridge.ledger import ItemPlayback, PlaybackLedger
 from bridge.realtime import events as rt
 from bridge.realtime.codec import RealtimeCodec, SessionOptions
 
-FRAME_BYTES = 160  # 20 ms of µ-law at 8 kHz
+FRAME_MS = 20  # the carriers' frame: 160 bytes of µ-law at 8 kHz
 MARK_EVERY_FRAMES = 5  # a mark per 100 ms bounds how stale our view of playback can be
 PROBE_INTERVAL_MS = 2000.0  # while idle: keeps the round-trip window fresh at no audible cost
 DTMF_QUIET_MS = 1500.0  # digits typed within this of each other are one entry (an account number)
@@ -124,13 +124,15 @@ class Call:
         self.records: list[LogRecord] = []
         self.end_reason: str | None = None
 
-        self.ledger = PlaybackLedger()
-        self._inbound = None if config.audio_passthrough else StreamingResampler(8000, 24000)
-        self._outbound = None if config.audio_passthrough else StreamingResampler(24000, 8000)
+        line = started.line
+        model = PCMU_8K if config.audio_passthrough else L16_24K
+        self.ledger = PlaybackLedger(bytes_per_ms=line.bytes_per_ms)
+        self._inbound = Transcoder(line, model)
+        self._outbound = Transcoder(model, line)
+        self._frame_bytes = line.frame_bytes(FRAME_MS)
         self._out_item: str | None = None
         self._out_content = 0
-        self._out_pending = bytearray()  # µ-law not yet a whole frame
-        self._out_odd = b""  # half a PCM16 sample left over from the last delta
+        self._out_pending = bytearray()  # line audio not yet a whole frame
         self._frames_since_mark = 0
         self._responses: dict[str, _Response] = {}
         self._active: str | None = None  # the response writing to the conversation
@@ -138,8 +140,8 @@ class Call:
         self._audio_done: set[str] = set()
         self._received_ms: dict[str, float] = {}  # model audio per item: what the service holds
         # Our output lags the model's audio by the resampler's delay; the truncate speaks model time.
-        self._output_lag_ms = self._outbound.delay_ms if self._outbound is not None else 0.0
-        self._model_bytes_per_ms = 8 if config.audio_passthrough else 48
+        self._output_lag_ms = self._outbound.delay_ms
+        self._model_bytes_per_ms = model.bytes_per_ms
         self._transcripts: dict[str, str] = {}
         self._speech_stopped_at: float | None = None
         self._speech_started_at: dict[str, float] = {}  # caller item -> when the caller began speaking
@@ -189,13 +191,10 @@ class Call:
         elif isinstance(event, CallStarted):
             self._record("error", source="carrier", code="duplicate_start", message="second start ignored")
 
-    def _relay_caller_audio(self, ulaw: bytes) -> None:
-        if self._inbound is None:
-            self.to_upstream.append(self.codec.append_audio(ulaw))
-            return
-        pcm24k = self._inbound.process(ulaw_to_pcm16(ulaw))
-        if pcm24k:
-            self.to_upstream.append(self.codec.append_audio(pcm24k))
+    def _relay_caller_audio(self, audio: bytes) -> None:
+        converted = self._inbound.process(audio)
+        if converted:
+            self.to_upstream.append(self.codec.append_audio(converted))
 
     def tick(self, now: float) -> None:
         """Called periodically by the pump: keeps the round-trip estimate fresh while idle."""
@@ -283,14 +282,7 @@ class Call:
         self._received_ms[event.item_id] = (
             self._received_ms.get(event.item_id, 0.0) + len(event.audio) / self._model_bytes_per_ms
         )
-        if self._outbound is None:
-            self._out_pending += event.audio
-        else:
-            # A sample split across deltas (or a stray byte) must not reach the resampler unpaired.
-            audio = self._out_odd + event.audio
-            whole = len(audio) - len(audio) % 2
-            self._out_odd = audio[whole:]
-            self._out_pending += pcm16_to_ulaw(self._outbound.process(audio[:whole]))
+        self._out_pending += self._outbound.process(event.audio)
         self._send_frames(now, final=False)
 
     def _send_frames(self, now: float, *, final: bool) -> None:
@@ -299,8 +291,9 @@ class Call:
             return
         pending = self._out_pending
         offset = 0
-        while len(pending) - offset >= FRAME_BYTES or (final and offset < len(pending)):
-            frame = bytes(pending[offset : offset + FRAME_BYTES])
+        frame_bytes = self._frame_bytes
+        while len(pending) - offset >= frame_bytes or (final and offset < len(pending)):
+            frame = bytes(pending[offset : offset + frame_bytes])
             offset += len(frame)
             idle = not self.ledger.pending()
             self.to_carrier.append(PlayAudio(frame))
@@ -332,9 +325,7 @@ class Call:
         """Send the rest of the current item's audio, including the resampler's tail."""
         if self._out_item is None:
             return
-        if self._outbound is not None:
-            self._out_pending += pcm16_to_ulaw(self._outbound.flush())  # flush() also resets it
-            self._out_odd = b""
+        self._out_pending += self._outbound.flush()  # flush() also resets it
         self._send_frames(now, final=True)
         self._out_item = None
 
@@ -472,9 +463,7 @@ class Call:
         self.to_carrier.append(ClearPlayback())  # First, before any bookkeeping: the caller hears this.
         playbacks = {p.item_id: p for p in self.ledger.clear(now)}
         self._out_pending.clear()
-        self._out_odd = b""
-        if self._outbound is not None:
-            self._outbound.reset()
+        self._outbound.reset()
         interrupted_item = self._out_item
         self._out_item = None
 
@@ -583,9 +572,7 @@ class Call:
         self._transcripts.clear()
         self._out_item = None
         self._out_pending.clear()
-        self._out_odd = b""
-        if self._outbound is not None:
-            self._outbound.reset()
+        self._outbound.reset()
         self.to_upstream.extend(self.config.opening_events(codec, greeted=True))
         self.to_upstream.extend(codec.history_item(role, text) for role, text in self.history)
         if self._goodbye is not None and not self._goodbye_spoken:

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -18,10 +18,13 @@ from typing import Any, Protocol
 from aiohttp import WSMsgType, web
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 
+from bridge.audio import PCMU_8K, Transcoder
 from bridge.call import Call, CallConfig, LogRecord, ToolRequest, TurnReview
 from bridge.carrier.events import (
     CallEnded,
     CallStarted,
+    CarrierCommand,
+    CarrierEvent,
     CarrierProtocolError,
     ClearPlayback,
     Hangup,
@@ -29,8 +32,6 @@ from bridge.carrier.events import (
     PlayAudio,
     PlaybackMark,
 )
-from bridge.carrier.twilio import TwilioCodec
-from bridge.carrier.twilio_rest import TwilioCalls, TwilioRestError
 from bridge.logs import get_logger, mask_number
 from bridge.metrics import BridgeMetrics
 from bridge.realtime import events as rt
@@ -150,7 +151,6 @@ class StreamContext:
     tools: Toolbox | None = None
     end_call_tool: bool = False
     transfer_numbers: tuple[str, ...] = ()
-    twilio_calls: Callable[[str], TwilioCalls] | None = None  # REST client for an account sid
     dispositions: tuple[str, ...] = ()  # empty: no post-call summary
     before_response_url: str = ""  # RESPONSE_MODE=manual
     max_call_seconds: int = 0
@@ -160,40 +160,175 @@ def now_ms() -> float:
     return time.monotonic() * 1000.0
 
 
-class CallPump:
-    def __init__(self, ctx: StreamContext, ws: web.WebSocketResponse, remote: str) -> None:
-        self.ctx = ctx
+class CarrierCodec(Protocol):
+    """A carrier's media-stream dialect, sans-IO (see `bridge.carrier.twilio.TwilioCodec`)."""
+
+    carrier: str  # its name in the call log: "twilio", "telnyx", ...
+    sequence_gaps: int
+    play_chunk_ms: int  # the most audio one message may carry (an apology is sent in such pieces)
+
+    def decode(self, data: str | bytes) -> CarrierEvent | None: ...
+    def encode(self, command: CarrierCommand) -> str | bytes | None: ...
+
+
+Transfer = Callable[[CallStarted, str], Awaitable[str | None]]  # -> why it failed, or None
+
+
+class CarrierLeg(Protocol):
+    """The caller's side of one call, whatever carries it: a media-stream websocket, a SIP dialog."""
+
+    carrier: str
+    log: Any  # rebound with the call's ids once it started
+    started: CallStarted | None
+
+    @property
+    def closed(self) -> bool: ...
+    async def wait_for_start(self) -> CallStarted | None: ...
+    def events(self) -> AsyncIterator[tuple[CarrierEvent, float]]: ...
+    async def send(self, command: CarrierCommand) -> None: ...
+    async def close(self, reason: str, code: int = 1000) -> None: ...
+    async def apologise(self, audio: bytes) -> None: ...
+    async def transfer(self, number: str) -> str | None: ...
+    def stats(self) -> dict[str, int]: ...
+
+
+class WebSocketLeg:
+    """A carrier's media stream on an aiohttp websocket, spoken through that carrier's codec."""
+
+    def __init__(
+        self, ws: web.WebSocketResponse, codec: CarrierCodec, logger: Any, transfer: Transfer | None = None
+    ) -> None:
         self.ws = ws
-        self.carrier = TwilioCodec()
-        self.log = log.bind(remote=remote)
+        self.codec = codec
+        self.carrier = codec.carrier
+        self.log = logger
+        self.bad_messages = 0
+        self.started: CallStarted | None = None
+        self._rate = MessageRate()
+        self._transfer = transfer
+
+    @property
+    def closed(self) -> bool:
+        return self.ws.closed
+
+    def stats(self) -> dict[str, int]:
+        return {"sequence_gaps": self.codec.sequence_gaps, "bad_messages": self.bad_messages}
+
+    async def wait_for_start(self) -> CallStarted | None:
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                async for event, _ in self.events():
+                    if isinstance(event, CallStarted):
+                        self.started = event
+                        return event
+                    if isinstance(event, CallEnded):
+                        if event.reason == "error" and not self.ws.closed:
+                            await self.ws.close(code=1008, message=b"protocol error")
+                        return None
+        except TimeoutError:
+            self.log.warning("no start message in time, closing stream", seconds=START_TIMEOUT_S)
+            await self.ws.close(code=1008, message=b"no start")
+        return None
+
+    async def events(self) -> AsyncIterator[tuple[CarrierEvent, float]]:
+        """Decoded events with their arrival time. A flood or a stream of junk ends the call."""
+        async for msg in self.ws:
+            now = now_ms()
+            if self._rate.exceeded(now):
+                self.log.warning("carrier message flood, closing stream", limit_per_s=MAX_MESSAGES_PER_S)
+                yield CallEnded("error"), now
+                return
+            if msg.type == WSMsgType.ERROR:
+                return
+            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                continue
+            try:
+                event = self.codec.decode(msg.data)
+            except CarrierProtocolError as exc:
+                self._bad(str(exc))
+                if self.bad_messages > MAX_BAD_MESSAGES:
+                    yield CallEnded("error"), now
+                    return
+                continue
+            if event is not None:
+                yield event, now
+
+    async def send(self, command: CarrierCommand) -> None:
+        if isinstance(command, Hangup):
+            await self.close(command.reason)
+            return
+        data = self.codec.encode(command)
+        if data is None or self.ws.closed:
+            return
+        if isinstance(data, str):
+            await self.ws.send_str(data)
+        else:
+            await self.ws.send_bytes(data)
+
+    async def close(self, reason: str, code: int = 1000) -> None:
+        if not self.ws.closed:
+            await self.ws.close(code=code, message=reason.encode()[:120])
+
+    async def apologise(self, audio: bytes) -> None:
+        """The model is gone: the caller hears `audio` (line format) whole, or hangs up meanwhile."""
+        if self.started is None:
+            return
+        bytes_per_ms = self.started.line.bytes_per_ms
+        await self.send(ClearPlayback())
+        piece = self.codec.play_chunk_ms * bytes_per_ms
+        for i in range(0, len(audio), piece):
+            await self.send(PlayAudio(audio[i : i + piece]))
+        await self.send(Mark("apology"))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(len(audio) / bytes_per_ms / 1000 + 5):
+                async for event, _ in self.events():
+                    if event == PlaybackMark("apology") or isinstance(event, CallEnded):
+                        return
+
+    async def transfer(self, number: str) -> str | None:
+        if self._transfer is None or self.started is None:
+            return f"transfers are not available on {self.carrier} calls"
+        return await self._transfer(self.started, number)
+
+    def _bad(self, reason: str) -> None:
+        self.bad_messages += 1
+        # Once per stream at warning; a flood of junk must not become a flood of log lines.
+        if self.bad_messages == 1:
+            self.log.warning("bad carrier message ignored", reason=reason)
+        else:
+            self.log.debug("bad carrier message ignored", reason=reason, count=self.bad_messages)
+
+
+class CallPump:
+    def __init__(self, ctx: StreamContext, leg: CarrierLeg, logger: Any) -> None:
+        self.ctx = ctx
+        self.leg = leg
+        self.log = logger
         self.call: Call | None = None
         self.upstream: UpstreamSession | None = None
         self.call_id = ""
-        self.bad_messages = 0
         self._carrier_lock = asyncio.Lock()
         self._upstream_lock = asyncio.Lock()
         self._goodbye_deadline: float | None = None
-        self._rate = MessageRate()
         self._tool_tasks: set[asyncio.Task[None]] = set()
-        self.account_sid = ""
 
     # -- lifecycle --------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        started = await self._wait_for_start()
+        started = await self.leg.wait_for_start()
         if started is None:
             return
         self.call_id = started.call_sid
-        self.account_sid = started.account_sid
         params = started.custom_parameters
         self.log = self.log.bind(call_sid=started.call_sid, stream_sid=started.stream_sid)
+        self.leg.log = self.log
         if self.ctx.authorize is not None and not self.ctx.authorize(started):
             self.log.warning("stream token rejected: not a stream this server's webhook answered")
-            await self.ws.close(code=1008, message=b"unauthorized")
+            await self.leg.close("unauthorized", code=1008)
             return
         if not self.ctx.active_calls.add(self.call_id, self):
             self.log.warning("second stream for a call already in progress refused")
-            await self.ws.close(code=1008, message=b"duplicate call")
+            await self.leg.close("duplicate call", code=1008)
             return
         self.ctx.call_log.call_started(
             call_id=self.call_id,
@@ -202,7 +337,7 @@ class CallPump:
             from_number=params.get("from", ""),
             to_number=params.get("to", ""),
             direction=params.get("direction", "inbound"),
-            carrier="browser" if params.get("direction") == "browser" else "twilio",
+            carrier="browser" if params.get("direction") == "browser" else self.leg.carrier,
             model=self.ctx.model,
             voice=self.ctx.voice,
         )
@@ -215,34 +350,6 @@ class CallPump:
         finally:
             await self._close(reason)
             self.ctx.active_calls.remove(self.call_id, self)
-
-    async def _wait_for_start(self) -> CallStarted | None:
-        try:
-            async with asyncio.timeout(START_TIMEOUT_S):
-                async for msg in self.ws:
-                    if self._rate.exceeded(now_ms()):
-                        self.log.warning("carrier message flood before start, closing")
-                        await self.ws.close(code=1008, message=b"message flood")
-                        return None
-                    if msg.type != WSMsgType.TEXT:
-                        self._bad("binary frame on a JSON stream")
-                        continue
-                    try:
-                        event = self.carrier.decode(msg.data)
-                    except CarrierProtocolError as exc:
-                        self._bad(str(exc))
-                        if self.bad_messages > MAX_BAD_MESSAGES:
-                            await self.ws.close(code=1008, message=b"protocol error")
-                            return None
-                        continue
-                    if isinstance(event, CallStarted):
-                        return event
-                    if isinstance(event, CallEnded):
-                        return None
-        except TimeoutError:
-            self.log.warning("no start message in time, closing stream", seconds=START_TIMEOUT_S)
-            await self.ws.close(code=1008, message=b"no start")
-        return None
 
     async def _connected(self, started: CallStarted) -> str:
         try:
@@ -311,32 +418,15 @@ class CallPump:
             self.ctx.call_log.summary(self.call_id, summary.summary, summary.disposition)
             self.log.info("post-call summary", disposition=summary.disposition)
 
-    async def _apologise(self) -> None:
-        """The model is gone: the caller hears a short apology, then Twilio moves on (see
-        `connect_done`: the fallback number if there is one)."""
-        send = self.ws.send_str
-        await send(self.carrier.encode(ClearPlayback()))
-        audio = self.ctx.apology
-        for i in range(0, len(audio), 8000):  # a second per message; Twilio takes any size
-            await send(self.carrier.encode(PlayAudio(audio[i : i + 8000])))
-        await send(self.carrier.encode(Mark("apology")))
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(len(audio) / 8000 + 5):
-                async for msg in self.ws:
-                    with contextlib.suppress(CarrierProtocolError):
-                        event = self.carrier.decode(msg.data) if msg.type == WSMsgType.TEXT else None
-                        if event == PlaybackMark("apology") or isinstance(event, CallEnded):
-                            return
-
     async def _close(self, reason: str) -> None:
         if reason == "upstream_failure":
             self.ctx.stream_failed(self.call_id, reason)
-            if not self.ws.closed:
+            if not self.leg.closed:
                 with contextlib.suppress(Exception):
-                    await self._apologise()
-        if not self.ws.closed:  # the phone leg first: nothing below may keep the caller on the line
+                    await self.leg.apologise(self._apology())
+        if not self.leg.closed:  # the phone leg first: nothing below may keep the caller on the line
             with contextlib.suppress(Exception):
-                await self.ws.close(code=1000, message=reason.encode()[:120])
+                await self.leg.close(reason)
         call = self.call
         self.ctx.call_log.call_ended(self.call_id, reason)  # the call ended when the line did
         self.ctx.metrics.call_ended(reason)
@@ -346,8 +436,7 @@ class CallPump:
             frames_in=call.frames_in if call else 0,
             frames_out=call.frames_out if call else 0,
             barge_ins=call.barge_ins if call else 0,
-            sequence_gaps=self.carrier.sequence_gaps,
-            bad_messages=self.bad_messages,
+            **self.leg.stats(),
         )
         if self.ctx.dispositions and reason not in ("upstream_failure", "shutdown", "error"):
             with contextlib.suppress(Exception):
@@ -372,23 +461,18 @@ class CallPump:
         """An operator's transfer: Twilio dials `number` now. Returns why it failed, or None."""
         if self.call is None:
             return "the call has not started"
-        if (problem := await self._twilio_transfer(number)) is not None:
+        if (problem := await self.leg.transfer(number)) is not None:
             return problem
         self.log.info("call transferred by an operator", to=mask_number(number))
         self.call.transferred()
         await self._flush()
         return None
 
-    async def _twilio_transfer(self, number: str) -> str | None:
-        """Have Twilio replace this call's TwiML with a <Dial> (REST). Returns why it failed, or None."""
-        if self.ctx.twilio_calls is None:
-            return "no Twilio credentials are configured"
-        try:
-            async with self.ctx.twilio_calls(self.account_sid) as rest:
-                await rest.transfer(self.call_id, number)
-        except TwilioRestError as exc:
-            return str(exc)
-        return None
+    def _apology(self) -> bytes:
+        """The apology (µ-law 8 kHz) in this call's line format."""
+        assert self.leg.started is not None
+        converter = Transcoder(PCMU_8K, self.leg.started.line)
+        return converter.process(self.ctx.apology) + converter.flush()
 
     def say_goodbye(self, reason: str) -> None:
         """End the call after the assistant's goodbye has been heard (at most GOODBYE_LIMIT_S)."""
@@ -402,35 +486,14 @@ class CallPump:
     # -- pumps ------------------------------------------------------------------------------------
 
     async def _carrier_loop(self) -> None:
-        assert self.call is not None
-        async for msg in self.ws:
-            now = now_ms()
-            if self._rate.exceeded(now):
-                self.log.warning("carrier message flood, closing stream", limit_per_s=MAX_MESSAGES_PER_S)
-                self.call.hang_up("error")
-                await self._flush()
-                return
-            if msg.type != WSMsgType.TEXT:
-                if msg.type == WSMsgType.ERROR:
-                    return
-                self._bad("binary frame on a JSON stream")
-                continue
-            try:
-                event = self.carrier.decode(msg.data)
-            except CarrierProtocolError as exc:
-                self._bad(str(exc))
-                if self.bad_messages > MAX_BAD_MESSAGES:
-                    self.call.hang_up("error")
-                    await self._flush()
-                    return
-                continue
-            if event is None:
-                continue
+        call = self.call
+        assert call is not None
+        async for event, now in self.leg.events():
             started = time.perf_counter()
-            self.call.carrier_event(event, now)
+            call.carrier_event(event, now)
             await self._flush()
             self.ctx.metrics.carrier_frame(time.perf_counter() - started)
-            if isinstance(event, CallEnded) or self.call.end_reason is not None:
+            if isinstance(event, CallEnded) or call.end_reason is not None:
                 return
 
     async def _upstream_loop(self) -> None:
@@ -511,14 +574,11 @@ class CallPump:
         if to_carrier:
             async with self._carrier_lock:
                 for command in to_carrier:
+                    await self.leg.send(command)
                     if isinstance(command, Hangup):
-                        await self.ws.close(code=1000, message=command.reason.encode()[:120])
                         break
-                    text = self.carrier.encode(command)
-                    if text is not None and not self.ws.closed:
-                        await self.ws.send_str(text)
-                        if isinstance(command, ClearPlayback):
-                            call.clear_written(now_ms())
+                    if isinstance(command, ClearPlayback):
+                        call.clear_written(now_ms())
             records += call.drain()[2]
         if to_upstream and self.upstream is not None:
             codec = self.upstream.codec
@@ -583,7 +643,7 @@ class CallPump:
         await self._flush()
 
     async def _transfer(self, request: ToolRequest) -> None:
-        """Let the caller hear the model's preamble, then have Twilio dial the number (REST <Dial>)."""
+        """Let the caller hear the model's preamble, then have the carrier connect the number."""
         call = self.call
         assert call is not None
         started = time.perf_counter()
@@ -601,7 +661,7 @@ class CallPump:
             if not call.speaking:
                 break
             await asyncio.sleep(0.05)
-        outcome = await self._twilio_transfer(number)
+        outcome = await self.leg.transfer(number)
         elapsed = (time.perf_counter() - started) * 1000
         if outcome is not None:
             self.log.error("transfer failed", error=outcome)
@@ -627,19 +687,15 @@ class CallPump:
             level = "warning" if record.kind == "error" else "info"
             getattr(self.log, level)(record.kind.replace("_", " "), **record.data)
 
-    def _bad(self, reason: str) -> None:
-        self.bad_messages += 1
-        # Once per stream at warning; a flood of junk must not become a flood of log lines.
-        if self.bad_messages == 1:
-            self.log.warning("bad carrier message ignored", reason=reason)
-        else:
-            self.log.debug("bad carrier message ignored", reason=reason, count=self.bad_messages)
 
-
-async def handle_media_stream(ctx: StreamContext, request: web.Request) -> web.StreamResponse:
+async def handle_media_stream(
+    ctx: StreamContext, request: web.Request, codec: CarrierCodec, transfer: Transfer | None = None
+) -> web.StreamResponse:
+    """Serve one carrier media-stream websocket as a call."""
     ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_CARRIER_MESSAGE, compress=False)
     await ws.prepare(request)
-    pump = CallPump(ctx, ws, request.remote or "")
+    logger = log.bind(remote=request.remote or "", carrier=codec.carrier)
+    pump = CallPump(ctx, WebSocketLeg(ws, codec, logger, transfer), logger)
     try:
         await pump.run()
     except Exception:

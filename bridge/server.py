@@ -30,7 +30,8 @@ from bridge.carrier.signature import (
     webhook_is_signed,
     websocket_url,
 )
-from bridge.carrier.twilio_rest import TwilioCalls
+from bridge.carrier.twilio import TwilioCodec
+from bridge.carrier.twilio_rest import TwilioCalls, TwilioRestError
 from bridge.config import Settings
 from bridge.control_api import setup_control_routes
 from bridge.logs import get_logger, mask_number
@@ -117,6 +118,17 @@ class Bridge:
             transcribed=bool(self.settings.input_transcription_model),
         )
 
+    async def twilio_transfer(self, started: CallStarted, number: str) -> str | None:
+        """Have Twilio replace the call's TwiML with a <Dial> (REST). Returns why it failed, or None."""
+        if not self.twilio_token:
+            return "no Twilio credentials are configured"
+        try:
+            async with self.twilio_calls(started.account_sid) as rest:
+                await rest.transfer(started.call_sid, number)
+        except TwilioRestError as exc:
+            return str(exc)
+        return None
+
     async def open_upstream(self) -> UpstreamSession:
         return await open_session_with_retry(self.settings, self.upstream_url)
 
@@ -181,7 +193,6 @@ class Bridge:
             transfer_numbers=self.settings.transfer_numbers,
             dispositions=self.settings.disposition_list if self.settings.post_call_summary else (),
             before_response_url=self.settings.before_response_url,
-            twilio_calls=self.twilio_calls if self.twilio_token else None,
         )
 
     def twilio_calls(self, account_sid: str) -> TwilioCalls:
@@ -276,7 +287,8 @@ async def _media_stream(bridge: Bridge, request: web.Request, *, from_twilio: bo
     if len(bridge.active_calls) >= bridge.settings.max_calls:
         log.warning("media stream refused: at capacity", active_calls=len(bridge.active_calls))
         raise web.HTTPServiceUnavailable(text="at capacity")
-    return await handle_media_stream(bridge.stream_context(from_twilio=from_twilio), request)
+    context = bridge.stream_context(from_twilio=from_twilio)
+    return await handle_media_stream(context, request, TwilioCodec(), transfer=bridge.twilio_transfer)
 
 
 async def healthz(request: web.Request) -> web.Response:

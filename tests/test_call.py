@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 
 from bridge.audio import StreamingResampler
-from bridge.call import FRAME_BYTES, Call, CallConfig
+from bridge.call import Call, CallConfig
 from bridge.carrier.events import CallEnded, CallerAudio, CallStarted, ClearPlayback, Hangup, Mark, PlayAudio
 from bridge.carrier.events import PlaybackMark as Echo
 from bridge.realtime import events as rt
 from bridge.realtime.codec import RealtimeCodec, SessionOptions
+
+FRAME_BYTES = 160  # 20 ms of µ-law at 8 kHz
 
 # The caller hears model audio this much later than our byte count says: truncates are in model time.
 LAG = round(StreamingResampler(24000, 8000).delay_ms)

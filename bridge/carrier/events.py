@@ -1,13 +1,15 @@
 """Plain events a carrier codec produces and plain commands it turns back into messages.
 
 Every carrier (Twilio, Telnyx, a SIP leg, a browser softphone) is reduced to these, so the `Call`
-never learns which carrier it is talking to. Audio is always G.711 µ-law at 8 kHz here; a carrier
-whose wire format differs converts at its codec edge.
+never learns which carrier it is talking to. Audio is in the line format `CallStarted.line` names
+(µ-law 8 kHz unless the carrier negotiated another), in 20 ms frames both ways.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from bridge.audio import PCMU_8K, AudioFormat
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,14 +18,12 @@ class CallStarted:
     call_sid: str
     account_sid: str = ""
     custom_parameters: dict[str, str] = field(default_factory=dict)
-    media_encoding: str = "audio/x-mulaw"
-    sample_rate: int = 8000
-    channels: int = 1
+    line: AudioFormat = PCMU_8K  # the carrier's audio on the wire, both ways
 
 
 @dataclass(frozen=True, slots=True)
 class CallerAudio:
-    """One inbound frame of caller audio (µ-law 8 kHz, normally 160 bytes = 20 ms)."""
+    """One inbound frame of caller audio in the line format (normally 20 ms)."""
 
     payload: bytes
     timestamp_ms: int | None = None
@@ -59,7 +59,7 @@ CarrierEvent = Connected | CallStarted | CallerAudio | PlaybackMark | Dtmf | Cal
 
 @dataclass(frozen=True, slots=True)
 class PlayAudio:
-    """Queue µ-law 8 kHz audio for the caller."""
+    """Queue audio (line format, one 20 ms frame or the last piece of an item) for the caller."""
 
     payload: bytes
 

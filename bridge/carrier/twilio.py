@@ -57,14 +57,22 @@ def _field(obj: dict[str, Any], name: str, kind: type, where: str) -> Any:
 
 
 class TwilioCodec:
-    """State of one Twilio media stream's message framing: the stream sid and sequence numbers."""
+    """State of one Twilio media stream's message framing: the stream sid and sequence numbers.
 
-    def __init__(self) -> None:
+    SignalWire's `<Connect><Stream>` speaks the same dialect; `carrier` names which one this is.
+    """
+
+    play_chunk_ms = 1000  # Twilio takes any size; a second per message keeps messages small
+
+    def __init__(self, carrier: str = "twilio") -> None:
+        self.carrier = carrier
         self.stream_sid: str | None = None
         self.last_sequence: int | None = None
         self.sequence_gaps = 0
 
     def decode(self, text: str | bytes) -> CarrierEvent | None:
+        if isinstance(text, bytes):
+            raise CarrierProtocolError("binary frame on a JSON stream")
         try:
             message = _decoder.decode(text)
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
@@ -129,9 +137,6 @@ class TwilioCodec:
             call_sid=call_sid,
             account_sid=str(start.get("accountSid", "")),
             custom_parameters={str(k): str(v) for k, v in params.items()},
-            media_encoding=encoding,
-            sample_rate=rate,
-            channels=_as_int(fmt.get("channels", 1)) or 1,
         )
 
     def _media(self, message: dict[str, Any]) -> CallerAudio:

@@ -1,10 +1,12 @@
-"""A Twilio-like carrier plus caller: a websocket client that dials the bridge's media stream endpoint.
+"""A carrier plus caller: a websocket client that dials the bridge's media stream endpoint.
 
-It speaks Twilio Media Streams (PROTOCOLS.md A3-A5) the way Twilio does: `connected`, `start`, then one
-20 ms µ-law `media` frame every 20 ms of real time (silence when the caller is quiet), `dtmf` on request,
-`stop` at hangup. What the bridge sends back goes through a `Playout`, which decides what the caller
-heard and when marks are echoed. Both directions can be delayed and jittered; like a TCP stream, a late
-message is never overtaken by a later one.
+`CallerEmulator` is the carrier-neutral part: a frame clock sending one 20 ms frame every 20 ms of real
+time (silence when the caller is quiet), DTMF on request, a hang-up, and the playout of what comes back.
+A subclass says how its carrier puts those on the wire (the `_*_message` hooks and `parse_outbound`).
+`TwilioCallerEmulator` speaks Twilio Media Streams (PROTOCOLS.md A3-A5) the way Twilio does:
+`connected`, `start`, `media`, `dtmf`, `stop`. What the bridge sends back goes through a `Playout`,
+which decides what the caller heard and when marks are echoed. Both directions can be delayed and
+jittered; like a TCP stream, a late message is never overtaken by a later one.
 
 All times are `time.monotonic()` milliseconds (`now_ms()`), so records correlate with any other
 component in the same process.
@@ -13,7 +15,6 @@ component in the same process.
 from __future__ import annotations
 
 import asyncio
-import audioop
 import base64
 import binascii
 import contextlib
@@ -28,10 +29,10 @@ from typing import Any
 
 import aiohttp
 
-from bridge.sim.playout import BYTES_PER_MS, ULAW_SILENCE, MarkRecord, Playout
+from bridge.audio import L16_8K, PCMU_8K, AudioFormat, Transcoder
+from bridge.sim.playout import MarkRecord, Playout
 
 FRAME_MS = 20
-FRAME_BYTES = FRAME_MS * BYTES_PER_MS
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 
 
@@ -84,8 +85,9 @@ class Utterance:
     sent_*: when the first and last frame carrying it were written to the socket (after uplink delay).
     """
 
-    ulaw: bytes = field(repr=False)
+    audio: bytes = field(repr=False)  # in the line's format
     not_before_ms: float
+    bytes_per_ms: int = 8
     spoken_start_ms: float | None = None
     spoken_end_ms: float | None = None
     sent_start_ms: float | None = None
@@ -96,7 +98,7 @@ class Utterance:
 
     @property
     def duration_ms(self) -> float:
-        return len(self.ulaw) / BYTES_PER_MS
+        return len(self.audio) / self.bytes_per_ms
 
 
 @dataclass
@@ -144,7 +146,15 @@ def parse_outbound(text: str, stream_sid: str) -> tuple[str, Any]:
         raise OutboundError("media: payload is not valid base64") from None
 
 
-class TwilioCallerEmulator:
+Message = dict[str, Any] | str | bytes  # a dict goes out as JSON text
+
+
+class CallerEmulator:
+    """The carrier-neutral caller; subclasses put its frames, digits, echoes and hang-up on the wire."""
+
+    carrier = ""
+    line: AudioFormat = PCMU_8K
+
     def __init__(
         self,
         url: str,
@@ -159,7 +169,7 @@ class TwilioCallerEmulator:
         connect_timeout: float = 5.0,
     ) -> None:
         self.url = url
-        self.line = line or LineConditions()
+        self.conditions = line or LineConditions()
         self.custom_parameters = dict(custom_parameters or {})
         self.headers = dict(headers or {})
         self.call_sid = call_sid or random_sid("CA")
@@ -177,16 +187,20 @@ class TwilioCallerEmulator:
         self.dtmf_sent: list[tuple[str, float]] = []
 
         self._uplink = DelayLine(
-            self.line.uplink_delay_ms, self.line.jitter_ms, random.Random(self.line.seed)
+            self.conditions.uplink_delay_ms, self.conditions.jitter_ms, random.Random(self.conditions.seed)
         )
         self._downlink = DelayLine(
-            self.line.downlink_delay_ms, self.line.jitter_ms, random.Random(self.line.seed + 1)
+            self.conditions.downlink_delay_ms,
+            self.conditions.jitter_ms,
+            random.Random(self.conditions.seed + 1),
         )
         self._playout: Playout | None = None
         self._session: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._sequence = 0
-        self._outbox: asyncio.Queue[tuple[float, str, Callable[[float], None] | None]] = asyncio.Queue()
+        self._outbox: asyncio.Queue[tuple[float, str | bytes, Callable[[float], None] | None]] = (
+            asyncio.Queue()
+        )
         self._inbox: deque[tuple[float, str | bytes]] = deque()
         self._inbox_ready = asyncio.Event()
         self._wake = asyncio.Event()
@@ -221,24 +235,9 @@ class TwilioCallerEmulator:
             raise
         start = now_ms()
         self.started_ms = start
-        self._playout = Playout(start, playout_delay_ms=self.line.playout_delay_ms)
-        self._send({"event": "connected", "protocol": "Call", "version": "1.0.0"}, start)
-        self._send(
-            {
-                "event": "start",
-                "sequenceNumber": self._next_sequence(),
-                "start": {
-                    "accountSid": self.account_sid,
-                    "streamSid": self.stream_sid,
-                    "callSid": self.call_sid,
-                    "tracks": ["inbound"],
-                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-                    "customParameters": self.custom_parameters,
-                },
-                "streamSid": self.stream_sid,
-            },
-            start,
-        )
+        self._playout = Playout(start, playout_delay_ms=self.conditions.playout_delay_ms, line=self.line)
+        for message in self._opening_messages():
+            self._send(message, start)
         jobs = {
             "frames": self._frame_clock,
             "sender": self._sender,
@@ -249,7 +248,7 @@ class TwilioCallerEmulator:
         for role, job in jobs.items():
             self._tasks[role] = asyncio.create_task(job(), name=f"caller-emulator-{role}")
 
-    async def __aenter__(self) -> TwilioCallerEmulator:
+    async def __aenter__(self) -> CallerEmulator:
         await self.connect()
         return self
 
@@ -262,7 +261,9 @@ class TwilioCallerEmulator:
             raise ValueError("PCM16 audio must have an even number of bytes")
         if at_ms is None:
             at_ms = now_ms() - self.started_ms if self.started_ms is not None else 0.0
-        utterance = Utterance(audioop.lin2ulaw(pcm16_8k, 2), not_before_ms=at_ms)
+        to_line = Transcoder(L16_8K, self.line)
+        audio = to_line.process(pcm16_8k) + to_line.flush()
+        utterance = Utterance(audio, not_before_ms=at_ms, bytes_per_ms=self.line.bytes_per_ms)
         self.utterances.append(utterance)
         self._speech.append(utterance)
         return utterance
@@ -272,15 +273,7 @@ class TwilioCallerEmulator:
             raise ValueError(f"not a DTMF digit: {digit!r}")
         at = now_ms()
         self.dtmf_sent.append((digit, at))
-        self._send(
-            {
-                "event": "dtmf",
-                "streamSid": self.stream_sid,
-                "sequenceNumber": self._next_sequence(),
-                "dtmf": {"track": "inbound_track", "digit": digit},
-            },
-            at,
-        )
+        self._send(self._dtmf_message(digit), at)
 
     async def hangup(self, stop_timeout_s: float = 5.0) -> None:
         """Send `stop` (behind everything already on the line) and close the websocket."""
@@ -290,18 +283,11 @@ class TwilioCallerEmulator:
             self._hanging_up = True
             self._tasks["frames"].cancel()
             stopped = asyncio.Event()
-            self._send(
-                {
-                    "event": "stop",
-                    "sequenceNumber": self._next_sequence(),
-                    "stop": {"accountSid": self.account_sid, "callSid": self.call_sid},
-                    "streamSid": self.stream_sid,
-                },
-                now_ms(),
-                lambda _at: stopped.set(),
-            )
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopped.wait(), stop_timeout_s)
+            stop = self._stop_message()
+            if stop is not None:
+                self._send(stop, now_ms(), lambda _at: stopped.set())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopped.wait(), stop_timeout_s)
             self._finish()
         await self._ws.close()
         if self.close_code is None:
@@ -367,19 +353,21 @@ class TwilioCallerEmulator:
         self._sequence += 1
         return str(self._sequence)
 
-    def _send(
-        self, message: dict[str, Any], at_ms: float, on_sent: Callable[[float], None] | None = None
-    ) -> None:
-        self._outbox.put_nowait((self._uplink.due(at_ms), json.dumps(message), on_sent))
+    def _send(self, message: Message, at_ms: float, on_sent: Callable[[float], None] | None = None) -> None:
+        data = json.dumps(message) if isinstance(message, dict) else message
+        self._outbox.put_nowait((self._uplink.due(at_ms), data, on_sent))
 
     async def _sender(self) -> None:
         assert self._ws is not None
         while True:
-            due, text, on_sent = await self._outbox.get()
+            due, data, on_sent = await self._outbox.get()
             await sleep_until(due)
             sent_at = now_ms()
             try:
-                await self._ws.send_str(text)
+                if isinstance(data, str):
+                    await self._ws.send_str(data)
+                else:
+                    await self._ws.send_bytes(data)
             except (ConnectionError, aiohttp.ClientError):
                 return
             if on_sent is not None:
@@ -394,21 +382,7 @@ class TwilioCallerEmulator:
             emit_ms = self.started_ms + (n + 1) * FRAME_MS
             await sleep_until(emit_ms)
             payload, utterance, last = self._caller_frame(n)
-            self._send(
-                {
-                    "event": "media",
-                    "sequenceNumber": self._next_sequence(),
-                    "media": {
-                        "track": "inbound",
-                        "chunk": str(n + 1),
-                        "timestamp": str(n * FRAME_MS),
-                        "payload": base64.b64encode(payload).decode("ascii"),
-                    },
-                    "streamSid": self.stream_sid,
-                },
-                emit_ms,
-                self._frame_sent_callback(utterance, last),
-            )
+            self._send(self._media_message(n, payload), emit_ms, self._frame_sent_callback(utterance, last))
             n += 1
 
     def _caller_frame(self, n: int) -> tuple[bytes, Utterance | None, bool]:
@@ -418,16 +392,17 @@ class TwilioCallerEmulator:
         if speaking is None and self._speech and self._speech[0].not_before_ms <= frame_start:
             speaking = self._speaking = self._speech.popleft()
             speaking.spoken_start_ms = self.started_ms + frame_start
+        frame_bytes = self.line.frame_bytes(FRAME_MS)
         if speaking is None:
-            return bytes([ULAW_SILENCE]) * FRAME_BYTES, None, False
-        chunk = speaking.ulaw[speaking._pos : speaking._pos + FRAME_BYTES]
+            return self.line.silence(frame_bytes), None, False
+        chunk = speaking.audio[speaking._pos : speaking._pos + frame_bytes]
         speaking._pos += len(chunk)
         speaking.frames += 1
-        last = speaking._pos >= len(speaking.ulaw)
+        last = speaking._pos >= len(speaking.audio)
         if last:
-            speaking.spoken_end_ms = self.started_ms + frame_start + len(chunk) / BYTES_PER_MS
+            speaking.spoken_end_ms = self.started_ms + frame_start + len(chunk) / self.line.bytes_per_ms
             self._speaking = None
-        return chunk + bytes([ULAW_SILENCE]) * (FRAME_BYTES - len(chunk)), speaking, last
+        return chunk + self.line.silence(frame_bytes - len(chunk)), speaking, last
 
     def _frame_sent_callback(self, utterance: Utterance | None, last: bool) -> Callable[[float], None]:
         def sent(at_ms: float) -> None:
@@ -445,16 +420,7 @@ class TwilioCallerEmulator:
     def _send_echoes(self) -> None:
         for mark in self.playout.take_echoes():
             assert mark.echoed_at_ms is not None
-            self._send(
-                {
-                    "event": "mark",
-                    "sequenceNumber": self._next_sequence(),
-                    "streamSid": self.stream_sid,
-                    "mark": {"name": mark.name},
-                },
-                mark.echoed_at_ms,
-                self._echo_sent_callback(mark),
-            )
+            self._send(self._echo_message(mark.name), mark.echoed_at_ms, self._echo_sent_callback(mark))
 
     @staticmethod
     def _echo_sent_callback(mark: MarkRecord) -> Callable[[float], None]:
@@ -491,13 +457,13 @@ class TwilioCallerEmulator:
 
     def _deliver(self, data: str | bytes) -> None:
         at = now_ms()
-        if isinstance(data, bytes):
-            self.protocol_errors.append(ProtocolError(at, "binary frame", repr(data[:200])))
-            return
         try:
-            kind, value = parse_outbound(data, self.stream_sid)
+            kind, value = self.parse_outbound(data)
         except OutboundError as exc:
-            self.protocol_errors.append(ProtocolError(at, str(exc), data[:200]))
+            shown = data[:200] if isinstance(data, str) else repr(data[:200])
+            self.protocol_errors.append(ProtocolError(at, str(exc), shown))
+            return
+        if kind == "ignore":
             return
         playout = self.playout
         if kind == "media":
@@ -544,3 +510,94 @@ class TwilioCallerEmulator:
         for task in self._tasks.values():
             if task is not current:
                 task.cancel()
+
+    # ---- the carrier's wire format (subclasses) -------------------------------------------------
+
+    def _opening_messages(self) -> list[Message]:
+        raise NotImplementedError
+
+    def _media_message(self, n: int, payload: bytes) -> Message:
+        """Frame n (from 0) of caller audio in the line format."""
+        raise NotImplementedError
+
+    def _dtmf_message(self, digit: str) -> Message:
+        raise NotImplementedError
+
+    def _echo_message(self, name: str) -> Message:
+        """The carrier's word that everything before mark `name` was played (or cleared)."""
+        raise NotImplementedError
+
+    def _stop_message(self) -> Message | None:
+        """What the carrier sends when the caller hangs up (None: it only closes the socket)."""
+        raise NotImplementedError
+
+    def parse_outbound(self, data: str | bytes) -> tuple[str, Any]:
+        """One bridge -> carrier message: ("media", audio), ("mark", name), ("clear", None) or
+        ("ignore", None); OutboundError for what the carrier would reject."""
+        raise NotImplementedError
+
+
+class TwilioCallerEmulator(CallerEmulator):
+    """Twilio Media Streams, bidirectional (PROTOCOLS.md A3-A5)."""
+
+    carrier = "twilio"
+
+    def _opening_messages(self) -> list[Message]:
+        return [
+            {"event": "connected", "protocol": "Call", "version": "1.0.0"},
+            {
+                "event": "start",
+                "sequenceNumber": self._next_sequence(),
+                "start": {
+                    "accountSid": self.account_sid,
+                    "streamSid": self.stream_sid,
+                    "callSid": self.call_sid,
+                    "tracks": ["inbound"],
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                    "customParameters": self.custom_parameters,
+                },
+                "streamSid": self.stream_sid,
+            },
+        ]
+
+    def _media_message(self, n: int, payload: bytes) -> Message:
+        return {
+            "event": "media",
+            "sequenceNumber": self._next_sequence(),
+            "media": {
+                "track": "inbound",
+                "chunk": str(n + 1),
+                "timestamp": str(n * FRAME_MS),
+                "payload": base64.b64encode(payload).decode("ascii"),
+            },
+            "streamSid": self.stream_sid,
+        }
+
+    def _dtmf_message(self, digit: str) -> Message:
+        return {
+            "event": "dtmf",
+            "streamSid": self.stream_sid,
+            "sequenceNumber": self._next_sequence(),
+            "dtmf": {"track": "inbound_track", "digit": digit},
+        }
+
+    def _echo_message(self, name: str) -> Message:
+        return {
+            "event": "mark",
+            "sequenceNumber": self._next_sequence(),
+            "streamSid": self.stream_sid,
+            "mark": {"name": name},
+        }
+
+    def _stop_message(self) -> Message | None:
+        return {
+            "event": "stop",
+            "sequenceNumber": self._next_sequence(),
+            "stop": {"accountSid": self.account_sid, "callSid": self.call_sid},
+            "streamSid": self.stream_sid,
+        }
+
+    def parse_outbound(self, data: str | bytes) -> tuple[str, Any]:
+        if isinstance(data, bytes):
+            raise OutboundError("binary frame")
+        return parse_outbound(data, self.stream_sid)

@@ -11,12 +11,14 @@ stamped with the exact time they became due, not the time `advance` happened to 
 
 from __future__ import annotations
 
-import audioop
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 
-BYTES_PER_MS = 8
+from bridge.audio import PCMU_8K, AudioFormat
+
+BYTES_PER_MS = 8  # µ-law 8 kHz, the default line
 ULAW_SILENCE = 0xFF
 
 
@@ -72,8 +74,12 @@ class MediaArrival:
 
 
 class Playout:
-    def __init__(self, origin_ms: float, *, playout_delay_ms: float = 0.0) -> None:
+    def __init__(
+        self, origin_ms: float, *, playout_delay_ms: float = 0.0, line: AudioFormat = PCMU_8K
+    ) -> None:
         self.origin_ms = origin_ms
+        self.line = line
+        self._bpm = line.bytes_per_ms
         self.playout_delay_ms = playout_delay_ms
         self.slices: list[PlayedSlice] = []
         self.marks: list[MarkRecord] = []
@@ -142,7 +148,7 @@ class Playout:
         if start is None or not self._buffer or now_ms <= start:
             return now_ms
         # The epsilon absorbs float error when woken exactly at a computed due time.
-        count = min(len(self._buffer), int((now_ms - start) * BYTES_PER_MS + 1e-6))
+        count = min(len(self._buffer), self._bytes_in(now_ms - start, int))
         if count <= 0:
             return now_ms
         first = self._consumed
@@ -150,13 +156,13 @@ class Playout:
         del self._buffer[:count]
         self._consumed += count
         self._played += count
-        self._next_byte_ms = start + count / BYTES_PER_MS
+        self._next_byte_ms = start + count / self._bpm
         while self._unstarted and self._unstarted[0].offset < self._consumed:
             arrival = self._unstarted.popleft()
-            arrival.started_ms = start + (arrival.offset - first) / BYTES_PER_MS
+            arrival.started_ms = start + (arrival.offset - first) / self._bpm
         while self._pending_marks and self._pending_marks[0].offset <= self._consumed:
             mark = self._pending_marks.popleft()
-            self._echo(mark, start + (mark.offset - first) / BYTES_PER_MS, MarkStatus.PLAYED)
+            self._echo(mark, start + (mark.offset - first) / self._bpm, MarkStatus.PLAYED)
         if not self._buffer:
             self._next_byte_ms = None
         return now_ms
@@ -178,13 +184,13 @@ class Playout:
 
     @property
     def played_ms_total(self) -> float:
-        return self._played / BYTES_PER_MS
+        return self._played / self._bpm
 
     def next_due_ms(self) -> float | None:
         """When the next pending mark's audio finishes, if playback continues uninterrupted."""
         if not self._pending_marks or self._next_byte_ms is None:
             return None
-        return self._next_byte_ms + (self._pending_marks[0].offset - self._consumed) / BYTES_PER_MS
+        return self._next_byte_ms + (self._pending_marks[0].offset - self._consumed) / self._bpm
 
     def last_played_ms(self) -> float | None:
         return self.slices[-1].end_ms if self.slices else None
@@ -215,10 +221,10 @@ class Playout:
         index = self.clears[clear_index].media_index
         return sum(arrival.nbytes for arrival in self.arrivals[index:])
 
-    def heard_ulaw(
+    def heard_line(
         self, include_silence: bool = True, from_ms: float | None = None, to_ms: float | None = None
     ) -> bytes:
-        """µ-law of what the caller heard; with silence, sample-aligned to real time from `from_ms`."""
+        """What the caller heard, in the line's format; with silence, aligned to real time from `from_ms`."""
         start = self.origin_ms if from_ms is None else from_ms
         end = self.now_ms if to_ms is None else to_ms
         out = bytearray()
@@ -227,27 +233,39 @@ class Playout:
             hi = min(piece.end_ms, end)
             if hi <= lo:
                 continue
-            first = round((lo - piece.start_ms) * BYTES_PER_MS)
-            last = round((hi - piece.start_ms) * BYTES_PER_MS)
+            first = self._bytes_in(lo - piece.start_ms)
+            last = self._bytes_in(hi - piece.start_ms)
             if include_silence:
                 # Position by absolute time so rounding never accumulates into drift.
-                at = round((lo - start) * BYTES_PER_MS)
-                out += bytes([ULAW_SILENCE]) * max(0, at - len(out))
+                at = self._bytes_in(lo - start)
+                out += self.line.silence(max(0, at - len(out)))
             out += piece.audio[first:last]
         if include_silence:
-            out += bytes([ULAW_SILENCE]) * max(0, round((end - start) * BYTES_PER_MS) - len(out))
+            out += self.line.silence(max(0, self._bytes_in(end - start) - len(out)))
         return bytes(out)
 
     def heard_pcm(
         self, include_silence: bool = True, from_ms: float | None = None, to_ms: float | None = None
     ) -> bytes:
-        """PCM16 LE 8 kHz of what the caller heard (see heard_ulaw)."""
-        return audioop.ulaw2lin(self.heard_ulaw(include_silence, from_ms, to_ms), 2)
+        """PCM16 LE at the line's rate of what the caller heard (see heard_line)."""
+        return self.line.to_pcm16(self.heard_line(include_silence, from_ms, to_ms))
+
+    def heard_ulaw(
+        self, include_silence: bool = True, from_ms: float | None = None, to_ms: float | None = None
+    ) -> bytes:
+        if self.line != PCMU_8K:
+            raise ValueError(f"the line is {self.line.encoding} at {self.line.rate} Hz, not µ-law")
+        return self.heard_line(include_silence, from_ms, to_ms)
 
     # ---- internals ----------------------------------------------------------------------------
 
+    def _bytes_in(self, ms: float, to_int: Callable[[float], int] = round) -> int:
+        """Whole samples' worth of bytes in `ms` (a PCM16 sample is never split)."""
+        samples = to_int(ms * self.line.rate / 1000 + (1e-6 if to_int is int else 0.0))
+        return samples * self.line.bytes_per_sample
+
     def _play(self, start_ms: float, audio: bytes) -> None:
-        end_ms = start_ms + len(audio) / BYTES_PER_MS
+        end_ms = start_ms + len(audio) / self._bpm
         if self.slices and self.slices[-1].end_ms == start_ms:
             self.slices[-1].audio += audio
             self.slices[-1].end_ms = end_ms

@@ -14,7 +14,7 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.call import FRAME_BYTES, Call, CallConfig, LogRecord
+from bridge.call import Call, CallConfig, LogRecord
 from bridge.carrier.events import (
     CallEnded,
     CallerAudio,
@@ -32,6 +32,8 @@ from bridge.realtime import events as rt
 from bridge.realtime.codec import RealtimeCodec, RealtimeProtocolError, SessionOptions
 from bridge.sim.carrier_emulator import parse_outbound
 from tests.security.strategies import realtime_shaped
+
+FRAME_BYTES = 160  # 20 ms of µ-law at 8 kHz
 
 SID = "MZ" + "0" * 32
 CLIENT_EVENT_TYPES = frozenset(
