@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+CARRIERS = ("twilio", "signalwire", "telnyx", "plivo", "vonage")
+
 VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
 
 # PROTOCOLS.md B1: the SDK marks these deprecated with a shutdown announced for 2027-01-20.
@@ -76,8 +78,29 @@ class Settings(BaseSettings):
     call_log_prices: str = ""  # JSON price table, or a path to one; empty = built-in estimates
     admin_token: SecretStr | None = None
 
-    # Carrier security, limits and lifecycle
+    # Carriers: which media-stream endpoints are mounted, and each one's credentials
+    carriers: str = "twilio"  # comma-separated: twilio, signalwire, telnyx, plivo, vonage
+    stream_token_secret: SecretStr | None = None  # keys one-time stream tokens; shared by replicas
     twilio_auth_token: SecretStr | None = None
+    signalwire_signing_key: SecretStr | None = None
+    telnyx_public_key: str = ""  # base64 Ed25519 key from the Telnyx portal (webhook signatures)
+    telnyx_api_key: SecretStr | None = None  # Call Control REST (transfer)
+    telnyx_api_base: str = ""  # Telnyx REST base URL override (a stand-in); empty = api.telnyx.com
+    plivo_auth_id: str = ""
+    plivo_auth_token: SecretStr | None = None
+    plivo_api_base: str = ""  # Plivo REST base URL override (a stand-in); empty = api.plivo.com
+    vonage_signature_secret: SecretStr | None = None  # signed webhooks (JWT, HS256)
+
+    # Direct SIP (off unless SIP_LISTEN is set)
+    sip_listen: str = ""  # host:port for SIP over UDP, e.g. 0.0.0.0:5060
+    sip_public_address: str = ""  # the address put in Contact and SDP; default: the listen host
+    rtp_port_range: str = "10000-10999"
+    sip_username: str = ""  # digest authentication; with no username, SIP_ALLOWED_IPS must admit the peer
+    sip_password: SecretStr | None = None
+    sip_realm: str = "bridge"
+    sip_allowed_ips: str = ""  # comma-separated addresses or CIDR blocks allowed without a password
+
+    # Limits and lifecycle
     bridge_env: Literal["development", "production"] = "development"
     max_calls: int = Field(default=40, ge=1)  # per process; the load benchmark saturates near 100
     max_call_seconds: int = Field(default=3600, ge=0)  # 0 = no limit
@@ -90,6 +113,35 @@ class Settings(BaseSettings):
     # Logs
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
+
+    @field_validator("carriers")
+    @classmethod
+    def _carriers(cls, value: str) -> str:
+        names = [n.strip().lower() for n in value.split(",") if n.strip()]
+        unknown = [n for n in names if n not in CARRIERS]
+        if unknown:
+            raise ValueError(f"unknown carrier {', '.join(unknown)}; known: {', '.join(CARRIERS)}")
+        return ",".join(names)
+
+    @field_validator("rtp_port_range")
+    @classmethod
+    def _port_range(cls, value: str) -> str:
+        low, _, high = value.partition("-")
+        if not (low.strip().isdigit() and high.strip().isdigit()):
+            raise ValueError("must be two ports like 10000-10999")
+        lo, hi = int(low), int(high)
+        if not (1024 <= lo < hi <= 65535) or lo % 2:
+            raise ValueError("must be an even first port from 1024 up, below the last port, at most 65535")
+        return f"{lo}-{hi}"
+
+    @field_validator("sip_listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        if value:
+            host, sep, port = value.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+                raise ValueError("must be host:port, e.g. 0.0.0.0:5060")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -188,23 +240,50 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _production_needs_secrets(self) -> Settings:
         if self.bridge_env == "production":
-            missing = [
-                name
-                for name, value in (
-                    ("TWILIO_AUTH_TOKEN", self.twilio_auth_token),
-                    ("ADMIN_TOKEN", self.admin_token),
-                )
-                if value is None or not value.get_secret_value()
-            ]
+            missing = [name for name, present in self.credentials_needed() if not present]
             if missing:
                 raise ValueError(f"BRIDGE_ENV=production requires {' and '.join(missing)}")
         return self
+
+    def credentials_needed(self) -> list[tuple[str, bool]]:
+        """(setting, is it set) for each secret a production server must have with this configuration."""
+
+        def has(value: SecretStr | str | None) -> bool:
+            return bool(value.get_secret_value() if isinstance(value, SecretStr) else value)
+
+        needed = {
+            "twilio": [("TWILIO_AUTH_TOKEN", has(self.twilio_auth_token))],
+            "signalwire": [("SIGNALWIRE_SIGNING_KEY", has(self.signalwire_signing_key))],
+            "telnyx": [("TELNYX_PUBLIC_KEY", has(self.telnyx_public_key))],
+            "plivo": [("PLIVO_AUTH_TOKEN", has(self.plivo_auth_token))],
+            "vonage": [("VONAGE_SIGNATURE_SECRET", has(self.vonage_signature_secret))],
+        }
+        checks = [check for name in self.carrier_list for check in needed[name]]
+        if self.sip_listen:
+            checks.append(
+                ("SIP_PASSWORD or SIP_ALLOWED_IPS", has(self.sip_password) or has(self.sip_allowed_ips))
+            )
+        if any(name != "twilio" for name in self.carrier_list):
+            # Their stream tokens must verify on every replica: a random per-process key would not.
+            shared = has(self.stream_token_secret) or has(self.twilio_auth_token)
+            checks.append(("STREAM_TOKEN_SECRET", shared))
+        checks.append(("ADMIN_TOKEN", has(self.admin_token)))
+        return checks
 
     # Derived facts: computed, never configured twice.
     @property
     def demo_mode(self) -> bool:
         """No API key: relay to the in-process Realtime emulator instead of OpenAI."""
         return self.openai_api_key is None or not self.openai_api_key.get_secret_value()
+
+    @property
+    def carrier_list(self) -> tuple[str, ...]:
+        return tuple(n for n in self.carriers.split(",") if n)
+
+    @property
+    def rtp_ports(self) -> tuple[int, int]:
+        low, high = self.rtp_port_range.split("-")
+        return int(low), int(high)
 
     @property
     def disposition_list(self) -> tuple[str, ...]:

@@ -7,7 +7,7 @@ import contextlib
 import secrets
 import sys
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,15 @@ from bridge.carrier.twilio_rest import TwilioCalls, TwilioRestError
 from bridge.config import Settings
 from bridge.control_api import setup_control_routes
 from bridge.logs import get_logger, mask_number
-from bridge.media_stream import CallLogSink, CallRegistry, NoCallLog, StreamContext, handle_media_stream
+from bridge.media_stream import (
+    CallLogSink,
+    CallRegistry,
+    CarrierCodec,
+    NoCallLog,
+    StreamContext,
+    Transfer,
+    handle_media_stream,
+)
 from bridge.metrics import BridgeMetrics, metrics_context, metrics_handler
 from bridge.realtime.codec import SessionOptions
 from bridge.session_pool import PreparedSessions
@@ -92,7 +100,7 @@ class Bridge:
     store: CallStore | None = None
     metrics: BridgeMetrics = field(default_factory=BridgeMetrics)
     failed_calls: OrderedDict[str, str] = field(default_factory=OrderedDict)  # call sid -> why
-    stream_tokens: StreamTokens | None = None  # one-time tokens binding a stream to its webhook
+    stream_tokens: StreamTokens = field(default_factory=StreamTokens)  # bind a stream to its webhook
     toolbox: Toolbox = field(default_factory=Toolbox)
     upstream_url: str = ""  # where sessions are opened: REALTIME_URL, or the in-process emulator
     prepared: PreparedSessions = field(default_factory=PreparedSessions)
@@ -102,8 +110,14 @@ class Bridge:
 
     def __post_init__(self) -> None:
         self.upstream_url = self.upstream_url or self.settings.realtime_url
-        if self.twilio_token:
+        # One key for every carrier's stream tokens; replicas agree when it comes from the settings.
+        secret = self.settings.stream_token_secret
+        if secret is not None and secret.get_secret_value():
+            self.stream_tokens = StreamTokens.from_auth_token(secret.get_secret_value())
+        elif self.twilio_token:
             self.stream_tokens = StreamTokens.from_auth_token(self.twilio_token)
+        else:
+            self.stream_tokens = StreamTokens()
         self.apology = pcm16_to_ulaw(read_wav_mono(self.settings.fallback_audio or APOLOGY_WAV, 8000))
         builtins = []
         if self.settings.end_call_tool:
@@ -169,12 +183,13 @@ class Bridge:
 
     def stream_authorized(self, started: CallStarted) -> bool:
         """The stream carries the one-time token its webhook issued (a captured URL cannot replay)."""
-        if self.stream_tokens is None:
+        if not self.twilio_token:
             return True
         token = started.custom_parameters.get(STREAM_TOKEN_PARAMETER)
         return self.stream_tokens.redeem(started.call_sid, token)
 
-    def stream_context(self, *, from_twilio: bool = True) -> StreamContext:
+    def stream_context(self, authorize: Callable[[CallStarted], bool] | None) -> StreamContext:
+        """What a media stream's call needs; `authorize` checks its start (None: trusted already)."""
         return StreamContext(
             call_config=self.call_config,
             open_upstream=self.open_upstream,
@@ -187,7 +202,7 @@ class Bridge:
             metrics=self.metrics,
             apology=self.apology,
             stream_failed=self.stream_failed,
-            authorize=self.stream_authorized if from_twilio else None,
+            authorize=authorize,
             tools=self.toolbox,
             end_call_tool=self.settings.end_call_tool,
             transfer_numbers=self.settings.transfer_numbers,
@@ -197,6 +212,19 @@ class Bridge:
 
     def twilio_calls(self, account_sid: str) -> TwilioCalls:
         return TwilioCalls(account_sid, self.twilio_token, api_base=self.settings.twilio_api_base or None)
+
+    def turned_away(self, call_id: str, carrier: str) -> bool:
+        """A new call must be refused (draining or full); logged here, answered by the carrier's route."""
+        if not (self.draining or self.at_capacity):
+            return False
+        log.warning(
+            "call turned away",
+            call_sid=call_id,
+            carrier=carrier,
+            draining=self.draining,
+            active_calls=len(self.active_calls),
+        )
+        return True
 
     @property
     def at_capacity(self) -> bool:
@@ -233,13 +261,7 @@ async def voice_webhook(request: web.Request) -> web.Response:
         return web.Response(status=403)
     call_sid = str(form.get("CallSid", ""))
     caller, callee = str(form.get("From", "")), str(form.get("To", ""))
-    if bridge.draining or bridge.at_capacity:
-        log.warning(
-            "call turned away",
-            call_sid=call_sid,
-            draining=bridge.draining,
-            active_calls=len(bridge.active_calls),
-        )
+    if bridge.turned_away(call_sid, "twilio"):
         message = "Sorry, all our lines are busy right now. Please call again in a few minutes."
         twiml = unavailable(message, bridge.settings.fallback_number)
         return web.Response(text=twiml, content_type="text/xml")
@@ -250,7 +272,7 @@ async def voice_webhook(request: web.Request) -> web.Response:
     stream_url = media_stream_url(base_url)
     log.info("voice webhook", call_sid=call_sid, caller=mask_number(caller), callee=mask_number(callee))
     parameters = {"from": caller, "to": callee, "call_sid": call_sid, "direction": direction}
-    if bridge.stream_tokens is not None and call_sid:
+    if bridge.twilio_token and call_sid:
         parameters[STREAM_TOKEN_PARAMETER] = bridge.stream_tokens.issue(call_sid)
     twiml = connect_stream(stream_url, parameters, action_url=http_url(base_url, CONNECT_DONE_PATH))
     return web.Response(text=twiml, content_type="text/xml")
@@ -275,20 +297,28 @@ async def media_socket(request: web.Request) -> web.StreamResponse:
     bridge = request.app[BRIDGE_KEY]
     if not bridge.signed(request):
         return web.Response(status=403)
-    return await _media_stream(bridge, request, from_twilio=True)
+    return await media_stream(
+        bridge, request, TwilioCodec(), bridge.stream_authorized, transfer=bridge.twilio_transfer
+    )
 
 
 async def browser_media_socket(request: web.Request) -> web.StreamResponse:
     """The softphone's stream: already signed in (admin cookie, same origin), so no Twilio checks."""
-    return await _media_stream(request.app[BRIDGE_KEY], request, from_twilio=False)
+    return await media_stream(request.app[BRIDGE_KEY], request, TwilioCodec(), None)
 
 
-async def _media_stream(bridge: Bridge, request: web.Request, *, from_twilio: bool) -> web.StreamResponse:
+async def media_stream(
+    bridge: Bridge,
+    request: web.Request,
+    codec: CarrierCodec,
+    authorize: Callable[[CallStarted], bool] | None,
+    transfer: Transfer | None = None,
+) -> web.StreamResponse:
+    """Any carrier's media-stream websocket, once its upgrade request was checked: 503 when full."""
     if len(bridge.active_calls) >= bridge.settings.max_calls:
         log.warning("media stream refused: at capacity", active_calls=len(bridge.active_calls))
         raise web.HTTPServiceUnavailable(text="at capacity")
-    context = bridge.stream_context(from_twilio=from_twilio)
-    return await handle_media_stream(context, request, TwilioCodec(), transfer=bridge.twilio_transfer)
+    return await handle_media_stream(bridge.stream_context(authorize), request, codec, transfer=transfer)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -327,11 +357,12 @@ async def _demo_upstream(app: web.Application) -> AsyncIterator[None]:
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     bridge = app[BRIDGE_KEY]
     settings = bridge.settings
-    if not bridge.twilio_token:
-        log.warning(
-            "TWILIO_AUTH_TOKEN is not set: webhooks and media streams are NOT authenticated; "
-            "anyone who finds this server can place calls through it"
-        )
+    for setting, present in settings.credentials_needed():
+        if not present and setting != "ADMIN_TOKEN":
+            log.warning(
+                f"{setting} is not set: this carrier's webhooks and media streams are NOT authenticated; "
+                "anyone who finds this server can place calls through it"
+            )
     if settings.model_shutdown_date:
         log.warning(
             "REALTIME_MODEL has an announced shutdown; plan a move to a current model",
@@ -415,9 +446,7 @@ def create_app(
     app.cleanup_ctx.append(_demo_upstream)
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_end_calls)
-    app.router.add_post("/twilio/voice", voice_webhook)
-    app.router.add_post(CONNECT_DONE_PATH, connect_done)
-    app.router.add_get(MEDIA_PATH, media_socket)
+    setup_carrier_routes(app, settings)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     if store is not None:
@@ -432,6 +461,15 @@ def create_app(
             "/metrics", metrics_handler(bridge.metrics.registry, authorized=admin.authenticated)
         )
     return app
+
+
+def setup_carrier_routes(app: web.Application, settings: Settings) -> None:
+    """Each enabled carrier's webhook and media stream (CARRIERS); the others are not served at all."""
+    carriers = settings.carrier_list
+    if "twilio" in carriers:
+        app.router.add_post("/twilio/voice", voice_webhook)
+        app.router.add_post(CONNECT_DONE_PATH, connect_done)
+        app.router.add_get(MEDIA_PATH, media_socket)
 
 
 async def serve(settings: Settings, toolbox: Toolbox | None = None) -> None:
