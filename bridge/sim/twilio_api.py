@@ -16,6 +16,8 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge.sim.loopback_api import LoopbackApi
+
 API_VERSION = "2010-04-01"
 _ERROR_DOCS = "https://www.twilio.com/docs/errors/"
 
@@ -29,7 +31,7 @@ class RecordedRequest:
 
 
 @dataclass
-class TwilioApiStandIn:
+class TwilioApiStandIn(LoopbackApi):
     account_sid: str
     auth_token: str
     # When set, calls outside it answer 404 like Twilio's "resource not found".
@@ -46,19 +48,6 @@ class TwilioApiStandIn:
         app = web.Application()
         app.router.add_post(f"/{API_VERSION}/Accounts/{{account}}/Calls/{{call_file}}", self._update_call)
         return app
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, host, port).start()
-        self.base_url = f"http://{host}:{self._runner.addresses[0][1]}"
-        return self.base_url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-            self.base_url = None
 
     async def _update_call(self, request: web.Request) -> web.Response:
         form = {key: str(value) for key, value in (await request.post()).items()}

@@ -1,0 +1,62 @@
+"""Reading one carrier JSON message: the checks every JSON carrier dialect makes the same way.
+
+Errors name what was wrong, never the payload (a log line must not carry a caller's audio or number).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import msgspec
+
+from bridge.carrier.events import CarrierProtocolError
+
+_decoder = msgspec.json.Decoder()
+
+
+def decode_event(data: str | bytes) -> tuple[str, dict[str, Any]]:
+    """The message's `event` name and the message, from one websocket text frame."""
+    if isinstance(data, bytes):
+        raise CarrierProtocolError("binary frame on a JSON stream")
+    try:
+        message = _decoder.decode(data)
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        raise CarrierProtocolError("message is not JSON") from None
+    if not isinstance(message, dict):
+        raise CarrierProtocolError("message is not a JSON object")
+    event = message.get("event")
+    if not isinstance(event, str):
+        raise CarrierProtocolError("message has no 'event'")
+    return event, message
+
+
+def as_int(value: Any) -> int | None:
+    """A counter sent as a JSON number or as a string of digits (Twilio sends strings); None otherwise."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    # isdigit() also accepts '²' and digits int() refuses; past 18 digits no counter is real.
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
+        return int(value)
+    return None
+
+
+def field(obj: dict[str, Any], name: str, kind: type, where: str) -> Any:
+    value = obj.get(name)
+    if not isinstance(value, kind):
+        raise CarrierProtocolError(f"{where}: '{name}' missing or not a {kind.__name__}")
+    return value
+
+
+def media_payload(media: dict[str, Any], max_bytes: int) -> bytes:
+    """The audio of a `media` object: base64 of at most `max_bytes` (anything bigger is no phone frame)."""
+    payload = field(media, "payload", str, "media")
+    if len(payload) > max_bytes * 4 // 3 + 4:
+        raise CarrierProtocolError("media: payload larger than any phone frame")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise CarrierProtocolError("media: payload is not valid base64") from None

@@ -1,0 +1,253 @@
+"""What every call of this server shares (the `Bridge`), and the route helpers every carrier uses.
+
+Carrier route modules (bridge/carrier/*_routes.py) import from here; bridge.server assembles the app.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from bridge.audio import pcm16_to_ulaw
+from bridge.call import CallConfig
+from bridge.calllog import CallStore
+from bridge.carrier.events import CallStarted
+from bridge.carrier.signature import (
+    SIGNATURE_HEADER,
+    STREAM_TOKEN_PARAMETER,
+    StreamTokens,
+    public_base,
+    public_url,
+    upgrade_is_signed,
+    webhook_is_signed,
+    websocket_url,
+)
+from bridge.carrier.twilio_rest import TwilioCalls, TwilioRestError
+from bridge.config import Settings
+from bridge.logs import get_logger
+from bridge.media_stream import (
+    CallLogSink,
+    CallRegistry,
+    CarrierCodec,
+    NoCallLog,
+    StreamContext,
+    Transfer,
+    handle_media_stream,
+)
+from bridge.metrics import BridgeMetrics
+from bridge.realtime.codec import SessionOptions
+from bridge.session_pool import PreparedSessions
+from bridge.tools.builtin import end_call_definition, transfer_call_definition
+from bridge.tools.toolbox import Toolbox
+from bridge.upstream import UpstreamSession, open_session_with_retry
+from bridge.wavfile import read_wav_mono
+
+log = get_logger("bridge.server")
+
+BRIDGE_KEY: web.AppKey[Bridge] = web.AppKey("bridge")
+APOLOGY_WAV = Path(__file__).parent / "assets" / "apology.wav"
+FAILED_CALLS_REMEMBERED = 1000
+
+
+def session_options(settings: Settings, tools: tuple[dict[str, Any], ...] = ()) -> SessionOptions:
+    return SessionOptions(
+        tools=tools,
+        instructions=settings.realtime_instructions,
+        voice=settings.realtime_voice,
+        audio_format="pcmu" if settings.audio_passthrough else "pcm24k",
+        turn_detection=settings.turn_detection,
+        vad_threshold=settings.vad_threshold,
+        vad_prefix_padding_ms=settings.vad_prefix_padding_ms,
+        vad_silence_duration_ms=settings.vad_silence_duration_ms,
+        vad_eagerness=settings.vad_eagerness,
+        interrupt_response=settings.vad_interrupt_response,
+        create_response=settings.response_mode == "auto",
+        transcription_model=settings.input_transcription_model,
+        noise_reduction=settings.noise_reduction,
+        prompt_id=settings.realtime_prompt_id,
+        prompt_version=settings.realtime_prompt_version,
+        prompt_variables=settings.realtime_prompt_variables,
+    )
+
+
+@dataclass
+class Bridge:
+    """Resources every call shares, created at start-up."""
+
+    settings: Settings
+    admin_token: str = ""
+    call_log: CallLogSink = field(default_factory=NoCallLog)
+    store: CallStore | None = None
+    metrics: BridgeMetrics = field(default_factory=BridgeMetrics)
+    failed_calls: OrderedDict[str, str] = field(default_factory=OrderedDict)  # call sid -> why
+    stream_tokens: StreamTokens = field(default_factory=StreamTokens)  # bind a stream to its webhook
+    toolbox: Toolbox = field(default_factory=Toolbox)
+    upstream_url: str = ""  # where sessions are opened: REALTIME_URL, or the in-process emulator
+    prepared: PreparedSessions = field(default_factory=PreparedSessions)
+    active_calls: CallRegistry = field(default_factory=CallRegistry)
+    ready: bool = False
+    draining: bool = False
+
+    def __post_init__(self) -> None:
+        self.upstream_url = self.upstream_url or self.settings.realtime_url
+        # One key for every carrier's stream tokens; replicas agree when it comes from the settings.
+        secret = self.settings.stream_token_secret
+        if secret is not None and secret.get_secret_value():
+            self.stream_tokens = StreamTokens.from_auth_token(secret.get_secret_value())
+        elif self.twilio_token:
+            self.stream_tokens = StreamTokens.from_auth_token(self.twilio_token)
+        else:
+            self.stream_tokens = StreamTokens()
+        self.apology = pcm16_to_ulaw(read_wav_mono(self.settings.fallback_audio or APOLOGY_WAV, 8000))
+        builtins = []
+        if self.settings.end_call_tool:
+            builtins.append(end_call_definition())
+        if self.settings.transfer_numbers:
+            builtins.append(transfer_call_definition(self.settings.transfer_numbers))
+        self.call_config = CallConfig(
+            session=session_options(self.settings, (*builtins, *self.toolbox.definitions())),
+            greeting=self.settings.greeting,
+            audio_passthrough=self.settings.audio_passthrough,
+            review_turns=self.settings.response_mode == "manual",
+            transcribed=bool(self.settings.input_transcription_model),
+        )
+
+    async def twilio_transfer(self, started: CallStarted, number: str) -> str | None:
+        """Have Twilio replace the call's TwiML with a <Dial> (REST). Returns why it failed, or None."""
+        if not self.twilio_token:
+            return "no Twilio credentials are configured"
+        try:
+            async with self.twilio_calls(started.account_sid) as rest:
+                await rest.transfer(started.call_sid, number)
+        except TwilioRestError as exc:
+            return str(exc)
+        return None
+
+    async def open_upstream(self) -> UpstreamSession:
+        return await open_session_with_retry(self.settings, self.upstream_url)
+
+    def stream_failed(self, call_sid: str, reason: str) -> None:
+        """Remember that we failed this call, for the `<Connect action>` request that follows."""
+        self.failed_calls[call_sid] = reason
+        while len(self.failed_calls) > FAILED_CALLS_REMEMBERED:
+            self.failed_calls.popitem(last=False)
+
+    async def open_prepared(self) -> UpstreamSession:
+        session = await self.open_upstream()
+        prefetch = self.settings.prefetch_greeting
+        # Without the prefetch the greeting is asked for once a stream claims the session.
+        for event in self.call_config.opening_events(session.codec, greeted=not prefetch):
+            await session.socket.send(session.codec.encode(event).decode())
+        session.configured, session.greeted = True, prefetch
+        return session
+
+    @property
+    def twilio_token(self) -> str:
+        token = self.settings.twilio_auth_token
+        return token.get_secret_value() if token is not None else ""
+
+    def signed(self, request: web.Request, form: Mapping[str, str] | None = None) -> bool:
+        """Did Twilio send this (X-Twilio-Signature)? Always true when no Auth Token is configured."""
+        if not self.twilio_token:
+            return True
+        base = public_base(self.settings.public_url, request.scheme, request.host, request.headers)
+        url = public_url(base, request.raw_path)
+        signature = request.headers.get(SIGNATURE_HEADER)
+        if form is None:
+            ok = upgrade_is_signed(self.twilio_token, websocket_url(url), signature)
+        else:
+            ok = webhook_is_signed(self.twilio_token, url, form, signature)
+        if not ok:
+            log.warning("twilio signature rejected", path=request.path, remote=request.remote)
+        return ok
+
+    def stream_authorized(self, started: CallStarted) -> bool:
+        """The stream carries the one-time token its webhook issued (a captured URL cannot replay)."""
+        if not self.twilio_token:
+            return True
+        token = started.custom_parameters.get(STREAM_TOKEN_PARAMETER)
+        return self.stream_tokens.redeem(started.call_sid, token)
+
+    def stream_context(self, authorize: Callable[[CallStarted], bool] | None) -> StreamContext:
+        """What a media stream's call needs; `authorize` checks its start (None: trusted already)."""
+        return StreamContext(
+            call_config=self.call_config,
+            open_upstream=self.open_upstream,
+            claim_prepared=self.prepared.claim,
+            call_log=self.call_log,
+            model=self.settings.realtime_model,
+            voice=self.settings.realtime_voice,
+            active_calls=self.active_calls,
+            max_call_seconds=self.settings.max_call_seconds,
+            metrics=self.metrics,
+            apology=self.apology,
+            stream_failed=self.stream_failed,
+            authorize=authorize,
+            tools=self.toolbox,
+            end_call_tool=self.settings.end_call_tool,
+            transfer_numbers=self.settings.transfer_numbers,
+            dispositions=self.settings.disposition_list if self.settings.post_call_summary else (),
+            before_response_url=self.settings.before_response_url,
+        )
+
+    def twilio_calls(self, account_sid: str) -> TwilioCalls:
+        return TwilioCalls(account_sid, self.twilio_token, api_base=self.settings.twilio_api_base or None)
+
+    def turned_away(self, call_id: str, carrier: str) -> bool:
+        """A new call must be refused (draining or full); logged here, answered by the carrier's route."""
+        if not (self.draining or self.at_capacity):
+            return False
+        log.warning(
+            "call turned away",
+            call_sid=call_id,
+            carrier=carrier,
+            draining=self.draining,
+            active_calls=len(self.active_calls),
+        )
+        return True
+
+    @property
+    def at_capacity(self) -> bool:
+        # Calls whose webhook was answered count too: their media streams are on the way.
+        return len(self.active_calls) + len(self.prepared) >= self.settings.max_calls
+
+    async def drain(self, goodbye_wait_s: float = 25.0) -> None:
+        """Take no new calls; let calls in progress go on for DRAIN_SECONDS, then say goodbye."""
+        self.draining = True
+        log.warning(
+            "draining: new calls are turned away",
+            active_calls=len(self.active_calls),
+            drain_seconds=self.settings.drain_seconds,
+        )
+        await self.active_calls.wait_empty(self.settings.drain_seconds)
+        for pump in list(self.active_calls.values()):
+            pump.say_goodbye("shutdown")
+        await self.active_calls.wait_empty(goodbye_wait_s)
+
+
+def public_base_url(settings: Settings, request: web.Request) -> str:
+    """The https base URL the carrier reached us at: PUBLIC_URL, else what the proxy says, else Host."""
+    if settings.public_url:
+        return settings.public_url
+    proto = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
+    host = request.headers.get("X-Forwarded-Host", request.host).split(",")[0].strip()
+    return f"{proto}://{host}"
+
+
+async def media_stream(
+    bridge: Bridge,
+    request: web.Request,
+    codec: CarrierCodec,
+    authorize: Callable[[CallStarted], bool] | None,
+    transfer: Transfer | None = None,
+) -> web.StreamResponse:
+    """Any carrier's media-stream websocket, once its upgrade request was checked: 503 when full."""
+    if len(bridge.active_calls) >= bridge.settings.max_calls:
+        log.warning("media stream refused: at capacity", active_calls=len(bridge.active_calls))
+        raise web.HTTPServiceUnavailable(text="at capacity")
+    return await handle_media_stream(bridge.stream_context(authorize), request, codec, transfer=transfer)
