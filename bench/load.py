@@ -34,6 +34,10 @@ call's turn timings are randomised), so no identifier has to cross the bridge.
 On a 2-core machine the three processes share the cores: watch the "host busy" column, latencies above
 a saturated host measure the queue for the CPU, not the bridge.
 
+`--passthrough` runs the bridge with AUDIO_PASSTHROUGH=true (µ-law to the model as audio/pcmu, which the
+emulator then speaks back in µ-law: no resampling on either side). The table's first line names the
+machine (CPU model, cores, Python, event loop).
+
 `--sweep 25,50,100,200` prints one row per call count (CPU per call-second must stay flat, i.e. total
 CPU grows linearly). `--profile 10` also samples the bridge with py-spy for 10 s under load and prints
 its hottest functions (py-spy must be installed; it slows the bridge a little).
@@ -60,6 +64,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import numpy as np
 
@@ -173,11 +178,12 @@ async def one_call(
         async with http.post(voice_url, data=form, headers={"X-Twilio-Signature": signature}) as response:
             if response.status != 200:
                 raise RuntimeError(f"voice webhook: HTTP {response.status}")
-            await response.read()
+            twiml = await response.text()
         caller = TwilioCallerEmulator(
             media_url,
             call_sid=call_sid,
-            custom_parameters={"from": form["From"], "to": form["To"], "call_sid": call_sid},
+            # As Twilio does: the <Stream>'s <Parameter>s (the one-time stream token among them).
+            custom_parameters=stream_parameters(twiml),
             headers={"X-Twilio-Signature": twilio_signature(TWILIO_TOKEN, media_url)},
             tick_ms=50.0,  # marks are still echoed on time; this only paces the heard-audio counters
             connect_timeout=15.0,
@@ -234,6 +240,12 @@ async def one_call(
     return result
 
 
+def stream_parameters(twiml: str) -> dict[str, str]:
+    """The <Parameter name= value=> pairs of the TwiML's <Stream>: Twilio's start.customParameters."""
+    root = ElementTree.fromstring(twiml)
+    return {p.attrib["name"]: p.attrib.get("value", "") for p in root.iter("Parameter")}
+
+
 def _first_in(times: list[float], after: float, window: float) -> float | None:
     return next((t for t in times if after <= t <= after + window), None)
 
@@ -255,6 +267,7 @@ class Sample:
 @dataclass
 class Row:
     calls: int
+    mode: str = "transcode"
     call_seconds: float = 0.0
     failed: int = 0
     cpu_ms_per_call_s: float = math.nan
@@ -359,6 +372,7 @@ def bridge_env(
         MAX_CALLS=str(args.calls_max + 10),
         METRICS_PORT=str(metrics_port),
         BRIDGE_ENV="production",  # signatures checked, as in production
+        AUDIO_PASSTHROUGH="true" if args.passthrough else "false",
     )
     return env
 
@@ -624,6 +638,7 @@ def p50_99_fine(values: list[float]) -> str:
 
 COLUMNS = [
     ("calls", 5),
+    ("audio", 11),
     ("call-s", 7),
     ("failed", 6),
     ("CPU ms/call-s", 13),
@@ -642,14 +657,32 @@ COLUMNS = [
 ]
 
 
-def print_table(rows: list[Row]) -> None:
+def machine() -> str:
+    """What the figures were measured on: they mean little without it."""
+    model = "unknown CPU"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
+        model = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), model)
+    try:
+        import uvloop
+
+        loop = f"uvloop {uvloop.__version__}"
+    except ImportError:
+        loop = "asyncio (no uvloop)"
+    python = ".".join(map(str, sys.version_info[:3]))
+    return f"{model}, {os.cpu_count()} cores, Python {python}, {loop}"
+
+
+def print_table(rows: list[Row], load_before: float) -> None:
     print()
+    print(f"machine: {machine()}")
+    print(f"host load average before the run: {load_before:.2f} (other work on the host skews latencies)")
     print("latencies are p50/p99 ms; CPU% is of one core; lag = p99 event-loop lag (ms) of the bridge and of")
     print("the load generator (when the generator lags, so do the times it stamps)")
     print("  ".join(f"{name:>{width}}" for name, width in COLUMNS))
     for row in rows:
         cells = [
             str(row.calls),
+            row.mode,
             f"{row.call_seconds:.0f}",
             str(row.failed),
             f"{row.cpu_ms_per_call_s:.2f}",
@@ -737,6 +770,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--bridge-command", help="run the bridge with this command instead of `python -m bridge serve`"
     )
+    parser.add_argument(
+        "--passthrough", action="store_true", help="AUDIO_PASSTHROUGH=true: µ-law to the model unchanged"
+    )
     parser.add_argument("--profile", type=int, default=0, metavar="SECONDS", help="py-spy the bridge")
     parser.add_argument("--keep-logs", metavar="DIR", help="copy the processes' logs here")
     parser.add_argument("--no-quality", action="store_true", help="skip the resampler quality check")
@@ -765,11 +801,19 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     levels = [int(n) for n in args.sweep.split(",")] if args.sweep else [args.calls]
     args.calls_max = max(levels)
+    load_before = os.getloadavg()[0]
     rows = []
     for calls in levels:
         print(f"running {calls} calls of {args.seconds:.0f} s ...", file=sys.stderr, flush=True)
-        rows.append(run_level(args, calls))
-    print_table(rows)
+        try:
+            rows.append(run_level(args, calls))
+        except RuntimeError as exc:  # one level going wrong (an overrun) still reports the others
+            row = Row(calls, failed=calls)
+            row.errors[f"run aborted: {exc}"[:120]] = 1
+            rows.append(row)
+    for row in rows:
+        row.mode = "passthrough" if args.passthrough else "transcode"
+    print_table(rows, load_before)
     if not args.no_quality:
         print_resampler_quality()
     return 0

@@ -43,9 +43,10 @@ _HALF_TAPS_AT_LOW_RATE = 16
 _CUTOFF_OF_LOW_RATE = 0.484375
 _KAISER_BETA = 9.0
 _COEF_STEP = 2.0**-32
-# Work arrays hold this many blocks; process() feeds at most _PIECE_BLOCKS blocks of input at a time.
-_BUFFER_BLOCKS = 64
-_PIECE_BLOCKS = 32
+# Cycles (M inputs, L outputs) per matmul row: fewer mean fewer zero weights, more mean fewer rows.
+_CYCLES_PER_ROW = 8
+# process() feeds at most this many cycles of input at a time (the work arrays are sized for it).
+_PIECE_CYCLES = 2048
 
 
 def _ulaw_encode_table() -> np.ndarray:
@@ -100,10 +101,11 @@ def _design_filter(up: int, down: int) -> np.ndarray:
 class StreamingResampler:
     """Streaming rational resampler for PCM16 LE mono; the module docstring gives the exact rules.
 
-    Work goes in blocks of P = K * M input and Q = K * L output samples, P being at least the filter's reach
-    into the past, so each block's outputs depend only on that block and the one before. One matmul of rows
-    [previous block | block] against a fixed (2P, Q) matrix then yields every output of a call; a partial
-    last block is computed whole and its unready outputs dropped.
+    Polyphase form: with L/M the reduced ratio, output n = c * L + p (cycle c, phase p) is the dot product
+    of the W inputs from c * M + R (R <= 0) onwards with column p of a fixed (W, L) matrix holding only
+    the taps that phase uses. G cycles go in one row: a row is W + (G - 1) * M consecutive inputs against
+    a (W + (G - 1) * M, G * L) matrix, rows G * M inputs apart, so one matmul of a strided view of the
+    input buffer yields every output of a call; outputs of a partial last row not yet due are dropped.
     """
 
     def __init__(self, from_rate: int, to_rate: int) -> None:
@@ -112,28 +114,38 @@ class StreamingResampler:
         common = math.gcd(from_rate, to_rate)
         self.from_rate = from_rate
         self.to_rate = to_rate
-        self._up = to_rate // common
-        self._down = from_rate // common
-        taps = _design_filter(self._up, self._down)
+        up = self._up = to_rate // common
+        down = self._down = from_rate // common
+        taps = _design_filter(up, down)
         self._taps = taps.size
-        self._delay_ms = (taps.size - 1) / 2 * 1000.0 / (from_rate * self._up)
+        self._delay_ms = (taps.size - 1) / 2 * 1000.0 / (from_rate * up)
 
-        reach = (taps.size - 1) // self._up
-        cycles = max(1, -(-reach // self._down))
-        self._block_in = cycles * self._down
-        self._block_out = cycles * self._up
-        # Row q + P holds the weight of input q (relative to the block start, -P <= q < P) for each output.
-        out_index = np.arange(self._block_out)[None, :]
-        in_index = np.arange(-self._block_in, self._block_in)[:, None]
-        tap = out_index * self._down - in_index * self._up
+        # Output c * L + p takes inputs i with 0 <= (c * L + p) * M - i * L < taps: i - c * M in
+        # [first, last] for every phase p.
+        first = -((taps.size - 1) // up)
+        last = (up - 1) * down // up
+        group = _CYCLES_PER_ROW
+        width = last - first + 1 + (group - 1) * down
+        offset = np.arange(width)[:, None] + first  # input index relative to the row's first cycle * M
+        out = np.arange(group * up)[None, :]  # output index relative to the row's first cycle * L
+        tap = out * down - offset * up
         inside = (tap >= 0) & (tap < taps.size)
         self._coef = np.where(inside, taps[np.clip(tap, 0, taps.size - 1)], 0.0)
+        self._row_in = group * down
+        self._row_out = group * up
+        self._history = -first  # inputs before the first one: the filter starts on silence
 
-        # Input lives in _buf[_head:_tail], _head being the start of the block before the one holding the
-        # next output. Beyond _tail lie stale samples (finite, never NaN) that only meet zero weights.
-        self._buf = np.zeros(_BUFFER_BLOCKS * self._block_in)
-        self._pairs = np.empty((_BUFFER_BLOCKS, 2 * self._block_in))
-        self._sum = np.empty((_BUFFER_BLOCKS, self._block_out))
+        # Input i lives at _buf[i + shift]; _start is where the row holding the next output begins (a
+        # multiple of _row_in). Beyond the newest input lie stale samples (finite) that meet zero weights.
+        self._piece = _PIECE_CYCLES * down
+        size = self._piece + 4 * (width + self._row_in)
+        size -= size % self._row_in
+        self._buf = np.zeros(size)
+        rows = (size - width) // self._row_in + 1
+        self._rows = np.lib.stride_tricks.as_strided(
+            self._buf, shape=(rows, width), strides=(self._row_in * 8, 8), writeable=False
+        )
+        self._sum = np.empty((self._piece // self._row_in + 3, self._row_out))
         self.reset()
 
     @property
@@ -141,16 +153,16 @@ class StreamingResampler:
         return self._delay_ms
 
     def reset(self) -> None:
-        self._buf[: self._block_in] = 0.0
-        self._head = 0
-        self._tail = self._block_in
+        self._buf[: self._history] = 0.0
+        self._start = 0
+        self._tail = self._history
         self._n_in = 0
         self._n_out = 0
 
     def process(self, pcm16: bytes) -> bytes:
         if len(pcm16) % 2:
             raise ValueError(f"PCM16 data must have an even number of bytes, got {len(pcm16)}")
-        piece = 2 * _PIECE_BLOCKS * self._block_in
+        piece = 2 * self._piece
         if len(pcm16) <= piece:
             return self._process(pcm16)
         view = memoryview(pcm16)
@@ -169,50 +181,39 @@ class StreamingResampler:
 
     def _process(self, pcm16: bytes | memoryview) -> bytes:
         samples = np.frombuffer(pcm16, dtype=_PCM16)
-        block_in = self._block_in
-        block_out = self._block_out
+        n = samples.size
+        tail = self._tail
+        if tail + n + self._coef.shape[0] + self._row_in > self._buf.size:
+            tail = self._compact()
+        self._buf[tail : tail + n] = samples
+        self._tail = tail + n
+        self._n_in += n
         n_out = self._n_out
-        self._n_in += samples.size
         ready = -(-self._n_in * self._up // self._down)
-        first_block = n_out // block_out
-        rows = (ready - 1) // block_out - first_block + 2 if ready > n_out else 1
-        if max(self._tail + samples.size, self._head + rows * block_in) > self._buf.size:
-            self._compact(rows * block_in + samples.size)
-        head = self._head
-        tail = self._tail + samples.size
-        self._buf[self._tail : tail] = samples
-        self._tail = tail
         if ready == n_out:
             return b""
-
-        # Copying each block next to its predecessor is cheaper than a second matmul plus an add.
-        blocks = self._buf[head : head + rows * block_in].reshape(rows, block_in)
-        pairs = self._pairs[: rows - 1]
-        pairs[:, :block_in] = blocks[:-1]
-        pairs[:, block_in:] = blocks[1:]
-        summed = np.matmul(pairs, self._coef, out=self._sum[: rows - 1])
-        out = summed.reshape(-1)[n_out - first_block * block_out : ready - first_block * block_out]
+        row_out = self._row_out
+        first = n_out // row_out
+        row = self._start // self._row_in
+        summed = np.dot(
+            self._rows[row : row + (ready - 1) // row_out - first + 1],
+            self._coef,
+            out=self._sum[: (ready - 1) // row_out - first + 1],
+        )
+        out = summed.reshape(-1)[n_out - first * row_out : ready - first * row_out]
         out.clip(-32768.0, 32767.0, out=out)
         self._n_out = ready
-        self._head = head + (ready // block_out - first_block) * block_in
+        self._start += (ready // row_out - first) * self._row_in
         return np.rint(out, out=out).astype(_PCM16).tobytes()
 
-    def _compact(self, room: int) -> None:
-        """Move the live input to the buffer start; grow the work arrays if `room` more samples won't fit."""
-        live = self._tail - self._head
-        size = self._buf.size
-        if live + room > size:
-            size = max(2 * size, -(-(live + room) // self._block_in) * self._block_in)
-            rows = size // self._block_in
-            self._pairs = np.empty((rows, 2 * self._block_in))
-            self._sum = np.empty((rows, self._block_out))
-            buf = np.zeros(size)
-        else:
-            buf = self._buf
-        buf[:live] = self._buf[self._head : self._tail]
-        self._buf = buf
-        self._head = 0
+    def _compact(self) -> int:
+        """Move the live input (from the next row's start) to the buffer start; returns the new tail."""
+        start = self._start
+        live = self._tail - start
+        self._buf[:live] = self._buf[start : self._tail]
+        self._start = 0
         self._tail = live
+        return live
 
 
 Encoding = Literal["pcmu", "pcma", "l16"]
@@ -286,25 +287,35 @@ class Transcoder:
         elif src.rate != dst.rate:
             self._resampler = StreamingResampler(src.rate, dst.rate)
         self._odd = b""
+        # Decided once: process() runs for every frame of every call.
+        self._same = src == dst
+        self._split_samples = src.encoding == "l16"
+        self._decode = None if self._split_samples else src.to_pcm16
+        self._encode = None if dst.encoding == "l16" else dst.from_pcm16
 
     @property
     def delay_ms(self) -> float:
         return self._resampler.delay_ms if self._resampler is not None else 0.0
 
     def process(self, data: bytes) -> bytes:
-        if self.src == self.dst:
+        if self._same:
             return data
         if self._table is not None:
             return data.translate(self._table)
-        if self.src.encoding == "l16":
-            data = self._odd + data
-            whole = len(data) - len(data) % 2
-            self._odd = data[whole:]
-            data = data[:whole]
-        pcm = self.src.to_pcm16(data)
+        if self._split_samples:
+            if self._odd or len(data) % 2:
+                data = self._odd + data
+                whole = len(data) - len(data) % 2
+                self._odd = data[whole:]
+                data = data[:whole]
+            pcm = data
+        else:
+            pcm = self._decode(data)  # type: ignore[misc]
         if self._resampler is not None:
             pcm = self._resampler.process(pcm)
-        return self.dst.from_pcm16(pcm) if pcm else b""
+        if not pcm:
+            return b""
+        return pcm if self._encode is None else self._encode(pcm)
 
     def flush(self) -> bytes:
         """The resampler's tail (the end of the last input); the transcoder is reset afterwards."""

@@ -16,7 +16,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
-from websockets.exceptions import ConnectionClosed, ConnectionClosedError
 
 from bridge.audio import PCMU_8K, Transcoder
 from bridge.call import Call, CallConfig, LogRecord, ToolRequest, TurnReview
@@ -39,7 +38,7 @@ from bridge.realtime.codec import RealtimeProtocolError
 from bridge.summary import SUMMARY_METADATA, parse_summary, summary_instructions
 from bridge.tools.builtin import END_CALL, TRANSFER_CALL
 from bridge.tools.toolbox import TOOL_TIMEOUT_S, Toolbox, failure
-from bridge.upstream import UpstreamRefused, UpstreamSession
+from bridge.upstream import UpstreamClosed, UpstreamRefused, UpstreamSession
 
 log = get_logger("bridge.call")
 
@@ -405,7 +404,7 @@ class CallPump:
             text_only=True,
             metadata=SUMMARY_METADATA,
         )
-        await upstream.socket.send(codec.encode(request).decode())
+        await upstream.socket.send(codec.encode(request))
         text = ""
         async with asyncio.timeout(SUMMARY_TIMEOUT_S):
             async for message in upstream.socket:
@@ -525,13 +524,8 @@ class CallPump:
                 self.ctx.metrics.upstream_message(time.perf_counter() - started)
                 if call.end_reason is not None or call.needs_new_session:
                     return
-        except ConnectionClosedError as exc:
-            received = exc.rcvd
-            self.log.error(
-                "upstream connection dropped",
-                code=received.code if received else None,
-                reason=received.reason if received else "",
-            )
+        except UpstreamClosed as exc:
+            self.log.error("upstream connection dropped", code=exc.code, reason=exc.reason)
         else:
             self.log.warning("upstream closed the session", code=upstream.socket.close_code)
 
@@ -567,27 +561,37 @@ class CallPump:
             await self._flush()
 
     async def _flush(self) -> None:
+        # Runs for every message either way (50+ a second per call): plain try/except and local names,
+        # no per-call context-manager objects.
         call = self.call
         if call is None:
             return
         to_carrier, to_upstream, records = call.drain()
         if to_carrier:
             async with self._carrier_lock:
+                send = self.leg.send
                 for command in to_carrier:
-                    await self.leg.send(command)
+                    await send(command)
+                    if type(command) is PlayAudio or type(command) is Mark:
+                        continue
                     if isinstance(command, Hangup):
                         break
                     if isinstance(command, ClearPlayback):
                         call.clear_written(now_ms())
-            records += call.drain()[2]
-        if to_upstream and self.upstream is not None:
-            codec = self.upstream.codec
+            if call.records:
+                records += call.drain()[2]
+        upstream = self.upstream
+        if to_upstream and upstream is not None:
+            socket, encode = upstream.socket, upstream.codec.encode
             async with self._upstream_lock:
-                with contextlib.suppress(ConnectionClosed):
+                try:
                     for event in to_upstream:
-                        await self.upstream.socket.send(codec.encode(event).decode())
-        for record in records:
-            self._record(record)
+                        await socket.send(encode(event))
+                except UpstreamClosed:
+                    pass  # the upstream loop sees the close and replaces the session or ends the call
+        if records:
+            for record in records:
+                self._record(record)
         if call.tool_requests or call.turn_reviews:  # rare: the per-frame flush stays free of it
             self._start_jobs(call)
 

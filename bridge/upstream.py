@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import websockets
-from websockets.asyncio.client import ClientConnection
+import aiohttp
+from aiohttp import WSMsgType
 
 from bridge.config import Settings
 from bridge.logs import get_logger
@@ -22,6 +23,75 @@ MAX_SERVER_MESSAGE = 16 * 1024 * 1024
 # Retries must fit inside the time a caller will wait in silence before giving up on the line.
 CONNECT_BUDGET_S = 4.0
 BACKOFF_S = (0.2, 0.5, 1.0)
+
+
+# Close codes after which the session simply ended; anything else (or no close frame) means it was lost.
+_NORMAL_CLOSE = (1000, 1001)
+
+
+class UpstreamClosed(Exception):
+    """The session's websocket closed: on `send`, or abnormally (not 1000/1001) while reading it."""
+
+    def __init__(self, code: int | None, reason: str = "") -> None:
+        super().__init__(f"upstream closed (code {code}): {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class UpstreamSocket:
+    """One Realtime session's websocket (aiohttp's client: per message it costs a third of what the
+    `websockets` library does, which mattered at 50 appends a second per call; bench/load.py).
+
+    Iterating yields each text message as UTF-8 bytes (the codec decodes bytes directly); it ends when
+    the service closes normally and raises `UpstreamClosed` when the connection is lost."""
+
+    def __init__(self, http: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self._http = http
+        self._ws = ws
+
+    @property
+    def close_code(self) -> int | None:
+        return self._ws.close_code
+
+    @property
+    def closed(self) -> bool:
+        return self._ws.closed
+
+    async def send(self, message: str | bytes) -> None:
+        """One text message; bytes must be UTF-8 (msgspec's output is), and are sent without a copy."""
+        ws = self._ws
+        if ws.closed:
+            raise UpstreamClosed(ws.close_code, "already closed")
+        try:
+            if isinstance(message, bytes):
+                await ws.send_frame(message, WSMsgType.TEXT)
+            else:
+                await ws.send_str(message)
+        except ConnectionError as exc:
+            raise UpstreamClosed(ws.close_code, str(exc)) from None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        ws = self._ws
+        while True:
+            msg = await ws.receive()
+            kind = msg.type
+            if kind is WSMsgType.TEXT:
+                data = msg.data
+                yield data if isinstance(data, bytes) else data.encode()
+            elif kind is WSMsgType.BINARY:
+                yield msg.data
+            elif kind in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                break
+        code = ws.close_code
+        if code not in _NORMAL_CLOSE:
+            reason = str(msg.extra or "") if kind is WSMsgType.CLOSE else str(ws.exception() or "")
+            raise UpstreamClosed(code, reason)
+
+    async def close(self) -> None:
+        try:
+            await self._ws.close()
+        finally:
+            await self._http.close()
 
 
 class UpstreamRefused(Exception):
@@ -39,7 +109,7 @@ class UpstreamRefused(Exception):
 
 @dataclass(slots=True)
 class UpstreamSession:
-    socket: ClientConnection
+    socket: UpstreamSocket
     codec: RealtimeCodec
     configured: bool = False  # session.update already sent
     greeted: bool = False  # the greeting already requested
@@ -69,21 +139,29 @@ def session_headers(settings: Settings) -> dict[str, str]:
 async def open_session(settings: Settings, base_url: str | None = None) -> UpstreamSession:
     loop = asyncio.get_running_loop()
     started = loop.time()
+    # trust_env: HTTPS_PROXY/NO_PROXY are honoured, as the websockets library did by default.
+    http = aiohttp.ClientSession(trust_env=True)
     try:
-        socket = await websockets.connect(
-            session_url(settings, base_url),
-            additional_headers=session_headers(settings),
-            max_size=MAX_SERVER_MESSAGE,
-            compression=None,  # Compressing base64 audio costs CPU and saves little.
-            open_timeout=settings.realtime_connect_timeout,
-            ping_interval=20,
-            ping_timeout=20,
-        )
-    except websockets.InvalidStatus as exc:
-        status = exc.response.status_code
+        async with asyncio.timeout(settings.realtime_connect_timeout):
+            ws = await http.ws_connect(
+                session_url(settings, base_url),
+                headers=session_headers(settings),
+                max_msg_size=MAX_SERVER_MESSAGE,
+                compress=0,  # Compressing base64 audio costs CPU and saves little.
+                heartbeat=20.0,  # a ping every 20 s; no pong within 10 s closes the socket
+                decode_text=False,  # msgspec decodes the UTF-8 bytes itself
+            )
+    except aiohttp.WSServerHandshakeError as exc:
+        await http.close()
+        status = exc.status
         raise UpstreamRefused(f"Realtime service refused the session: HTTP {status}", status) from None
-    except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
+    except (OSError, TimeoutError, aiohttp.ClientError) as exc:
+        await http.close()
         raise UpstreamRefused(f"cannot reach the Realtime service: {type(exc).__name__}: {exc}") from None
+    except BaseException:
+        await http.close()
+        raise
+    socket = UpstreamSocket(http, ws)
     return UpstreamSession(
         socket, RealtimeCodec(settings.realtime_dialect), connect_ms=(loop.time() - started) * 1000
     )
