@@ -21,6 +21,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check bridge tests bench
 	[ -n "$$BRIDGE_SKIP_BROWSER" ] || bash .ci/chromium.sh
+	[ -n "$$BRIDGE_SKIP_SIP" ] || bash .ci/sipp.sh
 	if [ -z "$$BRIDGE_SKIP_POSTGRES" ]; then source .ci/postgres.sh; fi; $(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
