@@ -177,7 +177,9 @@ class PlaybackLedger:
         if not self._rtt_samples:
             return self.half_rtt
         cap = min(self._rtt_bounds, default=float("inf"))
-        return min(statistics.median(self._rtt_samples), cap) / 2
+        # A leg that reports a mark the moment its frame is sent (SIP) gives first-echo bounds below
+        # zero; a clear cannot arrive before it was sent.
+        return max(0.0, min(statistics.median(self._rtt_samples), cap)) / 2
 
     @property
     def half_rtt(self) -> float:

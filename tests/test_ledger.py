@@ -164,3 +164,15 @@ def test_a_probe_inflated_by_a_busy_moment_is_corrected_by_the_first_echo() -> N
     assert name is not None
     ledger.acked(name, 200 + 20 + 10)  # the first frame's echo: 20 ms of audio + 10 ms round trip
     assert ledger.rtt_ms == 10
+
+
+def test_an_echo_a_little_early_never_moves_the_clear_into_the_past() -> None:
+    """SIP: the bridge's own clock reports each mark as its frames finish, on a timer that may fire a
+    fraction of a ms early; a negative first-echo bound must not put the clear's arrival before now."""
+    ledger = PlaybackLedger()
+    measure_rtt(ledger, 0, 0)
+    marks = send(ledger, "A", 1000, at=0)
+    for i, name in enumerate(marks[:3]):  # played to 100, 200, 300 ms; the first reported 2 ms early
+        ledger.acked(name, 100.0 * (i + 1) - (2 if i == 0 else 0))
+    [p] = ledger.clear(350)
+    assert p.heard_ms == 350

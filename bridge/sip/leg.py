@@ -2,7 +2,8 @@
 
 Outbound audio waits in a queue of 20 ms frames; a clock sends each frame as RTP at its due time
 (due times are computed from the clock's start, so scheduling delays never accumulate into drift)
-and reports each mark the moment every frame queued before it has been sent. The one-way network
+and reports each mark once every frame queued before it has been sent and played out (on the tick
+after the last of them). The one-way network
 delay to the caller's ear is taken as zero: we cannot measure it without RTCP, and on a trunk it is
 tens of ms, under the Call's barge-in tolerance. A clear drops the queue at once and echoes the
 marks waiting in it. While the caller holds the call, playout pauses (nothing is sent, no mark is
@@ -101,6 +102,7 @@ class SipLeg:
         self._events: asyncio.Queue[tuple[CarrierEvent, float]] = asyncio.Queue()
         self._outbound: deque[bytes | str] = deque()  # frames, and mark names between them
         self._frames_queued = 0
+        self._playing = False  # a frame went out on the last tick and is still being heard
         self._acked = asyncio.Event()
         self._ended = asyncio.Event()
         self._drained = asyncio.Event()
@@ -189,7 +191,7 @@ class SipLeg:
                 self._frames_queued += 1
             self._drained.clear()
         elif isinstance(command, Mark):
-            if self._frames_queued:
+            if self._frames_queued or self._playing:
                 self._outbound.append(command.name)
             else:
                 self._emit(PlaybackMark(command.name))
@@ -335,11 +337,15 @@ class SipLeg:
 
     def _tick(self, frame_index: int) -> None:
         out = self._outbound
+        # The frame sent on the previous tick has now played: report the marks behind it. A mark
+        # says "played", and the ledger's clock model reads it so.
+        while out and isinstance(out[0], str):
+            self._emit(PlaybackMark(out.popleft()))  # type: ignore[arg-type]
+        self._playing = False
         # On hold the clock runs on (the RTP timestamp counts the pause) but playout waits: audio
         # nobody can hear is neither sent nor reported played, so the caller hears it on resume.
         if self.offer.peer_listens:
-            while out and isinstance(out[0], str):
-                self._emit(PlaybackMark(out.popleft()))  # type: ignore[arg-type]
+            self._playing = bool(out)
             if out:
                 payload = out.popleft()
                 assert isinstance(payload, bytes)
@@ -349,10 +355,8 @@ class SipLeg:
                         self._sender.packet(payload, frame_index), (self.offer.address, self.offer.port)
                     )
                     self.frames_sent += 1
-                while out and isinstance(out[0], str):
-                    self._emit(PlaybackMark(out.popleft()))  # type: ignore[arg-type]
-                if not out:
-                    self._drained.set()
+            if not out:
+                self._drained.set()
         inbound = self._jitter.pop()
         if inbound is not None:
             self._emit(CallerAudio(inbound))
