@@ -49,6 +49,7 @@ TICK_S = 0.5
 SUMMARY_TIMEOUT_S = 15.0  # the phone leg is already closed; this only bounds the session's life
 GOODBYE_LIMIT_S = 20.0  # a goodbye that never finishes playing still ends the call
 MAX_MESSAGES_PER_S = 250  # Twilio sends ~50 media messages a second plus mark echoes and DTMF
+EXTRA_CODEC_COUNTERS = ("late_frames", "reordered_frames", "carrier_errors")
 MAX_SESSION_REPLACEMENTS = 5  # per call: an upstream that keeps failing is not worth more tries
 
 GOODBYES = {
@@ -211,7 +212,11 @@ class WebSocketLeg:
         return self.ws.closed
 
     def stats(self) -> dict[str, int]:
-        return {"sequence_gaps": self.codec.sequence_gaps, "bad_messages": self.bad_messages}
+        counts = {"sequence_gaps": self.codec.sequence_gaps, "bad_messages": self.bad_messages}
+        for name in EXTRA_CODEC_COUNTERS:  # what only some dialects count (Telnyx reorders frames)
+            if (value := getattr(self.codec, name, None)) is not None:
+                counts[name] = value
+        return counts
 
     async def wait_for_start(self) -> CallStarted | None:
         try:

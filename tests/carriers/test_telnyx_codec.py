@@ -26,6 +26,7 @@ from bridge.carrier.events import (
     PlaybackMark,
 )
 from bridge.carrier.telnyx import TelnyxCodec, load_public_key, webhook_is_signed
+from bridge.media_stream import WebSocketLeg
 
 CCID = "v3:abc-call-control-id"
 
@@ -154,6 +155,10 @@ def test_a_lost_frame_is_skipped_once_the_window_is_full_and_late_ones_dropped()
     assert codec.decode(media(2, b"\x02" * 160)) is None  # too late: its place was skipped
     assert codec.decode(media(5, b"\x05" * 160)) is None  # a duplicate
     assert codec.late_frames == 2
+    # The call's closing log line carries these counts.
+    stats = WebSocketLeg(None, codec, None).stats()  # type: ignore[arg-type]
+    assert (stats["sequence_gaps"], stats["late_frames"]) == (1, 2)
+    assert stats["reordered_frames"] == codec.reordered_frames > 0 and stats["carrier_errors"] == 0
 
 
 def test_encode_media_mark_clear_hangup() -> None:
