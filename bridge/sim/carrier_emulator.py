@@ -120,15 +120,22 @@ class OutboundError(ValueError):
     pass
 
 
-def parse_outbound(text: str, stream_sid: str) -> tuple[str, Any]:
-    """Validate one bridge → Twilio message: ("media", bytes), ("mark", name) or ("clear", None)."""
+def outbound_json(data: str | bytes) -> tuple[Any, dict[str, Any]]:
+    """An outbound JSON message's `event` and the message; OutboundError for what no carrier takes."""
+    if isinstance(data, bytes):
+        raise OutboundError("binary frame")
     try:
-        message = json.loads(text)
+        message = json.loads(data)
     except json.JSONDecodeError:
         raise OutboundError("not JSON") from None
     if not isinstance(message, dict):
         raise OutboundError("not a JSON object")
-    event = message.get("event")
+    return message.get("event"), message
+
+
+def parse_outbound(text: str, stream_sid: str) -> tuple[str, Any]:
+    """Validate one bridge → Twilio message: ("media", bytes), ("mark", name) or ("clear", None)."""
+    event, message = outbound_json(text)
     if event not in ("media", "mark", "clear"):
         raise OutboundError(f"event {event!r} is not media, mark or clear")
     if message.get("streamSid") != stream_sid:

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import time
 import uuid
 from typing import Any
 
 from bridge.audio import PCMU_8K, AudioFormat
 from bridge.carrier.plivo import content_type, encode_extra_headers
-from bridge.sim.carrier_emulator import CallerEmulator, Message, OutboundError
+from bridge.sim.carrier_emulator import CallerEmulator, Message, OutboundError, outbound_json
 from bridge.sim.playout import MarkStatus
 
 
@@ -127,15 +126,7 @@ class PlivoCallerEmulator(CallerEmulator):
             )
 
     def parse_outbound(self, data: str | bytes) -> tuple[str, Any]:
-        if isinstance(data, bytes):
-            raise OutboundError("binary frame")
-        try:
-            message = json.loads(data)
-        except json.JSONDecodeError:
-            raise OutboundError("not JSON") from None
-        if not isinstance(message, dict):
-            raise OutboundError("not a JSON object")
-        event = message.get("event")
+        event, message = outbound_json(data)
         if event not in ("playAudio", "checkpoint", "clearAudio"):
             raise OutboundError(f"event {event!r} is not playAudio, checkpoint or clearAudio")
         # Plivo's own playAudio example has no streamId; when one is given it must be this stream's.

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from typing import Any
 
 from bridge.audio import L16_16K, PCMA_8K, PCMU_8K, AudioFormat
 from bridge.carrier.telnyx import _swap16
-from bridge.sim.carrier_emulator import FRAME_MS, CallerEmulator, Message, OutboundError
+from bridge.sim.carrier_emulator import FRAME_MS, CallerEmulator, Message, OutboundError, outbound_json
 
 ENCODINGS = {PCMU_8K: "PCMU", PCMA_8K: "PCMA", L16_16K: "L16"}
 
@@ -132,15 +131,7 @@ class TelnyxCallerEmulator(CallerEmulator):
         }
 
     def parse_outbound(self, data: str | bytes) -> tuple[str, Any]:
-        if isinstance(data, bytes):
-            raise OutboundError("binary frame")
-        try:
-            message = json.loads(data)
-        except json.JSONDecodeError:
-            raise OutboundError("not JSON") from None
-        if not isinstance(message, dict):
-            raise OutboundError("not a JSON object")
-        event = message.get("event")
+        event, message = outbound_json(data)
         if event == "clear":
             return "clear", None
         if event not in ("media", "mark"):
