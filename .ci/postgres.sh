@@ -20,13 +20,7 @@ _bridge_pg_main() {
 
     bindir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)"
     if [ -z "$bindir" ]; then
-        echo "postgres.sh: installing postgresql from apt" >&2
-        local sudo=()
-        [ "$(id -u)" -eq 0 ] || sudo=(sudo)
-        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2 \
-            || { "${sudo[@]}" apt-get update -qq >&2 \
-                 && "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2; } \
-            || { echo "postgres.sh: apt-get install postgresql failed" >&2; return 1; }
+        bash "$(dirname "${BASH_SOURCE[0]}")/apt_install.sh" postgresql || return 1
         bindir="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)"
         [ -n "$bindir" ] || { echo "postgres.sh: no PostgreSQL binaries after install" >&2; return 1; }
     fi
