@@ -11,6 +11,7 @@ so the helpers below take ms and convert; bucket bounds are chosen at the scale 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import re
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -18,12 +19,13 @@ from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 # The HPA (deploy/k8s/hpa.yaml) scales on this name; tests/deploy checks the two agree.
 ACTIVE_CALLS = "bridge_active_calls"
@@ -89,6 +91,50 @@ class _RecorderCollector(Collector):
         return [backlog, failures, dropped]
 
 
+class _Timings:
+    """One label's bucket counts and sum, as plain numbers: observing costs a bisect and two adds."""
+
+    __slots__ = ("_bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self._bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(self._bounds, seconds)] += 1  # le: a bound takes values equal to it
+        self.total += seconds
+
+
+class _TimingHistogram(Collector):
+    """A labelled histogram for per-message times, read out at scrape time.
+
+    prometheus_client's Histogram takes a lock and walks its buckets in Python on every observation,
+    about 2 µs, paid by every frame of every call; this keeps the same exposition (buckets, count, sum)
+    for a fraction of that. Observed and scraped on the event loop's thread, so no lock is needed."""
+
+    def __init__(self, name: str, documentation: str, label: str, buckets: tuple[float, ...]) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._label = label
+        self._bounds = tuple(sorted(buckets))
+        self._les = [*map(floatToGoString, self._bounds), "+Inf"]
+        self._children: dict[str, _Timings] = {}
+
+    def labels(self, value: str) -> _Timings:
+        return self._children.setdefault(value, _Timings(self._bounds))
+
+    def collect(self) -> Any:
+        family = HistogramMetricFamily(self._name, self._documentation, labels=[self._label])
+        for value, timings in self._children.items():
+            cumulative, buckets = 0, []
+            for le, count in zip(self._les, timings.counts, strict=True):
+                cumulative += count
+                buckets.append((le, cumulative))
+            family.add_metric([value], buckets, timings.total)
+        return [family]
+
+
 class BridgeMetrics:
     def __init__(self, registry: CollectorRegistry | None = None, *, process_metrics: bool = True) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
@@ -132,13 +178,13 @@ class BridgeMetrics:
         self.upstream_errors = Counter(
             "bridge_upstream_errors", "Errors from the Realtime service, by code.", ["code"], registry=reg
         )
-        self.frame_processing = Histogram(
+        self.frame_processing = _TimingHistogram(
             "bridge_frame_processing_seconds",
             "Handling one message (decode, call rules, encode, send), by the side it came from.",
-            ["source"],
-            buckets=_scaled(_US, 10, 25, 50, 100, 200, 400, 800, 1600, 3200, 6400, 12_800, 25_600),
-            registry=reg,
+            "source",
+            _scaled(_US, 10, 25, 50, 100, 200, 400, 800, 1600, 3200, 6400, 12_800, 25_600),
         )
+        reg.register(self.frame_processing)
         self.loop_lag = Gauge(
             "bridge_event_loop_lag_seconds",
             "Latest overshoot of a timed sleep on the event loop.",
@@ -152,7 +198,7 @@ class BridgeMetrics:
         )
         self._reason = _BoundedLabel()
         self._code = _BoundedLabel()
-        # Children are created once: `.labels()` costs a dict lookup and a lock on every call.
+        # Children are created once, before the first scrape, so both sources always show.
         self._frame_carrier = self.frame_processing.labels("carrier")
         self._frame_upstream = self.frame_processing.labels("upstream")
 
