@@ -69,12 +69,20 @@ async def _demo_upstream(app: web.Application) -> AsyncIterator[None]:
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     bridge = app[BRIDGE_KEY]
     settings = bridge.settings
+    # ADMIN_TOKEN is generated when unset, and the SIP endpoint warns for itself when it starts.
     for setting, present in settings.credentials_needed():
-        if not present and setting != "ADMIN_TOKEN":
+        if present or setting == "ADMIN_TOKEN" or setting.startswith("SIP_"):
+            continue
+        if setting == "STREAM_TOKEN_SECRET":
             log.warning(
-                f"{setting} is not set: this carrier's webhooks and media streams are NOT authenticated; "
-                "anyone who finds this server can place calls through it"
+                "STREAM_TOKEN_SECRET is not set: stream tokens are keyed per process, so with more than "
+                "one replica a stream that reaches another replica than its webhook is refused"
             )
+            continue
+        log.warning(
+            f"{setting} is not set: this carrier's webhooks and media streams are NOT authenticated; "
+            "anyone who finds this server can place calls through it"
+        )
     if settings.model_shutdown_date:
         log.warning(
             "REALTIME_MODEL has an announced shutdown; plan a move to a current model",
