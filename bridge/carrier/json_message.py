@@ -60,3 +60,19 @@ def media_payload(media: dict[str, Any], max_bytes: int) -> bytes:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
         raise CarrierProtocolError("media: payload is not valid base64") from None
+
+
+class SequenceGaps:
+    """Breaks in a carrier's message counter: each one a message lost, or one out of order."""
+
+    def __init__(self) -> None:
+        self.last: int | None = None
+        self.gaps = 0
+
+    def see(self, raw: Any) -> None:
+        number = as_int(raw)
+        if number is None:
+            return
+        if self.last is not None and number != self.last + 1:
+            self.gaps += 1
+        self.last = number

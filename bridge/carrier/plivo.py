@@ -63,7 +63,7 @@ from bridge.carrier.events import (
     PlayAudio,
     PlaybackMark,
 )
-from bridge.carrier.json_message import as_int, decode_event, field, media_payload
+from bridge.carrier.json_message import SequenceGaps, as_int, decode_event, field, media_payload
 from bridge.carrier.signature import STREAM_TOKEN_PARAMETER
 
 # 20 ms is 160 bytes of µ-law or 640 of L16 at 16 kHz: more than a second is not a phone frame.
@@ -156,8 +156,11 @@ class PlivoCodec:
     def __init__(self) -> None:
         self.stream_id: str | None = None
         self.line: AudioFormat = PCMU_8K
-        self.last_chunk: int | None = None
-        self.sequence_gaps = 0
+        self._chunks = SequenceGaps()
+
+    @property
+    def sequence_gaps(self) -> int:
+        return self._chunks.gaps
 
     def decode(self, data: str | bytes) -> CarrierEvent | None:
         event, message = decode_event(data)
@@ -220,16 +223,8 @@ class PlivoCodec:
         audio = media_payload(media, MAX_INBOUND_PAYLOAD_BYTES)
         if len(audio) % self.line.bytes_per_sample:
             raise CarrierProtocolError("media: payload is not whole samples")
-        self._track_chunk(media.get("chunk"))
+        self._chunks.see(media.get("chunk"))
         return CallerAudio(payload=audio, timestamp_ms=as_int(media.get("timestamp")))
-
-    def _track_chunk(self, raw: Any) -> None:
-        chunk = as_int(raw)
-        if chunk is None:
-            return
-        if self.last_chunk is not None and chunk != self.last_chunk + 1:
-            self.sequence_gaps += 1
-        self.last_chunk = chunk
 
     def encode(self, command: CarrierCommand) -> str | None:
         """JSON text for Plivo, or None for commands that are not messages (hang-up closes the socket)."""

@@ -26,7 +26,7 @@ from bridge.carrier.events import (
     PlayAudio,
     PlaybackMark,
 )
-from bridge.carrier.json_message import as_int, decode_event, field, media_payload
+from bridge.carrier.json_message import SequenceGaps, as_int, decode_event, field, media_payload
 
 # One inbound frame is 20 ms (160 bytes); anything far beyond a second is not a phone frame.
 MAX_INBOUND_PAYLOAD_BYTES = 16_000
@@ -63,8 +63,11 @@ class TwilioCodec:
     def __init__(self, carrier: str = "twilio") -> None:
         self.carrier = carrier
         self.stream_sid: str | None = None
-        self.last_sequence: int | None = None
-        self.sequence_gaps = 0
+        self._sequence = SequenceGaps()
+
+    @property
+    def sequence_gaps(self) -> int:
+        return self._sequence.gaps
 
     def decode(self, text: str | bytes) -> CarrierEvent | None:
         if self.stream_sid is not None and isinstance(text, str) and '"media"' in text[:48]:
@@ -72,7 +75,7 @@ class TwilioCodec:
             if audio is not None:
                 return audio
         event, message = decode_event(text)
-        self._track_sequence(message.get("sequenceNumber"))
+        self._sequence.see(message.get("sequenceNumber"))
 
         if event == "media":
             return self._media(message)
@@ -105,18 +108,10 @@ class TwilioCodec:
         media = message.media
         if message.event != "media" or len(media.payload) > MAX_INBOUND_PAYLOAD_BYTES:
             return None
-        self._track_sequence(message.sequenceNumber)
+        self._sequence.see(message.sequenceNumber)
         if media.track != "inbound":
             return CallerAudio(payload=b"")
         return CallerAudio(payload=media.payload, timestamp_ms=as_int(media.timestamp))
-
-    def _track_sequence(self, raw: Any) -> None:
-        number = as_int(raw)
-        if number is None:
-            return
-        if self.last_sequence is not None and number != self.last_sequence + 1:
-            self.sequence_gaps += 1
-        self.last_sequence = number
 
     def _start(self, message: dict[str, Any]) -> CallStarted:
         if self.stream_sid is not None:
