@@ -22,7 +22,7 @@ from aiohttp import web
 from bridge.calllog import CallStore
 from bridge.config import load_settings
 from bridge.server import BRIDGE_KEY, Bridge, create_app
-from bridge.sim.realtime_emulator import EmulatorConfig, RealtimeEmulator
+from bridge.sim.realtime_emulator import EmulatedSession, EmulatorConfig, RealtimeEmulator
 
 ADMIN_TOKEN = "test-admin-token"
 
@@ -151,6 +151,16 @@ async def running_emulator(
         yield emulator, url
     finally:
         await emulator.stop()
+
+
+def message_texts(session: EmulatedSession) -> list[str]:
+    """The text of every message item the bridge created in the session (DTMF entries, injections)."""
+    return [
+        part.get("text", "")
+        for e in session.client_events
+        if e["type"] == "conversation.item.create" and e["item"]["type"] == "message"
+        for part in e["item"]["content"]
+    ]
 
 
 async def eventually(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:

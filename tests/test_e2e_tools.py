@@ -26,6 +26,7 @@ from tests.e2e import (
     ADMIN_TOKEN,
     RunningBridge,
     eventually,
+    message_texts,
     running_bridge,
     running_emulator,
     serving,
@@ -173,13 +174,7 @@ async def test_keypad_digits_reach_the_model(tmp_path: Path) -> None:
         session = await emulator.wait_for_session()
         for digit in "42#":
             caller.press(digit)
-        texts = lambda: [  # noqa: E731
-            part["text"]
-            for e in session.client_events
-            if e["type"] == "conversation.item.create" and e["item"]["type"] == "message"
-            for part in e["item"]["content"]
-        ]
-        await eventually(lambda: any("42#" in text for text in texts()), timeout_s=5)
+        await eventually(lambda: any("42#" in text for text in message_texts(session)), timeout_s=5)
         assert session.rejected == []
 
 

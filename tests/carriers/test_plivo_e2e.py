@@ -19,8 +19,16 @@ from plivo.utils.signature_v3 import construct_post_url, get_signature_v3
 from bridge.sim.carrier_emulator import LineConditions
 from bridge.sim.plivo_api import PlivoApiStandIn
 from bridge.sim.plivo_caller import PlivoCallerEmulator
-from bridge.sim.realtime_emulator import EmulatedSession, ScriptedReply
-from tests.e2e import RunningBridge, dominant_hz, eventually, running_bridge, running_emulator, tone
+from bridge.sim.realtime_emulator import ScriptedReply
+from tests.e2e import (
+    RunningBridge,
+    dominant_hz,
+    eventually,
+    message_texts,
+    running_bridge,
+    running_emulator,
+    tone,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -94,15 +102,6 @@ async def plivo_bridge(realtime_url: str, **env: str) -> AsyncIterator[RunningBr
         yield bridge
 
 
-def texts_to_model(session: EmulatedSession) -> list[str]:
-    return [
-        part.get("text", "")
-        for e in session.client_events
-        if e["type"] == "conversation.item.create" and e["item"]["type"] == "message"
-        for part in e["item"]["content"]
-    ]
-
-
 async def test_a_call_through_the_answer_xml_is_heard_both_ways_and_logged() -> None:
     async with (
         running_emulator() as (emulator, url),
@@ -122,7 +121,7 @@ async def test_a_call_through_the_answer_xml_is_heard_both_ways_and_logged() -> 
             await caller.wait_until(lambda: len(session.appended_pcm) > 0, timeout_s=5)
             for digit in "12#":
                 caller.press(digit)
-            await eventually(lambda: any("12#" in text for text in texts_to_model(session)), timeout_s=5)
+            await eventually(lambda: any("12#" in text for text in message_texts(session)), timeout_s=5)
             await caller.wait_quiet(quiet_ms=400, timeout_s=15)
         assert greeting_heard >= 800
         assert caller.protocol_errors == [] and session.rejected == []

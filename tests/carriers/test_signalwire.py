@@ -19,6 +19,7 @@ from tests.e2e import (
     RunningBridge,
     dominant_hz,
     eventually,
+    message_texts,
     running_bridge,
     running_emulator,
     similarity,
@@ -112,13 +113,7 @@ async def test_cxml_answer_and_a_whole_call() -> None:
             caller.say(tone(600, 300))
             for digit in "34#":
                 caller.press(digit)
-            texts = lambda: [  # noqa: E731
-                part["text"]
-                for e in session.client_events
-                if e["type"] == "conversation.item.create" and e["item"]["type"] == "message"
-                for part in e["item"]["content"]
-            ]
-            await eventually(lambda: any("34#" in text for text in texts()), timeout_s=5)
+            await eventually(lambda: any("34#" in text for text in message_texts(session)), timeout_s=5)
             await caller.wait_until(lambda: caller.sent_frames >= 120, timeout_s=10)
         await eventually(lambda: session.closed)
         assert caller.protocol_errors == [] and session.rejected == []

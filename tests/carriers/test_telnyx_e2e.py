@@ -25,6 +25,7 @@ from tests.e2e import (
     RunningBridge,
     dominant_hz,
     eventually,
+    message_texts,
     running_bridge,
     running_emulator,
     samples,
@@ -96,15 +97,6 @@ async def answered_caller(
         audio_format=audio_format,
         **kwargs,  # type: ignore[arg-type]
     )
-
-
-def message_texts(session: object) -> list[str]:
-    return [
-        part["text"]
-        for e in session.client_events  # type: ignore[attr-defined]
-        if e["type"] == "conversation.item.create" and e["item"]["type"] == "message"
-        for part in e["item"]["content"]
-    ]
 
 
 async def test_texml_answer_and_a_whole_call() -> None:

@@ -26,6 +26,7 @@ from tests.e2e import (
     RunningBridge,
     dominant_hz,
     eventually,
+    message_texts,
     running_bridge,
     running_emulator,
     samples,
@@ -176,16 +177,7 @@ async def test_keypad_digits_reach_the_model() -> None:
             session = await emulator.wait_for_session()
             for digit in "42#":
                 caller.press(digit)
-
-            def texts() -> list[str]:
-                return [
-                    part["text"]
-                    for e in session.client_events
-                    if e["type"] == "conversation.item.create" and e["item"]["type"] == "message"
-                    for part in e["item"]["content"]
-                ]
-
-            await eventually(lambda: any("42#" in text for text in texts()), timeout_s=5)
+            await eventually(lambda: any("42#" in text for text in message_texts(session)), timeout_s=5)
         assert session.rejected == []
         assert caller.protocol_errors == []
 

@@ -11,7 +11,7 @@ import pytest
 
 from bridge.sim.realtime_emulator import EmulatorConfig, ScriptedReply
 from bridge.wavfile import read_wav_mono
-from tests.e2e import dominant_hz, eventually, similarity, tone
+from tests.e2e import dominant_hz, eventually, message_texts, similarity, tone
 from tests.sip.pcap import rtp_packets, with_dtmf, write_pcap
 from tests.sip.sipp import (
     calls_in_log,
@@ -174,12 +174,7 @@ async def test_rfc4733_digits_reach_the_model() -> None:
         )
         assert result.returncode == 0, result.output[-2000:] + result.errors
         session = emulator.sessions[0]
-        texts = [
-            part.get("text", "")
-            for event in session.client_events
-            if event.get("type") == "conversation.item.create"
-            for part in event.get("item", {}).get("content", [])
-        ]
+        texts = message_texts(session)
         assert any("42#" in text for text in texts), texts
 
 
