@@ -64,22 +64,21 @@ Params = Mapping[str, str | list[str]]
 # ---- signature V3 ---------------------------------------------------------------------------------
 
 
-def _sorted_query(params: Params) -> str:
-    parts = []
+def _sorted_pairs(params: Params) -> list[tuple[str, str]]:
+    """Every (name, value), names sorted and a repeated name's values sorted, as V3 signs them."""
+    pairs = []
     for name in sorted(params):
         values = params[name]
-        for value in sorted(values) if isinstance(values, list) else [values]:
-            parts.append(f"{name}={value}")
-    return "&".join(parts)
+        pairs += [(name, value) for value in (sorted(values) if isinstance(values, list) else [values])]
+    return pairs
+
+
+def _sorted_query(params: Params) -> str:
+    return "&".join(f"{name}={value}" for name, value in _sorted_pairs(params))
 
 
 def _sorted_form(params: Params) -> str:
-    parts = []
-    for name in sorted(params):
-        values = params[name]
-        for value in sorted(values) if isinstance(values, list) else [values]:
-            parts.append(f"{name}{value}")
-    return "".join(parts)
+    return "".join(f"{name}{value}" for name, value in _sorted_pairs(params))
 
 
 def signed_string(method: str, url: str, params: Params) -> str:

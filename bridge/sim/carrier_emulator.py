@@ -133,6 +133,19 @@ def outbound_json(data: str | bytes) -> tuple[Any, dict[str, Any]]:
     return message.get("event"), message
 
 
+def outbound_audio(payload: Any, event: str, line: AudioFormat = PCMU_8K) -> bytes:
+    """The audio of an outbound media message: base64 of whole samples in the line's format."""
+    if not isinstance(payload, str):
+        raise OutboundError(f"{event}: missing media.payload")
+    try:
+        audio = base64.b64decode(payload, validate=True)
+    except binascii.Error:
+        raise OutboundError(f"{event}: payload is not valid base64") from None
+    if len(audio) % line.bytes_per_sample:
+        raise OutboundError(f"{event}: payload is not whole samples")
+    return audio
+
+
 def parse_outbound(text: str, stream_sid: str) -> tuple[str, Any]:
     """Validate one bridge → Twilio message: ("media", bytes), ("mark", name) or ("clear", None)."""
     event, message = outbound_json(text)
@@ -150,13 +163,7 @@ def parse_outbound(text: str, stream_sid: str) -> tuple[str, Any]:
         if not isinstance(name, str):
             raise OutboundError("mark: missing mark.name")
         return "mark", name
-    payload = body.get("payload")
-    if not isinstance(payload, str):
-        raise OutboundError("media: missing media.payload")
-    try:
-        return "media", base64.b64decode(payload, validate=True)
-    except binascii.Error:
-        raise OutboundError("media: payload is not valid base64") from None
+    return "media", outbound_audio(body.get("payload"), "media")
 
 
 Message = dict[str, Any] | str | bytes  # a dict goes out as JSON text

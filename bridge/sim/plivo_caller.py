@@ -13,14 +13,13 @@ preceding events were played successfully").
 from __future__ import annotations
 
 import base64
-import binascii
 import time
 import uuid
 from typing import Any
 
 from bridge.audio import PCMU_8K, AudioFormat
 from bridge.carrier.plivo import content_type, encode_extra_headers
-from bridge.sim.carrier_emulator import CallerEmulator, Message, OutboundError, outbound_json
+from bridge.sim.carrier_emulator import CallerEmulator, Message, OutboundError, outbound_audio, outbound_json
 from bridge.sim.playout import MarkStatus
 
 
@@ -149,13 +148,4 @@ class PlivoCallerEmulator(CallerEmulator):
                 f"playAudio: {media.get('contentType')!r} at {media.get('sampleRate')!r} Hz is not "
                 f"the stream's {self._wire_type} at {self.line.rate} Hz"
             )
-        payload = media.get("payload")
-        if not isinstance(payload, str):
-            raise OutboundError("playAudio: missing media.payload")
-        try:
-            audio = base64.b64decode(payload, validate=True)
-        except binascii.Error:
-            raise OutboundError("playAudio: payload is not valid base64") from None
-        if len(audio) % self.line.bytes_per_sample:
-            raise OutboundError("playAudio: payload is not whole samples")
-        return "media", audio
+        return "media", outbound_audio(media.get("payload"), "playAudio", self.line)

@@ -12,14 +12,20 @@ pending marks echoed by a clear) are Twilio's, assumed for Telnyx.
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from typing import Any
 
 from bridge.audio import L16_16K, PCMA_8K, PCMU_8K, AudioFormat
 from bridge.carrier.telnyx import _swap16
-from bridge.sim.carrier_emulator import FRAME_MS, CallerEmulator, Message, OutboundError, outbound_json
+from bridge.sim.carrier_emulator import (
+    FRAME_MS,
+    CallerEmulator,
+    Message,
+    OutboundError,
+    outbound_audio,
+    outbound_json,
+)
 
 ENCODINGS = {PCMU_8K: "PCMU", PCMA_8K: "PCMA", L16_16K: "L16"}
 
@@ -144,13 +150,4 @@ class TelnyxCallerEmulator(CallerEmulator):
             if not isinstance(name, str) or not name:
                 raise OutboundError("mark: missing mark.name")
             return "mark", name
-        payload = body.get("payload")
-        if not isinstance(payload, str):
-            raise OutboundError("media: missing media.payload")
-        try:
-            audio = base64.b64decode(payload, validate=True)
-        except binascii.Error:
-            raise OutboundError("media: payload is not valid base64") from None
-        if len(audio) % self.line.bytes_per_sample:
-            raise OutboundError("media: payload is not whole samples")
-        return "media", self._wire_audio(audio)
+        return "media", self._wire_audio(outbound_audio(body.get("payload"), "media", self.line))
