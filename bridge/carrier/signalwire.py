@@ -56,12 +56,7 @@ def request_signature(headers: Mapping[str, str]) -> str | None:
 
 
 class SignalWireRoutes:
-    """The three SignalWire endpoints, bound to the app's `Bridge` key and stream server."""
-
-    def __init__(self) -> None:
-        self._bridge_key = BRIDGE_KEY
-        self._media_stream = media_stream
-        self._public_base_url = public_base_url
+    """The three SignalWire endpoints."""
 
     def _signed(self, request: web.Request, bridge: Bridge, form: Mapping[str, str] | None = None) -> bool:
         """Signed with the Signing Key (form: a webhook; None: the media upgrade)? True with no key."""
@@ -80,7 +75,7 @@ class SignalWireRoutes:
         return ok
 
     async def voice(self, request: web.Request) -> web.Response:
-        bridge = request.app[self._bridge_key]
+        bridge = request.app[BRIDGE_KEY]
         form = {k: str(v) for k, v in (await request.post()).items()}
         if not self._signed(request, bridge, form):
             return web.Response(status=403)
@@ -92,7 +87,7 @@ class SignalWireRoutes:
         direction = "outbound" if form.get("Direction", "").startswith("outbound") else "inbound"
         if call_sid:
             bridge.prepared.prepare(call_sid, bridge.open_prepared)
-        base_url = self._public_base_url(bridge.settings, request)
+        base_url = public_base_url(bridge.settings, request)
         log.info(
             "signalwire webhook", call_sid=call_sid, caller=mask_number(caller), callee=mask_number(callee)
         )
@@ -108,7 +103,7 @@ class SignalWireRoutes:
 
     async def connect_done(self, request: web.Request) -> web.Response:
         """SignalWire asks what next once our stream ended: the fallback number if we failed the call."""
-        bridge = request.app[self._bridge_key]
+        bridge = request.app[BRIDGE_KEY]
         form = {k: str(v) for k, v in (await request.post()).items()}
         if not self._signed(request, bridge, form):
             return web.Response(status=403)
@@ -120,7 +115,7 @@ class SignalWireRoutes:
         return web.Response(text=after_stream(fallback), content_type="text/xml")
 
     async def media(self, request: web.Request) -> web.StreamResponse:
-        bridge = request.app[self._bridge_key]
+        bridge = request.app[BRIDGE_KEY]
         # Whether SignalWire signs the websocket upgrade is unverified: a signature that is there must
         # be right, but none is not refused. The one-time token checked at `start` is what binds the
         # stream to a signed webhook, so an unsigned upgrade still cannot place a call.
@@ -133,7 +128,7 @@ class SignalWireRoutes:
             token = started.custom_parameters.get(STREAM_TOKEN_PARAMETER)
             return bridge.stream_tokens.redeem(started.call_sid, token)
 
-        return await self._media_stream(bridge, request, TwilioCodec(CARRIER), authorize, transfer=None)
+        return await media_stream(bridge, request, TwilioCodec(CARRIER), authorize, transfer=None)
 
 
 def setup_signalwire_routes(app: web.Application) -> None:

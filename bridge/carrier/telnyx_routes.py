@@ -95,12 +95,9 @@ def _error_summary(body: str) -> str:
 
 
 class TelnyxRoutes:
-    """The Telnyx endpoints, bound to the app's `Bridge` key and stream server."""
+    """The Telnyx endpoints, checking webhooks with the account's public key (None: unchecked)."""
 
     def __init__(self, public_key: Ed25519PublicKey | None) -> None:
-        self._bridge_key = BRIDGE_KEY
-        self._media_stream = media_stream
-        self._public_base_url = public_base_url
         self.public_key = public_key
 
     def _signed(self, request: web.Request, body: bytes) -> bool:
@@ -118,7 +115,7 @@ class TelnyxRoutes:
         return ok
 
     async def texml(self, request: web.Request) -> web.Response:
-        bridge = request.app[self._bridge_key]
+        bridge = request.app[BRIDGE_KEY]
         if request.content_length is not None and request.content_length > MAX_WEBHOOK_BYTES:
             return web.Response(status=413)
         body = await request.read()
@@ -139,11 +136,11 @@ class TelnyxRoutes:
         parameters = {"from": caller, "to": callee, "call_sid": call_sid, "direction": direction}
         if self.public_key is not None and call_sid:
             parameters[STREAM_TOKEN_PARAMETER] = bridge.stream_tokens.issue(call_sid)
-        stream_url = media_stream_url(self._public_base_url(bridge.settings, request), MEDIA_PATH)
+        stream_url = media_stream_url(public_base_url(bridge.settings, request), MEDIA_PATH)
         return _texml(connect_stream(stream_url, parameters, stream_attributes=STREAM_ATTRIBUTES))
 
     async def media(self, request: web.Request) -> web.StreamResponse:
-        bridge = request.app[self._bridge_key]
+        bridge = request.app[BRIDGE_KEY]
 
         def authorize(started: CallStarted) -> bool:
             if self.public_key is None:
@@ -151,7 +148,7 @@ class TelnyxRoutes:
             token = started.custom_parameters.get(STREAM_TOKEN_PARAMETER)
             return bridge.stream_tokens.redeem(started.call_sid, token)
 
-        return await self._media_stream(bridge, request, TelnyxCodec(), authorize, transfer=_transfer(bridge))
+        return await media_stream(bridge, request, TelnyxCodec(), authorize, transfer=_transfer(bridge))
 
 
 def _transfer(bridge: Bridge) -> Transfer | None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import jwt
@@ -37,7 +37,6 @@ from bridge.carrier.events import CallStarted
 from bridge.carrier.signature import STREAM_TOKEN_PARAMETER, public_base, websocket_url
 from bridge.carrier.vonage import CALL_ID_HEADER, VonageCodec
 from bridge.logs import get_logger, mask_number
-from bridge.media_stream import CarrierCodec, Transfer
 from bridge.resources import BRIDGE_KEY, Bridge, media_stream
 
 log = get_logger("bridge.vonage")
@@ -49,11 +48,6 @@ CONTENT_TYPE = "audio/l16;rate=16000"  # wideband: 16 kHz goes straight to the m
 MAX_TOKEN_AGE_S = 300.0  # a signed request older than this is a replay, not a webhook
 CLOCK_SKEW_S = 30.0
 BUSY_MESSAGE = "Sorry, all our lines are busy right now. Please call again in a few minutes."
-
-MediaStreamServer = Callable[
-    ["Bridge", web.Request, CarrierCodec, Callable[[CallStarted], bool] | None, Transfer | None],
-    Awaitable[web.StreamResponse],
-]
 
 _decoder = msgspec.json.Decoder()
 
@@ -107,9 +101,8 @@ def busy(message: str, fallback_number: str = "", our_number: str = "") -> list[
 
 
 class VonageRoutes:
-    def __init__(self, bridge: Bridge, serve_media: MediaStreamServer) -> None:
+    def __init__(self, bridge: Bridge) -> None:
         self.bridge = bridge
-        self.serve_media = serve_media
 
     @property
     def secret(self) -> str:
@@ -174,7 +167,7 @@ class VonageRoutes:
 
     async def media(self, request: web.Request) -> web.StreamResponse:
         """Vonage's media socket; its `websocket:connected` must carry the token our answer issued."""
-        return await self.serve_media(self.bridge, request, VonageCodec(), self.stream_authorized, None)
+        return await media_stream(self.bridge, request, VonageCodec(), self.stream_authorized, None)
 
     def stream_authorized(self, started: CallStarted) -> bool:
         if not self.secret:
@@ -185,7 +178,7 @@ class VonageRoutes:
 
 def setup_vonage_routes(app: web.Application) -> None:
     """Mount the answer URL (GET, or POST with a JSON body), the event URL and the media socket."""
-    routes = VonageRoutes(app[BRIDGE_KEY], media_stream)
+    routes = VonageRoutes(app[BRIDGE_KEY])
     app.router.add_get(ANSWER_PATH, routes.answer)
     app.router.add_post(ANSWER_PATH, routes.answer)
     app.router.add_post(EVENT_PATH, routes.event)
