@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import gc
 import re
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Protocol
 
@@ -196,6 +198,13 @@ class BridgeMetrics:
             buckets=_scaled(_MS, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
             registry=reg,
         )
+        self.gc_pause = Histogram(
+            "bridge_gc_pause_seconds",
+            "Garbage-collector pauses, by generation: the event loop, and every call, stops meanwhile.",
+            ["generation"],
+            buckets=_scaled(_MS, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500),
+            registry=reg,
+        )
         self._reason = _BoundedLabel()
         self._code = _BoundedLabel()
         # Children are created once, before the first scrape, so both sources always show.
@@ -254,6 +263,23 @@ class BridgeMetrics:
             self.loop_lag.set(lag)
             self.loop_lag_histogram.observe(lag)
 
+    # -- garbage-collector pauses ----------------------------------------------------------------
+
+    def watch_gc(self) -> Callable[[], None]:
+        """Time every collection from now on; returns the function that stops watching."""
+        pauses = [self.gc_pause.labels(str(generation)) for generation in range(3)]
+        started = 0.0
+
+        def on_gc(phase: str, info: dict[str, int]) -> None:
+            nonlocal started
+            if phase == "start":
+                started = time.perf_counter()
+            else:
+                pauses[info["generation"]].observe(time.perf_counter() - started)
+
+        gc.callbacks.append(on_gc)
+        return lambda: gc.callbacks.remove(on_gc)
+
 
 def _scaled(unit: float, *bounds: float) -> tuple[float, ...]:
     # Rounded so the exposition shows le="0.0005", not le="4.9999999999999996e-04".
@@ -301,14 +327,16 @@ async def serve_metrics(port: int, registry: CollectorRegistry, host: str = "0.0
 def metrics_context(
     metrics: BridgeMetrics, metrics_port: int, host: str = "0.0.0.0"
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """For `app.cleanup_ctx`: the loop-lag watcher, plus the separate /metrics server if port > 0."""
+    """For `app.cleanup_ctx`: the loop-lag and GC-pause watchers, and /metrics on its own port if > 0."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         watcher = asyncio.create_task(metrics.watch_loop(), name="metrics-loop-lag")
+        unwatch_gc = metrics.watch_gc()
         runner = await serve_metrics(metrics_port, metrics.registry, host) if metrics_port > 0 else None
         try:
             yield
         finally:
+            unwatch_gc()
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import secrets
 import sys
 from collections.abc import AsyncIterator
@@ -89,11 +90,24 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             model=settings.realtime_model,
             shutdown=settings.model_shutdown_date,
         )
+    settle_heap()
     bridge.ready = True
     yield
     bridge.ready = False
     await bridge.prepared.close()
     await bridge.toolbox.close()
+
+
+def settle_heap() -> None:
+    """Move everything loaded at start-up out of the collector's sight.
+
+    The libraries a bridge imports leave about 120 thousand objects that live as long as the process,
+    and a full collection walks every one of them: 65-85 ms on a 2-core host, during which no call
+    hears or says anything. Frozen, they are never scanned again; a full collection then walks only
+    what calls allocated since. Collecting first keeps start-up garbage out of the frozen set.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 async def _end_calls(app: web.Application) -> None:
