@@ -225,3 +225,29 @@ async def test_stop_gives_up_after_its_timeout_while_the_database_is_down(
             assert recorder.backlog == 1
     finally:
         await store.close()
+
+
+async def test_events_trickling_in_share_a_transaction(store: CallStore) -> None:
+    # At 100 calls events arrive every few ms; one transaction each would cost the event loop 8 %.
+    transactions = 0
+    write_batch = store.write_batch
+
+    async def counted(ops: list) -> None:  # type: ignore[type-arg]
+        nonlocal transactions
+        transactions += 1
+        await write_batch(ops)
+
+    store.write_batch = counted  # type: ignore[method-assign]
+    recorder = CallRecorder(store)
+    await recorder.start()
+    try:
+        start(recorder, "CA-t", T0)
+        for n in range(20):
+            recorder.event("CA-t", "caller_transcript", {"text": f"t{n}"})
+            await asyncio.sleep(0.002)  # the writer could start a transaction between any two
+        await recorder.flush()
+    finally:
+        await recorder.stop()
+    call = await store.get_call("CA-t")
+    assert call is not None and [e["data"]["text"] for e in call["events"]] == [f"t{n}" for n in range(20)]
+    assert transactions <= 2
