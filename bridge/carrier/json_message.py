@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import gc
 from typing import Any
 
 import msgspec
@@ -20,10 +21,18 @@ def decode_event(data: str | bytes) -> tuple[str, dict[str, Any]]:
     """The message's `event` name and the message, from one websocket text frame."""
     if isinstance(data, bytes):
         raise CarrierProtocolError("binary frame on a JSON stream")
+    # A hostile message nests thousands deep and the decoder recurses as deep. A collection that
+    # starts down there runs finalizers (an unclosed socket's, say) with no stack left, and they
+    # fail unseen; so the collector waits until the decoder is back.
+    collecting = gc.isenabled()
+    gc.disable()
     try:
         message = _decoder.decode(data)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         raise CarrierProtocolError("message is not JSON") from None
+    finally:
+        if collecting:
+            gc.enable()
     if not isinstance(message, dict):
         raise CarrierProtocolError("message is not a JSON object")
     event = message.get("event")
