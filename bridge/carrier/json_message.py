@@ -17,22 +17,31 @@ from bridge.carrier.events import CarrierProtocolError
 _decoder = msgspec.json.Decoder()
 
 
-def decode_event(data: str | bytes) -> tuple[str, dict[str, Any]]:
-    """The message's `event` name and the message, from one websocket text frame."""
-    if isinstance(data, bytes):
-        raise CarrierProtocolError("binary frame on a JSON stream")
+def decode_json(data: str | bytes) -> Any:
+    """JSON from a carrier (or anyone posing as one); anything else, too deep included, raises
+    msgspec.DecodeError."""
     # A hostile message nests thousands deep and the decoder recurses as deep. A collection that
     # starts down there runs finalizers (an unclosed socket's, say) with no stack left, and they
     # fail unseen; so the collector waits until the decoder is back.
     collecting = gc.isenabled()
     gc.disable()
     try:
-        message = _decoder.decode(data)
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-        raise CarrierProtocolError("message is not JSON") from None
+        return _decoder.decode(data)
+    except (UnicodeDecodeError, RecursionError) as exc:
+        raise msgspec.DecodeError(type(exc).__name__) from None
     finally:
         if collecting:
             gc.enable()
+
+
+def decode_event(data: str | bytes) -> tuple[str, dict[str, Any]]:
+    """The message's `event` name and the message, from one websocket text frame."""
+    if isinstance(data, bytes):
+        raise CarrierProtocolError("binary frame on a JSON stream")
+    try:
+        message = decode_json(data)
+    except msgspec.DecodeError:
+        raise CarrierProtocolError("message is not JSON") from None
     if not isinstance(message, dict):
         raise CarrierProtocolError("message is not a JSON object")
     event = message.get("event")

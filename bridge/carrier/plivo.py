@@ -63,7 +63,7 @@ from bridge.carrier.events import (
     PlayAudio,
     PlaybackMark,
 )
-from bridge.carrier.json_message import SequenceGaps, as_int, decode_event, field, media_payload
+from bridge.carrier.json_message import SequenceGaps, as_int, decode_event, decode_json, field, media_payload
 from bridge.carrier.signature import STREAM_TOKEN_PARAMETER
 
 # 20 ms is 160 bytes of µ-law or 640 of L16 at 16 kHz: more than a second is not a phone frame.
@@ -84,7 +84,6 @@ _HEADER_NAMES = {STREAM_TOKEN_PARAMETER: "streamtoken", "from": "from", "to": "t
 _PARAMETER_NAMES = {header: parameter for parameter, header in _HEADER_NAMES.items()}
 _ALNUM = re.compile(r"[A-Za-z0-9]+")
 
-_decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
 
 
@@ -122,8 +121,8 @@ def decode_extra_headers(raw: Any) -> dict[str, str]:
         pairs = list(raw.items())
     elif isinstance(raw, str) and raw.lstrip().startswith("{"):
         try:
-            obj = _decoder.decode(raw)
-        except (msgspec.DecodeError, RecursionError):
+            obj = decode_json(raw)
+        except msgspec.DecodeError:
             raise CarrierProtocolError("start: 'extra_headers' is not valid JSON") from None
         if not isinstance(obj, dict):
             raise CarrierProtocolError("start: 'extra_headers' is not an object")

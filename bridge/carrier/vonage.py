@@ -58,6 +58,7 @@ from bridge.carrier.events import (
     PlayAudio,
     PlaybackMark,
 )
+from bridge.carrier.json_message import decode_json
 
 FRAME_MS = 20
 LINE_FORMATS = {8000: L16_8K, 16000: L16_16K}  # what the guide documents for `audio/l16;rate=…`
@@ -68,7 +69,6 @@ MAX_FRAME_MS = 1000
 CALL_ID_HEADER = "call_id"
 MAX_HEADER_VALUE = 512  # Vonage caps the whole `headers` object at 512 bytes
 
-_decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
 
 
@@ -107,8 +107,8 @@ class VonageCodec:
         if isinstance(data, bytes | bytearray | memoryview):
             return self._audio(bytes(data))
         try:
-            message = _decoder.decode(data)
-        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            message = decode_json(data)
+        except msgspec.DecodeError:
             raise CarrierProtocolError("text message is not JSON") from None
         if not isinstance(message, dict):
             raise CarrierProtocolError("text message is not a JSON object")

@@ -34,6 +34,7 @@ import msgspec
 from aiohttp import web
 
 from bridge.carrier.events import CallStarted
+from bridge.carrier.json_message import decode_json
 from bridge.carrier.signature import STREAM_TOKEN_PARAMETER, public_base, websocket_url
 from bridge.carrier.vonage import CALL_ID_HEADER, VonageCodec
 from bridge.logs import get_logger, mask_number
@@ -48,8 +49,6 @@ CONTENT_TYPE = "audio/l16;rate=16000"  # wideband: 16 kHz goes straight to the m
 MAX_TOKEN_AGE_S = 300.0  # a signed request older than this is a replay, not a webhook
 CLOCK_SKEW_S = 30.0
 BUSY_MESSAGE = "Sorry, all our lines are busy right now. Please call again in a few minutes."
-
-_decoder = msgspec.json.Decoder()
 
 
 def webhook_is_signed(secret: str, authorization: str | None, body: bytes, now: float | None = None) -> bool:
@@ -126,7 +125,7 @@ class VonageRoutes:
         params: dict[str, Any] = dict(request.query)
         if body:
             try:
-                posted = _decoder.decode(body)
+                posted = decode_json(body)
             except msgspec.DecodeError:
                 return web.Response(status=400, text="body is not JSON")
             if not isinstance(posted, dict):
@@ -152,7 +151,7 @@ class VonageRoutes:
         if not self._signed(request, body):
             return web.Response(status=403)
         try:
-            event = _decoder.decode(body) if body else {}
+            event = decode_json(body) if body else {}
         except msgspec.DecodeError:
             return web.Response(status=400, text="body is not JSON")
         if isinstance(event, dict):
