@@ -264,6 +264,12 @@ async def test_only_signed_webhooks_and_streams_with_their_token_get_a_call() ->
                 bridge.base_url + "/vonage/event", data=event, headers={"Authorization": vonage_jwt(event)}
             )
             assert accepted.status == 204
+            # Signed but not JSON, or nested past the stack: a clear 400 either way.
+            for junk in (b"{not json", b'{"a":' * 5000 + b"1" + b"}" * 5000):
+                rejected = await http.post(
+                    bridge.base_url + "/vonage/event", data=junk, headers={"Authorization": vonage_jwt(junk)}
+                )
+                assert rejected.status == 400
 
         # No token in the headers: refused at websocket:connected.
         tokenless = {k: v for k, v in headers.items() if k != "stream_token"}
