@@ -137,6 +137,15 @@ class Bridge:
         while len(self.failed_calls) > FAILED_CALLS_REMEMBERED:
             self.failed_calls.popitem(last=False)
 
+    def fallback_after_stream(self, call_sid: str) -> str:
+        """Once a stream ended with the call still up: the number to send the caller to if we failed
+        the call (and one is configured), else ""."""
+        failed = self.failed_calls.pop(call_sid, None)
+        fallback = self.settings.fallback_number if failed else ""
+        if fallback:
+            log.warning("call sent to the fallback number", call_sid=call_sid, reason=failed)
+        return fallback
+
     async def open_prepared(self) -> UpstreamSession:
         session = await self.open_upstream()
         prefetch = self.settings.prefetch_greeting

@@ -269,11 +269,8 @@ async def after_stream(request: web.Request) -> web.Response:
     params = await _signed_params(request, bridge)
     if params is None:
         return web.Response(status=403)
-    call_uuid = _one(params, "CallUUID")
-    failed = bridge.failed_calls.pop(call_uuid, None)
-    fallback = bridge.settings.fallback_number if failed else ""
+    fallback = bridge.fallback_after_stream(_one(params, "CallUUID"))
     if fallback:
-        log.warning("call sent to the fallback number", call_sid=call_uuid, reason=failed)
         return _xml(dial_xml(fallback))
     return _xml(hangup_xml())
 

@@ -107,11 +107,7 @@ class SignalWireRoutes:
         form = {k: str(v) for k, v in (await request.post()).items()}
         if not self._signed(request, bridge, form):
             return web.Response(status=403)
-        call_sid = form.get("CallSid", "")
-        failed = bridge.failed_calls.pop(call_sid, None)
-        fallback = bridge.settings.fallback_number if failed else ""
-        if fallback:
-            log.warning("call sent to the fallback number", call_sid=call_sid, reason=failed)
+        fallback = bridge.fallback_after_stream(form.get("CallSid", ""))
         return web.Response(text=after_stream(fallback), content_type="text/xml")
 
     async def media(self, request: web.Request) -> web.StreamResponse:

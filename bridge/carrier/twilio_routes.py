@@ -52,11 +52,7 @@ async def connect_done(request: web.Request) -> web.Response:
     form = await request.post()
     if not bridge.signed(request, {k: str(v) for k, v in form.items()}):
         return web.Response(status=403)
-    call_sid = str(form.get("CallSid", ""))
-    failed = bridge.failed_calls.pop(call_sid, None)
-    fallback = bridge.settings.fallback_number if failed else ""
-    if fallback:
-        log.warning("call sent to the fallback number", call_sid=call_sid, reason=failed)
+    fallback = bridge.fallback_after_stream(str(form.get("CallSid", "")))
     return web.Response(text=after_stream(fallback), content_type="text/xml")
 
 
