@@ -1,6 +1,10 @@
-"""The server half every loopback stand-in for a carrier's REST API shares: start on a free port, stop."""
+"""The server half every loopback stand-in for a carrier's REST API shares: start on a free port, stop,
+and read HTTP Basic credentials."""
 
 from __future__ import annotations
+
+import base64
+import binascii
 
 from aiohttp import web
 
@@ -26,3 +30,15 @@ class LoopbackApi:
             await self._runner.cleanup()
             self._runner = None
             self.base_url = None
+
+
+def basic_auth(request: web.Request) -> tuple[str | None, str | None]:
+    """User and password of an HTTP Basic `Authorization` header; (None, None) if there is none."""
+    scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None, None
+    try:
+        user, sep, password = base64.b64decode(encoded, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None, None
+    return (user, password) if sep else (None, None)

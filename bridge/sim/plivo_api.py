@@ -9,8 +9,6 @@ follow the whole transfer. Every request is recorded.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import secrets
 import uuid
@@ -22,7 +20,7 @@ import aiohttp
 from aiohttp import web
 
 from bridge.carrier.plivo_routes import NONCE_HEADER, SIGNATURE_HEADER, signature_v3
-from bridge.sim.loopback_api import LoopbackApi
+from bridge.sim.loopback_api import LoopbackApi, basic_auth
 
 
 @dataclass(frozen=True)
@@ -64,7 +62,7 @@ class PlivoApiStandIn(LoopbackApi):
             body = {}
         if not isinstance(body, dict):
             body = {}
-        user, password = _basic_auth(request)
+        user, password = basic_auth(request)
         self.requests.append(RecordedRequest(request.method, request.path, body, user))
         if (
             user != self.auth_id
@@ -99,17 +97,6 @@ class PlivoApiStandIn(LoopbackApi):
             ) as response,
         ):
             self.documents.append(FetchedDocument(url, response.status, await response.text()))
-
-
-def _basic_auth(request: web.Request) -> tuple[str | None, str | None]:
-    scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "basic":
-        return None, None
-    try:
-        user, sep, password = base64.b64decode(encoded, validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        return None, None
-    return (user, password) if sep else (None, None)
 
 
 def _error(status: int, message: str) -> web.Response:

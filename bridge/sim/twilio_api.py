@@ -6,8 +6,6 @@ and records every request so tests and the demo can check exactly what the bridg
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.sim.loopback_api import LoopbackApi
+from bridge.sim.loopback_api import LoopbackApi, basic_auth
 
 API_VERSION = "2010-04-01"
 _ERROR_DOCS = "https://www.twilio.com/docs/errors/"
@@ -51,7 +49,7 @@ class TwilioApiStandIn(LoopbackApi):
 
     async def _update_call(self, request: web.Request) -> web.Response:
         form = {key: str(value) for key, value in (await request.post()).items()}
-        user, password = _basic_auth(request)
+        user, password = basic_auth(request)
         self.requests.append(RecordedRequest(request.method, request.path, form, user))
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
@@ -99,18 +97,6 @@ class TwilioApiStandIn(LoopbackApi):
                 "recordings": uri.replace(".json", "/Recordings.json"),
             },
         }
-
-
-def _basic_auth(request: web.Request) -> tuple[str | None, str | None]:
-    header = request.headers.get("Authorization", "")
-    scheme, _, encoded = header.partition(" ")
-    if scheme.lower() != "basic":
-        return None, None
-    try:
-        user, sep, password = base64.b64decode(encoded, validate=True).decode().partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        return None, None
-    return (user, password) if sep else (None, None)
 
 
 def _error(status: int, code: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
