@@ -42,7 +42,6 @@ Unverified, with the reading chosen:
 
 from __future__ import annotations
 
-import base64
 import re
 from typing import Any
 
@@ -236,7 +235,7 @@ class PlivoCodec:
                 "media": {
                     "contentType": _CONTENT_TYPES[self.line],
                     "sampleRate": self.line.rate,
-                    "payload": base64.b64encode(command.payload).decode("ascii"),
+                    "payload": command.payload,  # msgspec writes bytes as standard base64
                 },
             }
         elif isinstance(command, Mark):

@@ -245,10 +245,8 @@ class TelnyxCodec:
             raise CarrierProtocolError("cannot send to Telnyx before the stream started")
         if isinstance(command, PlayAudio):
             audio = _swap16(command.payload) if self.line.encoding == "l16" else command.payload
-            message: dict[str, Any] = {
-                "event": "media",
-                "media": {"payload": base64.b64encode(audio).decode("ascii")},
-            }
+            # msgspec writes bytes as standard base64 (with padding) straight into the message.
+            message: dict[str, Any] = {"event": "media", "media": {"payload": audio}}
         elif isinstance(command, Mark):
             message = {"event": "mark", "mark": {"name": command.name}}
         elif isinstance(command, ClearPlayback):
