@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import wave
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,9 @@ from aiohttp import web
 from bridge.calllog import CallStore
 from bridge.config import load_settings
 from bridge.server import BRIDGE_KEY, Bridge, create_app
-from bridge.sim.realtime_emulator import EmulatedSession, EmulatorConfig, RealtimeEmulator
+from bridge.sim.carrier_emulator import CallerEmulator
+from bridge.sim.realtime_emulator import EmulatedSession, EmulatorConfig, RealtimeEmulator, greeting_pcm24k
+from bridge.wavfile import read_wav_mono
 
 ADMIN_TOKEN = "test-admin-token"
 
@@ -199,3 +202,38 @@ def dominant_hz(pcm16: bytes, rate: int = 8000) -> float:
     x = samples(pcm16)
     spectrum = np.abs(np.fft.rfft(x * np.hanning(len(x))))
     return float(np.fft.rfftfreq(len(x), 1 / rate)[int(np.argmax(spectrum))])
+
+
+def read_wav_mono_bytes_24k_to_8k(pcm24k: bytes) -> bytes:
+    """Reference downsampling for comparisons: the wavfile path, independent of the call's resampler state."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "ref.wav"
+        with wave.open(str(path), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(24000)
+            w.writeframes(pcm24k)
+        return read_wav_mono(path, 8000)
+
+
+async def hear_the_greeting(caller: CallerEmulator) -> None:
+    """Wait until the caller heard a second of the emulator's greeting, and check it was that."""
+    await caller.wait_heard(min_ms=1000, timeout_s=10)
+    heard = caller.playout.heard_pcm(include_silence=False)
+    greeting_8k = read_wav_mono_bytes_24k_to_8k(greeting_pcm24k())
+    assert similarity(heard, greeting_8k[: len(heard)]) > 0.9
+
+
+async def talk_and_key(caller: CallerEmulator, session: EmulatedSession, digits: str) -> None:
+    """The caller says a 300 Hz tone and keys `digits` (ending in #), which reach the model as text."""
+    caller.say(tone(600, 300))
+    for digit in digits:
+        caller.press(digit)
+    await eventually(lambda: any(digits in text for text in message_texts(session)), timeout_s=5)
+    await caller.wait_until(lambda: caller.sent_frames >= 120, timeout_s=10)
+
+
+def assert_every_frame_reached_the_model(caller: CallerEmulator, session: EmulatedSession, hz: float) -> None:
+    # Every 20 ms frame at 8 kHz became exactly 480 samples of PCM16 at 24 kHz, the tone in them.
+    assert len(session.appended_pcm) == caller.sent_frames * 480 * 2
+    assert abs(dominant_hz(bytes(session.appended_pcm), rate=24000) - hz) < 5

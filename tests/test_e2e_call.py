@@ -7,9 +7,17 @@ import asyncio
 import pytest
 
 from bridge.sim.carrier_emulator import TwilioCallerEmulator
-from bridge.sim.realtime_emulator import greeting_pcm24k
 from bridge.wavfile import read_wav_mono
-from tests.e2e import dominant_hz, eventually, running_bridge, running_emulator, similarity, tone
+from tests.e2e import (
+    assert_every_frame_reached_the_model,
+    dominant_hz,
+    eventually,
+    hear_the_greeting,
+    running_bridge,
+    running_emulator,
+    similarity,
+    tone,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -26,29 +34,10 @@ async def test_greeting_is_heard(dialect: str) -> None:
         async with caller:
             session = await emulator.wait_for_session()
             assert session.dialect == dialect
-            await caller.wait_heard(min_ms=1000, timeout_s=10)
-            greeting_8k = read_wav_mono_bytes_24k_to_8k(greeting_pcm24k())
-            heard = caller.playout.heard_pcm(include_silence=False)
-            assert similarity(heard, greeting_8k[: len(heard)]) > 0.9
+            await hear_the_greeting(caller)
         assert caller.protocol_errors == []
         assert session.headers.get("Authorization") == "Bearer sk-test"
         assert ("OpenAI-Beta" in session.headers) == (dialect == "beta")
-
-
-def read_wav_mono_bytes_24k_to_8k(pcm24k: bytes) -> bytes:
-    """Reference downsampling for comparisons: the wavfile path, independent of the call's resampler state."""
-    import tempfile
-    import wave
-    from pathlib import Path
-
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "ref.wav"
-        with wave.open(str(path), "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(24000)
-            w.writeframes(pcm24k)
-        return read_wav_mono(path, 8000)
 
 
 async def test_caller_audio_reaches_upstream_as_24k_pcm() -> None:
@@ -60,10 +49,7 @@ async def test_caller_audio_reaches_upstream_as_24k_pcm() -> None:
             await caller.wait_until(lambda: caller.sent_frames >= 60, timeout_s=5)
         await eventually(lambda: session.closed)
         assert session.input_rate == 24000
-        # Every 20 ms µ-law frame (160 samples) became exactly 480 samples of PCM16 at 24 kHz.
-        assert len(session.appended_pcm) == caller.sent_frames * 480 * 2
-        appended_hz = dominant_hz(bytes(session.appended_pcm), rate=24000)
-        assert abs(appended_hz - 300) < 5
+        assert_every_frame_reached_the_model(caller, session, 300)
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)

@@ -13,19 +13,18 @@ from twilio.request_validator import RequestValidator
 
 from bridge.carrier.signature import STREAM_TOKEN_PARAMETER
 from bridge.sim.carrier_emulator import LineConditions
-from bridge.sim.realtime_emulator import EmulatorConfig, ScriptedReply, greeting_pcm24k
+from bridge.sim.realtime_emulator import EmulatorConfig, ScriptedReply
 from bridge.sim.signalwire_caller import SignalWireCallerEmulator
 from tests.e2e import (
     RunningBridge,
-    dominant_hz,
+    assert_every_frame_reached_the_model,
     eventually,
-    message_texts,
+    hear_the_greeting,
     running_bridge,
     running_emulator,
-    similarity,
+    talk_and_key,
     tone,
 )
-from tests.test_e2e_call import read_wav_mono_bytes_24k_to_8k
 
 pytestmark = pytest.mark.e2e
 
@@ -106,19 +105,11 @@ async def test_cxml_answer_and_a_whole_call() -> None:
         caller = caller_for(cxml, call_sid)
         async with caller:
             session = await emulator.wait_for_session()
-            await caller.wait_heard(min_ms=1000, timeout_s=10)
-            heard = caller.playout.heard_pcm(include_silence=False)
-            greeting_8k = read_wav_mono_bytes_24k_to_8k(greeting_pcm24k())
-            assert similarity(heard, greeting_8k[: len(heard)]) > 0.9
-            caller.say(tone(600, 300))
-            for digit in "34#":
-                caller.press(digit)
-            await eventually(lambda: any("34#" in text for text in message_texts(session)), timeout_s=5)
-            await caller.wait_until(lambda: caller.sent_frames >= 120, timeout_s=10)
+            await hear_the_greeting(caller)
+            await talk_and_key(caller, session, "34#")
         await eventually(lambda: session.closed)
         assert caller.protocol_errors == [] and session.rejected == []
-        assert len(session.appended_pcm) == caller.sent_frames * 480 * 2
-        assert abs(dominant_hz(bytes(session.appended_pcm), rate=24000) - 300) < 5
+        assert_every_frame_reached_the_model(caller, session, 300)
         await eventually(lambda: not bridge.bridge.active_calls)
         await bridge.bridge.call_log.flush()  # type: ignore[attr-defined]
         call = await bridge.bridge.store.get_call(call_sid)  # type: ignore[union-attr]
