@@ -8,7 +8,7 @@ socket I/O:
   * caller frame: TwilioCodec.decode of a 20 ms `media` message -> Call.carrier_event -> Call.drain ->
     RealtimeCodec.encode of the `input_audio_buffer.append` (µ-law 8 kHz -> PCM16 24 kHz on the way);
   * model delta: RealtimeCodec.decode of a 100 ms `response.output_audio.delta` -> Call.realtime_event ->
-    Call.drain -> TwilioCodec.encode of the five 20 ms `media` frames and the `mark`;
+    Call.drain -> TwilioCodec.encode of the `media` message(s) and the `mark`;
   * mark echo: TwilioCodec.decode of a `mark` message -> Call.carrier_event (the ledger settles frames);
 each with the pump's two perf_counter calls and its Prometheus observation.
 
@@ -86,7 +86,9 @@ class Bench:
         }
         started = self.twilio.decode(json.dumps(start))
         opts = SessionOptions(instructions="x", voice="marin")
-        self.call = Call(CallConfig(session=opts), self.realtime, started, 0.0)  # type: ignore[arg-type]
+        self.call = Call(  # type: ignore[arg-type]
+            CallConfig(session=opts), self.realtime, started, 0.0, play_chunk_ms=self.twilio.play_chunk_ms
+        )
         self.call.drain()
         self.now = 0.0
         self.sequence = 1

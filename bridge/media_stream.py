@@ -180,6 +180,7 @@ class CarrierLeg(Protocol):
     carrier: str
     log: Any  # rebound with the call's ids once it started
     started: CallStarted | None
+    play_chunk_ms: int  # the most audio one PlayAudio may carry
 
     @property
     def closed(self) -> bool: ...
@@ -201,6 +202,7 @@ class WebSocketLeg:
         self.ws = ws
         self.codec = codec
         self.carrier = codec.carrier
+        self.play_chunk_ms = codec.play_chunk_ms
         self.log = logger
         self.bad_messages = 0
         self.started: CallStarted | None = None
@@ -279,7 +281,7 @@ class WebSocketLeg:
             return
         bytes_per_ms = self.started.line.bytes_per_ms
         await self.send(ClearPlayback())
-        piece = self.codec.play_chunk_ms * bytes_per_ms
+        piece = self.play_chunk_ms * bytes_per_ms
         for i in range(0, len(audio), piece):
             await self.send(PlayAudio(audio[i : i + piece]))
         await self.send(Mark("apology"))
@@ -373,6 +375,7 @@ class CallPump:
             now_ms(),
             configured=self.upstream.configured,
             greeted=self.upstream.greeted,
+            play_chunk_ms=self.leg.play_chunk_ms,
         )
         self.log.info(
             "upstream session open",

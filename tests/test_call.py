@@ -25,10 +25,13 @@ def tone_24k(ms: int, freq: float = 440.0) -> bytes:
     return (np.sin(2 * np.pi * freq * t) * 8000).astype("<i2").tobytes()
 
 
-def make_call(*, greeting: str = "", interrupt_response: bool = True, now: float = 0.0) -> Call:
+def make_call(
+    *, greeting: str = "", interrupt_response: bool = True, now: float = 0.0, play_chunk_ms: int = 20
+) -> Call:
     opts = SessionOptions(instructions="x", voice="marin", interrupt_response=interrupt_response)
     started = CallStarted(stream_sid="MZ1", call_sid="CA1")
-    return Call(CallConfig(session=opts, greeting=greeting), RealtimeCodec("ga"), started, now)
+    config = CallConfig(session=opts, greeting=greeting)
+    return Call(config, RealtimeCodec("ga"), started, now, play_chunk_ms=play_chunk_ms)
 
 
 class IdealCarrier:
@@ -113,8 +116,41 @@ def test_model_audio_goes_out_in_20ms_frames_with_marks() -> None:
     assert isinstance(carrier[-1], Mark)
 
 
-def test_barge_in_clears_first_then_truncates_at_what_was_heard() -> None:
-    call, carrier = started_call()
+def test_audio_ready_at_once_goes_out_in_pieces_a_mark_apart() -> None:
+    """A carrier that takes more than a frame per message (Twilio: a second) gets what is ready in
+    pieces of up to 100 ms: a 100 ms delta is one message and one mark, not five messages."""
+    call = make_call(play_chunk_ms=1000)
+    call.drain()
+    call.realtime_event(rt.ResponseCreated("r1"), 0)
+    shapes = []
+    for ms in (100, 100, 500, 20, 20, 20):
+        call.realtime_event(rt.AudioDelta("r1", "i1", 0, tone_24k(ms)), 0)
+        shapes.append([len(c.payload) if isinstance(c, PlayAudio) else "mark" for c in call.drain()[0]])
+    call.realtime_event(rt.AudioDone("r1", "i1"), 0)
+    tail = [len(c.payload) if isinstance(c, PlayAudio) else "mark" for c in call.drain()[0]]
+    # After silence the first frame goes alone with its mark: its echo times the carrier's start.
+    assert shapes[0][:2] == [FRAME_BYTES, "mark"]
+    assert shapes[1] == [800, "mark"]
+    assert shapes[2] == [800, "mark"] * 5  # never more than a mark covers
+    assert shapes[3:] == [[FRAME_BYTES]] * 3  # small deltas: a message each, the mark waits for 100 ms
+    assert tail[-1] == "mark" and all(size != "mark" and size < FRAME_BYTES for size in tail[:-1])
+    sizes = [size for shape in [*shapes, tail] for size in shape if size != "mark"]
+    assert sum(sizes) == call.ledger.sent_ms("i1") * 8
+    assert all(size % FRAME_BYTES == 0 for size in sizes[:-1])  # whole frames but for the item's end
+
+
+def test_a_carrier_of_single_frames_gets_one_frame_per_message() -> None:
+    call = make_call(play_chunk_ms=20)  # Vonage: one binary message is one frame
+    call.drain()
+    call.realtime_event(rt.ResponseCreated("r1"), 0)
+    call.realtime_event(rt.AudioDelta("r1", "i1", 0, tone_24k(500)), 0)
+    frames = [c for c in call.drain()[0] if isinstance(c, PlayAudio)]
+    assert [len(f.payload) for f in frames] == [FRAME_BYTES] * 25
+
+
+@pytest.mark.parametrize("play_chunk_ms", [20, 1000])
+def test_barge_in_clears_first_then_truncates_at_what_was_heard(play_chunk_ms: int) -> None:
+    call, carrier = started_call(play_chunk_ms=play_chunk_ms)
     speak(call, carrier, 2000, at=0)
     carrier.play_until(350)
     call.realtime_event(rt.SpeechStarted("u1", 0), 350)
@@ -142,8 +178,9 @@ def test_interrupt_response_false_cancels_ourselves() -> None:
     assert upstream_types(upstream) == ["conversation.item.truncate", "response.cancel"]
 
 
-def test_barge_in_after_response_done_while_carrier_still_plays() -> None:
-    call, carrier = started_call()
+@pytest.mark.parametrize("play_chunk_ms", [20, 1000])
+def test_barge_in_after_response_done_while_carrier_still_plays(play_chunk_ms: int) -> None:
+    call, carrier = started_call(play_chunk_ms=play_chunk_ms)
     speak(call, carrier, 3000, at=0)
     call.realtime_event(rt.AudioDone("r1", "i1"), 1)
     call.realtime_event(rt.ResponseDone("r1", "completed", None, None), 2)
@@ -192,8 +229,9 @@ def test_second_barge_in_right_after_the_first_sends_nothing_more() -> None:
     assert call.drain()[:2] == ([], [])
 
 
-def test_caller_talks_during_greeting() -> None:
-    call, carrier = started_call(greeting="Hello.")
+@pytest.mark.parametrize("play_chunk_ms", [20, 1000])
+def test_caller_talks_during_greeting(play_chunk_ms: int) -> None:
+    call, carrier = started_call(play_chunk_ms=play_chunk_ms, greeting="Hello.")
     speak(call, carrier, 2000, at=50)
     carrier.play_until(400)
     call.realtime_event(rt.SpeechStarted("u1", 0), 400)

@@ -59,7 +59,8 @@ CarrierEvent = Connected | CallStarted | CallerAudio | PlaybackMark | Dtmf | Cal
 
 @dataclass(frozen=True, slots=True)
 class PlayAudio:
-    """Queue audio (line format, one 20 ms frame or the last piece of an item) for the caller."""
+    """Queue audio for the caller: line format, whole 20 ms frames (at most the leg's
+    `play_chunk_ms`), or the last piece of an item."""
 
     payload: bytes
 

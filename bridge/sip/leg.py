@@ -74,6 +74,7 @@ class RtpProtocol(asyncio.DatagramProtocol):
 
 class SipLeg:
     carrier = "sip"
+    play_chunk_ms = 1000  # the leg's own RTP clock cuts any piece into 20 ms packets
 
     def __init__(
         self,
