@@ -172,13 +172,13 @@ async def one_call(
     call_sid = random_sid("CA")
     form = {"CallSid": call_sid, "From": f"+1555{index:07d}", "To": "+15550000000", "Direction": "inbound"}
     voice_url = f"{args.url}/twilio/voice"
-    media_url = args.url.replace("http://", "ws://") + "/twilio/media"
     try:
         signature = RequestValidator(TWILIO_TOKEN).compute_signature(voice_url, form)
         async with http.post(voice_url, data=form, headers={"X-Twilio-Signature": signature}) as response:
             if response.status != 200:
                 raise RuntimeError(f"voice webhook: HTTP {response.status}")
             twiml = await response.text()
+        media_url = stream_url(twiml)  # where Twilio would connect: the TwiML says
         caller = TwilioCallerEmulator(
             media_url,
             call_sid=call_sid,
@@ -238,6 +238,13 @@ async def one_call(
             result["error"] = "no audio heard"
     result["ok"] = result["error"] is None
     return result
+
+
+def stream_url(twiml: str) -> str:
+    stream = next(ElementTree.fromstring(twiml).iter("Stream"), None)
+    if stream is None or not stream.attrib.get("url"):
+        raise RuntimeError("voice webhook: no <Stream url> in the TwiML")
+    return stream.attrib["url"]
 
 
 def stream_parameters(twiml: str) -> dict[str, str]:
