@@ -178,12 +178,11 @@ async def one_call(
             if response.status != 200:
                 raise RuntimeError(f"voice webhook: HTTP {response.status}")
             twiml = await response.text()
-        media_url = stream_url(twiml)  # where Twilio would connect: the TwiML says
+        media_url, parameters = twiml_stream(twiml)
         caller = TwilioCallerEmulator(
             media_url,
             call_sid=call_sid,
-            # As Twilio does: the <Stream>'s <Parameter>s (the one-time stream token among them).
-            custom_parameters=stream_parameters(twiml),
+            custom_parameters=parameters,
             headers={"X-Twilio-Signature": twilio_signature(TWILIO_TOKEN, media_url)},
             tick_ms=50.0,  # marks are still echoed on time; this only paces the heard-audio counters
             connect_timeout=15.0,
@@ -240,17 +239,14 @@ async def one_call(
     return result
 
 
-def stream_url(twiml: str) -> str:
+def twiml_stream(twiml: str) -> tuple[str, dict[str, str]]:
+    """What Twilio reads from the TwiML's <Stream>: the URL it connects to, and its <Parameter name=
+    value=> pairs, which arrive as start.customParameters (the one-time stream token among them)."""
     stream = next(ElementTree.fromstring(twiml).iter("Stream"), None)
     if stream is None or not stream.attrib.get("url"):
         raise RuntimeError("voice webhook: no <Stream url> in the TwiML")
-    return stream.attrib["url"]
-
-
-def stream_parameters(twiml: str) -> dict[str, str]:
-    """The <Parameter name= value=> pairs of the TwiML's <Stream>: Twilio's start.customParameters."""
-    root = ElementTree.fromstring(twiml)
-    return {p.attrib["name"]: p.attrib.get("value", "") for p in root.iter("Parameter")}
+    parameters = {p.attrib["name"]: p.attrib.get("value", "") for p in stream.iter("Parameter")}
+    return stream.attrib["url"], parameters
 
 
 def _first_in(times: list[float], after: float, window: float) -> float | None:
