@@ -66,56 +66,83 @@ def _model_event(data: bytes) -> _ModelEvent | None:
         return None
 
 
-async def media(request: web.Request) -> web.WebSocketResponse:
-    passthrough = os.environ.get("AUDIO_PASSTHROUGH", "false") == "true"
-    ws = web.WebSocketResponse(max_msg_size=64 * 1024, compress=False)
-    await ws.prepare(request)
-    sid = ""
-    async for msg in ws:
-        start = _carrier_decoder.decode(msg.data).start
-        if start is not None:
-            sid = start.streamSid
-            break
-    codec = RealtimeCodec("ga")
-    url = os.environ["REALTIME_URL"] + "?model=gpt-realtime"
-    headers = {"Authorization": f"Bearer {os.environ.get('OPENAI_API_KEY', '')}"}
-    async with HttpClient() as http, http.ws_connect(url, headers=headers, decode_text=False) as up:
-        options = SessionOptions(
+class _Relay:
+    """One call's relay, with no I/O: both transports below feed it messages and send what it returns."""
+
+    def __init__(self) -> None:
+        passthrough = os.environ.get("AUDIO_PASSTHROUGH", "false") == "true"
+        self.inbound = None if passthrough else Transcoder(PCMU_8K, L16_24K)
+        self.outbound = None if passthrough else Transcoder(L16_24K, PCMU_8K)
+        self.options = SessionOptions(
             instructions="x", voice="marin", audio_format="pcmu" if passthrough else "pcm24k"
         )
-        await up.send_frame(_encoder.encode(codec.session_update(options)), WSMsgType.TEXT)
-        await up.send_frame(
-            _encoder.encode(codec.create_response(os.environ.get("GREETING"))), WSMsgType.TEXT
-        )
-        inbound = None if passthrough else Transcoder(PCMU_8K, L16_24K)
-        outbound = None if passthrough else Transcoder(L16_24K, PCMU_8K)
-        downlink = asyncio.create_task(_model_to_caller(up, ws, sid, outbound))
+        self.codec = RealtimeCodec("ga")
+        self.sid = ""
+        self.marks = 0
+
+    def opening(self) -> list[bytes]:
+        """What the new session is sent first: its configuration, then the greeting."""
+        greeting = self.codec.create_response(os.environ.get("GREETING"))
+        return [_encoder.encode(self.codec.session_update(self.options)), _encoder.encode(greeting)]
+
+    def from_carrier(self, data: str | bytes | memoryview) -> tuple[str, bytes | None]:
+        """The carrier's event name, and for a caller frame the append to send upstream."""
+        message = _carrier_decoder.decode(data)
+        if message.start is not None:
+            self.sid = message.start.streamSid
+        if message.event != "media" or message.media is None:
+            return message.event, None
+        payload = message.media.payload
+        audio = payload if self.inbound is None else self.inbound.process(payload)
+        return "media", self.codec.append_audio(audio).wire
+
+    def from_model(self, data: bytes) -> list[bytes]:
+        """The messages to send the carrier for one model event."""
+        event = _model_event(data)
+        if event is None:
+            return []
+        if event.type in _AUDIO_DELTAS and event.delta:
+            audio = event.delta if self.outbound is None else self.outbound.process(event.delta)
+            self.marks += 1
+            media = {"event": "media", "streamSid": self.sid, "media": {"payload": audio}}
+            mark = {"event": "mark", "streamSid": self.sid, "mark": {"name": f"a{self.marks}"}}
+            return [_encoder.encode(media), _encoder.encode(mark)]
+        if event.type == "input_audio_buffer.speech_started":
+            return [_encoder.encode({"event": "clear", "streamSid": self.sid})]
+        return []
+
+
+def _session_url() -> tuple[str, dict[str, str]]:
+    headers = {"Authorization": f"Bearer {os.environ.get('OPENAI_API_KEY', '')}"}
+    return os.environ["REALTIME_URL"] + "?model=gpt-realtime", headers
+
+
+async def media(request: web.Request) -> web.WebSocketResponse:
+    relay = _Relay()
+    ws = web.WebSocketResponse(max_msg_size=64 * 1024, compress=False)
+    await ws.prepare(request)
+    async for msg in ws:
+        if relay.from_carrier(msg.data)[0] == "start":
+            break
+    url, headers = _session_url()
+    async with HttpClient() as http, http.ws_connect(url, headers=headers, decode_text=False) as up:
+        for message in relay.opening():
+            await up.send_frame(message, WSMsgType.TEXT)
+        downlink = asyncio.create_task(_model_to_caller(relay, up, ws))
         async for msg in ws:
-            carrier = _carrier_decoder.decode(msg.data)
-            if carrier.event == "media" and carrier.media is not None:
-                audio = carrier.media.payload if inbound is None else inbound.process(carrier.media.payload)
-                await up.send_frame(codec.append_audio(audio).wire, WSMsgType.TEXT)
-            elif carrier.event == "stop":
+            event, append = relay.from_carrier(msg.data)
+            if append is not None:
+                await up.send_frame(append, WSMsgType.TEXT)
+            elif event == "stop":
                 break
         downlink.cancel()
     return ws
 
 
-async def _model_to_caller(up: Any, ws: web.WebSocketResponse, sid: str, outbound: Transcoder | None) -> None:
-    marks = 0
+async def _model_to_caller(relay: _Relay, up: Any, ws: web.WebSocketResponse) -> None:
     async for msg in up:
-        event = _model_event(msg.data)
-        if event is None:
-            continue
-        if event.type in _AUDIO_DELTAS and event.delta:
-            audio = event.delta if outbound is None else outbound.process(event.delta)
-            marks += 1
-            media = {"event": "media", "streamSid": sid, "media": {"payload": audio}}
-            await ws.send_frame(_encoder.encode(media), WSMsgType.TEXT)
-            mark = {"event": "mark", "streamSid": sid, "mark": {"name": f"a{marks}"}}
-            await ws.send_frame(_encoder.encode(mark), WSMsgType.TEXT)
-        elif event.type == "input_audio_buffer.speech_started":
-            await ws.send_frame(_encoder.encode({"event": "clear", "streamSid": sid}), WSMsgType.TEXT)
+        for message in relay.from_model(msg.data):
+            await ws.send_frame(message, WSMsgType.TEXT)
 
 
 async def voice(request: web.Request) -> web.Response:
@@ -135,99 +162,66 @@ async def ready(_: web.Request) -> web.Response:
     return web.Response(text="ok")
 
 
-class _PicowsCall:
-    """One call on picows: the carrier's frames and the model's events arrive as callbacks."""
+async def _picows_media_server(host: str) -> int:
+    """Media streams on picows: frames arrive as callbacks and are sent without a coroutine."""
+    import picows
 
-    def __init__(self) -> None:
-        self.passthrough = os.environ.get("AUDIO_PASSTHROUGH", "false") == "true"
-        self.inbound = None if self.passthrough else Transcoder(PCMU_8K, L16_24K)
-        self.outbound = None if self.passthrough else Transcoder(L16_24K, PCMU_8K)
-        self.codec = RealtimeCodec("ga")
-        self.carrier: Any = None
-        self.up: Any = None
-        self.sid = ""
-        self.marks = 0
-        self.opening: asyncio.Task[None] | None = None
+    text = picows.WSMsgType.TEXT
 
-    def from_carrier(self, data: memoryview) -> None:
-        from picows import WSMsgType as PicoType
-
-        message = _carrier_decoder.decode(data)
-        if message.event == "media" and message.media is not None and self.up is not None:
-            payload = message.media.payload
-            audio = payload if self.inbound is None else self.inbound.process(payload)
-            self.up.send(PicoType.TEXT, self.codec.append_audio(audio).wire)
-        elif message.start is not None:
-            self.sid = message.start.streamSid
-            self.opening = asyncio.get_running_loop().create_task(self.open())
-        elif message.event == "stop":
-            self.hang_up()
-
-    async def open(self) -> None:
-        from picows import WSMsgType as PicoType
-        from picows import ws_connect
-
-        url = os.environ["REALTIME_URL"] + "?model=gpt-realtime"
-        headers = {"Authorization": f"Bearer {os.environ.get('OPENAI_API_KEY', '')}"}
-        up, _ = await ws_connect(lambda: _listener(self.from_model, self.hang_up), url, extra_headers=headers)
-        options = SessionOptions(
-            instructions="x", voice="marin", audio_format="pcmu" if self.passthrough else "pcm24k"
-        )
-        up.send(PicoType.TEXT, _encoder.encode(self.codec.session_update(options)))
-        up.send(PicoType.TEXT, _encoder.encode(self.codec.create_response(os.environ.get("GREETING"))))
-        self.up = up
-
-    def from_model(self, data: memoryview) -> None:
-        from picows import WSMsgType as PicoType
-
-        event = _model_event(bytes(data))
-        if event is None or self.carrier is None:
-            return
-        if event.type in _AUDIO_DELTAS and event.delta:
-            audio = event.delta if self.outbound is None else self.outbound.process(event.delta)
-            self.marks += 1
-            media = {"event": "media", "streamSid": self.sid, "media": {"payload": audio}}
-            self.carrier.send(PicoType.TEXT, _encoder.encode(media))
-            mark = {"event": "mark", "streamSid": self.sid, "mark": {"name": f"a{self.marks}"}}
-            self.carrier.send(PicoType.TEXT, _encoder.encode(mark))
-        elif event.type == "input_audio_buffer.speech_started":
-            self.carrier.send(PicoType.TEXT, _encoder.encode({"event": "clear", "streamSid": self.sid}))
-
-    def hang_up(self) -> None:
-        for transport in (self.carrier, self.up):
-            if transport is not None:
-                transport.disconnect()
-
-
-def _listener(on_text: Any, on_close: Any, on_connect: Any = None) -> Any:
-    from picows import WSListener, WSMsgType
-
-    class Listener(WSListener):  # type: ignore[misc]
-        def on_ws_connected(self, transport: Any) -> None:
-            if on_connect is not None:
-                on_connect(transport)
+    class Listener(picows.WSListener):  # type: ignore[misc]
+        def __init__(self, on_text: Any, on_close: Any) -> None:
+            self.on_text, self.on_close = on_text, on_close
 
         def on_ws_frame(self, transport: Any, frame: Any) -> None:
-            if frame.msg_type == WSMsgType.TEXT:
-                on_text(frame.get_payload_as_memoryview())
-            elif frame.msg_type == WSMsgType.CLOSE:
+            if frame.msg_type == text:
+                self.on_text(transport, frame.get_payload_as_memoryview())
+            elif frame.msg_type == picows.WSMsgType.CLOSE:
                 transport.send_close(frame.get_close_code())
                 transport.disconnect()
 
         def on_ws_disconnected(self, transport: Any) -> None:
-            on_close()
+            self.on_close()
 
-    return Listener()
+    class Call:
+        def __init__(self) -> None:
+            self.relay = _Relay()
+            self.carrier: Any = None
+            self.up: Any = None
+            self.opening: asyncio.Task[None] | None = None
 
+        def from_carrier(self, transport: Any, data: memoryview) -> None:
+            self.carrier = transport
+            event, append = self.relay.from_carrier(data)
+            if append is not None and self.up is not None:
+                self.up.send(text, append)
+            elif event == "start":
+                self.opening = asyncio.get_running_loop().create_task(self.open())
+            elif event == "stop":
+                self.hang_up()
 
-async def _picows_media_server(host: str) -> int:
-    from picows import ws_create_server
+        async def open(self) -> None:
+            url, headers = _session_url()
+            up, _ = await picows.ws_connect(
+                lambda: Listener(self.from_model, self.hang_up), url, extra_headers=headers
+            )
+            for message in self.relay.opening():
+                up.send(text, message)
+            self.up = up
+
+        def from_model(self, _: Any, data: memoryview) -> None:
+            for message in self.relay.from_model(bytes(data)):
+                self.carrier.send(text, message)
+
+        def hang_up(self) -> None:
+            for transport in (self.carrier, self.up):
+                if transport is not None:
+                    transport.disconnect()
 
     def listener(_: Any) -> Any:
-        call = _PicowsCall()
-        return _listener(call.from_carrier, call.hang_up, on_connect=lambda t: setattr(call, "carrier", t))
+        call = Call()
+        return Listener(call.from_carrier, call.hang_up)
 
-    server = await ws_create_server(listener, host, 0)
+    server = await picows.ws_create_server(listener, host, 0)
     return int(server.sockets[0].getsockname()[1])
 
 
