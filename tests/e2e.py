@@ -43,6 +43,12 @@ class RunningBridge:
     def bridge(self) -> Bridge:
         return self.app[BRIDGE_KEY]
 
+    async def logged_call(self, call_sid: str) -> dict[str, Any] | None:
+        """The call's row in the call log, once no call is live any more and the log is written."""
+        await eventually(lambda: not self.bridge.active_calls)
+        await self.bridge.call_log.flush()  # type: ignore[attr-defined]
+        return await self.bridge.store.get_call(call_sid)  # type: ignore[union-attr]
+
 
 @contextlib.asynccontextmanager
 async def serving(app: web.Application) -> AsyncIterator[str]:

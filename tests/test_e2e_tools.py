@@ -194,9 +194,7 @@ async def test_end_call_ends_only_after_the_goodbye_was_heard() -> None:
             await caller.hangup()
         assert caller.closed_by_server
         assert caller.playout.played_ms_total >= 1500 - 20  # the whole goodbye, then the line closed
-        await eventually(lambda: not bridge.bridge.active_calls)
-        await bridge.bridge.call_log.flush()  # type: ignore[attr-defined]
-        call = await bridge.bridge.store.get_call(caller.call_sid)  # type: ignore[union-attr]
+        call = await bridge.logged_call(caller.call_sid)
         assert call is not None and call["end_reason"] == "assistant_ended"
 
 
@@ -255,9 +253,7 @@ async def test_transfer_call_redirects_with_dial_after_the_preamble() -> None:
             assert (
                 "<Dial" in request.form["Twiml"] and "<Number>+15550001111</Number>" in request.form["Twiml"]
             )
-            await eventually(lambda: not bridge.bridge.active_calls)
-            await bridge.bridge.call_log.flush()  # type: ignore[attr-defined]
-            call = await bridge.bridge.store.get_call(caller.call_sid)  # type: ignore[union-attr]
+            call = await bridge.logged_call(caller.call_sid)
             assert call is not None and call["end_reason"] == "transferred"
     finally:
         await twilio.stop()

@@ -128,9 +128,7 @@ async def test_a_call_through_the_answer_xml_is_heard_both_ways_and_logged() -> 
         # The caller's tone reached the model (resampled to 24 kHz) and the echo agent's reply came back.
         assert abs(dominant_hz(bytes(session.appended_pcm), rate=24000) - 300) < 5
         assert caller.playout.played_ms_total > greeting_heard + 400
-        await eventually(lambda: not bridge.bridge.active_calls)
-        await bridge.bridge.call_log.flush()  # type: ignore[attr-defined]
-        call = await bridge.bridge.store.get_call(call_uuid)  # type: ignore[union-attr]
+        call = await bridge.logged_call(call_uuid)
     assert call is not None
     assert call["carrier"] == "plivo" and call["stream_sid"] == caller.stream_sid
     assert call["from_number"] == CALLER and call["to_number"] == CALLEE and call["direction"] == "inbound"
@@ -266,9 +264,7 @@ async def test_transfer_through_the_call_api_dials_the_number() -> None:
             assert document.status == 200
             root = ElementTree.fromstring(document.xml.split("\n", 1)[1])
             assert [e.tag for e in root] == ["Dial"] and root[0][0].text == "15550001111"
-            await eventually(lambda: not bridge.bridge.active_calls)
-            await bridge.bridge.call_log.flush()  # type: ignore[attr-defined]
-            call = await bridge.bridge.store.get_call(call_uuid)  # type: ignore[union-attr]
+            call = await bridge.logged_call(call_uuid)
             assert call is not None and call["end_reason"] == "transferred"
     finally:
         await api.stop()

@@ -110,9 +110,7 @@ async def test_cxml_answer_and_a_whole_call() -> None:
         await eventually(lambda: session.closed)
         assert caller.protocol_errors == [] and session.rejected == []
         assert_every_frame_reached_the_model(caller, session, 300)
-        await eventually(lambda: not bridge.bridge.active_calls)
-        await bridge.bridge.call_log.flush()  # type: ignore[attr-defined]
-        call = await bridge.bridge.store.get_call(call_sid)  # type: ignore[union-attr]
+        call = await bridge.logged_call(call_sid)
         assert call is not None and call["carrier"] == "signalwire" and call["end_reason"] == "caller_hangup"
 
 

@@ -125,9 +125,7 @@ async def test_texml_answer_and_a_whole_call() -> None:
         assert caller.protocol_errors == [] and session.rejected == []
         assert_every_frame_reached_the_model(caller, session, 300)
 
-        await eventually(lambda: not bridge.bridge.active_calls)
-        await bridge.bridge.call_log.flush()  # type: ignore[attr-defined]
-        call = await bridge.bridge.store.get_call(call_sid)  # type: ignore[union-attr]
+        call = await bridge.logged_call(call_sid)
         assert call is not None and call["carrier"] == "telnyx"
         assert call["from_number"] == "+14155550123" and call["end_reason"] == "caller_hangup"
 
@@ -252,9 +250,7 @@ async def test_transfer_through_call_control() -> None:
             [request] = api.requests
             assert request.call_control_id == caller.call_control_id
             assert request.body == {"to": "+15550001111"} and request.bearer == "KEY-for-tests"
-            await eventually(lambda: not bridge.bridge.active_calls)
-            await bridge.bridge.call_log.flush()  # type: ignore[attr-defined]
-            call = await bridge.bridge.store.get_call(caller.call_sid)  # type: ignore[union-attr]
+            call = await bridge.logged_call(caller.call_sid)
             assert call is not None and call["end_reason"] == "transferred"
     finally:
         await api.stop()
