@@ -133,8 +133,8 @@ class Call:
         self._outbound = Transcoder(model, line)
         self._frame_bytes = line.frame_bytes(FRAME_MS)
         self._mark_bytes = MARK_EVERY_FRAMES * self._frame_bytes
-        # Audio ready at once goes in one message: a 100 ms delta is one `media`, not five, which
-        # saves four socket writes. Never more than a mark covers, so marks stay 100 ms apart.
+        # Audio ready at once goes in as few messages as the marks allow, not one per frame: a 100 ms
+        # delta is two `media` at most, not five. Never more than a mark covers.
         self._piece_bytes = max(1, min(play_chunk_ms // FRAME_MS, MARK_EVERY_FRAMES)) * self._frame_bytes
         self._out_item: str | None = None
         self._out_content = 0
@@ -303,7 +303,9 @@ class Call:
             idle = not self.ledger.pending()
             # The first frame after silence goes alone with its own mark: its echo is the earliest
             # evidence of when the carrier really started playing (its buffering is unknown until then).
-            size = min(end - offset, frame_bytes if idle else self._piece_bytes)
+            # Later pieces end where a mark is due, so marks fall every 100 ms of audio after it.
+            due = self._mark_bytes - self._bytes_since_mark
+            size = min(end - offset, frame_bytes if idle else min(self._piece_bytes, due))
             piece = bytes(pending[offset : offset + size])
             offset += size
             self.to_carrier.append(PlayAudio(piece))

@@ -118,7 +118,7 @@ def test_model_audio_goes_out_in_20ms_frames_with_marks() -> None:
 
 def test_audio_ready_at_once_goes_out_in_pieces_a_mark_apart() -> None:
     """A carrier that takes more than a frame per message (Twilio: a second) gets what is ready in
-    pieces of up to 100 ms: a 100 ms delta is one message and one mark, not five messages."""
+    pieces between marks: a 100 ms delta is two messages and a mark, not five messages."""
     call = make_call(play_chunk_ms=1000)
     call.drain()
     call.realtime_event(rt.ResponseCreated("r1"), 0)
@@ -127,15 +127,22 @@ def test_audio_ready_at_once_goes_out_in_pieces_a_mark_apart() -> None:
         call.realtime_event(rt.AudioDelta("r1", "i1", 0, tone_24k(ms)), 0)
         shapes.append([len(c.payload) if isinstance(c, PlayAudio) else "mark" for c in call.drain()[0]])
     call.realtime_event(rt.AudioDone("r1", "i1"), 0)
-    tail = [len(c.payload) if isinstance(c, PlayAudio) else "mark" for c in call.drain()[0]]
+    shapes.append([len(c.payload) if isinstance(c, PlayAudio) else "mark" for c in call.drain()[0]])
     # After silence the first frame goes alone with its mark: its echo times the carrier's start.
     assert shapes[0][:2] == [FRAME_BYTES, "mark"]
-    assert shapes[1] == [800, "mark"]
-    assert shapes[2] == [800, "mark"] * 5  # never more than a mark covers
-    assert shapes[3:] == [[FRAME_BYTES]] * 3  # small deltas: a message each, the mark waits for 100 ms
-    assert tail[-1] == "mark" and all(size != "mark" and size < FRAME_BYTES for size in tail[:-1])
-    sizes = [size for shape in [*shapes, tail] for size in shape if size != "mark"]
-    assert sum(sizes) == call.ledger.sent_ms("i1") * 8
+    assert [size for size in shapes[1] if size != "mark"] == [FRAME_BYTES, 640]
+    sent, marks, sizes = 0, [], []
+    for size in (size for shape in shapes for size in shape):
+        if size == "mark":
+            marks.append(sent)
+        else:
+            sent += size
+            sizes.append(size)
+    # Marks fall where one frame per message put them: after the first frame, then every 100 ms of
+    # audio, and at the item's end.
+    assert marks[:-1] == [FRAME_BYTES + 800 * k for k in range(len(marks) - 1)]
+    assert marks[-1] == sent == call.ledger.sent_ms("i1") * 8
+    assert max(sizes) == 800 and len(sizes) < sent // FRAME_BYTES / 2
     assert all(size % FRAME_BYTES == 0 for size in sizes[:-1])  # whole frames but for the item's end
 
 
