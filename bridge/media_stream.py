@@ -129,8 +129,6 @@ class CallRegistry(dict[str, "CallPump"]):
         return not self
 
 
-_STREAM_OVER = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR)
-
 UpstreamOpener = Callable[[], Awaitable[UpstreamSession]]
 Claim = Callable[[str], Awaitable[UpstreamSession | None]]
 
@@ -240,28 +238,18 @@ class WebSocketLeg:
 
     async def events(self) -> AsyncIterator[tuple[CarrierEvent, float]]:
         """Decoded events with their arrival time. A flood or a stream of junk ends the call."""
-        # Runs 50+ times a second per call: receive() rather than `async for` (one coroutine less per
-        # message), and the names it needs bound once.
-        receive, exceeded, decode, monotonic = (
-            self.ws.receive,
-            self._rate.exceeded,
-            self.codec.decode,
-            time.monotonic,
-        )
-        while True:
-            msg = await receive()
-            kind = msg.type
-            if kind in _STREAM_OVER:
-                return
-            now = monotonic() * 1000.0
-            if exceeded(now):
+        async for msg in self.ws:
+            now = now_ms()
+            if self._rate.exceeded(now):
                 self.log.warning("carrier message flood, closing stream", limit_per_s=MAX_MESSAGES_PER_S)
                 yield CallEnded("error"), now
                 return
-            if kind is not WSMsgType.TEXT and kind is not WSMsgType.BINARY:
+            if msg.type == WSMsgType.ERROR:
+                return
+            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                 continue
             try:
-                event = decode(msg.data)
+                event = self.codec.decode(msg.data)
             except CarrierProtocolError as exc:
                 self._bad(str(exc))
                 if self.bad_messages > MAX_BAD_MESSAGES:
@@ -603,17 +591,12 @@ class CallPump:
         upstream = self.upstream
         if to_upstream and upstream is not None:
             socket, encode = upstream.socket, upstream.codec.encode
-            try:
-                if len(to_upstream) == 1 and not self._upstream_lock.locked():
-                    # A caller frame's one append: a send writes its whole frame before it can yield,
-                    # so one event needs no lock to keep its place.
-                    await socket.send(encode(to_upstream[0]))
-                else:
-                    async with self._upstream_lock:
-                        for event in to_upstream:
-                            await socket.send(encode(event))
-            except UpstreamClosed:
-                pass  # the upstream loop sees the close and replaces the session or ends the call
+            async with self._upstream_lock:
+                try:
+                    for event in to_upstream:
+                        await socket.send(encode(event))
+                except UpstreamClosed:
+                    pass  # the upstream loop sees the close and replaces the session or ends the call
         if records:
             for record in records:
                 self._record(record)
