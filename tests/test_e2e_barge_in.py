@@ -160,10 +160,13 @@ async def test_barge_in_before_any_audio_was_heard() -> None:
         async with caller:
             session = await emulator.wait_for_session()
             await interrupt_after(caller, 1000, since_ms=caller.started_ms or 0)
+            # The clear and the truncate leave together but travel different sockets: wait for both.
+            await caller.wait_until(lambda: len(caller.playout.clears) >= 1, timeout_s=5)
             await caller.wait_until(lambda: len(session.truncations) >= 1, timeout_s=5)
             first_clear = caller.playout.clears[0]
             await caller.wait_until(lambda: caller.playout.buffered_bytes > 0, timeout_s=10)
             caller.say(tone(400, CALLER_HZ))
+            await caller.wait_until(lambda: len(caller.playout.clears) >= 2, timeout_s=5)
             await caller.wait_until(lambda: len(session.truncations) >= 2, timeout_s=5)
             second_clear = caller.playout.clears[1].received_at_ms
             heard = caller.playout.played_ms_between(first_clear.received_at_ms, second_clear)
@@ -201,8 +204,9 @@ async def test_interrupting_a_response_with_several_audio_items() -> None:
             session = await emulator.wait_for_session()
             start = caller.started_ms or 0
             await interrupt_after(caller, 1500, since_ms=start)
+            await caller.wait_until(lambda: len(caller.playout.clears) >= 1, timeout_s=5)
             await caller.wait_until(lambda: len(session.truncations) >= 1, timeout_s=5)
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.2)  # a wrong second truncate would arrive now
             played = caller.playout.played_ms_between(start, caller.playout.clears[0].received_at_ms)
         items = session.responses[0].items
         assert len(items) == 2

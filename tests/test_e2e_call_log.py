@@ -45,6 +45,7 @@ async def test_a_call_with_a_barge_in_is_found_with_its_transcript(tmp_path: Pat
             await caller.wait_heard(min_ms=1200, timeout_s=10)
             utterance = caller.say(tone(700, 1200))
             await caller.wait_said(utterance, timeout_s=5)
+            await caller.wait_until(lambda: bool(caller.playout.clears), timeout_s=5)
             await caller.wait_heard(
                 min_ms=500, timeout_s=10, since_ms=caller.playout.clears[0].received_at_ms
             )
