@@ -705,8 +705,15 @@ async def handle_media_stream(
 ) -> web.StreamResponse:
     """Serve one carrier media-stream websocket as a call."""
     ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_CARRIER_MESSAGE, compress=False)
-    await ws.prepare(request)
     logger = log.bind(remote=request.remote or "", carrier=codec.carrier)
+    try:
+        await ws.prepare(request)
+    except ConnectionResetError:
+        # The carrier gave up before our handshake answer went out (an overloaded server answers
+        # late): nothing was started, so this is one line, not aiohttp's "Error handling request".
+        logger.warning("media stream closed by the carrier during the handshake")
+        # The half-prepared websocket cannot be finished; this answer only reaches the access log.
+        return web.Response(status=499, reason="Client Closed Request")
     pump = CallPump(ctx, WebSocketLeg(ws, codec, logger, transfer), logger)
     try:
         await pump.run()

@@ -14,7 +14,10 @@ import contextlib
 import gc
 import json
 import logging
+import os
 import random
+import socket
+import struct
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -25,6 +28,7 @@ import aiohttp
 import pytest
 import structlog
 from aiohttp import WSCloseCode, WSMsgType
+from yarl import URL
 
 from bridge import media_stream
 from bridge.sim.carrier_emulator import TwilioCallerEmulator
@@ -435,3 +439,45 @@ async def test_a_second_stream_for_a_live_call_is_refused_and_harmless() -> None
         await send_all(first, [msg({"event": "stop"})])
         assert await close_code_within(first, 5.0) is not None
         assert await wait_for(lambda: not active, 5.0)
+
+
+async def abandon_handshake(url: str) -> None:
+    """Ask for the websocket upgrade and reset the connection before the answer can arrive, as a
+    carrier does that gave up waiting on an overloaded server."""
+    target = URL(url)
+    _reader, writer = await asyncio.open_connection(target.host, target.port)
+    key = base64.b64encode(os.urandom(16)).decode()
+    writer.write(
+        f"GET {target.path_qs} HTTP/1.1\r\nHost: {target.host}:{target.port}\r\nUpgrade: websocket\r\n"
+        f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    await writer.drain()
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST
+    writer.transport.abort()
+
+
+async def test_a_carrier_that_leaves_during_the_handshake_costs_one_warning_line(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    abandoned = 20
+    with structlog.testing.capture_logs() as logs:
+        async with running_emulator() as (_emulator, url), running_bridge(url) as bridge:
+
+            def warned() -> int:
+                return sum(
+                    e["event"] == "media stream closed by the carrier during the handshake" for e in logs
+                )
+
+            for _ in range(abandoned):
+                await abandon_handshake(bridge.media_url)
+            assert await wait_for(lambda: warned() == abandoned, 5.0), warned()
+            caller = TwilioCallerEmulator(bridge.media_url)  # the next call is served as usual
+            async with caller:
+                utterance = caller.say(tone(600, TONE_HZ))
+                await caller.wait_said(utterance, timeout_s=10)
+                await caller.wait_heard(min_ms=400, timeout_s=10)
+            assert await wait_for(lambda: not bridge.bridge.active_calls, 5.0)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert [e for e in logs if e.get("log_level") in ("error", "critical", "exception")] == []
