@@ -115,7 +115,8 @@ class CallRecorder:
         self._hurry.set()
         self._wakeup.set()
         try:
-            await asyncio.wait_for(asyncio.shield(writer), timeout)
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(writer)
         except TimeoutError:
             log.error("calllog.stop_timeout", lost_ops=self.backlog, timeout_s=timeout)
             writer.cancel()
@@ -327,9 +328,16 @@ class CallRecorder:
             self._progress.notify_all()
 
     async def _sleep(self, seconds: float) -> None:
-        # A stop() request cuts the backoff short so the final flush attempt happens promptly.
+        # A stop() request cuts the backoff short so the final attempts come promptly, but they stay
+        # spaced: a database that is still down must not be retried in a tight loop until the timeout.
+        # (asyncio.timeout, not wait_for: on 3.11 wait_for swallows a cancel that lands as the event
+        # fires, and stop() could then never cancel this task.)
+        if self._stop_requested.is_set():
+            await asyncio.sleep(min(seconds, self.retry_initial_s))
+            return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop_requested.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._stop_requested.wait()
 
 
 def _report_writer_death(task: asyncio.Task[None]) -> None:

@@ -217,12 +217,18 @@ async def test_stop_gives_up_after_its_timeout_while_the_database_is_down(
     try:
         async with database_outage(request, db_url):
             start(recorder, "CA-lost", T0)
+            await wait_until(lambda: recorder.write_failures >= 1, what="the first write failure")
+            failures = recorder.write_failures
             began = time.monotonic()
             with capture_logs() as logs:
-                await recorder.stop(timeout=1.0)
+                async with asyncio.timeout(10):  # a writer that ignores its cancel would hang here
+                    await recorder.stop(timeout=1.0)
             assert time.monotonic() - began < 5
             assert any(entry["event"] == "calllog.stop_timeout" for entry in logs)
             assert recorder.backlog == 1
+            assert not [t for t in asyncio.all_tasks() if t.get_name() == "calllog-writer"]
+            # Retries while stopping stay spaced by the initial backoff: one at once, then one per 50 ms.
+            assert recorder.write_failures - failures <= 2 + 1.0 / 0.05
     finally:
         await store.close()
 
