@@ -18,8 +18,6 @@ from bridge.call import CallConfig
 from bridge.calllog import CallStore
 from bridge.carrier.events import CallStarted
 from bridge.carrier.signature import (
-    SIGNATURE_HEADER,
-    STREAM_TOKEN_PARAMETER,
     StreamTokens,
     public_base,
     public_url,
@@ -27,7 +25,6 @@ from bridge.carrier.signature import (
     webhook_is_signed,
     websocket_url,
 )
-from bridge.carrier.twilio_rest import TwilioCalls, TwilioRestError
 from bridge.config import Settings
 from bridge.logs import get_logger
 from bridge.media_stream import (
@@ -117,17 +114,6 @@ class Bridge:
             transcribed=bool(self.settings.input_transcription_model),
         )
 
-    async def twilio_transfer(self, started: CallStarted, number: str) -> str | None:
-        """Have Twilio replace the call's TwiML with a <Dial> (REST). Returns why it failed, or None."""
-        if not self.twilio_token:
-            return "no Twilio credentials are configured"
-        try:
-            async with self.twilio_calls(started.account_sid) as rest:
-                await rest.transfer(started.call_sid, number)
-        except TwilioRestError as exc:
-            return str(exc)
-        return None
-
     async def open_upstream(self) -> UpstreamSession:
         return await open_session_with_retry(self.settings, self.upstream_url)
 
@@ -160,28 +146,6 @@ class Bridge:
         token = self.settings.twilio_auth_token
         return token.get_secret_value() if token is not None else ""
 
-    def signed(self, request: web.Request, form: Mapping[str, str] | None = None) -> bool:
-        """Did Twilio send this (X-Twilio-Signature)? Always true when no Auth Token is configured."""
-        if not self.twilio_token:
-            return True
-        base = public_base(self.settings.public_url, request.scheme, request.host, request.headers)
-        url = public_url(base, request.raw_path)
-        signature = request.headers.get(SIGNATURE_HEADER)
-        if form is None:
-            ok = upgrade_is_signed(self.twilio_token, websocket_url(url), signature)
-        else:
-            ok = webhook_is_signed(self.twilio_token, url, form, signature)
-        if not ok:
-            log.warning("twilio signature rejected", path=request.path, remote=request.remote)
-        return ok
-
-    def stream_authorized(self, started: CallStarted) -> bool:
-        """The stream carries the one-time token its webhook issued (a captured URL cannot replay)."""
-        if not self.twilio_token:
-            return True
-        token = started.custom_parameters.get(STREAM_TOKEN_PARAMETER)
-        return self.stream_tokens.redeem(started.call_sid, token)
-
     def stream_context(self, authorize: Callable[[CallStarted], bool] | None) -> StreamContext:
         """What a media stream's call needs; `authorize` checks its start (None: trusted already)."""
         return StreamContext(
@@ -203,9 +167,6 @@ class Bridge:
             dispositions=self.settings.disposition_list if self.settings.post_call_summary else (),
             before_response_url=self.settings.before_response_url,
         )
-
-    def twilio_calls(self, account_sid: str) -> TwilioCalls:
-        return TwilioCalls(account_sid, self.twilio_token, api_base=self.settings.twilio_api_base or None)
 
     def turned_away(self, call_id: str, carrier: str) -> bool:
         """A new call must be refused (draining or full); logged here, answered by the carrier's route."""
@@ -246,6 +207,18 @@ def public_base_url(settings: Settings, request: web.Request) -> str:
     proto = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
     host = request.headers.get("X-Forwarded-Host", request.host).split(",")[0].strip()
     return f"{proto}://{host}"
+
+
+def signed_twilio_style(
+    key: str, settings: Settings, request: web.Request, signature: str | None, form: Mapping[str, str] | None
+) -> bool:
+    """A webhook (`form`) or a media upgrade (None) signed with `key` the way Twilio signs (SignalWire
+    signs the same way), checked against the URL the carrier requested."""
+    base = public_base(settings.public_url, request.scheme, request.host, request.headers)
+    url = public_url(base, request.raw_path)
+    if form is None:
+        return upgrade_is_signed(key, websocket_url(url), signature)
+    return webhook_is_signed(key, url, form, signature)
 
 
 async def media_stream(

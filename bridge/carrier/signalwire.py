@@ -20,17 +20,10 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from bridge.carrier.events import CallStarted
-from bridge.carrier.signature import (
-    STREAM_TOKEN_PARAMETER,
-    public_base,
-    public_url,
-    upgrade_is_signed,
-    webhook_is_signed,
-    websocket_url,
-)
+from bridge.carrier.signature import STREAM_TOKEN_PARAMETER
 from bridge.carrier.twilio import TwilioCodec
 from bridge.logs import get_logger, mask_number
-from bridge.resources import BRIDGE_KEY, Bridge, media_stream, public_base_url
+from bridge.resources import BRIDGE_KEY, Bridge, media_stream, public_base_url, signed_twilio_style
 from bridge.twiml import after_stream, connect_stream, http_url, media_stream_url, unavailable
 
 log = get_logger("bridge.signalwire")
@@ -63,13 +56,7 @@ class SignalWireRoutes:
         key = signing_key(bridge)
         if not key:
             return True
-        base = public_base(bridge.settings.public_url, request.scheme, request.host, request.headers)
-        url = public_url(base, request.raw_path)
-        signature = request_signature(request.headers)
-        if form is None:
-            ok = upgrade_is_signed(key, websocket_url(url), signature)
-        else:
-            ok = webhook_is_signed(key, url, form, signature)
+        ok = signed_twilio_style(key, bridge.settings, request, request_signature(request.headers), form)
         if not ok:
             log.warning("signalwire signature rejected", path=request.path, remote=request.remote)
         return ok
