@@ -202,11 +202,7 @@ class Bridge:
 
 def public_base_url(settings: Settings, request: web.Request) -> str:
     """The https base URL the carrier reached us at: PUBLIC_URL, else what the proxy says, else Host."""
-    if settings.public_url:
-        return settings.public_url
-    proto = request.headers.get("X-Forwarded-Proto", request.scheme).split(",")[0].strip()
-    host = request.headers.get("X-Forwarded-Host", request.host).split(",")[0].strip()
-    return f"{proto}://{host}"
+    return public_base(settings.public_url, request.scheme, request.host, request.headers)
 
 
 def signed_twilio_style(
@@ -214,8 +210,7 @@ def signed_twilio_style(
 ) -> bool:
     """A webhook (`form`) or a media upgrade (None) signed with `key` the way Twilio signs (SignalWire
     signs the same way), checked against the URL the carrier requested."""
-    base = public_base(settings.public_url, request.scheme, request.host, request.headers)
-    url = public_url(base, request.raw_path)
+    url = public_url(public_base_url(settings, request), request.raw_path)
     if form is None:
         return upgrade_is_signed(key, websocket_url(url), signature)
     return webhook_is_signed(key, url, form, signature)

@@ -39,7 +39,7 @@ from aiohttp import web
 from bridge.audio import PCMU_8K
 from bridge.carrier.events import CallStarted
 from bridge.carrier.plivo import PlivoCodec, content_type, encode_extra_headers
-from bridge.carrier.signature import STREAM_TOKEN_PARAMETER, http_url, public_base, public_url, websocket_url
+from bridge.carrier.signature import STREAM_TOKEN_PARAMETER, http_url, public_url, websocket_url
 from bridge.carrier.twilio_rest import valid_e164
 from bridge.config import Settings
 from bridge.logs import get_logger, mask_number
@@ -216,8 +216,7 @@ async def _signed_params(request: web.Request, bridge: Bridge) -> dict[str, str 
     token = _auth_token(bridge.settings)
     if params is None or not token:
         return params
-    base = public_base(bridge.settings.public_url, request.scheme, request.host, request.headers)
-    url = public_url(base, request.raw_path)
+    url = public_url(public_base_url(bridge.settings, request), request.raw_path)
     signed_params = {} if request.method == "GET" else params  # a GET's parameters are in its URL
     headers = request.headers
     if request_is_signed(

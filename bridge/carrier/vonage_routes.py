@@ -35,10 +35,10 @@ from aiohttp import web
 
 from bridge.carrier.events import CallStarted
 from bridge.carrier.json_message import decode_json
-from bridge.carrier.signature import STREAM_TOKEN_PARAMETER, public_base, websocket_url
+from bridge.carrier.signature import STREAM_TOKEN_PARAMETER, websocket_url
 from bridge.carrier.vonage import CALL_ID_HEADER, VonageCodec
 from bridge.logs import get_logger, mask_number
-from bridge.resources import BRIDGE_KEY, Bridge, media_stream
+from bridge.resources import BRIDGE_KEY, Bridge, media_stream, public_base_url
 
 log = get_logger("bridge.vonage")
 
@@ -138,7 +138,7 @@ class VonageRoutes:
         if bridge.turned_away(call_id, "vonage"):
             return web.json_response(busy(BUSY_MESSAGE, bridge.settings.fallback_number, callee))
         bridge.prepared.prepare(call_id, bridge.open_prepared)
-        base = public_base(bridge.settings.public_url, request.scheme, request.host, request.headers)
+        base = public_base_url(bridge.settings, request)
         headers = {CALL_ID_HEADER: call_id, "from": caller, "to": callee, "direction": "inbound"}
         if self.secret:
             headers[STREAM_TOKEN_PARAMETER] = bridge.stream_tokens.issue(call_id)
