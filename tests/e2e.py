@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import wave
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from bridge.config import load_settings
 from bridge.server import BRIDGE_KEY, Bridge, create_app
 from bridge.sim.carrier_emulator import CallerEmulator
 from bridge.sim.realtime_emulator import EmulatedSession, EmulatorConfig, RealtimeEmulator, greeting_pcm24k
-from bridge.wavfile import read_wav_mono
+from bridge.wavfile import read_wav_mono, write_wav
 
 ADMIN_TOKEN = "test-admin-token"
 
@@ -214,11 +213,7 @@ def read_wav_mono_bytes_24k_to_8k(pcm24k: bytes) -> bytes:
     """Reference downsampling for comparisons: the wavfile path, independent of the call's resampler state."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "ref.wav"
-        with wave.open(str(path), "wb") as w:
-            w.setnchannels(1)
-            w.setsampwidth(2)
-            w.setframerate(24000)
-            w.writeframes(pcm24k)
+        write_wav(path, pcm24k, 24000)
         return read_wav_mono(path, 8000)
 
 
