@@ -37,39 +37,32 @@ from aiohttp import web
 
 from bridge.sim import realtime_schema as schema
 from bridge.sim.emulated_connection import EmulatedConnection, Reject
+from bridge.sim.emulated_model import (
+    GREETING_TRANSCRIPT,
+    EmulatorConfig,
+    ScriptedReply,
+    spoken_parts,
+)
 from bridge.sim.emulator_audio import bytes_per_ms, decode_g711, encode_output, greeting_pcm24k
+from bridge.sim.live_emulator import EmulatedLiveSession
 from bridge.sim.realtime_schema import ProtocolError
 from bridge.sim.vad import EnergyVad, SpeechStarted, SpeechStopped, VadEvent
 
+# The emulator's public surface, including what it re-exports from the modules it is built from.
+__all__ = [
+    "GREETING_TRANSCRIPT",
+    "EmulatedLiveSession",
+    "EmulatedSession",
+    "EmulatorConfig",
+    "RealtimeEmulator",
+    "ScriptedReply",
+    "greeting_pcm24k",
+]
+
 log = structlog.get_logger(__name__)
 
-GREETING_TRANSCRIPT = "Hello! This is the bridge demo. Say something, and I will say it back to you."
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024  # a 15 MiB append plus base64 and JSON overhead
 MIN_COMMIT_MS = 100
-
-
-@dataclass
-class EmulatorConfig:
-    speed: float = 4.0  # audio deltas are streamed this many times faster than real time
-    first_delta_delay_ms: float = 120  # time from response.create / commit to the first audio delta
-    delta_ms: int = 100  # audio per audio delta
-    stall_after_ms: float | None = None  # after this much audio of a response, pause ...
-    stall_ms: float = 0  # ... for this long (the model stalls mid-response)
-    reject_beta: bool = (
-        False  # like api.openai.com today: beta header -> beta_api_shape_disabled + close 4000
-    )
-    refuse_status: int | None = None  # refuse the websocket upgrade with this HTTP status
-    refuse_times: int | None = None  # ... only this many times, then accept (None: always)
-    strict: bool = True  # validate every client event against the openai SDK types of the session's dialect
-    vad_threshold_dbfs: float = -40.0  # energy threshold at the session's default VAD threshold of 0.5
-
-
-@dataclass
-class ScriptedReply:
-    audio_pcm24k: bytes | None = None  # PCM16 24 kHz mono to speak
-    transcript: str = ""
-    tool_call: tuple[str, dict] | None = None  # (name, arguments): a function_call item instead of audio
-    more_audio: tuple[bytes, ...] = ()  # further assistant message items (PCM16 24 kHz) in the same response
 
 
 @dataclass
@@ -603,19 +596,10 @@ class EmulatedSession(EmulatedConnection):
         script = self._next_script()
         if script is not None and script.tool_call is not None:
             return _Plan(tool_call=script.tool_call)
-        if script is not None:
-            parts = [(script.audio_pcm24k or b"", script.transcript)]
-            parts += [(audio, "") for audio in script.more_audio]
-            sources = [(np.frombuffer(audio, dtype="<i2"), 24000, text) for audio, text in parts]
-        elif self._last_utterance is not None:
-            pcm, rate = self._last_utterance
-            sources = [(pcm, rate, f"You said something for {pcm.size / rate:.1f} seconds.")]
-        else:
-            sources = [(np.frombuffer(greeting_pcm24k(), dtype="<i2"), 24000, GREETING_TRANSCRIPT)]
         return _Plan(
             segments=[
                 (encode_output(pcm, rate, output_format) if modality == "audio" else b"", text)
-                for pcm, rate, text in sources
+                for pcm, rate, text in spoken_parts(script, self._last_utterance)
             ]
         )
 
@@ -912,14 +896,17 @@ class RealtimeEmulator:
     def __init__(self, config: EmulatorConfig | None = None) -> None:
         self.config = config or EmulatorConfig()
         self.sessions: list[EmulatedSession] = []
+        self.live_sessions: list[EmulatedLiveSession] = []
+        self.live_url = ""  # ws://.../v1/live/sessions once started
         self.refused = 0  # upgrades refused by `refuse_status`
         self._scripts: deque[ScriptedReply] = deque()
         self._changed = asyncio.Condition()
         self._app: web.Application | None = None
         self._runner: web.AppRunner | None = None
         self._validate = self.config.strict and schema.sdk_available()
-        if self.config.strict and not self._validate:
-            log.warning("realtime_emulator.strict_unavailable", reason="openai package not installed")
+        self._validate_live = self.config.strict and schema.sdk_available("live")
+        if self.config.strict and not (self._validate and self._validate_live):
+            log.warning("realtime_emulator.strict_unavailable", reason="openai package without these types")
 
     def app(self) -> web.Application:
         if self._app is None:
@@ -927,6 +914,8 @@ class RealtimeEmulator:
             app = web.Application()
             for path in ("/v1/realtime", "/openai/v1/realtime", "/openai/realtime"):
                 app.router.add_get(path, self._handle)
+            for path in ("/v1/live/sessions", "/openai/v1/live/sessions"):
+                app.router.add_get(path, self._handle_live)
             app.on_shutdown.append(self._on_shutdown)
             self._app = app
         return self._app
@@ -936,8 +925,9 @@ class RealtimeEmulator:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        url = f"ws://{host}:{self._runner.addresses[0][1]}/v1/realtime"
-        log.info("realtime_emulator.started", url=url)
+        base = f"ws://{host}:{self._runner.addresses[0][1]}"
+        url, self.live_url = f"{base}/v1/realtime", f"{base}/v1/live/sessions"
+        log.info("realtime_emulator.started", url=url, live_url=self.live_url)
         return url
 
     async def stop(self) -> None:
@@ -954,6 +944,11 @@ class RealtimeEmulator:
             await self._changed.wait_for(lambda: len(self.sessions) >= n)
         return self.sessions[n - 1]
 
+    async def wait_for_live_session(self, n: int = 1, timeout: float = 5) -> EmulatedLiveSession:  # noqa: ASYNC109
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: len(self.live_sessions) >= n)
+        return self.live_sessions[n - 1]
+
     def _next_script(self) -> ScriptedReply | None:
         return self._scripts.popleft() if self._scripts else None
 
@@ -962,21 +957,29 @@ class RealtimeEmulator:
         if self._validate:
             for dialect in ("ga", "beta"):
                 schema.client_types(dialect)
+        if self._validate_live:
+            schema.client_types("live")
         greeting_pcm24k()
 
     async def _close_sessions(self) -> None:
-        await asyncio.gather(*(s.close(1001) for s in self.sessions if not s.closed), return_exceptions=True)
+        sessions = [*self.sessions, *self.live_sessions]
+        await asyncio.gather(*(s.close(1001) for s in sessions if not s.closed), return_exceptions=True)
 
     async def _on_shutdown(self, app: web.Application) -> None:
         await self._close_sessions()
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    def _refusal(self) -> web.Response | None:
         refusing = self.config.refuse_times is None or self.refused < self.config.refuse_times
-        if (status := self.config.refuse_status) is not None and refusing:
-            self.refused += 1
-            kind, code, message = _REFUSALS.get(status, ("server_error", None, "The server had an error."))
-            body = {"error": {"message": message, "type": kind, "code": code, "param": None}}
-            return web.json_response(body, status=status)
+        if (status := self.config.refuse_status) is None or not refusing:
+            return None
+        self.refused += 1
+        kind, code, message = _REFUSALS.get(status, ("server_error", None, "The server had an error."))
+        body = {"error": {"message": message, "type": kind, "code": code, "param": None}}
+        return web.json_response(body, status=status)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if (refusal := self._refusal()) is not None:
+            return refusal
         dialect = "beta" if "realtime=v1" in request.headers.get("OpenAI-Beta", "") else "ga"
         ws = web.WebSocketResponse(
             protocols=("realtime",), compress=False, max_msg_size=MAX_MESSAGE_BYTES, timeout=2.0
@@ -992,12 +995,28 @@ class RealtimeEmulator:
         await session.serve(ws)
         return ws
 
+    async def _handle_live(self, request: web.Request) -> web.StreamResponse:
+        if (refusal := self._refusal()) is not None:
+            return refusal
+        ws = web.WebSocketResponse(compress=False, max_msg_size=MAX_MESSAGE_BYTES, timeout=2.0)
+        await ws.prepare(request)
+        session = EmulatedLiveSession(
+            self.config, request.headers, request.query, self._next_script, self._validate_live
+        )
+        async with self._changed:
+            self.live_sessions.append(session)
+            self._changed.notify_all()
+        log.debug("realtime_emulator.live_session_opened")
+        await session.serve(ws)
+        return ws
+
 
 async def _serve_forever(args: argparse.Namespace) -> None:
     config = EmulatorConfig(speed=args.speed, reject_beta=args.reject_beta, strict=not args.no_strict)
     emulator = RealtimeEmulator(config)
     url = await emulator.start(args.host, args.port)
     print(f"Realtime emulator listening on {url}", flush=True)
+    print(f"Live API emulator listening on {emulator.live_url}", flush=True)
     try:
         await asyncio.Event().wait()
     finally:
@@ -1005,7 +1024,7 @@ async def _serve_forever(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Emulate the OpenAI Realtime API over WebSocket.")
+    parser = argparse.ArgumentParser(description="Emulate the OpenAI Realtime and Live APIs over WebSocket.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000)
     parser.add_argument("--speed", type=float, default=EmulatorConfig.speed)
