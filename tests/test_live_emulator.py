@@ -261,6 +261,20 @@ async def test_held_back_audio_comes_back_as_an_equal_burst(start) -> None:
     assert sent[-1] - sent[0] < 2000  # however loaded the machine, nowhere near the 4 s it lasts
 
 
+async def test_the_upstream_network_delays_and_jitters_events_in_order(start) -> None:
+    emulator = await start(upstream_delay_ms=80, upstream_jitter_ms=40, upstream_seed=3)
+    async with live(emulator, PCMU_8K) as (client, session):
+        loop = asyncio.get_running_loop()
+        sent_at = loop.time()
+        await client.talk(np.concatenate([silence(8000, 0.3), tone(8000, 0.7)]))
+        await client.until("session.output_audio.delta")
+        assert loop.time() - sent_at >= 0.040  # never earlier than the delay less the jitter
+        await client.drain(0.5)
+    assert len(client.of_type("session.output_audio.delta")) == 50
+    received = b"".join(base64.b64decode(e["delta"]) for e in client.of_type("session.output_audio.delta"))
+    assert received == bytes(session.output_audio)  # late, never reordered
+
+
 async def test_the_model_replies_when_the_caller_stops(start) -> None:
     emulator = await start()
     rate = 24000

@@ -2,7 +2,9 @@
 
 Client events are handled synchronously as they arrive and emit server events into an outbox that a
 writer task sends, stamping when each one left; a refused event becomes an `error` event and never
-escapes the session. Subclasses supply the handlers and what happens when the socket opens and closes.
+escapes the session. An optional `DelayLine` stands for the network between the service and the bridge:
+each event then leaves late by its delay and jitter, never overtaking an earlier one. Subclasses supply
+the handlers and what happens when the socket opens and closes.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from aiohttp import WSMsgType, web
 from multidict import CIMultiDict
 
 from bridge.sim import realtime_schema as schema
+from bridge.sim.carrier_emulator import DelayLine
 from bridge.sim.realtime_schema import ProtocolError
 
 log = structlog.get_logger(__name__)
@@ -40,7 +43,12 @@ class EmulatedConnection:
     """Public attributes are for tests to inspect."""
 
     def __init__(
-        self, dialect: str, headers: Mapping[str, str], query: Mapping[str, str], validate: bool
+        self,
+        dialect: str,
+        headers: Mapping[str, str],
+        query: Mapping[str, str],
+        validate: bool,
+        network: DelayLine | None = None,
     ) -> None:
         self.dialect = dialect
         self.headers: CIMultiDict[str] = CIMultiDict(headers)
@@ -52,9 +60,11 @@ class EmulatedConnection:
         # with the carrier emulator's clock.
         self.sent_log: list[tuple[float, str]] = []
         self._validate = validate
+        self._network = network
         self._handlers: dict[str, Callable[[dict], None]] = {}
         self._tasks: set[asyncio.Task] = set()
-        self._outbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue()  # (event type, JSON text)
+        # (event type, JSON text, time.monotonic() in ms when emitted)
+        self._outbox: asyncio.Queue[tuple[str, str, float]] = asyncio.Queue()
         self._ws: web.WebSocketResponse | None = None
         self._writer: asyncio.Task | None = None
 
@@ -112,8 +122,12 @@ class EmulatedConnection:
     async def _write_loop(self, ws: web.WebSocketResponse) -> None:
         try:
             while True:
-                event_type, text = await self._outbox.get()
+                event_type, text, emitted_ms = await self._outbox.get()
                 try:
+                    if self._network is not None:
+                        late = self._network.due(emitted_ms) - time.monotonic() * 1000.0
+                        if late > 0:
+                            await asyncio.sleep(late / 1000.0)
                     await ws.send_str(text)
                     self.sent_log.append((time.monotonic() * 1000.0, event_type))
                 finally:
@@ -175,7 +189,7 @@ class EmulatedConnection:
             return
         event.setdefault("event_id", schema.new_id("event"))
         # Serialised now, so later changes to session state cannot leak into an already-emitted event.
-        self._outbox.put_nowait((event["type"], json.dumps(event)))
+        self._outbox.put_nowait((event["type"], json.dumps(event), time.monotonic() * 1000.0))
 
     def _reject(self, error: ProtocolError, client_event: Any = None, tie_event_id: bool = True) -> None:
         event_id = client_event.get("event_id") if tie_event_id and isinstance(client_event, dict) else None

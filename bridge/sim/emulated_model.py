@@ -6,10 +6,12 @@ What the model says: a queued `ScriptedReply` if any, else the caller's last utt
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 import numpy as np
 
+from bridge.sim.carrier_emulator import DelayLine
 from bridge.sim.emulator_audio import greeting_pcm24k
 
 GREETING_TRANSCRIPT = "Hello! This is the bridge demo. Say something, and I will say it back to you."
@@ -29,6 +31,11 @@ class EmulatorConfig:
     refuse_times: int | None = None  # ... only this many times, then accept (None: always)
     strict: bool = True  # validate every client event against the openai SDK types of the session's dialect
     vad_threshold_dbfs: float = -40.0  # energy threshold at the session's default VAD threshold of 0.5
+    # The network from the service to the bridge: every server event is late by delay +/- jitter
+    # (uniform, seeded per session), never overtaking an earlier one.
+    upstream_delay_ms: float = 0.0
+    upstream_jitter_ms: float = 0.0
+    upstream_seed: int = 0
     # -- the Live dialect (GPT-Live); its output is clocked by the input, so these durations are on the
     # input audio's clock, except the three marked wall clock.
     live_frame_ms: int = 20  # output audio per session.output_audio.delta, made from as much input
@@ -38,6 +45,14 @@ class EmulatorConfig:
     live_start_delay_ms: float = 0  # wall clock: session.start -> session.started
     live_usage_interval_s: float = 10.0  # wall clock: cadence of session.usage.updated
     live_max_session_s: float = 3600.0  # wall clock: then session.closed with reason "expired"
+
+
+def upstream_line(config: EmulatorConfig, session_index: int) -> DelayLine | None:
+    """The network one session's server events cross, or None for loopback as it is."""
+    if not config.upstream_delay_ms and not config.upstream_jitter_ms:
+        return None
+    rng = random.Random(config.upstream_seed * 1_000_003 + session_index)
+    return DelayLine(config.upstream_delay_ms, config.upstream_jitter_ms, rng)
 
 
 @dataclass

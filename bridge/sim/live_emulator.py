@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from bridge.sim import realtime_schema as schema
+from bridge.sim.carrier_emulator import DelayLine
 from bridge.sim.emulated_connection import EmulatedConnection, Reject
 from bridge.sim.emulated_model import EmulatorConfig, ScriptedReply, Utterance, spoken_parts
 from bridge.sim.emulator_audio import decode_g711, encode_output, resample
@@ -115,8 +116,9 @@ class EmulatedLiveSession(EmulatedConnection):
         query: Mapping[str, str],
         next_script: Callable[[], ScriptedReply | None],
         validate: bool,
+        network: DelayLine | None = None,
     ) -> None:
-        super().__init__("live", headers, query, validate)
+        super().__init__("live", headers, query, validate, network)
         self.state = "connected"  # connected | starting | started | closed
         self.session: dict[str, Any] | None = None  # the resolved configuration, as session.started said
         self.appended_pcm = bytearray()  # every input sample received, PCM16 at the session rate

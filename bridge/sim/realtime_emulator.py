@@ -36,12 +36,14 @@ import structlog
 from aiohttp import web
 
 from bridge.sim import realtime_schema as schema
+from bridge.sim.carrier_emulator import DelayLine
 from bridge.sim.emulated_connection import EmulatedConnection, Reject
 from bridge.sim.emulated_model import (
     GREETING_TRANSCRIPT,
     EmulatorConfig,
     ScriptedReply,
     spoken_parts,
+    upstream_line,
 )
 from bridge.sim.emulator_audio import bytes_per_ms, decode_g711, encode_output, greeting_pcm24k
 from bridge.sim.live_emulator import EmulatedLiveSession
@@ -138,8 +140,9 @@ class EmulatedSession(EmulatedConnection):
         query: Mapping[str, str],
         next_script: Callable[[], ScriptedReply | None],
         validate: bool,
+        network: DelayLine | None = None,
     ) -> None:
-        super().__init__(dialect, headers, query, validate)
+        super().__init__(dialect, headers, query, validate, network)
         self.appended_pcm = bytearray()
         self.truncations: list[dict] = []
         self.responses: list[EmulatedResponse] = []
@@ -986,7 +989,13 @@ class RealtimeEmulator:
         )
         await ws.prepare(request)
         session = EmulatedSession(
-            self.config, dialect, request.headers, request.query, self._next_script, self._validate
+            self.config,
+            dialect,
+            request.headers,
+            request.query,
+            self._next_script,
+            self._validate,
+            upstream_line(self.config, len(self.sessions)),
         )
         async with self._changed:
             self.sessions.append(session)
@@ -1001,7 +1010,12 @@ class RealtimeEmulator:
         ws = web.WebSocketResponse(compress=False, max_msg_size=MAX_MESSAGE_BYTES, timeout=2.0)
         await ws.prepare(request)
         session = EmulatedLiveSession(
-            self.config, request.headers, request.query, self._next_script, self._validate_live
+            self.config,
+            request.headers,
+            request.query,
+            self._next_script,
+            self._validate_live,
+            upstream_line(self.config, len(self.live_sessions)),
         )
         async with self._changed:
             self.live_sessions.append(session)
