@@ -1,4 +1,4 @@
-"""The emulator's Live API dialect over real loopback WebSockets (docs/protocols.md, "OpenAI Live API").
+"""The emulator's Live API dialect over real loopback WebSockets (docs/protocols.md §L).
 
 Its output is clocked by its input, so these tests send audio as fast as they like and still get exact,
 repeatable timelines: every duration below is measured on the session clock (input audio consumed)."""

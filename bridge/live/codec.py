@@ -1,5 +1,4 @@
-"""OpenAI's Live API (GPT-Live) over its primary WebSocket, as a sans-IO codec (docs/protocols.md,
-"OpenAI Live API (GPT-Live)").
+"""OpenAI's Live API (GPT-Live) over its primary WebSocket, as a sans-IO codec (docs/protocols.md §L).
 
 `decode` turns one server message into a plain event of `bridge.live.events`; the builder methods return
 the client events to send. No socket here. The Live API differs from Realtime at the root: one
@@ -26,8 +25,8 @@ Delegation = Literal["client", "responses"]
 HistoryRole = Literal["user", "assistant", "developer"]
 
 DEFAULT_MODEL = "gpt-live-1"
-# Limits from the SDK's own field descriptions (docs/protocols.md): startup history items, and the size
-# of one instructions/thinking/commentary append.
+# Limits from the SDK's own field descriptions (docs/protocols.md §L2, §L6): startup history items,
+# and the size of one instructions/thinking/commentary append.
 MAX_HISTORY_ITEMS = 128
 MAX_APPEND_TOKENS = 500
 

@@ -1,4 +1,4 @@
-"""Plain events the Live codec produces from GPT-Live server messages (docs/protocols.md, "OpenAI Live API").
+"""Plain events the Live codec produces from GPT-Live server messages (docs/protocols.md §L).
 
 The Live API has no responses, items or turn events on its voice side: the model speaks a continuous
 audio stream and the only markers of what it said are the transcript fragments, each placed on the

@@ -1,6 +1,6 @@
 """The Live API (GPT-Live) dialect of the emulator: one primary WebSocket session at /v1/live/sessions.
 
-Follows docs/protocols.md, "OpenAI Live API (GPT-Live)", in what a bridge depends on:
+Follows docs/protocols.md §L in what a bridge depends on:
 
 - `session.start` first, validated like the service's strict configuration; nothing else before
   `session.started`, and start, model, voice and audio format are fixed from then on.
@@ -46,7 +46,7 @@ from bridge.sim.emulator_audio import decode_g711, encode_output, resample
 from bridge.sim.realtime_schema import ProtocolError
 from bridge.sim.vad import EnergyVad, SpeechStarted, SpeechStopped, VadEvent
 
-# Limits the SDK's field descriptions give (docs/protocols.md).
+# Limits the SDK's field descriptions give (docs/protocols.md §L2, §L6).
 MAX_APPEND_TOKENS = 500
 MAX_INSTRUCTIONS_TOKENS = 16_384
 MAX_INPUT_ITEMS = 128
@@ -268,7 +268,7 @@ class EmulatedLiveSession(EmulatedConnection):
             self._started(client_event_id)
 
     def _check_start(self, config: dict) -> None:
-        """What the service refuses beyond the SDK's types (docs/protocols.md)."""
+        """What the service refuses beyond the SDK's types (docs/protocols.md §L1, §L2, §L3)."""
 
         def refuse(message: str, param: str) -> Reject:
             return Reject(ProtocolError("invalid_value", message, param))
@@ -766,7 +766,7 @@ class _BackendStream:
         self._sequence = 0
 
     def response(self, status: str, usage: int = 0) -> dict:
-        # Lifecycle snapshots carry no input, instructions, tools or output (docs/protocols.md).
+        # Lifecycle snapshots carry no input, instructions, tools or output (docs/protocols.md §L7).
         obj: dict[str, Any] = {
             "id": self.response_id,
             "object": "response",
