@@ -18,8 +18,8 @@ from typing import Any, Literal
 import msgspec
 
 from bridge.audio import L16_16K, L16_24K, PCMA_8K, PCMU_8K, AudioFormat
+from bridge.client_events import ClientEventEncoder, EncodedEvent, audio_append
 from bridge.live import events as ev
-from bridge.realtime.codec import EncodedEvent
 
 Delegation = Literal["client", "responses"]
 HistoryRole = Literal["user", "assistant", "developer"]
@@ -228,8 +228,6 @@ _ServerMessage = (
 _KNOWN = frozenset(cls.__struct_config__.tag for cls in _ServerMessage.__args__)  # type: ignore[attr-defined]
 _server_decoder = msgspec.json.Decoder(_ServerMessage)
 _any_decoder = msgspec.json.Decoder()
-_encoder = msgspec.json.Encoder()
-_APPEND_HEAD = b'{"type":"session.input_audio.append","audio":"'
 _APPENDED_KIND: dict[type[_Appended], ev.ContextKind] = {
     _InstructionsAppended: "instructions",
     _ThinkingAppended: "thinking",
@@ -249,10 +247,7 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-class LiveCodec:
-    def __init__(self) -> None:
-        self._next_event = 0
-
+class LiveCodec(ClientEventEncoder):
     # -- server -> bridge -------------------------------------------------------------------------
 
     def decode(self, text: str | bytes) -> ev.LiveEvent:
@@ -371,15 +366,6 @@ class LiveCodec:
 
     # -- bridge -> server -------------------------------------------------------------------------
 
-    def encode(self, event: dict[str, Any]) -> bytes:
-        if type(event) is EncodedEvent:
-            return event.wire
-        return _encoder.encode(event)
-
-    def _event_id(self) -> str:
-        self._next_event += 1
-        return f"bridge_{self._next_event}"
-
     def session_start(self, options: LiveSessionOptions) -> dict[str, Any]:
         o = options
         session: dict[str, Any] = {
@@ -425,11 +411,7 @@ class LiveCodec:
         }
 
     def append_audio(self, audio: bytes) -> EncodedEvent:
-        # No event_id: 50 per second per call, and the service never acknowledges an append.
-        wire = _encoder.encode({"type": "session.input_audio.append", "audio": audio})
-        return EncodedEvent(
-            wire, type="session.input_audio.append", audio=wire[len(_APPEND_HEAD) : -2].decode()
-        )
+        return audio_append("session.input_audio.append", audio)
 
     def append_context(
         self, kind: ev.ContextKind, text: str, delegation_id: str | None = None

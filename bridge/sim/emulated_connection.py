@@ -10,6 +10,8 @@ the handlers and what happens when the socket opens and closes.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import copy
 import json
@@ -17,12 +19,14 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import structlog
 from aiohttp import WSMsgType, web
 from multidict import CIMultiDict
 
 from bridge.sim import realtime_schema as schema
 from bridge.sim.carrier_emulator import DelayLine
+from bridge.sim.emulator_audio import decode_g711
 from bridge.sim.realtime_schema import ProtocolError
 
 log = structlog.get_logger(__name__)
@@ -67,6 +71,7 @@ class EmulatedConnection:
         self._outbox: asyncio.Queue[tuple[str, str, float]] = asyncio.Queue()
         self._ws: web.WebSocketResponse | None = None
         self._writer: asyncio.Task | None = None
+        self._carry = b""  # the first byte of a PCM16 sample split across appends
 
     # -- hooks ------------------------------------------------------------------------------------
 
@@ -183,6 +188,23 @@ class EmulatedConnection:
                 raise  # the event passed the schema, so this is an emulator bug: let it surface
             # Without validation a malformed event lands here; the service would have refused it.
             self._reject(ProtocolError("invalid_value", f"Invalid '{event['type']}' event: {exc!r}"), event)
+
+    def _decode_append(self, audio: str, fmt: str) -> np.ndarray:
+        """An append's audio as PCM16 samples (`fmt`: pcm16 | g711_ulaw | g711_alaw)."""
+        try:
+            raw = base64.b64decode(audio, validate=True)
+        except (binascii.Error, ValueError):
+            raise Reject(
+                ProtocolError(
+                    "invalid_value", "Invalid 'audio'. Expected base64-encoded audio bytes.", "audio"
+                )
+            ) from None
+        if fmt != "pcm16":
+            return decode_g711(raw, fmt)
+        data = self._carry + raw
+        even = len(data) & ~1
+        self._carry = data[even:]
+        return np.frombuffer(data, dtype="<i2", count=even // 2)
 
     def _emit(self, event: dict) -> None:
         if self.closed:

@@ -42,7 +42,7 @@ from bridge.sim import realtime_schema as schema
 from bridge.sim.carrier_emulator import DelayLine
 from bridge.sim.emulated_connection import EmulatedConnection, Reject
 from bridge.sim.emulated_model import EmulatorConfig, ScriptedReply, Utterance, spoken_parts
-from bridge.sim.emulator_audio import decode_g711, encode_output, resample
+from bridge.sim.emulator_audio import encode_output, resample
 from bridge.sim.realtime_schema import ProtocolError
 from bridge.sim.vad import EnergyVad, SpeechStarted, SpeechStopped, VadEvent
 
@@ -135,7 +135,6 @@ class EmulatedLiveSession(EmulatedConnection):
         self._fmt = "pcm16"
         self.rate = 24000
         self._vad: EnergyVad | None = None
-        self._carry = b""
         self._t = 0  # input samples consumed since session.started: the session clock
         self._out = np.zeros(0, np.int16)  # output samples not yet sent (under one frame)
         self._speaking: _Speaking | None = None
@@ -340,21 +339,7 @@ class EmulatedLiveSession(EmulatedConnection):
 
     def _on_append(self, event: dict) -> None:
         self._require_started()
-        try:
-            raw = base64.b64decode(event["audio"], validate=True)
-        except (binascii.Error, ValueError):
-            raise Reject(
-                ProtocolError(
-                    "invalid_value", "Invalid 'audio'. Expected base64-encoded audio bytes.", "audio"
-                )
-            ) from None
-        if self._fmt == "pcm16":
-            data = self._carry + raw
-            even = len(data) & ~1
-            self._carry = data[even:]
-            pcm = np.frombuffer(data, dtype="<i2", count=even // 2)
-        else:
-            pcm = decode_g711(raw, self._fmt)
+        pcm = self._decode_append(event["audio"], self._fmt)
         if pcm.size:
             self.consume(pcm)
 

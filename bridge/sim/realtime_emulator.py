@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import binascii
 import contextlib
 import copy
 import json
@@ -45,7 +44,7 @@ from bridge.sim.emulated_model import (
     spoken_parts,
     upstream_line,
 )
-from bridge.sim.emulator_audio import bytes_per_ms, decode_g711, encode_output, greeting_pcm24k
+from bridge.sim.emulator_audio import bytes_per_ms, encode_output, greeting_pcm24k
 from bridge.sim.live_emulator import EmulatedLiveSession
 from bridge.sim.realtime_schema import ProtocolError
 from bridge.sim.vad import EnergyVad, SpeechStarted, SpeechStopped, VadEvent
@@ -154,7 +153,6 @@ class EmulatedSession(EmulatedConnection):
         self.input_rate = schema.FORMAT_RATES[self._view.input_format]
         self._vad = self._new_vad()
         self._clock_base_ms = 0.0  # session audio before the current VAD clock (input format changes)
-        self._carry = b""  # odd PCM16 byte split across appends
         self._buffer = bytearray()  # uncommitted input audio, PCM16 at input_rate
         self._buffer_start = 0  # VAD sample of _buffer[0]
         self._speech: _Speech | None = None
@@ -263,22 +261,7 @@ class EmulatedSession(EmulatedConnection):
         return self._clock_base_ms + self._vad.ms(sample)
 
     def _on_append(self, event: dict) -> None:
-        try:
-            raw = base64.b64decode(event["audio"], validate=True)
-        except (binascii.Error, ValueError):
-            raise Reject(
-                ProtocolError(
-                    "invalid_value", "Invalid 'audio'. Expected base64-encoded audio bytes.", "audio"
-                )
-            ) from None
-        fmt = self._view.input_format
-        if fmt == "pcm16":
-            data = self._carry + raw
-            even = len(data) & ~1
-            self._carry = data[even:]
-            pcm = np.frombuffer(data, dtype="<i2", count=even // 2)
-        else:
-            pcm = decode_g711(raw, fmt)
+        pcm = self._decode_append(event["audio"], self._view.input_format)
         chunk = pcm.tobytes()
         self.appended_pcm += chunk
         self._buffer += chunk
@@ -997,11 +980,8 @@ class RealtimeEmulator:
             self._validate,
             upstream_line(self.config, len(self.sessions)),
         )
-        async with self._changed:
-            self.sessions.append(session)
-            self._changed.notify_all()
         log.debug("realtime_emulator.session_opened", dialect=dialect, model=request.query.get("model"))
-        await session.serve(ws)
+        await self._serve(ws, session, self.sessions)
         return ws
 
     async def _handle_live(self, request: web.Request) -> web.StreamResponse:
@@ -1017,12 +997,15 @@ class RealtimeEmulator:
             self._validate_live,
             upstream_line(self.config, len(self.live_sessions)),
         )
-        async with self._changed:
-            self.live_sessions.append(session)
-            self._changed.notify_all()
         log.debug("realtime_emulator.live_session_opened")
-        await session.serve(ws)
+        await self._serve(ws, session, self.live_sessions)
         return ws
+
+    async def _serve(self, ws: web.WebSocketResponse, session: Any, sessions: list[Any]) -> None:
+        async with self._changed:
+            sessions.append(session)
+            self._changed.notify_all()
+        await session.serve(ws)
 
 
 async def _serve_forever(args: argparse.Namespace) -> None:
