@@ -176,7 +176,7 @@ def _blocks(
 
 def _reason(exc: BaseException, out_dir: Path) -> str:
     # libsndfile reports a full disk as a bare "System error."; say what an operator needs to know.
-    reason = f"{type(exc).__name__}: {exc}"
+    reason = f"could not write the recording files: {type(exc).__name__}: {exc}"
     try:
         free = shutil.disk_usage(out_dir if out_dir.exists() else out_dir.parent).free
     except OSError:
