@@ -116,7 +116,8 @@ class RecordingArchive:
                 if _s3_status(exc) == 404:
                     return None
                 raise
-            return StoredFile(int(head["ContentLength"]), str(head["ETag"]), head["LastModified"])
+            modified = head["LastModified"].astimezone(UTC)
+            return StoredFile(int(head["ContentLength"]), str(head["ETag"]), modified)
         except Exception as exc:
             raise ArchiveError(f"could not read the recording at {location}: {_describe(exc)}") from exc
 

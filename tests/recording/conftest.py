@@ -1,7 +1,7 @@
 """An S3-compatible server for the recording tests: moto in server mode, a real HTTP server on loopback.
 
 boto3 finds it the way it finds any S3 service: credentials from the environment (fake ones; moto takes
-any), the endpoint from RECORDING_S3_ENDPOINT_URL. Shared config files are pointed away so a developer's
+any), the endpoint from RECORDING_ENDPOINT_URL. Shared config files are pointed away so a developer's
 own ~/.aws never takes part.
 """
 

@@ -30,7 +30,9 @@ def spool_to_file(recording: CallRecording, path: Path, spooled: bytes = b"") ->
     return path
 
 
-def rendered(recording: CallRecording, tmp_path: Path, spooled: bytes = b"") -> tuple[RenderedRecording, np.ndarray]:
+def rendered(
+    recording: CallRecording, tmp_path: Path, spooled: bytes = b""
+) -> tuple[RenderedRecording, np.ndarray]:
     """Finish-side view: render the spool and read the WAV back as (samples, 2) int16."""
     spool = spool_to_file(recording, tmp_path / "call.spool", spooled)
     result = render(spool, tmp_path / "out", "call")
