@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     recording: Literal["off", "all", "requested"] = "off"
     recording_dir: Path | None = None  # default: "recordings" beside the SQLite file, else data/recordings
     recording_url: str = ""  # s3://bucket/prefix: store there instead of RECORDING_DIR
-    recording_s3_endpoint_url: str = ""  # an S3-compatible service; empty: AWS (or AWS_ENDPOINT_URL_S3)
+    recording_endpoint_url: str = ""  # an S3-compatible service; empty: AWS (or AWS_ENDPOINT_URL_S3)
     recording_notice: str = ""  # said to the caller before the greeting on a recorded call
 
     # Carriers: which media-stream endpoints are mounted, and each one's credentials
@@ -218,7 +218,7 @@ class Settings(BaseSettings):
             parse_s3_url(value)
         return value.rstrip("/")
 
-    @field_validator("recording_s3_endpoint_url")
+    @field_validator("recording_endpoint_url")
     @classmethod
     def _endpoint_url(cls, value: str) -> str:
         if value and (urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).netloc):

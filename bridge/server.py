@@ -158,7 +158,7 @@ async def _recordings_lifecycle(app: web.Application) -> AsyncIterator[None]:
 
 def _recordings(settings: Settings, call_log: CallRecorder) -> Recordings:
     archive = RecordingArchive(
-        settings.recording_directory, settings.recording_url, settings.recording_s3_endpoint_url
+        settings.recording_directory, settings.recording_url, settings.recording_endpoint_url
     )
     spool_dir = settings.recording_directory / ".spool"
     return Recordings(archive, spool_dir, call_log, mode=settings.recording)
