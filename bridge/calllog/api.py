@@ -42,6 +42,13 @@ _PAGE_HEADERS = {
 }
 
 
+_NOT_SERVED = {
+    None: "this call was not recorded",
+    "recording": "the recording is not ready yet",
+    "failed": "the recording failed (the call's recording.error says why)",
+}
+
+
 class _BadRequest(Exception):
     pass
 
@@ -171,7 +178,7 @@ class _CallLogRoutes:
             return _json({"error": "no such call"}, status=404)
         status, location = recording["recording_status"], recording["recording_location"]
         if status != "ready" or not location or self.recordings is None:
-            error = "this call was not recorded" if status is None else f"the recording is {status}"
+            error = _NOT_SERVED.get(status, f"the recording is {status}")
             return _json({"error": error, "recording_status": status}, status=404)
         if fmt not in (recording["recording_formats"] or "").split(","):
             return _json({"error": f"the recording has no {fmt} copy"}, status=404)

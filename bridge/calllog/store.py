@@ -188,10 +188,7 @@ class CallStore:
                     update(calls)
                     .where(calls.c.call_id == bindparam("b_call_id"))
                     .values(
-                        {
-                            name: bindparam(f"b_{name}", type_=calls.c[name].type)
-                            for name in RECORDING_COLUMNS
-                        }
+                        {name: bindparam(f"b_{name}", type_=calls.c[name].type) for name in RECORDING_COLUMNS}
                     ),
                     [_recording_row(op) for op in recordings.values()],
                 )

@@ -128,7 +128,11 @@ class RecordingArchive:
         if length <= 0:
             return
         if scheme == "file":
-            with where.with_name(f"{where.name}.{fmt}").open("rb") as file:
+            try:
+                file = where.with_name(f"{where.name}.{fmt}").open("rb")
+            except OSError as exc:
+                raise ArchiveError(f"could not read the recording at {location}: {_describe(exc)}") from exc
+            with file:
                 file.seek(start)
                 left = length
                 while left > 0 and (chunk := file.read(min(READ_CHUNK, left))):

@@ -199,9 +199,20 @@ async def test_what_cannot_be_served_says_why(recorded: RecordedApp, tmp_path: P
     async with recorded.http.get(recorded.url("CA-plain"), headers=AUTH) as response:
         assert response.status == 404
         assert await response.json() == {"error": "this call was not recorded", "recording_status": None}
+    log.recording("CA-plain", "recording", started_at=STARTED_AT)  # its call is still going on
+    await log.flush()
+    async with recorded.http.get(recorded.url("CA-plain"), headers=AUTH) as response:
+        assert response.status == 404
+        assert await response.json() == {
+            "error": "the recording is not ready yet",
+            "recording_status": "recording",
+        }
     async with recorded.http.get(recorded.url("CA-failed"), headers=AUTH) as response:
         assert response.status == 404
-        assert await response.json() == {"error": "the recording is failed", "recording_status": "failed"}
+        assert await response.json() == {
+            "error": "the recording failed (the call's recording.error says why)",
+            "recording_status": "failed",
+        }
     async with recorded.http.get(f"{recorded.app.base_url}/api/calls/CA-failed", headers=AUTH) as response:
         failed = (await response.json())["recording"]
     assert failed["status"] == "failed" and failed["url"] is None

@@ -18,7 +18,6 @@ depends_on = None
 TIMESTAMP = sa.DateTime(timezone=True)  # frozen copy of bridge.calllog.schema.UTCDateTime's column type
 
 
-
 def _columns() -> list[sa.Column]:
     return [
         sa.Column("recording_status", sa.String(16)),
