@@ -25,6 +25,14 @@ def noise(n_bytes: int, seed: int) -> bytes:
     return np.random.default_rng(seed).integers(0, 256, n_bytes, dtype=np.uint8).tobytes()
 
 
+def feed_caller(recording: CallRecording, audio: bytes, from_ms: float = 0.0, frame_ms: int = 20) -> None:
+    """`audio` as consecutive frames, each arriving the moment its last sample was spoken (from
+    `from_ms` after the recording's start)."""
+    frame = recording.line.frame_bytes(frame_ms)
+    for k in range(0, len(audio) // frame):
+        recording.caller(audio[k * frame : (k + 1) * frame], T0 + from_ms + frame_ms * (k + 1))
+
+
 def spool_to_file(recording: CallRecording, path: Path, spooled: bytes = b"") -> Path:
     path.write_bytes(spooled + recording.take_spool())
     return path

@@ -18,8 +18,9 @@ import pytest
 from bridge.audio import PCMU_8K
 from bridge.calllog import CallRecorder
 from bridge.recording import RecordingArchive, Recordings
+from tests.calllog.sample_calls import start
 from tests.e2e import ADMIN_TOKEN, RunningBridge, running_bridge
-from tests.recording.helpers import STARTED_AT, T0, expected_channel, noise, pcm
+from tests.recording.helpers import STARTED_AT, T0, expected_channel, feed_caller, noise, pcm
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 NO_UPSTREAM = "ws://127.0.0.1:9/v1/realtime"  # nothing connects to it: no call reaches a model here
@@ -49,21 +50,10 @@ async def record_call(
     recordings: Recordings, log: CallRecorder, call_id: str, started_at: datetime = STARTED_AT
 ) -> tuple[bytes, bytes]:
     """What phase 2's tap will do on a call: begin, feed, end; then wait until it is stored."""
-    log.call_started(
-        call_id=call_id,
-        call_sid=call_id,
-        stream_sid="MZ1",
-        from_number="+15550001111",
-        to_number="+15550002222",
-        direction="inbound",
-        model="gpt-realtime",
-        voice="marin",
-        started_at=started_at,
-    )
+    start(log, call_id, started_at)
     recording = recordings.begin(call_id, PCMU_8K, T0, started_at)
     caller, assistant = noise(160 * 100, 11), noise(8000, 12)
-    for k in range(100):
-        recording.caller(caller[k * 160 : (k + 1) * 160], T0 + 20 * (k + 1))
+    feed_caller(recording, caller)
     recording.assistant(assistant, T0 + 500)
     log.call_ended(call_id, "caller_hangup")
     recordings.end(recording, T0 + 3000)
@@ -174,26 +164,8 @@ async def test_what_cannot_be_served_says_why(recorded: RecordedApp, tmp_path: P
 
     log = recorded.app.bridge.call_log
     assert isinstance(log, CallRecorder)
-    log.call_started(
-        call_id="CA-plain",
-        call_sid="CA-plain",
-        stream_sid="MZ",
-        from_number="+1555",
-        to_number="+1666",
-        direction="inbound",
-        model="m",
-        voice="marin",
-    )
-    log.call_started(
-        call_id="CA-failed",
-        call_sid="CA-failed",
-        stream_sid="MZ",
-        from_number="+1555",
-        to_number="+1666",
-        direction="inbound",
-        model="m",
-        voice="marin",
-    )
+    for call_id in ("CA-plain", "CA-failed"):
+        start(log, call_id, STARTED_AT)
     log.recording("CA-failed", "failed", started_at=STARTED_AT, error="could not write the spool: disk full")
     await log.flush()
     async with recorded.http.get(recorded.url("CA-plain"), headers=AUTH) as response:

@@ -16,6 +16,7 @@ from tests.recording.helpers import (
     STARTED_AT,
     T0,
     expected_channel,
+    feed_caller,
     new_recording,
     noise,
     pcm,
@@ -162,8 +163,7 @@ def test_wideband_leg_is_recorded_at_its_own_rate(tmp_path: Path) -> None:
 
 def test_flac_copy_is_lossless_and_the_recording_lasts_until_the_call_ended(tmp_path: Path) -> None:
     recording = new_recording()
-    for k in range(50):
-        recording.caller(noise(FRAME, k), T0 + 20 * (k + 1))
+    feed_caller(recording, noise(FRAME * 50, 4))
     recording.assistant(noise(4000, 77), T0 + 300)
     recording.finish(T0 + 3000)  # two silent seconds after the last audio: the caller stayed on
     result, wav = rendered(recording, tmp_path)
@@ -176,8 +176,7 @@ def test_flac_copy_is_lossless_and_the_recording_lasts_until_the_call_ended(tmp_
 def test_a_spool_cut_short_by_a_crash_renders_its_whole_records(tmp_path: Path) -> None:
     recording = new_recording()
     first = noise(FRAME * 10, 1)
-    for k in range(10):
-        recording.caller(first[k * FRAME : (k + 1) * FRAME], T0 + 20 * (k + 1))
+    feed_caller(recording, first)
     spooled = recording.take_spool()
     recording.caller(noise(FRAME, 2), T0 + 220)
     partial = recording.take_spool()

@@ -20,8 +20,9 @@ from bridge.audio import PCMU_8K
 from bridge.calllog import CallRecorder, CallStore
 from bridge.recording import CallRecording, RecordingArchive, Recordings, recording_wanted
 from tests.calllog.helpers import wait_until
+from tests.calllog.sample_calls import start
 from tests.recording.conftest import s3_client, s3_keys
-from tests.recording.helpers import STARTED_AT, T0, expected_channel, noise, pcm, read_wav
+from tests.recording.helpers import STARTED_AT, T0, expected_channel, feed_caller, noise, pcm, read_wav
 
 FRAME = 160
 
@@ -51,17 +52,7 @@ async def running(
 
 
 def start_call(recorder: CallRecorder, call_id: str) -> None:
-    recorder.call_started(
-        call_id=call_id,
-        call_sid=call_id,
-        stream_sid="MZ" + call_id,
-        from_number="+15550001111",
-        to_number="+15550002222",
-        direction="inbound",
-        model="gpt-realtime",
-        voice="marin",
-        started_at=STARTED_AT,
-    )
+    start(recorder, call_id, STARTED_AT)
     recorder.event(call_id, "caller_transcript", {"item_id": "u1", "text": "hello there"}, STARTED_AT)
 
 
@@ -73,8 +64,7 @@ def talk(recording: CallRecording, frames: int = 50) -> tuple[bytes, bytes]:
     """A second of the caller, and 300 ms of the assistant starting at 400 ms."""
     caller = noise(FRAME * frames, 1)
     assistant = noise(2400, 2)
-    for k in range(frames):
-        recording.caller(caller[k * FRAME : (k + 1) * FRAME], T0 + 20 * (k + 1))
+    feed_caller(recording, caller)
     recording.assistant(assistant, T0 + 400)
     return caller, assistant
 
@@ -246,9 +236,7 @@ async def test_a_full_disk_fails_the_recording_with_the_reason(
             start_call(recorder, "CA-full")
             recording = recordings.begin("CA-full", PCMU_8K, T0, STARTED_AT)
             for second in range(8):
-                caller = noise(FRAME * 50, second)
-                for k in range(50):
-                    recording.caller(caller[k * FRAME : (k + 1) * FRAME], T0 + 1000 * second + 20 * (k + 1))
+                feed_caller(recording, noise(FRAME * 50, second), from_ms=1000 * second)
                 await asyncio.sleep(0.06)
             end_call(recorder, "CA-full")
             recordings.end(recording, T0 + 8000)
@@ -271,8 +259,7 @@ async def test_a_spool_left_by_a_dead_process_is_stored_at_start_up(
     # What a process that died mid-call leaves: its spool, unlocked, never finished.
     orphan = CallRecording("CA-crashed", PCMU_8K, T0, STARTED_AT)
     caller = noise(FRAME * 25, 5)
-    for k in range(25):
-        orphan.caller(caller[k * FRAME : (k + 1) * FRAME], T0 + 20 * (k + 1))
+    feed_caller(orphan, caller)
     (spool_dir / "4242-dead-CA-crashed.spool").write_bytes(orphan.take_spool())
     (spool_dir / "4242-junk.spool").write_bytes(b"not a spool")
     archive = RecordingArchive(tmp_path / "recordings")
