@@ -92,7 +92,8 @@ def render(spool_path: Path, out_dir: Path, stem: str) -> RenderedRecording:
                 for block in _blocks(spool, line, segments, total):
                     wav.writeframes(block.tobytes())
                     flac.write(block)
-    except (OSError, ValueError, RuntimeError, EOFError) as exc:
+    # soundfile reports a short write without a libsndfile error code with an assert.
+    except (OSError, ValueError, RuntimeError, EOFError, AssertionError) as exc:
         for path in (wav_path, flac_path):
             with contextlib.suppress(OSError):
                 path.unlink(missing_ok=True)

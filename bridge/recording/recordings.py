@@ -115,6 +115,8 @@ class Recordings:
 
     async def start(self) -> None:
         if self._ticker is None:
+            if self.mode != "off":
+                log.info("recordings.on", mode=self.mode, target=self.archive.target)
             self._ticker = asyncio.create_task(self._tick(), name="recording-spool")
             self._track(self._recover())
 
@@ -228,6 +230,10 @@ class Recordings:
                     )
                 except (RecordingFailed, ArchiveError) as exc:
                     self._fail(spool, str(exc))
+                except Exception as exc:
+                    # A bug, not the disk or the bucket: still never a recording left "recording" forever.
+                    log.exception("recording.finish_crashed", call_id=call_id)
+                    self._fail(spool, f"could not store the recording: {type(exc).__name__}: {exc}")
                 else:
                     self._stored(call_id, spool.started_at, location, duration)
         finally:
