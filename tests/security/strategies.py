@@ -208,3 +208,27 @@ DEEP_JSON = [
     '{"event":"media","media":' + "[" * 5000 + "]" * 5000 + "}",
     '{"type":' + "[" * 5000 + "]" * 5000 + "}",
 ]
+
+_NEST = "[" * 1000 + "]" * 1000  # about as deep as the issue's message: past msgspec's depth limit
+_PLACE = "nested value goes here"
+
+
+def deeply_nested(message: dict[str, Any], *paths: tuple[str, ...]) -> list[str]:
+    """`message` as JSON text once per path, with the value at that path (keys from the top, created
+    if missing) nested 1,000 deep: a field a decoder reads by type, or one it skips."""
+    texts = []
+    for path in paths:
+        copy = json.loads(json.dumps(message))
+        where = copy
+        for key in path[:-1]:
+            where = where.setdefault(key, {})
+        where[path[-1]] = _PLACE
+        texts.append(json.dumps(copy).replace(json.dumps(_PLACE), _NEST))
+    return texts
+
+
+def twilio_deep_media(stream_sid: str) -> list[str]:
+    media = {"event": "media", "streamSid": stream_sid, "media": {"track": "inbound", "payload": "AAAA"}}
+    return deeply_nested(
+        media, ("media", "track"), ("media", "timestamp"), ("sequenceNumber",), ("media", "chunk"), ("x",)
+    )

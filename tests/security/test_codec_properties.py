@@ -30,7 +30,14 @@ from bridge.realtime import events as rt
 from bridge.realtime.codec import RealtimeCodec, RealtimeProtocolError
 from bridge.sim.carrier_emulator import parse_outbound
 from tests.security.conformance import violations
-from tests.security.strategies import DEEP_JSON, garbage, realtime_shaped, twilio_shaped, wire
+from tests.security.strategies import (
+    DEEP_JSON,
+    garbage,
+    realtime_shaped,
+    twilio_deep_media,
+    twilio_shaped,
+    wire,
+)
 
 CARRIER_EVENT_TYPES = typing.get_args(carrier_events.CarrierEvent)
 REALTIME_EVENT_TYPES = typing.get_args(rt.RealtimeEvent)
@@ -101,10 +108,39 @@ def test_twilio_sequences_before_and_after_start(messages: list[str | bytes]) ->
         decode_carrier(codec, message)
 
 
+def outcome(codec: TwilioCodec, message: str | bytes) -> tuple[object, int]:
+    try:
+        event: object = codec.decode(message)
+    except CarrierProtocolError:
+        event = CarrierProtocolError
+    return event, codec.sequence_gaps
+
+
+@bounded
+@given(message=twilio_shaped.map(json.dumps))
+@example(message=json.dumps({"event": "media", "sequenceNumber": 1.5, "media": {"payload": "AA=="}}))
+@example(message=json.dumps({"event": "media", "media": {"payload": "AA==", "track": 5, "timestamp": True}}))
+def test_twilio_fast_media_path_agrees_with_the_general_path(message: str) -> None:
+    """A started stream reads `media` text on a typed fast path when "media" is in its first 48
+    characters; the same message after 48 spaces takes the general path. Events, errors and sequence
+    gaps must be the same either way."""
+    fast, general = started_codec(), started_codec()
+    fast.decode(json.dumps({"event": "mark", "sequenceNumber": "5", "mark": {"name": "x"}}))
+    general.decode(json.dumps({"event": "mark", "sequenceNumber": "5", "mark": {"name": "x"}}))
+    assert outcome(fast, message) == outcome(general, " " * 48 + message)
+
+
 @pytest.mark.parametrize("message", DEEP_JSON, ids=lambda m: m[:12])
 def test_twilio_deeply_nested_json_is_a_protocol_error(message: str) -> None:
     with pytest.raises(CarrierProtocolError):
         TwilioCodec().decode(message)
+
+
+@pytest.mark.parametrize("message", twilio_deep_media(SID), ids=range(5))
+def test_twilio_deeply_nested_media_after_start_is_a_protocol_error(message: str) -> None:
+    """After `start` a `media` message takes the fast path, which must fail the same way (issue #16)."""
+    with pytest.raises(CarrierProtocolError):
+        started_codec().decode(message)
 
 
 @pytest.mark.parametrize("number", ["²", "1" * 5000])
