@@ -21,7 +21,7 @@ from aiohttp import web
 
 from bridge.calllog.auth import AdminAuth
 from bridge.calllog.present import CSV_COLUMNS, csv_row, public_call, to_json, transcript_text
-from bridge.calllog.store import END_REASONS, CallStore
+from bridge.calllog.store import END_REASONS, CallStore, check_search_text
 
 log = structlog.get_logger(__name__)
 
@@ -199,12 +199,18 @@ def _filters(request: web.Request) -> dict[str, Any]:
     number = query.get("number") or None
     if number is not None and not any(ch.isdigit() for ch in number):
         raise _BadRequest("number must contain digits (the last digits of the caller's or called number)")
+    text = query.get("q") or None
+    if text is not None:
+        try:
+            check_search_text(text)  # here, not in the store: an export has started answering by then
+        except ValueError as exc:
+            raise _BadRequest(str(exc)) from None
     return {
         "since": _time(query.get("since"), "since"),
         "until": _time(query.get("until"), "until"),
         "number": number,
         "end_reason": end_reason,
-        "text": query.get("q") or None,
+        "text": text,
     }
 
 
@@ -222,9 +228,10 @@ def _time(value: str | None, name: str) -> datetime | None:
     for candidate in (value, value.replace(" ", "+")):
         try:
             parsed = datetime.fromisoformat(candidate)
-        except ValueError:
+            # In UTC here: a time an offset moves past year 1 or 9999 is refused, not a failed query.
+            return parsed.astimezone(UTC) if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+        except (ValueError, OverflowError):
             continue
-        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
     raise _BadRequest(f"{name} must be an ISO 8601 time, e.g. 2025-11-22T15:00:00Z")
 
 

@@ -53,6 +53,17 @@ END_REASONS = (
 
 _EXPORT_PAGE = 200
 
+# C0 and C1 control characters but tab, newline and carriage return, which a line of text may hold.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def check_search_text(text: str) -> None:
+    """Raise ValueError for a transcript search holding control characters. None is typed by a person,
+    and NUL cannot be searched for at all: SQLite's LIKE reads the pattern only up to it (so it matched
+    every line) and PostgreSQL text cannot hold it (the query failed)."""
+    if _CONTROL.search(text):
+        raise ValueError("q must not contain control characters")
+
 
 def _json_dumps(value: Any) -> str:
     # `default=str` so an odd value in event data (a datetime, a Decimal) is stored, not a poisoned batch.
@@ -280,6 +291,8 @@ class CallStore:
 
     async def get_call(self, call_id: str) -> dict[str, Any] | None:
         """The call with its events in the order they happened."""
+        if _CONTROL.search(call_id):
+            return None  # no call id holds one (and PostgreSQL could not even be asked about NUL)
         async with self.engine.connect() as conn:
             row = (await conn.execute(select(calls).where(calls.c.call_id == call_id))).mappings().first()
             if row is None:
@@ -346,6 +359,7 @@ def _filters(
     if end_reason:
         where.append(calls.c.end_reason == end_reason)
     if text:
+        check_search_text(text)
         pattern = "%" + re.sub(r"([\\%_])", r"\\\1", text.casefold()) + "%"
         where.append(
             exists().where(
@@ -378,7 +392,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         started_at = datetime.fromisoformat(at)
     except (binascii.Error, ValueError, TypeError):
         raise ValueError("invalid cursor") from None
-    if started_at.tzinfo is None or not isinstance(call_id, str):
+    if started_at.tzinfo is None or not isinstance(call_id, str) or _CONTROL.search(call_id):
         raise ValueError("invalid cursor")
     return started_at, call_id
 

@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from bridge.calllog import CallRecorder, CallStore, setup_calllog_routes
 from bridge.calllog.auth import COOKIE_NAME
+from bridge.calllog.store import encode_cursor
 from tests.calllog.conftest import ADMIN_TOKEN
 from tests.calllog.sample_calls import DAY, record_day_of_calls
 
@@ -223,3 +224,31 @@ async def test_csv_export_has_a_header_and_one_row_per_call(client: TestClient, 
 
     everything = await client.get("/api/calls/export.csv", headers=auth_headers)
     assert len(list(csv.DictReader(io.StringIO(await everything.text())))) == 7
+
+
+@pytest.mark.usefixtures("seeded")
+@pytest.mark.parametrize("path", ["/api/calls", "/api/calls/export.csv", "/api/calls/export.jsonl"])
+async def test_a_search_for_control_characters_is_a_clear_400(
+    client: TestClient, auth_headers: dict, path: str
+) -> None:
+    """Issue #16: `q=%00` matched every call with a transcript (SQLite) or failed with a 500 (PostgreSQL)."""
+    for q in ("\x00", "refund\x00", "\x1b[2J", "\x7f"):
+        response = await client.get(path, params={"q": q}, headers=auth_headers)
+        assert response.status == 400, (q, await response.text())
+        assert await response.json() == {"error": "q must not contain control characters"}
+
+
+@pytest.mark.usefixtures("seeded")
+async def test_ids_cursors_and_times_no_call_can_have_are_answered_not_failed(
+    client: TestClient, auth_headers: dict
+) -> None:
+    assert (await client.get("/api/calls/CA%00x", headers=auth_headers)).status == 404
+    assert (await client.get("/api/calls/CA%00x/transcript", headers=auth_headers)).status == 404
+    cursor = encode_cursor(DAY, "CA\x00")
+    response = await client.get("/api/calls", params={"cursor": cursor}, headers=auth_headers)
+    assert (response.status, await response.json()) == (400, {"error": "invalid cursor"})
+    # An offset that moves a time past year 1 or 9999 in UTC.
+    for since in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"):
+        response = await client.get("/api/calls", params={"since": since}, headers=auth_headers)
+        assert response.status == 400, since
+        assert "since must be an ISO 8601 time" in (await response.json())["error"]
