@@ -14,6 +14,7 @@ from aiohttp import web
 
 from bridge.calllog import CallRecorder, CallStore, PriceTable, run_retention, setup_calllog_routes
 from bridge.calllog.auth import AdminAuth
+from bridge.calllog.health import CallLogHealth
 from bridge.carrier.plivo_routes import setup_plivo_routes
 from bridge.carrier.signalwire import setup_signalwire_routes
 from bridge.carrier.telnyx_routes import setup_telnyx_routes
@@ -42,9 +43,10 @@ async def readyz(request: web.Request) -> web.Response:
     bridge = request.app[BRIDGE_KEY]
     ready = bridge.ready and not bridge.draining
     status = "ready" if ready else ("draining" if bridge.draining else "not_ready")
-    return web.json_response(
-        {"status": status, "active_calls": len(bridge.active_calls)}, status=200 if ready else 503
-    )
+    body: dict[str, object] = {"status": status, "active_calls": len(bridge.active_calls)}
+    if bridge.call_log_health is not None:
+        body["call_log"] = bridge.call_log_health.report()  # degraded or not, never unready for it
+    return web.json_response(body, status=200 if ready else 503)
 
 
 async def _demo_upstream(app: web.Application) -> AsyncIterator[None]:
@@ -137,6 +139,8 @@ async def _call_log_lifecycle(app: web.Application) -> AsyncIterator[None]:
     retention.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await retention
+    if bridge.call_log_health is not None:
+        await bridge.call_log_health.close()
     await recorder.stop()
     await store.close()
 
@@ -159,15 +163,17 @@ def create_app(
 ) -> web.Application:
     app = web.Application()
     admin_token = _admin_token(settings)
-    store = None
+    store = health = None
     if call_log is None:
         store = CallStore.connect(settings.call_log_url)
-        call_log = CallRecorder(store, prices=PriceTable.from_setting(settings.call_log_prices))
+        recorder = CallRecorder(store, prices=PriceTable.from_setting(settings.call_log_prices))
+        call_log, health = recorder, CallLogHealth(store, recorder)
     bridge = Bridge(
         settings=settings,
         admin_token=admin_token,
         call_log=call_log,
         store=store,
+        call_log_health=health,
         toolbox=toolbox or Toolbox(),
     )
     app[BRIDGE_KEY] = bridge
@@ -185,7 +191,7 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     if store is not None:
-        setup_calllog_routes(app, store, admin_token)
+        setup_calllog_routes(app, store, admin_token, health)
     admin = AdminAuth(admin_token)
     setup_control_routes(
         app, bridge.active_calls, is_authorized=admin.authenticated, dialect=settings.realtime_dialect

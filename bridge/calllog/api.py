@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
@@ -20,8 +20,9 @@ import structlog
 from aiohttp import web
 
 from bridge.calllog.auth import AdminAuth
+from bridge.calllog.health import CallLogHealth, describe
 from bridge.calllog.present import CSV_COLUMNS, csv_row, public_call, to_json, transcript_text
-from bridge.calllog.store import END_REASONS, CallStore, check_search_text
+from bridge.calllog.store import END_REASONS, CallStore, check_search_text, database_unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -43,9 +44,12 @@ class _BadRequest(Exception):
     pass
 
 
-def setup_calllog_routes(app: web.Application, store: CallStore, admin_token: str) -> None:
-    """Add the call-log API and pages to `app`. Raises ValueError for an empty `admin_token`."""
-    routes = _CallLogRoutes(store, AdminAuth(admin_token))
+def setup_calllog_routes(
+    app: web.Application, store: CallStore, admin_token: str, health: CallLogHealth | None = None
+) -> None:
+    """Add the call-log API and pages to `app`. Raises ValueError for an empty `admin_token`.
+    `health` hears how each read went (the server's /readyz reports it)."""
+    routes = _CallLogRoutes(store, AdminAuth(admin_token), health or CallLogHealth(store))
     api, page = routes.api, routes.page
     router = app.router
     # The export paths before /api/calls/{call_id}, which would otherwise take them as an id.
@@ -62,9 +66,10 @@ def setup_calllog_routes(app: web.Application, store: CallStore, admin_token: st
 
 
 class _CallLogRoutes:
-    def __init__(self, store: CallStore, auth: AdminAuth) -> None:
+    def __init__(self, store: CallStore, auth: AdminAuth, health: CallLogHealth) -> None:
         self.store = store
         self.auth = auth
+        self.health = health
         self.list_html = (WEB_DIR / "calls.html").read_text(encoding="utf-8")
         self.call_html = (WEB_DIR / "call.html").read_text(encoding="utf-8")
         self.login_template = Template((WEB_DIR / "login.html").read_text(encoding="utf-8"))
@@ -80,11 +85,28 @@ class _CallLogRoutes:
                     headers={"WWW-Authenticate": 'Bearer realm="calls"', **_NO_STORE},
                 )
             try:
-                return await handler(request)
+                response = await handler(request)
             except _BadRequest as exc:
                 return _json({"error": str(exc)}, status=400)
+            except Exception as exc:
+                if not database_unavailable(exc):
+                    raise
+                self._unavailable(request, exc)
+                return web.json_response(
+                    {"error": "the call-log database is unavailable; try again shortly"},
+                    status=503,
+                    headers={"Retry-After": "5", **_NO_STORE},
+                )
+            self.health.read_answered()
+            return response
 
         return guarded
+
+    def _unavailable(self, request: web.Request, exc: BaseException) -> None:
+        # One line per request, no traceback: the outage is not a bug here, and the recorder says
+        # once when it began and when it ended.
+        self.health.read_failed(exc)
+        log.warning("calllog.api_database_unavailable", path=request.path, error=describe(exc))
 
     def page(self, handler: Handler) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
@@ -154,29 +176,21 @@ class _CallLogRoutes:
 
     async def export_jsonl(self, request: web.Request) -> web.StreamResponse:
         filters, reveal = _filters(request), _reveal(request)
-        response = await self._start_download(request, "application/x-ndjson", "jsonl")
-        async for call in self.store.export_calls(**filters, with_events=True):
-            await response.write((to_json(public_call(call, reveal=reveal)) + "\n").encode())
-        await response.write_eof()
-        return response
+        calls = self.store.export_calls(**filters, with_events=True)
+        lines = ((to_json(public_call(call, reveal=reveal)) + "\n").encode() async for call in calls)
+        return await self._download(request, "application/x-ndjson", "jsonl", lines)
 
     async def export_csv(self, request: web.Request) -> web.StreamResponse:
         filters, reveal = _filters(request), _reveal(request)
-        response = await self._start_download(request, "text/csv", "csv")
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(CSV_COLUMNS)
-        async for call in self.store.export_calls(**filters):
-            writer.writerow(csv_row(public_call(call, reveal=reveal)))
-            if buffer.tell() > 64 * 1024:
-                await response.write(buffer.getvalue().encode())
-                buffer.seek(0)
-                buffer.truncate()
-        await response.write(buffer.getvalue().encode())
-        await response.write_eof()
-        return response
+        rows = _csv(self.store.export_calls(**filters), reveal)
+        return await self._download(request, "text/csv", "csv", rows)
 
-    async def _start_download(self, request: web.Request, content_type: str, ext: str) -> web.StreamResponse:
+    async def _download(
+        self, request: web.Request, content_type: str, ext: str, chunks: AsyncIterator[bytes]
+    ) -> web.StreamResponse:
+        # The first chunk is read before anything is sent: a database that is down is a 503, not a
+        # download that starts and breaks.
+        first = await anext(chunks, b"")
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         response = web.StreamResponse(
             headers={**_NO_STORE, "Content-Disposition": f'attachment; filename="calls-{stamp}.{ext}"'}
@@ -184,7 +198,36 @@ class _CallLogRoutes:
         response.content_type = content_type
         response.charset = "utf-8"
         await response.prepare(request)
+        try:
+            await response.write(first)
+            async for chunk in chunks:
+                await response.write(chunk)
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            # Too late for a 503: the download ends unfinished (no last chunk), which every HTTP
+            # client reports as a broken transfer, instead of looking complete.
+            self._unavailable(request, exc)
+            response.force_close()
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        await response.write_eof()
         return response
+
+
+async def _csv(calls: AsyncIterator[dict[str, Any]], reveal: bool) -> AsyncIterator[bytes]:
+    """The export as CSV text, in pieces of about 64 KiB (the first once the first calls are read)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    async for call in calls:
+        writer.writerow(csv_row(public_call(call, reveal=reveal)))
+        if buffer.tell() > 64 * 1024:
+            yield buffer.getvalue().encode()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue().encode()
 
 
 def _json(data: Any, status: int = 200) -> web.Response:

@@ -31,6 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping, make_url
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
@@ -55,6 +56,16 @@ _EXPORT_PAGE = 200
 
 # C0 and C1 control characters but tab, newline and carriage return, which a line of text may hold.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """True when the database could not be reached or failed to answer, so trying again later can
+    help; False when the request or its data is at fault (or the error is a bug of ours)."""
+    if isinstance(exc, IntegrityError | DataError):
+        return False
+    if isinstance(exc, StatementError) and not isinstance(exc, DBAPIError):
+        return False  # failed inside SQLAlchemy (binding a value), before reaching the database
+    return isinstance(exc, SQLAlchemyError | OSError | TimeoutError)
 
 
 def check_search_text(text: str) -> None:

@@ -1,18 +1,25 @@
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import logging
 from datetime import timedelta
+from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
+from structlog.testing import capture_logs
 
 from bridge.calllog import CallRecorder, CallStore, setup_calllog_routes
 from bridge.calllog.auth import COOKIE_NAME
+from bridge.calllog.health import CallLogHealth
 from bridge.calllog.store import encode_cursor
 from tests.calllog.conftest import ADMIN_TOKEN
+from tests.calllog.helpers import database_outage, record_simple_call
 from tests.calllog.sample_calls import DAY, record_day_of_calls
 
 REFUND = "CA0001refund"
@@ -252,3 +259,80 @@ async def test_ids_cursors_and_times_no_call_can_have_are_answered_not_failed(
         response = await client.get("/api/calls", params={"since": since}, headers=auth_headers)
         assert response.status == 400, since
         assert "since must be an ISO 8601 time" in (await response.json())["error"]
+
+
+POSTGRES_ONLY = pytest.mark.parametrize(
+    "db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+
+
+@POSTGRES_ONLY
+@pytest.mark.usefixtures("seeded")
+async def test_while_the_database_is_down_the_api_answers_503_and_logs_one_line_per_request(
+    request: pytest.FixtureRequest,
+    db_url: str,
+    store: CallStore,
+    auth_headers: dict,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue #16: with PostgreSQL down, GET /api/calls answered 500 and logged ~99 lines of traceback."""
+    health = CallLogHealth(store)
+    app = web.Application()
+    setup_calllog_routes(app, store, ADMIN_TOKEN, health)
+    paths = [
+        "/api/calls",
+        f"/api/calls/{REFUND}",
+        f"/api/calls/{REFUND}/transcript",
+        "/api/calls/export.jsonl",
+        "/api/calls/export.csv",
+    ]
+    caplog.set_level(logging.INFO)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        with capture_logs() as logs:
+            async with database_outage(request, db_url):
+                for path in paths:
+                    response = await client.get(path, headers=auth_headers)
+                    assert response.status == 503, path
+                    assert response.headers["Retry-After"] == "5"
+                    assert await response.json() == {
+                        "error": "the call-log database is unavailable; try again shortly"
+                    }
+                report = health.report()
+                assert report["status"] == "degraded"
+                assert "not currently accepting connections" in report["error"]
+            for path in paths:
+                assert (await client.get(path, headers=auth_headers)).status == 200, path
+            assert health.report() == {"status": "ok"}
+    lines = [(e["event"], e["path"]) for e in logs if e["log_level"] != "debug"]
+    assert lines == [("calllog.api_database_unavailable", path) for path in paths]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+@POSTGRES_ONLY
+async def test_an_export_cut_short_by_an_outage_ends_as_a_broken_download(
+    request: pytest.FixtureRequest, db_url: str, store: CallStore, recorder: CallRecorder, auth_headers: dict
+) -> None:
+    for i in range(201):  # the export reads 200 calls at a time: the second read meets the outage
+        record_simple_call(recorder, f"CA{i:04d}", DAY + timedelta(minutes=i))
+    await recorder.flush()
+    outage = contextlib.AsyncExitStack()
+    reads = 0
+    list_calls = store.list_calls
+
+    async def second_read_meets_an_outage(**kwargs: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        if reads == 2:
+            await outage.enter_async_context(database_outage(request, db_url))
+        return await list_calls(**kwargs)
+
+    store.list_calls = second_read_meets_an_outage  # type: ignore[method-assign]
+    app = web.Application()
+    setup_calllog_routes(app, store, ADMIN_TOKEN)
+    async with outage, TestClient(TestServer(app, host="127.0.0.1")) as client:
+        with capture_logs() as logs:
+            response = await client.get("/api/calls/export.jsonl", headers=auth_headers)
+            assert response.status == 200  # the first 200 calls were on their way
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await response.read()
+    assert [e["event"] for e in logs if e["log_level"] != "debug"] == ["calllog.api_database_unavailable"]
