@@ -22,6 +22,7 @@ from bridge.carrier.twilio_routes import browser_media_socket, setup_twilio_rout
 from bridge.carrier.vonage_routes import setup_vonage_routes
 from bridge.config import Settings
 from bridge.control_api import setup_control_routes
+from bridge.http_guard import HttpLimits, guard_app, start_server
 from bridge.logs import get_logger
 from bridge.media_stream import (
     CallLogSink,
@@ -177,6 +178,15 @@ def create_app(
         toolbox=toolbox or Toolbox(),
     )
     app[BRIDGE_KEY] = bridge
+    guard_app(
+        app,
+        HttpLimits(
+            bridge.metrics,
+            request_timeout_s=settings.http_request_timeout,
+            keepalive_timeout_s=settings.http_keepalive_timeout,
+            max_waiting=settings.http_max_waiting_connections,
+        ),
+    )
     bridge.metrics.track_active_calls(lambda: len(bridge.active_calls))
     if isinstance(call_log, CallRecorder):
         bridge.metrics.watch_recorder(call_log)
@@ -225,9 +235,9 @@ async def serve(settings: Settings, toolbox: Toolbox | None = None) -> None:
     import signal
 
     app = create_app(settings, toolbox=toolbox)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5)
-    await runner.setup()
-    await web.TCPSite(runner, settings.host, settings.port).start()
+    runner = await start_server(
+        app, settings.host, settings.port, handle_signals=False, access_log=None, shutdown_timeout=5
+    )
     log.info("listening", host=settings.host, port=settings.port)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
