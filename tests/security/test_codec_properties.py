@@ -26,10 +26,12 @@ from bridge.carrier.events import (
     PlaybackMark,
 )
 from bridge.carrier.twilio import TwilioCodec
+from bridge.media_stream import CarrierCodec
 from bridge.realtime import events as rt
 from bridge.realtime.codec import RealtimeCodec, RealtimeProtocolError
 from bridge.sim.carrier_emulator import parse_outbound
 from tests.security.conformance import violations
+from tests.security.dialects import DIALECTS
 from tests.security.strategies import (
     DEEP_JSON,
     garbage,
@@ -61,7 +63,7 @@ def started_codec() -> TwilioCodec:
     return codec
 
 
-def decode_carrier(codec: TwilioCodec, message: str | bytes) -> None:
+def decode_carrier(codec: CarrierCodec, message: str | bytes) -> None:
     try:
         event = codec.decode(message)
     except CarrierProtocolError:
@@ -158,6 +160,34 @@ def test_twilio_integer_strings_python_cannot_parse(field: str, number: str) -> 
     else:
         start["mediaFormat"][field] = number
     decode_carrier(codec, json.dumps(message))
+
+
+# -- every carrier, before and after start ----------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.sampled_from(sorted(DIALECTS)), data=st.data())
+def test_every_carriers_codec_reads_hostile_streams_before_and_after_start(
+    name: str, data: st.DataObject
+) -> None:
+    """Whatever comes, and whenever relative to its start, a codec gives a well-typed event, None,
+    or a CarrierProtocolError: never another exception."""
+    dialect = DIALECTS[name]
+    messages = data.draw(st.lists(dialect.hostile(), max_size=12), label="messages")
+    split = data.draw(st.integers(0, len(messages)), label="start after")
+    codec = dialect.codec()
+    for message in [*messages[:split], dialect.start("C1"), *messages[split:]]:
+        decode_carrier(codec, message)
+
+
+@pytest.mark.parametrize("name", sorted(DIALECTS))
+def test_every_carriers_codec_refuses_deep_nesting_after_start(name: str) -> None:
+    dialect = DIALECTS[name]
+    codec = dialect.codec()
+    codec.decode(dialect.start("C1"))
+    for message in dialect.deep("C1"):
+        with pytest.raises(CarrierProtocolError):
+            codec.decode(message)
 
 
 # -- Twilio, outbound round trip ------------------------------------------------------------------------
