@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from hypothesis import strategies as st
@@ -88,26 +88,26 @@ def _vonage_deep(_call_id: str) -> list[str]:
     return deeply_nested(dtmf, ("digit",), ("dtmf",), ("payload",), ("x",))
 
 
+_TWILIO = Dialect(
+    "twilio",
+    TwilioCodec,
+    _twilio_start,
+    twilio_shaped,
+    lambda call_id: twilio_deep_media("MZ" + call_id),
+    lambda url, call_id: TwilioCallerEmulator(url, call_sid=call_id),
+    "/twilio/media",
+)
+
 DIALECTS = {
     d.name: d
     for d in [
-        Dialect(
-            "twilio",
-            TwilioCodec,
-            _twilio_start,
-            twilio_shaped,
-            lambda call_id: twilio_deep_media("MZ" + call_id),
-            lambda url, call_id: TwilioCallerEmulator(url, call_sid=call_id),
-            "/twilio/media",
-        ),
-        Dialect(
-            "signalwire",
-            lambda: TwilioCodec("signalwire"),
-            _twilio_start,
-            twilio_shaped,
-            lambda call_id: twilio_deep_media("MZ" + call_id),
-            lambda url, call_id: SignalWireCallerEmulator(url, call_sid=call_id),
-            "/signalwire/media",
+        _TWILIO,
+        replace(  # SignalWire speaks Twilio's dialect
+            _TWILIO,
+            name="signalwire",
+            codec=lambda: TwilioCodec("signalwire"),
+            caller=lambda url, call_id: SignalWireCallerEmulator(url, call_sid=call_id),
+            media_path="/signalwire/media",
         ),
         Dialect(
             "telnyx",

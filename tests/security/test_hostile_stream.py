@@ -486,24 +486,35 @@ async def test_a_carrier_that_leaves_during_the_handshake_costs_one_warning_line
     assert [e for e in logs if e.get("log_level") in ("error", "critical", "exception")] == []
 
 
-async def test_a_deeply_nested_message_after_start_is_one_bad_message() -> None:
-    """Issue #16: a `media` message nested 1,000 deep took Twilio's fast path, whose RecursionError
-    escaped the codec and ended the live call with reason "error". It is one bad message: counted, and
-    the caller goes on talking and hearing the assistant."""
+async def talk_through_bad_messages(
+    before: list[str], after: list[str] | Callable[[TwilioCallerEmulator], list[str]]
+) -> tuple[dict[str, Any] | None, dict[str, Any], list[dict[str, Any]]]:
+    """A call with `before` on the line ahead of its start and `after` once it started, then the
+    caller talks and must hear the assistant. Returns its record, its "call ended" line, and the logs."""
     with structlog.testing.capture_logs() as logs:
         async with running_emulator() as (_emulator, url), running_bridge(url) as bridge:
             caller = TwilioCallerEmulator(bridge.media_url)
+            for message in before:
+                caller.send_raw(message)
             async with caller:
                 assert await wait_for(lambda: caller.call_sid in bridge.bridge.active_calls, 5.0)
-                for message in twilio_deep_media(caller.stream_sid):
+                for message in after(caller) if callable(after) else after:
                     caller.send_raw(message)
                 utterance = caller.say(tone(600, TONE_HZ))
                 await caller.wait_said(utterance, timeout_s=10)
                 await caller.wait_heard(min_ms=400, timeout_s=10)
                 assert not caller.ended, "the call was cut off"
             record = await bridge.logged_call(caller.call_sid)
-    assert record is not None and record["end_reason"] == "caller_hangup"
     (ended,) = [e for e in logs if e["event"] == "call ended"]
+    return record, ended, logs
+
+
+async def test_a_deeply_nested_message_after_start_is_one_bad_message() -> None:
+    """Issue #16: a `media` message nested past the recursion limit took Twilio's fast path, whose
+    RecursionError escaped the codec and ended the live call with reason "error". It is one bad
+    message: counted, and the caller goes on talking and hearing the assistant."""
+    record, ended, logs = await talk_through_bad_messages([], lambda c: twilio_deep_media(c.stream_sid))
+    assert record is not None and record["end_reason"] == "caller_hangup"
     assert ended["bad_messages"] == len(twilio_deep_media(""))
     assert [e for e in logs if e.get("log_level") in ("error", "critical", "exception")] == []
 
@@ -518,23 +529,11 @@ class _CodecWithABug(TwilioCodec):
 
 
 async def test_any_failure_to_decode_a_message_is_one_bad_message(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Whatever a carrier's codec raises for one message, the stream counts it as one bad message:
-    a decoding bug must not end a call that is otherwise working."""
+    """Whatever a carrier's codec raises for one message, before start or after, the stream counts
+    it as one bad message: a decoding bug must not end a call that is otherwise working."""
     monkeypatch.setattr(twilio_routes, "TwilioCodec", _CodecWithABug)
-    with structlog.testing.capture_logs() as logs:
-        async with running_emulator() as (_emulator, url), running_bridge(url) as bridge:
-            caller = TwilioCallerEmulator(bridge.media_url)
-            async with caller:
-                caller.send_raw("trigger the bug")  # before start
-                assert await wait_for(lambda: caller.call_sid in bridge.bridge.active_calls, 5.0)
-                caller.send_raw("trigger the bug")  # and after
-                utterance = caller.say(tone(600, TONE_HZ))
-                await caller.wait_said(utterance, timeout_s=10)
-                await caller.wait_heard(min_ms=400, timeout_s=10)
-                assert not caller.ended, "the call was cut off"
-            record = await bridge.logged_call(caller.call_sid)
+    record, ended, logs = await talk_through_bad_messages(["trigger the bug"], ["trigger the bug"])
     assert record is not None and record["end_reason"] == "caller_hangup"
-    (ended,) = [e for e in logs if e["event"] == "call ended"]
     assert ended["bad_messages"] == 2
     assert [e for e in logs if e.get("log_level") in ("error", "critical", "exception")] == []
 
