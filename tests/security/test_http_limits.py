@@ -272,3 +272,24 @@ def test_malformed_requests_are_told_once_a_minute_with_how_many() -> None:
         (2, "ValueError"),
     ]
     assert metrics.registry.get_sample_value("bridge_http_bad_requests_total") == 7
+
+
+async def test_files_and_pages_are_served_through_the_guard_on_kept_alive_connections() -> None:
+    """Static files go out with sendfile, which swaps the connection's protocol for a while: the
+    guard must hand each request on and take the connection back after it, many times over."""
+    static = Path(__file__).parents[2] / "bridge" / "calllog" / "web" / "static"
+    async with (
+        running_emulator() as (_e, url),
+        running_bridge(url) as bridge,
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as http,
+    ):
+        for _ in range(3):
+            for name in ("calls.js", "calllog.css"):
+                async with http.get(f"{bridge.base_url}/calls/static/{name}") as response:
+                    assert response.status == 200
+                    assert await response.read() == (static / name).read_bytes()
+            async with http.get(bridge.base_url + "/healthz") as response:
+                assert response.status == 200
+        metrics = await scrape(bridge.base_url)
+    assert metrics[("bridge_http_connections_closed_total", (("reason", "too_many_waiting"),))] == 0
+    assert metrics[("bridge_http_connections_closed_total", (("reason", "request_timeout"),))] == 0
