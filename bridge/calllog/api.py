@@ -89,7 +89,8 @@ class _CallLogRoutes:
             except _BadRequest as exc:
                 return _json({"error": str(exc)}, status=400)
             except Exception as exc:
-                if not database_unavailable(exc):
+                # A client that left mid-response is no outage, though both raise OSErrors.
+                if not database_unavailable(exc) or _client_gone(request):
                     raise
                 self._unavailable(request, exc)
                 return web.json_response(
@@ -197,21 +198,25 @@ class _CallLogRoutes:
         )
         response.content_type = content_type
         response.charset = "utf-8"
-        await response.prepare(request)
-        try:
-            await response.write(first)
-            async for chunk in chunks:
+        chunk: bytes | None = first
+        while chunk is not None:
+            try:
+                await response.prepare(request)  # once; then it returns at once
                 await response.write(chunk)
-        except Exception as exc:
-            if not database_unavailable(exc):
-                raise
-            # Too late for a 503: the download ends unfinished (no last chunk), which every HTTP
-            # client reports as a broken transfer, instead of looking complete.
-            self._unavailable(request, exc)
-            response.force_close()
-            if request.transport is not None:
-                request.transport.close()
-            return response
+            except ConnectionError:
+                return response  # the agent cancelled the download: nothing to report
+            try:
+                chunk = await anext(chunks, None)
+            except Exception as exc:
+                if not database_unavailable(exc):
+                    raise
+                # Too late for a 503: the download ends unfinished (no last chunk), which every
+                # HTTP client reports as a broken transfer, instead of looking complete.
+                self._unavailable(request, exc)
+                response.force_close()
+                if request.transport is not None:
+                    request.transport.close()
+                return response
         await response.write_eof()
         return response
 
@@ -228,6 +233,10 @@ async def _csv(calls: AsyncIterator[dict[str, Any]], reveal: bool) -> AsyncItera
             buffer.seek(0)
             buffer.truncate()
     yield buffer.getvalue().encode()
+
+
+def _client_gone(request: web.Request) -> bool:
+    return request.transport is None or request.transport.is_closing()
 
 
 def _json(data: Any, status: int = 200) -> web.Response:

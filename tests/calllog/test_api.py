@@ -1,10 +1,13 @@
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import csv
 import io
 import json
 import logging
+import socket
+import struct
 from datetime import timedelta
 from typing import Any
 
@@ -13,14 +16,16 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from structlog.testing import capture_logs
+from yarl import URL
 
 from bridge.calllog import CallRecorder, CallStore, setup_calllog_routes
 from bridge.calllog.auth import COOKIE_NAME
 from bridge.calllog.health import CallLogHealth
 from bridge.calllog.store import encode_cursor
 from tests.calllog.conftest import ADMIN_TOKEN
-from tests.calllog.helpers import database_outage, record_simple_call
+from tests.calllog.helpers import database_outage, record_simple_call, wait_until
 from tests.calllog.sample_calls import DAY, record_day_of_calls
+from tests.e2e import serving
 
 REFUND = "CA0001refund"
 PROTECTED = [
@@ -336,3 +341,47 @@ async def test_an_export_cut_short_by_an_outage_ends_as_a_broken_download(
             with pytest.raises(aiohttp.ClientPayloadError):
                 await response.read()
     assert [e["event"] for e in logs if e["log_level"] != "debug"] == ["calllog.api_database_unavailable"]
+
+
+SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
+
+@SQLITE_ONLY
+async def test_an_agent_cancelling_a_download_is_not_an_outage(
+    store: CallStore, recorder: CallRecorder, auth_headers: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The download's next write fails with a connection error, as an outage's read may: only the
+    second is an outage, and neither is worth a traceback."""
+    for i in range(700):  # about 9 MB of transcripts: more than the socket buffers take unread
+        record_simple_call(recorder, f"CA{i:04d}", DAY + timedelta(seconds=i), said="words " * 2000)
+    await recorder.flush()
+    health = CallLogHealth(store)
+    handled: list[web.Request] = []
+
+    @web.middleware
+    async def note_when_handled(request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        finally:
+            handled.append(request)
+
+    app = web.Application(middlewares=[note_when_handled])
+    setup_calllog_routes(app, store, ADMIN_TOKEN, health)
+    caplog.set_level(logging.INFO)
+    with capture_logs() as logs:
+        # Served as the bridge serves it (a test server would cancel the handler instead).
+        async with serving(app) as base_url:
+            loop = asyncio.get_running_loop()
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await loop.sock_connect(sock, ("127.0.0.1", URL(base_url).port))
+            request = "GET /api/calls/export.jsonl HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\n\r\n"
+            await loop.sock_sendall(sock, request.format(auth_headers["Authorization"]).encode())
+            assert (await loop.sock_recv(sock, 1024)).startswith(b"HTTP/1.1 200")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()  # a reset, the download far from done
+            await wait_until(lambda: bool(handled), what="the export handler done")
+    assert [e["event"] for e in logs if e["log_level"] != "debug"] == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert health.report() == {"status": "ok"}
