@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=0, le=65535)
     public_url: str = ""
+    http_request_timeout: float = Field(default=10.0, gt=0)  # seconds to send a whole request
+    http_keepalive_timeout: float = Field(default=75.0, gt=0)  # idle seconds between two requests
+    http_max_waiting_connections: int = Field(default=256, ge=1)  # beyond: the longest-waiting closes
 
     # Call log and admin access
     call_log_url: str = "sqlite+aiosqlite:///data/calls.db"

@@ -43,7 +43,7 @@ def setup_control_routes(
         if pump is None:
             raise web.HTTPNotFound(text="no call in progress with that id")
         try:
-            body = await request.json() if request.can_read_body else {}
+            body = await request.json() if request.body_exists else {}
         except ValueError:
             raise web.HTTPBadRequest(text="the body must be JSON") from None
         if not isinstance(body, dict):

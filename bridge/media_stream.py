@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from bridge.audio import PCMU_8K, Transcoder
 from bridge.call import Call, CallConfig, LogRecord, ToolRequest, TurnReview
@@ -228,8 +228,6 @@ class WebSocketLeg:
                         self.started = event
                         return event
                     if isinstance(event, CallEnded):
-                        if event.reason == "error" and not self.ws.closed:
-                            await self.ws.close(code=1008, message=b"protocol error")
                         return None
         except TimeoutError:
             self.log.warning("no start message in time, closing stream", seconds=START_TIMEOUT_S)
@@ -242,6 +240,7 @@ class WebSocketLeg:
             now = now_ms()
             if self._rate.exceeded(now):
                 self.log.warning("carrier message flood, closing stream", limit_per_s=MAX_MESSAGES_PER_S)
+                await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"message flood")
                 yield CallEnded("error"), now
                 return
             if msg.type == WSMsgType.ERROR:
@@ -250,9 +249,10 @@ class WebSocketLeg:
                 continue
             try:
                 event = self.codec.decode(msg.data)
-            except CarrierProtocolError as exc:
-                self._bad(str(exc))
+            except Exception as exc:  # whatever a codec raises, it is this one message that was bad
+                self._bad(str(exc) if isinstance(exc, CarrierProtocolError) else type(exc).__name__)
                 if self.bad_messages > MAX_BAD_MESSAGES:
+                    await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many bad messages")
                     yield CallEnded("error"), now
                     return
                 continue

@@ -16,6 +16,7 @@ from aiohttp import web
 from bridge.audio import pcm16_to_ulaw
 from bridge.call import CallConfig
 from bridge.calllog import CallStore
+from bridge.calllog.health import CallLogHealth
 from bridge.carrier.events import CallStarted
 from bridge.carrier.signature import (
     StreamTokens,
@@ -82,6 +83,7 @@ class Bridge:
     call_log: CallLogSink = field(default_factory=NoCallLog)
     store: CallStore | None = None
     recordings: Recordings | None = None  # None without a call log to report to
+    call_log_health: CallLogHealth | None = None  # with `store`: is its database answering
     metrics: BridgeMetrics = field(default_factory=BridgeMetrics)
     failed_calls: OrderedDict[str, str] = field(default_factory=OrderedDict)  # call sid -> why
     stream_tokens: StreamTokens = field(default_factory=StreamTokens)  # bind a stream to its webhook

@@ -35,10 +35,12 @@ DTMF_DIGITS = frozenset("0123456789*#ABCD")
 _encoder = msgspec.json.Encoder()
 
 
+# Scalars only: a nested value is refused where it starts instead of being built (the general path,
+# which guards against deep nesting, then decides), and every other shape goes that way too.
 class _Media(msgspec.Struct):
     payload: bytes  # msgspec decodes the base64 while parsing: no second pass over the text
-    track: Any = "inbound"
-    timestamp: Any = None
+    track: str = "inbound"
+    timestamp: str | int | None = None
 
 
 class _MediaMessage(msgspec.Struct):
@@ -46,7 +48,7 @@ class _MediaMessage(msgspec.Struct):
 
     event: str
     media: _Media
-    sequenceNumber: Any = None
+    sequenceNumber: str | int | None = None
 
 
 _media_decoder = msgspec.json.Decoder(_MediaMessage)
@@ -103,7 +105,9 @@ class TwilioCodec:
         included) down the general path, so results and errors are the same either way."""
         try:
             message = _media_decoder.decode(text)
-        except msgspec.DecodeError:  # also a wrong type or bad base64 (ValidationError)
+        # DecodeError is also a wrong type or bad base64 (ValidationError); RecursionError is a value
+        # nested past msgspec's depth limit, which the general path refuses as "not JSON".
+        except (msgspec.DecodeError, RecursionError):
             return None
         media = message.media
         if message.event != "media" or len(media.payload) > MAX_INBOUND_PAYLOAD_BYTES:

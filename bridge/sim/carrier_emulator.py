@@ -301,6 +301,11 @@ class CallerEmulator:
         self.dtmf_sent.append((digit, at))
         self._send(self._dtmf_message(digit), at)
 
+    def send_raw(self, data: str | bytes) -> None:
+        """Put one frame on the line exactly as given (text or binary), behind what is already queued:
+        what a confused or hostile carrier sends. Before `connect` it goes ahead of the stream's start."""
+        self._send(data, now_ms())
+
     async def hangup(self, stop_timeout_s: float = 5.0) -> None:
         """Send `stop` (behind everything already on the line) and close the websocket."""
         if self._ws is None:
