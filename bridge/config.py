@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bridge.phone_numbers import valid_e164
+
 CARRIERS = ("twilio", "signalwire", "telnyx", "plivo", "vonage")
 
 VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
@@ -180,8 +182,6 @@ class Settings(BaseSettings):
     @field_validator("transfer_number", "fallback_number", "transfer_allowlist")
     @classmethod
     def _e164(cls, value: str) -> str:
-        from bridge.carrier.twilio_rest import valid_e164
-
         if not all(valid_e164(n.strip()) for n in value.split(",") if n.strip()):
             raise ValueError("must be E.164 numbers like +14155550123 (comma-separated for a list)")
         return value

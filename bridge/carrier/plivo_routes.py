@@ -40,9 +40,9 @@ from bridge.audio import PCMU_8K
 from bridge.carrier.events import CallStarted
 from bridge.carrier.plivo import PlivoCodec, content_type, encode_extra_headers
 from bridge.carrier.signature import STREAM_TOKEN_PARAMETER, http_url, public_url, websocket_url
-from bridge.carrier.twilio_rest import valid_e164
 from bridge.config import Settings
 from bridge.logs import get_logger, mask_number
+from bridge.phone_numbers import valid_e164
 from bridge.resources import BRIDGE_KEY, Bridge, media_stream, public_base_url
 
 log = get_logger("bridge.plivo")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import re
 from types import TracebackType
 
 import aiohttp
@@ -24,12 +23,9 @@ from twilio.http.response import Response
 from twilio.rest import Client
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
-_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+from bridge.phone_numbers import valid_e164
+
 DEFAULT_TIMEOUT_S = 10.0
-
-
-def valid_e164(number: str) -> bool:
-    return _E164.fullmatch(number) is not None
 
 
 class TwilioRestError(Exception):
