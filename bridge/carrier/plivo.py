@@ -49,6 +49,7 @@ import msgspec
 
 from bridge.audio import L16_8K, L16_16K, PCMU_8K, AudioFormat
 from bridge.carrier.events import (
+    DTMF_DIGITS,
     CallEnded,
     CallerAudio,
     CallStarted,
@@ -67,7 +68,6 @@ from bridge.carrier.signature import STREAM_TOKEN_PARAMETER
 
 # 20 ms is 160 bytes of µ-law or 640 of L16 at 16 kHz: more than a second is not a phone frame.
 MAX_INBOUND_PAYLOAD_BYTES = 32_000  # a second of L16 at 16 kHz
-DTMF_DIGITS = frozenset("0123456789*#ABCD")
 MAX_EXTRA_HEADERS = 512  # Plivo's limit on the attribute
 
 # (contentType, sampleRate) on the wire <-> the bridge's line formats.

@@ -29,7 +29,6 @@ the bridge's little-endian PCM16.
 
 from __future__ import annotations
 
-import audioop
 import base64
 import binascii
 from typing import Any
@@ -38,8 +37,9 @@ import msgspec
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from bridge.audio import L16_16K, PCMA_8K, PCMU_8K, AudioFormat
+from bridge.audio import L16_16K, PCMA_8K, PCMU_8K, AudioFormat, swap_pcm16_byte_order
 from bridge.carrier.events import (
+    DTMF_DIGITS,
     CallEnded,
     CallerAudio,
     CallStarted,
@@ -55,7 +55,6 @@ from bridge.carrier.events import (
     PlaybackMark,
 )
 from bridge.carrier.json_message import as_int, decode_event, field, media_payload
-from bridge.carrier.twilio import DTMF_DIGITS, MAX_INBOUND_PAYLOAD_BYTES
 from bridge.logs import get_logger
 
 log = get_logger("bridge.telnyx")
@@ -67,14 +66,11 @@ LINE_FORMATS: dict[tuple[str, int], AudioFormat] = {
     ("PCMA", 8000): PCMA_8K,
     ("L16", 16000): L16_16K,
 }
+# One inbound frame is 20 ms (160 bytes of µ-law, 640 of L16 at 16 kHz): far more is not a phone frame.
+MAX_INBOUND_PAYLOAD_BYTES = 16_000
 REORDER_WINDOW = 3  # frames held waiting for a missing one: at most 60 ms of added delay, only then
 
 _encoder = msgspec.json.Encoder()
-
-
-def _swap16(data: bytes) -> bytes:
-    """Big-endian L16 (RTP) <-> the bridge's little-endian PCM16, whatever the host's byte order."""
-    return audioop.byteswap(data, 2)
 
 
 def _custom_parameters(raw: Any) -> dict[str, str]:
@@ -184,7 +180,7 @@ class TelnyxCodec:
         if self.line.encoding == "l16":
             if len(audio) % 2:
                 raise CarrierProtocolError("media: L16 payload has an odd number of bytes")
-            audio = _swap16(audio)
+            audio = swap_pcm16_byte_order(audio)
         chunk = as_int(media.get("chunk"))
         if chunk is None:
             chunk = as_int(message.get("sequence_number"))
@@ -244,7 +240,7 @@ class TelnyxCodec:
         if self.stream_id is None or self.line is None:
             raise CarrierProtocolError("cannot send to Telnyx before the stream started")
         if isinstance(command, PlayAudio):
-            audio = _swap16(command.payload) if self.line.encoding == "l16" else command.payload
+            audio = swap_pcm16_byte_order(command.payload) if self.line.encoding == "l16" else command.payload
             # msgspec writes bytes as standard base64 (with padding) straight into the message.
             message: dict[str, Any] = {"event": "media", "media": {"payload": audio}}
         elif isinstance(command, Mark):

@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 
 from bridge.carrier.events import (
+    DTMF_DIGITS,
     CallEnded,
     CallerAudio,
     CallStarted,
@@ -30,7 +31,6 @@ from bridge.carrier.json_message import SequenceGaps, as_int, decode_event, fiel
 
 # One inbound frame is 20 ms (160 bytes); anything far beyond a second is not a phone frame.
 MAX_INBOUND_PAYLOAD_BYTES = 16_000
-DTMF_DIGITS = frozenset("0123456789*#ABCD")
 
 _encoder = msgspec.json.Encoder()
 

@@ -46,6 +46,7 @@ import msgspec
 
 from bridge.audio import L16_8K, L16_16K, AudioFormat
 from bridge.carrier.events import (
+    DTMF_DIGITS,
     CallerAudio,
     CallStarted,
     CarrierCommand,
@@ -62,7 +63,6 @@ from bridge.carrier.json_message import decode_json
 
 FRAME_MS = 20
 LINE_FORMATS = {8000: L16_8K, 16000: L16_16K}  # what the guide documents for `audio/l16;rate=…`
-DTMF_DIGITS = frozenset("0123456789*#ABCD")
 # Vonage sends 20 ms frames; anything beyond a second of audio in one message is not a phone frame.
 MAX_FRAME_MS = 1000
 # The NCCO `headers` keys our answer URL writes (bridge.carrier.vonage_routes).

@@ -16,8 +16,7 @@ from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from typing import Any
 
-from bridge.audio import L16_16K, PCMA_8K, PCMU_8K, AudioFormat
-from bridge.carrier.telnyx import _swap16
+from bridge.audio import L16_16K, PCMA_8K, PCMU_8K, AudioFormat, swap_pcm16_byte_order
 from bridge.sim.carrier_emulator import (
     FRAME_MS,
     CallerEmulator,
@@ -57,7 +56,7 @@ class TelnyxCallerEmulator(CallerEmulator):
         return self.call_sid
 
     def _wire_audio(self, audio: bytes) -> bytes:
-        return _swap16(audio) if self.line.encoding == "l16" else audio
+        return swap_pcm16_byte_order(audio) if self.line.encoding == "l16" else audio
 
     def _opening_messages(self) -> list[Message]:
         return [
