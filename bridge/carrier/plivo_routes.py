@@ -40,6 +40,7 @@ from bridge.audio import PCMU_8K
 from bridge.carrier.events import CallStarted
 from bridge.carrier.plivo import PlivoCodec, content_type, encode_extra_headers
 from bridge.carrier.signature import STREAM_TOKEN_PARAMETER, http_url, public_url, websocket_url
+from bridge.carrier.transfer import TransferFailed
 from bridge.config import Settings
 from bridge.logs import get_logger, mask_number
 from bridge.phone_numbers import valid_e164
@@ -170,14 +171,11 @@ def _xml(text: str) -> web.Response:
 # ---- the Call API ---------------------------------------------------------------------------------
 
 
-class PlivoApiError(Exception):
-    """A failed Call API request; the message names the action, call and HTTP status, never credentials."""
-
-
 async def transfer_call(
     auth_id: str, auth_token: str, call_uuid: str, aleg_url: str, *, api_base: str = ""
 ) -> None:
-    """Have Plivo fetch `aleg_url` and run its XML on the live call (this ends the audio stream)."""
+    """Have Plivo fetch `aleg_url` and run its XML on the live call (this ends the audio stream);
+    TransferFailed names the call and the HTTP status, never the credentials."""
     url = f"{(api_base or DEFAULT_API_BASE).rstrip('/')}/v1/Account/{auth_id}/Call/{call_uuid}/"
     body = {"legs": "aleg", "aleg_url": aleg_url, "aleg_method": "POST"}
     auth = base64.b64encode(f"{auth_id}:{auth_token}".encode()).decode("ascii")
@@ -192,13 +190,13 @@ async def transfer_call(
                 detail = (await response.json(content_type=None)).get("error", "")
             except (ValueError, AttributeError, aiohttp.ClientError):
                 detail = ""
-            raise PlivoApiError(
+            raise TransferFailed(
                 f"plivo transfer {call_uuid} failed: HTTP {response.status} {detail}".rstrip()
             )
     except TimeoutError:
-        raise PlivoApiError(f"plivo transfer {call_uuid} timed out after {API_TIMEOUT_S:g} s") from None
+        raise TransferFailed(f"plivo transfer {call_uuid} timed out after {API_TIMEOUT_S:g} s") from None
     except aiohttp.ClientError as exc:
-        raise PlivoApiError(f"plivo transfer {call_uuid} failed: {type(exc).__name__}") from None
+        raise TransferFailed(f"plivo transfer {call_uuid} failed: {type(exc).__name__}") from None
 
 
 # ---- handlers -------------------------------------------------------------------------------------
@@ -304,21 +302,17 @@ async def media_socket(request: web.Request) -> web.StreamResponse:
     bridge = request.app[BRIDGE_KEY]
     base_url = http_url(public_base_url(bridge.settings, request))
 
-    async def transfer(started: CallStarted, number: str) -> str | None:
+    async def transfer(started: CallStarted, number: str) -> None:
         settings = bridge.settings
         token = _auth_token(settings)
         if not (settings.plivo_auth_id and token):
-            return "no Plivo credentials are configured (PLIVO_AUTH_ID, PLIVO_AUTH_TOKEN)"
+            raise TransferFailed("no Plivo credentials are configured (PLIVO_AUTH_ID, PLIVO_AUTH_TOKEN)")
         if not valid_e164(number):
-            return "the transfer number is not E.164"
+            raise TransferFailed("the transfer number is not E.164")
         aleg_url = f"{base_url}{TRANSFER_PATH}?{urlencode({'to': number})}"
-        try:
-            await transfer_call(
-                settings.plivo_auth_id, token, started.call_sid, aleg_url, api_base=settings.plivo_api_base
-            )
-        except PlivoApiError as exc:
-            return str(exc)
-        return None
+        await transfer_call(
+            settings.plivo_auth_id, token, started.call_sid, aleg_url, api_base=settings.plivo_api_base
+        )
 
     return await media_stream(bridge, request, PlivoCodec(), _authorize(bridge), transfer)
 

@@ -35,6 +35,7 @@ from bridge.carrier.telnyx import (
     load_public_key,
     webhook_is_signed,
 )
+from bridge.carrier.transfer import TransferFailed
 from bridge.logs import get_logger, mask_number
 from bridge.media_stream import Transfer
 from bridge.resources import BRIDGE_KEY, Bridge, media_stream, public_base_url
@@ -67,8 +68,8 @@ class TelnyxCallControl:
         self.api_base = (api_base or DEFAULT_API_BASE).rstrip("/")
         self.timeout_s = timeout_s
 
-    async def transfer(self, call_control_id: str, number: str) -> str | None:
-        """Returns why it failed (status and Telnyx's error code/title, never the key), or None."""
+    async def transfer(self, call_control_id: str, number: str) -> None:
+        """TransferFailed says why Telnyx did not (status and its error code/title, never the key)."""
         url = f"{self.api_base}/v2/calls/{quote(call_control_id, safe='')}/actions/transfer"
         headers = {"Authorization": f"Bearer {self._api_key}", "Accept": "application/json"}
         try:
@@ -77,11 +78,11 @@ class TelnyxCallControl:
                 http.post(url, json={"to": number}, headers=headers) as response,
             ):
                 if 200 <= response.status < 300:
-                    return None
+                    return
                 summary = _error_summary(await response.text())
-                return f"Telnyx transfer failed: HTTP {response.status}{summary}"
+                raise TransferFailed(f"Telnyx transfer failed: HTTP {response.status}{summary}")
         except (aiohttp.ClientError, TimeoutError) as exc:
-            return f"Telnyx transfer failed: {type(exc).__name__}"
+            raise TransferFailed(f"Telnyx transfer failed: {type(exc).__name__}") from None
 
 
 def _error_summary(body: str) -> str:
@@ -157,11 +158,11 @@ def _transfer(bridge: Bridge) -> Transfer | None:
         return None  # the leg tells the assistant transfers are not available on telnyx calls
     control = TelnyxCallControl(api_key.get_secret_value(), bridge.settings.telnyx_api_base)
 
-    async def transfer(started: CallStarted, number: str) -> str | None:
+    async def transfer(started: CallStarted, number: str) -> None:
         call_control_id = started.custom_parameters.get("call_control_id", "")
         if not call_control_id:
-            return "the stream did not say which Telnyx call it belongs to"
-        return await control.transfer(call_control_id, number)
+            raise TransferFailed("the stream did not say which Telnyx call it belongs to")
+        await control.transfer(call_control_id, number)
 
     return transfer
 

@@ -9,8 +9,9 @@ from aiohttp import web
 
 from bridge.carrier.events import CallStarted
 from bridge.carrier.signature import SIGNATURE_HEADER, STREAM_TOKEN_PARAMETER
+from bridge.carrier.transfer import TransferFailed
 from bridge.carrier.twilio import TwilioCodec
-from bridge.carrier.twilio_rest import TwilioCalls, TwilioRestError
+from bridge.carrier.twilio_rest import TwilioCalls
 from bridge.logs import get_logger, mask_number
 from bridge.resources import BRIDGE_KEY, Bridge, media_stream, public_base_url, signed_twilio_style
 from bridge.twiml import (
@@ -86,18 +87,14 @@ class TwilioRoutes:
         token = started.custom_parameters.get(STREAM_TOKEN_PARAMETER)
         return self.bridge.stream_tokens.redeem(started.call_sid, token)
 
-    async def transfer(self, started: CallStarted, number: str) -> str | None:
-        """Have Twilio replace the call's TwiML with a <Dial> (REST). Returns why it failed, or None."""
+    async def transfer(self, started: CallStarted, number: str) -> None:
+        """Have Twilio replace the call's TwiML with a <Dial> (REST); TransferFailed says why not."""
         token = self.bridge.twilio_token
         if not token:
-            return "no Twilio credentials are configured"
+            raise TransferFailed("no Twilio credentials are configured (TWILIO_AUTH_TOKEN)")
         api_base = self.bridge.settings.twilio_api_base or None
-        try:
-            async with TwilioCalls(started.account_sid, token, api_base=api_base) as rest:
-                await rest.transfer(started.call_sid, number)
-        except TwilioRestError as exc:
-            return str(exc)
-        return None
+        async with TwilioCalls(started.account_sid, token, api_base=api_base) as rest:
+            await rest.transfer(started.call_sid, number)
 
 
 async def browser_media_socket(request: web.Request) -> web.StreamResponse:
