@@ -162,7 +162,7 @@ def now_ms() -> float:
 
 
 class CarrierCodec(Protocol):
-    """A carrier's media-stream dialect, sans-IO (see `bridge.carrier.twilio.TwilioCodec`)."""
+    """A carrier's media-stream dialect, sans-IO (see `bridge.carrier.twilio.codec.TwilioCodec`)."""
 
     carrier: str  # its name in the call log: "twilio", "telnyx", ...
     sequence_gaps: int

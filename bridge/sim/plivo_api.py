@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from bridge.carrier.plivo_routes import NONCE_HEADER, SIGNATURE_HEADER, signature_v3
+from bridge.carrier.plivo.signature import NONCE_HEADER, SIGNATURE_HEADER, signature_v3
 from bridge.sim.loopback_api import LoopbackApi, basic_auth
 
 

@@ -2,7 +2,7 @@
 
 Opening `connected` and `start` (stream_id, call_control_id, from/to, custom_parameters, media_format),
 then `media` every 20 ms with `chunk`, `timestamp` and a top-level `sequence_number`, `dtmf`, `mark`
-echoes and `stop`, all as `bridge.carrier.telnyx` documents them. Telnyx says frame order is not
+echoes and `stop`, all as `bridge.carrier.telnyx.codec` documents them. Telnyx says frame order is not
 guaranteed, so `swap_frames` names frames that leave just after the one following them, exercising
 the bridge's reordering. Outbound it accepts only what Telnyx takes: `media` with a base64 payload,
 `mark` with a name, `clear`. Playback semantics (marks echoed once the audio before them played,

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bridge.carrier.transfer import TransferFailed
-from bridge.carrier.twilio_rest import TwilioCalls
+from bridge.carrier.twilio.rest import TwilioCalls
 from bridge.sim.twilio_api import TwilioApiStandIn
 
 ACCOUNT = "AC" + "1" * 32
