@@ -46,8 +46,6 @@ class PlivoApiStandIn(LoopbackApi):
     fail_status: int | None = None  # when set, authenticated requests answer this status
     requests: list[RecordedRequest] = field(default_factory=list)
     documents: list[FetchedDocument] = field(default_factory=list)  # what aleg_url answered
-    base_url: str | None = field(default=None, init=False)
-    _runner: web.AppRunner | None = field(default=None, init=False, repr=False)
 
     def app(self) -> web.Application:
         app = web.Application()
