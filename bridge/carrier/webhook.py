@@ -35,9 +35,8 @@ class WebhookRequest:
     headers: Mapping[str, str]  # case-insensitive, as HTTP has them
     query: MultiMapping[str] = field(default_factory=MultiDict)
     body: bytes = b""
-    form: MultiMapping[str] = field(
-        default_factory=MultiDict
-    )  # a POSTed form (URL-encoded) body; empty otherwise
+    # A POSTed form (URL-encoded) body, read; empty otherwise.
+    form: MultiMapping[str] = field(default_factory=MultiDict)
 
 
 class UnusableWebhook(ValueError):
