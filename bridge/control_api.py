@@ -9,8 +9,9 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.carrier.twilio_rest import valid_e164
+from bridge.carrier.transfer import TransferFailed
 from bridge.media_stream import CallPump, CallRegistry
+from bridge.phone_numbers import valid_e164
 
 MAX_IMAGE_BYTES = 1_500_000  # decoded; a phone photo scaled for a model, not a raw camera file
 IMAGE_SIGNATURES = {"image/png": b"\x89PNG\r\n\x1a\n", "image/jpeg": b"\xff\xd8\xff"}
@@ -84,8 +85,10 @@ def setup_control_routes(
         number = body.get("number")
         if not isinstance(number, str) or not valid_e164(number):
             raise web.HTTPBadRequest(text="number must be E.164, like +14155550123")
-        if (problem := await pump.transfer_now(number)) is not None:
-            raise web.HTTPBadGateway(text=f"the transfer failed: {problem}")
+        try:
+            await pump.transfer_now(number)
+        except TransferFailed as exc:
+            raise web.HTTPBadGateway(text=f"the transfer failed: {exc}") from None
         return web.json_response({"ok": True})
 
     app.router.add_post("/api/calls/{call_id}/inject", inject)

@@ -31,6 +31,7 @@ from bridge.carrier.events import (
     PlayAudio,
     PlaybackMark,
 )
+from bridge.carrier.transfer import TransferFailed
 from bridge.logs import get_logger, mask_number
 from bridge.metrics import BridgeMetrics
 from bridge.realtime import events as rt
@@ -161,7 +162,7 @@ def now_ms() -> float:
 
 
 class CarrierCodec(Protocol):
-    """A carrier's media-stream dialect, sans-IO (see `bridge.carrier.twilio.TwilioCodec`)."""
+    """A carrier's media-stream dialect, sans-IO (see `bridge.carrier.twilio.codec.TwilioCodec`)."""
 
     carrier: str  # its name in the call log: "twilio", "telnyx", ...
     sequence_gaps: int
@@ -171,7 +172,7 @@ class CarrierCodec(Protocol):
     def encode(self, command: CarrierCommand) -> str | bytes | None: ...
 
 
-Transfer = Callable[[CallStarted, str], Awaitable[str | None]]  # -> why it failed, or None
+Transfer = Callable[[CallStarted, str], Awaitable[None]]  # raises TransferFailed
 
 
 class CarrierLeg(Protocol):
@@ -189,7 +190,7 @@ class CarrierLeg(Protocol):
     async def send(self, command: CarrierCommand) -> None: ...
     async def close(self, reason: str, code: int = 1000) -> None: ...
     async def apologise(self, audio: bytes) -> None: ...
-    async def transfer(self, number: str) -> str | None: ...
+    async def transfer(self, number: str) -> None: ...  # raises TransferFailed
     def stats(self) -> dict[str, int]: ...
 
 
@@ -291,10 +292,10 @@ class WebSocketLeg:
                     if event == PlaybackMark("apology") or isinstance(event, CallEnded):
                         return
 
-    async def transfer(self, number: str) -> str | None:
+    async def transfer(self, number: str) -> None:
         if self._transfer is None or self.started is None:
-            return f"transfers are not available on {self.carrier} calls"
-        return await self._transfer(self.started, number)
+            raise TransferFailed(f"transfers are not available on {self.carrier} calls")
+        await self._transfer(self.started, number)
 
     def _bad(self, reason: str) -> None:
         self.bad_messages += 1
@@ -464,12 +465,11 @@ class CallPump:
             action(self.call)
             asyncio.get_running_loop().create_task(self._flush())
 
-    async def transfer_now(self, number: str) -> str | None:
-        """An operator's transfer: Twilio dials `number` now. Returns why it failed, or None."""
+    async def transfer_now(self, number: str) -> None:
+        """An operator's transfer: the carrier dials `number` now; TransferFailed says why not."""
         if self.call is None:
-            return "the call has not started"
-        if (problem := await self.leg.transfer(number)) is not None:
-            return problem
+            raise TransferFailed("the call has not started")
+        await self.leg.transfer(number)
         self.log.info("call transferred by an operator", to=mask_number(number))
         self.call.transferred()
         await self._flush()
@@ -673,14 +673,16 @@ class CallPump:
             if not call.speaking:
                 break
             await asyncio.sleep(0.05)
-        outcome = await self.leg.transfer(number)
-        elapsed = (time.perf_counter() - started) * 1000
-        if outcome is not None:
-            self.log.error("transfer failed", error=outcome)
+        try:
+            await self.leg.transfer(number)
+        except TransferFailed as exc:
+            self.log.error("transfer failed", error=str(exc))
+            elapsed = (time.perf_counter() - started) * 1000
             call.tool_result(
                 request, False, failure("the transfer failed; apologise and offer more help"), elapsed
             )
         else:
+            elapsed = (time.perf_counter() - started) * 1000
             self.log.info("call transferred", to=mask_number(number))
             call.tool_result(request, True, '{"ok": true}', elapsed)
             call.transferred()

@@ -15,11 +15,8 @@ from aiohttp import web
 from bridge.calllog import CallRecorder, CallStore, PriceTable, run_retention, setup_calllog_routes
 from bridge.calllog.auth import AdminAuth
 from bridge.calllog.health import CallLogHealth
-from bridge.carrier.plivo_routes import setup_plivo_routes
-from bridge.carrier.signalwire import setup_signalwire_routes
-from bridge.carrier.telnyx_routes import setup_telnyx_routes
-from bridge.carrier.twilio_routes import browser_media_socket, setup_twilio_routes
-from bridge.carrier.vonage_routes import setup_vonage_routes
+from bridge.carrier.registry import CARRIERS
+from bridge.carrier.twilio.routes import browser_media_socket
 from bridge.config import Settings
 from bridge.control_api import setup_control_routes
 from bridge.http_guard import HttpLimits, guard_app, start_server
@@ -242,17 +239,8 @@ def create_app(
 
 def setup_carrier_routes(app: web.Application, settings: Settings) -> None:
     """Each enabled carrier's webhook and media stream (CARRIERS); the others are not served at all."""
-    carriers = settings.carrier_list
-    if "twilio" in carriers:
-        setup_twilio_routes(app)
-    if "signalwire" in carriers:
-        setup_signalwire_routes(app)
-    if "telnyx" in carriers:
-        setup_telnyx_routes(app)
-    if "vonage" in carriers:
-        setup_vonage_routes(app)
-    if "plivo" in carriers:
-        setup_plivo_routes(app)
+    for name in settings.carrier_list:
+        CARRIERS[name].setup_routes(app)
 
 
 async def serve(settings: Settings, toolbox: Toolbox | None = None) -> None:

@@ -31,10 +31,10 @@ from typing import Any
 import aiohttp
 
 from bridge.audio import L16_8K, PCMU_8K, AudioFormat, Transcoder
+from bridge.carrier.events import DTMF_DIGITS
 from bridge.sim.playout import MarkRecord, Playout
 
 FRAME_MS = 20
-DTMF_DIGITS = frozenset("0123456789*#ABCD")
 
 
 def now_ms() -> float:

@@ -10,10 +10,10 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from bridge.carrier.plivo import PlivoCodec
-from bridge.carrier.telnyx import TelnyxCodec
-from bridge.carrier.twilio import TwilioCodec
-from bridge.carrier.vonage import CALL_ID_HEADER, VonageCodec
+from bridge.carrier.plivo.codec import PlivoCodec
+from bridge.carrier.telnyx.codec import TelnyxCodec
+from bridge.carrier.twilio.codec import TwilioCodec
+from bridge.carrier.vonage.codec import CALL_ID_HEADER, VonageCodec
 from bridge.media_stream import CarrierCodec
 from bridge.sim.carrier_emulator import CallerEmulator, TwilioCallerEmulator
 from bridge.sim.plivo_caller import PlivoCallerEmulator

@@ -27,7 +27,7 @@ from bridge.carrier.events import (
     PlayAudio,
     PlaybackMark,
 )
-from bridge.carrier.twilio import TwilioCodec
+from bridge.carrier.twilio.codec import TwilioCodec
 from bridge.realtime import events as rt
 from bridge.realtime.codec import RealtimeCodec, RealtimeProtocolError, SessionOptions
 from bridge.sim.carrier_emulator import parse_outbound

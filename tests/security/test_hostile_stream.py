@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import gc
 import json
 import logging
@@ -31,8 +32,8 @@ from aiohttp import WSCloseCode, WSMsgType
 from yarl import URL
 
 from bridge import media_stream
-from bridge.carrier import twilio_routes
-from bridge.carrier.twilio import TwilioCodec
+from bridge.carrier import registry
+from bridge.carrier.twilio.codec import TwilioCodec
 from bridge.sim.carrier_emulator import TwilioCallerEmulator
 from tests.e2e import dominant_hz, running_bridge, running_emulator, tone
 from tests.security.strategies import twilio_deep_media
@@ -531,7 +532,8 @@ class _CodecWithABug(TwilioCodec):
 async def test_any_failure_to_decode_a_message_is_one_bad_message(monkeypatch: pytest.MonkeyPatch) -> None:
     """Whatever a carrier's codec raises for one message, before start or after, the stream counts
     it as one bad message: a decoding bug must not end a call that is otherwise working."""
-    monkeypatch.setattr(twilio_routes, "TwilioCodec", _CodecWithABug)
+    buggy = dataclasses.replace(registry.CARRIERS["twilio"], codec=_CodecWithABug)
+    monkeypatch.setitem(registry.CARRIERS, "twilio", buggy)
     record, ended, logs = await talk_through_bad_messages(["trigger the bug"], ["trigger the bug"])
     assert record is not None and record["end_reason"] == "caller_hangup"
     assert ended["bad_messages"] == 2

@@ -15,22 +15,24 @@ from bridge.carrier.events import (
     CallEnded,
     CallerAudio,
     CallStarted,
-    CarrierCommand,
     CarrierEvent,
     CarrierProtocolError,
-    ClearPlayback,
     Connected,
-    Dtmf,
-    Hangup,
-    Mark,
-    PlayAudio,
-    PlaybackMark,
 )
-from bridge.carrier.json_message import SequenceGaps, as_int, decode_event, field, media_payload
+from bridge.carrier.json_message import (
+    JsonCommands,
+    SequenceGaps,
+    as_int,
+    decode_event,
+    dtmf,
+    field,
+    mark_echo,
+    media_payload,
+    start_parts,
+)
 
 # One inbound frame is 20 ms (160 bytes); anything far beyond a second is not a phone frame.
 MAX_INBOUND_PAYLOAD_BYTES = 16_000
-DTMF_DIGITS = frozenset("0123456789*#ABCD")
 
 _encoder = msgspec.json.Encoder()
 
@@ -54,7 +56,7 @@ class _MediaMessage(msgspec.Struct):
 _media_decoder = msgspec.json.Decoder(_MediaMessage)
 
 
-class TwilioCodec:
+class TwilioCodec(JsonCommands):
     """State of one Twilio media stream's message framing: the stream sid and sequence numbers.
 
     SignalWire's `<Connect><Stream>` speaks the same dialect; `carrier` names which one this is.
@@ -82,8 +84,7 @@ class TwilioCodec:
         if event == "media":
             return self._media(message)
         if event == "mark":
-            mark = field(message, "mark", dict, "mark")
-            return PlaybackMark(name=field(mark, "name", str, "mark"))
+            return mark_echo(message)
         if event == "start":
             return self._start(message)
         if event == "connected":
@@ -91,11 +92,7 @@ class TwilioCodec:
                 protocol=str(message.get("protocol", "")), version=str(message.get("version", ""))
             )
         if event == "dtmf":
-            dtmf = field(message, "dtmf", dict, "dtmf")
-            digit = field(dtmf, "digit", str, "dtmf")
-            if digit not in DTMF_DIGITS:
-                raise CarrierProtocolError("dtmf: digit is not one of 0-9 * # A-D")
-            return Dtmf(digit=digit)
+            return dtmf(message)
         if event == "stop":
             return CallEnded(reason="caller_hangup")
         return None  # Unknown events are ignored, as Twilio asks (new ones may be added).
@@ -120,17 +117,11 @@ class TwilioCodec:
     def _start(self, message: dict[str, Any]) -> CallStarted:
         if self.stream_sid is not None:
             raise CarrierProtocolError("start: duplicate start on one stream")
-        start = field(message, "start", dict, "start")
-        stream_sid = start.get("streamSid") or message.get("streamSid")
-        if not isinstance(stream_sid, str) or not stream_sid:
-            raise CarrierProtocolError("start: 'streamSid' missing")
+        start, stream_sid, fmt = start_parts(message, "streamSid", "mediaFormat")
         call_sid = field(start, "callSid", str, "start")
         params = start.get("customParameters") or {}
         if not isinstance(params, dict):
             raise CarrierProtocolError("start: 'customParameters' is not an object")
-        fmt = start.get("mediaFormat") or {}
-        if not isinstance(fmt, dict):
-            raise CarrierProtocolError("start: 'mediaFormat' is not an object")
         encoding = fmt.get("encoding", "audio/x-mulaw")
         rate = as_int(fmt.get("sampleRate", 8000))
         if encoding != "audio/x-mulaw" or rate != 8000:
@@ -152,23 +143,15 @@ class TwilioCodec:
         audio = media_payload(media, MAX_INBOUND_PAYLOAD_BYTES)
         return CallerAudio(payload=audio, timestamp_ms=as_int(media.get("timestamp")))
 
-    def encode(self, command: CarrierCommand) -> str | None:
-        """JSON text for Twilio, or None for commands that are not messages (hang-up closes the socket)."""
-        if self.stream_sid is None:
-            raise CarrierProtocolError("cannot send to Twilio before the stream started")
-        if isinstance(command, PlayAudio):
-            # msgspec writes bytes as standard base64 (with padding) straight into the message.
-            message: dict[str, Any] = {
-                "event": "media",
-                "streamSid": self.stream_sid,
-                "media": {"payload": command.payload},
-            }
-        elif isinstance(command, Mark):
-            message = {"event": "mark", "streamSid": self.stream_sid, "mark": {"name": command.name}}
-        elif isinstance(command, ClearPlayback):
-            message = {"event": "clear", "streamSid": self.stream_sid}
-        elif isinstance(command, Hangup):
-            return None
-        else:  # pragma: no cover - exhaustive over CarrierCommand
-            raise TypeError(f"not a carrier command: {command!r}")
-        return _encoder.encode(message).decode("utf-8")
+    @property
+    def stream_started(self) -> bool:
+        return self.stream_sid is not None
+
+    def play_audio_message(self, audio: bytes) -> dict[str, Any]:
+        return {"event": "media", "streamSid": self.stream_sid, "media": {"payload": audio}}
+
+    def mark_message(self, name: str) -> dict[str, Any]:
+        return {"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}}
+
+    def clear_message(self) -> dict[str, Any]:
+        return {"event": "clear", "streamSid": self.stream_sid}
