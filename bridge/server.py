@@ -5,14 +5,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import os
 import secrets
+import socket
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from bridge.calllog import CallRecorder, CallStore, PriceTable, run_retention, setup_calllog_routes
+from bridge.calllog import (
+    CallRecorder,
+    CallStore,
+    LeaseKeeper,
+    PriceTable,
+    ReplicaIdentity,
+    ReplicaLeases,
+    run_retention,
+    setup_calllog_routes,
+)
 from bridge.calllog.auth import AdminAuth
 from bridge.carrier.plivo_routes import setup_plivo_routes
 from bridge.carrier.signalwire import setup_signalwire_routes
@@ -25,13 +36,18 @@ from bridge.logs import get_logger
 from bridge.media_stream import (
     CallLogSink,
 )
-from bridge.metrics import metrics_context, metrics_handler
+from bridge.metrics import BridgeMetrics, metrics_context, metrics_handler
+from bridge.replica import replica_identity
 from bridge.resources import BRIDGE_KEY, Bridge
 from bridge.sip.endpoint import setup_sip
 from bridge.softphone import setup_softphone_routes
 from bridge.tools.toolbox import Toolbox
+from bridge.workers import WorkerBoard, WorkerSlot, WorkerState
 
 log = get_logger("bridge.server")
+
+REPLICA_KEY: web.AppKey[ReplicaIdentity] = web.AppKey("replica")
+WORKERS_KEY: web.AppKey[WorkerBoard] = web.AppKey("workers")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -39,12 +55,21 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """This process's readiness. With workers, a worker answers ready while it can take calls itself
+    (its siblings take theirs: one that restarts takes none meanwhile), and the body lists every
+    worker's state, so a restart or a crash loop shows whichever worker is asked."""
     bridge = request.app[BRIDGE_KEY]
     ready = bridge.ready and not bridge.draining
     status = "ready" if ready else ("draining" if bridge.draining else "not_ready")
-    return web.json_response(
-        {"status": status, "active_calls": len(bridge.active_calls)}, status=200 if ready else 503
-    )
+    body = {
+        "status": status,
+        "active_calls": len(bridge.active_calls),
+        "replica": request.app[REPLICA_KEY].replica_id,
+        "pid": os.getpid(),
+    }
+    if (board := request.app.get(WORKERS_KEY)) is not None:
+        body["workers"] = board.read()
+    return web.json_response(body, status=200 if ready else 503)
 
 
 async def _demo_upstream(app: web.Application) -> AsyncIterator[None]:
@@ -127,21 +152,29 @@ async def _call_log_lifecycle(app: web.Application) -> AsyncIterator[None]:
     if store is None or not isinstance(recorder, CallRecorder):
         yield
         return
+    settings = bridge.settings
     await store.migrate()
-    interrupted = await store.mark_interrupted()
-    if interrupted:
-        log.warning("calls left in progress by a previous process marked interrupted", count=interrupted)
+    # Claims this process's lease and closes the calls of processes that are gone (its own previous
+    # run's among them), never a live sibling's: see bridge.calllog.leases.
+    keeper = LeaseKeeper(
+        ReplicaLeases(store),
+        app[REPLICA_KEY],
+        lease_s=settings.lease_seconds,
+        renew_s=settings.lease_renew_seconds,
+    )
+    await keeper.start()
     await recorder.start()
-    retention = asyncio.create_task(run_retention(store, bridge.settings.call_log_retention_days))
+    retention = asyncio.create_task(run_retention(store, settings.call_log_retention_days))
     yield
     retention.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await retention
     await recorder.stop()
+    await keeper.stop()  # after every end was written: what is still open then is an orphan
     await store.close()
 
 
-def _admin_token(settings: Settings) -> str:
+def admin_token_for(settings: Settings) -> str:
     if settings.admin_token is not None and settings.admin_token.get_secret_value():
         return settings.admin_token.get_secret_value()
     token = secrets.token_urlsafe(24)
@@ -155,25 +188,40 @@ def _admin_token(settings: Settings) -> str:
 
 
 def create_app(
-    settings: Settings, *, call_log: CallLogSink | None = None, toolbox: Toolbox | None = None
+    settings: Settings,
+    *,
+    call_log: CallLogSink | None = None,
+    toolbox: Toolbox | None = None,
+    identity: ReplicaIdentity | None = None,
+    worker: WorkerSlot | None = None,
 ) -> web.Application:
+    """`identity`: this process among the replicas (default: from the settings and PORT); `worker`:
+    the slot of a worker under `bridge serve` with WORKERS > 1."""
     app = web.Application()
-    admin_token = _admin_token(settings)
+    admin_token = admin_token_for(settings)
+    identity = identity or replica_identity(settings, port=settings.port)
+    app[REPLICA_KEY] = identity
     store = None
     if call_log is None:
         store = CallStore.connect(settings.call_log_url)
-        call_log = CallRecorder(store, prices=PriceTable.from_setting(settings.call_log_prices))
+        prices = PriceTable.from_setting(settings.call_log_prices)
+        call_log = CallRecorder(store, prices=prices, owner=identity)
+    metrics = BridgeMetrics(multiprocess_dir=str(worker.metrics_dir) if worker else None)
     bridge = Bridge(
         settings=settings,
         admin_token=admin_token,
         call_log=call_log,
         store=store,
+        metrics=metrics,
         toolbox=toolbox or Toolbox(),
     )
     app[BRIDGE_KEY] = bridge
-    bridge.metrics.track_active_calls(lambda: len(bridge.active_calls))
+    bridge.active_calls.on_change = metrics.active_calls_changed
     if isinstance(call_log, CallRecorder):
-        bridge.metrics.watch_recorder(call_log)
+        metrics.watch_recorder(call_log)
+    if worker is not None:
+        board = app[WORKERS_KEY] = WorkerBoard(worker.run_dir, worker.count)
+        metrics.watch_workers(board.read)
     # Start-up runs in this order and clean-up in reverse: the call log outlives every call.
     app.cleanup_ctx.append(_call_log_lifecycle)
     app.cleanup_ctx.append(metrics_context(bridge.metrics, settings.metrics_port))
@@ -181,7 +229,8 @@ def create_app(
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_end_calls)
     setup_carrier_routes(app, settings)
-    setup_sip(app, bridge)
+    if worker is None or worker.index == 0:  # a dialog and its RTP must stay on one process
+        setup_sip(app, bridge)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     if store is not None:
@@ -193,7 +242,7 @@ def create_app(
     setup_softphone_routes(app, media_handler=browser_media_socket, is_authorized=admin.authenticated)
     if settings.metrics_port == 0:  # otherwise served on its own, unexposed port
         app.router.add_get(
-            "/metrics", metrics_handler(bridge.metrics.registry, authorized=admin.authenticated)
+            "/metrics", metrics_handler(bridge.metrics.exposed, authorized=admin.authenticated)
         )
     return app
 
@@ -213,16 +262,66 @@ def setup_carrier_routes(app: web.Application, settings: Settings) -> None:
         setup_plivo_routes(app)
 
 
-async def serve(settings: Settings, toolbox: Toolbox | None = None) -> None:
+def bound_socket(host: str, port: int, *, shared: bool = False) -> socket.socket:
+    """A TCP socket bound to host:port, not listening yet: the port is this process's (or, `shared`,
+    its workers' through SO_REUSEPORT) from here on, but connections are refused until the app is
+    ready and the site starts listening."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def serve(settings: Settings, toolbox: Toolbox | None = None, worker: WorkerSlot | None = None) -> None:
     """Run until stopped. SIGTERM drains (see `Bridge.drain`); a second signal, or SIGINT, stops at
-    once. Either way every call still in progress is ended and the call log is flushed."""
+    once. Either way every call still in progress is ended and the call log is flushed.
+
+    The port is bound before the app starts, so a second server started on it by mistake fails there,
+    before it claims this replica's id. A worker (`worker`) shares PORT with its siblings and listens
+    on an internal port of its own too (bridge.replica)."""
     import signal
 
-    app = create_app(settings, toolbox=toolbox)
+    listener = bound_socket(settings.host, settings.port, shared=worker is not None)
+    port = listener.getsockname()[1]
+    sockets = [listener]
+    internal_port = None
+    if worker is not None:
+        first = settings.internal_port
+        sockets.append(bound_socket(settings.host, first + worker.index if first else 0))
+        internal_port = sockets[1].getsockname()[1]
+    identity = replica_identity(
+        settings, port=port, worker=worker.index if worker else None, internal_port=internal_port
+    )
+    app = create_app(settings, toolbox=toolbox, identity=identity, worker=worker)
+    board = app.get(WORKERS_KEY)
+
+    def publish(state: WorkerState) -> None:
+        if board is not None and worker is not None:
+            board.publish(worker.index, state, os.getpid())
+
+    publish("starting")
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5)
     await runner.setup()
-    await web.TCPSite(runner, settings.host, settings.port).start()
-    log.info("listening", host=settings.host, port=settings.port)
+    for sock in sockets:
+        await web.SockSite(runner, sock).start()
+    log.info(
+        "listening",
+        host=settings.host,
+        port=port,
+        replica=identity.replica_id,
+        internal_url=identity.internal_url,
+    )
+    publish("ready")
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals: list[int] = []
@@ -231,6 +330,7 @@ async def serve(settings: Settings, toolbox: Toolbox | None = None) -> None:
         signals.append(signum)
         if signum == signal.SIGTERM and len(signals) == 1:
             log.warning("SIGTERM: draining", drain_seconds=settings.drain_seconds)
+            publish("draining")
             drain = loop.create_task(app[BRIDGE_KEY].drain())
             drain.add_done_callback(lambda _: stop.set())
         else:
@@ -239,8 +339,26 @@ async def serve(settings: Settings, toolbox: Toolbox | None = None) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    orphaned = None
+    if worker is not None:
+        orphaned = loop.create_task(_drain_when_orphaned(lambda: on_signal(signal.SIGTERM)))
     try:
         await stop.wait()
     finally:
+        if orphaned is not None:
+            orphaned.cancel()
+        publish("stopping")
         await runner.cleanup()
         log.info("stopped")
+
+
+async def _drain_when_orphaned(drain: Callable[[], None], interval_s: float = 1.0) -> None:
+    """A worker whose supervisor died (killed -9) drains as if told to, instead of serving on with no
+    one to restart it or pass it the next signal."""
+    parent = os.getppid()
+    while True:
+        await asyncio.sleep(interval_s)
+        if os.getppid() != parent:
+            break
+    log.error("the supervisor is gone: draining")
+    drain()
