@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -177,7 +179,9 @@ class Settings(BaseSettings):
         return value.rstrip("/")
 
     @model_validator(mode="after")
-    def _lease_outlasts_renewals(self) -> Settings:
+    def _processes(self) -> Settings:
+        if self.worker_count > 1 and self.port == 0:
+            raise ValueError("PORT must be a fixed port when WORKERS is above 1: they share it")
         if self.lease_seconds < 2 * self.lease_renew_seconds:
             # One late heartbeat must not let the siblings close this replica's live calls.
             raise ValueError("LEASE_SECONDS must be at least twice LEASE_RENEW_SECONDS")
@@ -386,3 +390,18 @@ def _describe(exc: ValidationError) -> str:
             message = "must be " + message.removeprefix("Input should be ")
         lines.append(f"{where} {message}")
     return "\n".join(lines)
+
+
+def admin_token_for(settings: Settings) -> str:
+    """ADMIN_TOKEN, or one made for this run (once: the workers of a host share the one their
+    supervisor made) and shown on the terminal."""
+    if settings.admin_token is not None and settings.admin_token.get_secret_value():
+        return settings.admin_token.get_secret_value()
+    token = secrets.token_urlsafe(24)
+    # Shown once, on the terminal, never through the logger: the operator needs it to sign in.
+    print(
+        f"ADMIN_TOKEN is not set; this run's admin token (call log at /calls, softphone at /phone): {token}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return token

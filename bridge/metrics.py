@@ -354,8 +354,8 @@ class BridgeMetrics:
     async def publish_every(self, interval_s: float = MIRROR_INTERVAL_S) -> None:
         """Run until cancelled (multiprocess mode): keep this worker's mirrored values current."""
         while True:
-            await asyncio.sleep(interval_s)
             self.publish()
+            await asyncio.sleep(interval_s)
 
     # -- events ---------------------------------------------------------------------------------
 

@@ -6,9 +6,6 @@ import asyncio
 import contextlib
 import gc
 import os
-import secrets
-import socket
-import sys
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
@@ -30,7 +27,7 @@ from bridge.carrier.signalwire import setup_signalwire_routes
 from bridge.carrier.telnyx_routes import setup_telnyx_routes
 from bridge.carrier.twilio_routes import browser_media_socket, setup_twilio_routes
 from bridge.carrier.vonage_routes import setup_vonage_routes
-from bridge.config import Settings
+from bridge.config import Settings, admin_token_for
 from bridge.control_api import setup_control_routes
 from bridge.logs import get_logger
 from bridge.media_stream import (
@@ -42,7 +39,7 @@ from bridge.resources import BRIDGE_KEY, Bridge
 from bridge.sip.endpoint import setup_sip
 from bridge.softphone import setup_softphone_routes
 from bridge.tools.toolbox import Toolbox
-from bridge.workers import WorkerBoard, WorkerSlot, WorkerState
+from bridge.workers import WorkerBoard, WorkerSlot, WorkerState, bound_socket
 
 log = get_logger("bridge.server")
 
@@ -174,19 +171,6 @@ async def _call_log_lifecycle(app: web.Application) -> AsyncIterator[None]:
     await store.close()
 
 
-def admin_token_for(settings: Settings) -> str:
-    if settings.admin_token is not None and settings.admin_token.get_secret_value():
-        return settings.admin_token.get_secret_value()
-    token = secrets.token_urlsafe(24)
-    # Shown once, on the terminal, never through the logger: the operator needs it to sign in.
-    print(
-        f"ADMIN_TOKEN is not set; this run's admin token (call log at /calls, softphone at /phone): {token}",
-        file=sys.stderr,
-        flush=True,
-    )
-    return token
-
-
 def create_app(
     settings: Settings,
     *,
@@ -260,26 +244,6 @@ def setup_carrier_routes(app: web.Application, settings: Settings) -> None:
         setup_vonage_routes(app)
     if "plivo" in carriers:
         setup_plivo_routes(app)
-
-
-def bound_socket(host: str, port: int, *, shared: bool = False) -> socket.socket:
-    """A TCP socket bound to host:port, not listening yet: the port is this process's (or, `shared`,
-    its workers' through SO_REUSEPORT) from here on, but connections are refused until the app is
-    ready and the site starts listening."""
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, kind, proto)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if shared:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind(address)
-        sock.setblocking(False)
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 async def serve(settings: Settings, toolbox: Toolbox | None = None, worker: WorkerSlot | None = None) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -66,3 +67,23 @@ class WorkerBoard:
     def read(self) -> list[dict[str, Any]]:
         """Every worker: index, state, pid, restarts."""
         return [{"index": index, **self.read_one(index)} for index in range(self.count)]
+
+
+def bound_socket(host: str, port: int, *, shared: bool = False) -> socket.socket:
+    """A TCP socket bound to host:port, not listening yet: the port is this process's (or, `shared`,
+    its workers' through SO_REUSEPORT) from here on, but connections are refused until the app is
+    ready and the site starts listening."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
