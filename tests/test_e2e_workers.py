@@ -2,7 +2,8 @@
 
 Calls spread over both workers (the log names two owners); one scrape of /metrics counts both; each
 worker is reached at the internal address its calls record; a worker killed with -9 is started
-again and its calls are closed in the log by a living worker; SIGTERM drains both.
+again and its calls are closed in the log by a living worker; SIGTERM drains both; workers whose
+supervisor was killed drain by themselves.
 """
 
 from __future__ import annotations
@@ -18,9 +19,13 @@ from typing import Any
 import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import select
 
+from bridge.calllog import CallStore
+from bridge.calllog.schema import replica_leases
 from bridge.sim.carrier_emulator import TwilioCallerEmulator
-from tests.e2e import ADMIN_TOKEN, bridge_process, running_emulator, stored_call
+from bridge.sim.realtime_emulator import RealtimeEmulator, ScriptedReply
+from tests.e2e import ADMIN_TOKEN, bridge_process, running_emulator, stored_call, tone
 
 pytestmark = pytest.mark.e2e
 
@@ -32,9 +37,14 @@ WORKERS_ENV = {
     "LEASE_SECONDS": str(LEASE_S),
     "LEASE_RENEW_SECONDS": str(RENEW_S),
     "DRAIN_SECONDS": "1",
-    "GREETING": "Hello.",
     "REPLICA_ID": "host-a",
 }
+
+
+def short_goodbyes(emulator: RealtimeEmulator, count: int = 40) -> None:
+    """Every response the emulator gives (the goodbyes of a drain) is 0.4 s, not its long default."""
+    for _ in range(count):
+        emulator.script_reply(ScriptedReply(audio_pcm24k=tone(400, 500, rate=24000), transcript="Goodbye."))
 
 
 async def get(base_url: str, path: str, *, auth: bool = True) -> tuple[int, Any]:
@@ -83,7 +93,8 @@ async def scrape(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]],
 
 
 async def test_two_workers_share_the_calls_the_metrics_and_the_lifecycle(tmp_path: Path) -> None:
-    async with running_emulator() as (_, url), bridge_process(tmp_path, url, **WORKERS_ENV) as server:
+    async with running_emulator() as (emulator, url), bridge_process(tmp_path, url, **WORKERS_ENV) as server:
+        short_goodbyes(emulator)
         await until("both workers ready", lambda: every_worker_ready(server.base_url))
         # Calls until each worker carries two (the kernel picks the worker: about 4-6 calls).
         callers: dict[str, TwilioCallerEmulator] = {}
@@ -193,3 +204,37 @@ async def _ended(base_url: str, call_sid: str) -> dict[str, Any] | None:
 async def _restarted(base_url: str, *, index: int, old_pid: int) -> dict[str, Any] | None:
     worker = (await workers(base_url))[index]
     return worker if worker["state"] == "ready" and worker["pid"] != old_pid else None
+
+
+async def test_workers_drain_when_their_supervisor_is_killed(tmp_path: Path) -> None:
+    async with running_emulator() as (emulator, url), bridge_process(tmp_path, url, **WORKERS_ENV) as server:
+        short_goodbyes(emulator)
+        await until("both workers ready", lambda: every_worker_ready(server.base_url))
+        pids = [worker["pid"] for worker in await workers(server.base_url)]
+        caller = TwilioCallerEmulator(server.media_url)
+        await caller.connect()
+        await until("the call's row", lambda: logged(server.base_url, caller.call_sid))
+        server.process.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(server.process.wait, 5)
+        await caller.wait_closed(timeout_s=30)  # its worker drained: the call got its goodbye
+        await caller.hangup()
+        await until("both workers gone", lambda: _all_gone(pids))
+    row = await stored_call(server.call_log_url, caller.call_sid)
+    assert row is not None and (row["status"], row["end_reason"]) == ("ended", "shutdown")
+    store = await CallStore.open(server.call_log_url)
+    try:
+        async with store.engine.connect() as conn:
+            assert (await conn.execute(select(replica_leases))).all() == []  # both let go of their lease
+    finally:
+        await store.close()
+
+
+async def _all_gone(pids: list[int]) -> bool:
+    def gone(pid: int) -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except FileNotFoundError:
+            return True
+        return state == "Z"  # exited; its new parent has not reaped it yet
+
+    return all(gone(pid) for pid in pids)
