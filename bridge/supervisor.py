@@ -6,12 +6,13 @@
   Each runs the same server a single process runs (bridge.server.serve) and is one replica to the
   call log (REPLICA_ID/w<index>, its own lease, bridge.calllog.leases).
 - **The port**: each worker binds PORT with SO_REUSEPORT and the kernel hashes each new connection
-  to one of the listening workers. Measured on a 2-core host with 200 websocket connections
-  (docs/scaling.md): 48-52 % per worker with 2 workers, 19-30 % with 4, whether the workers were idle
-  or one was busy. One socket inherited by every worker spread as evenly with 2 idle workers, but
-  with 4 workers on 2 cores gave 6-42 %, and since MAX_CALLS is per worker an uneven spread turns
-  calls away while other workers have room. The supervisor first binds the port alone, so a second
-  `bridge serve` on a port in use fails at once instead of quietly joining this one's workers.
+  to one of the listening workers. Measured with bench/worker_spread.py on a 2-core host, 200
+  connections: 44-56 % per worker with 2 workers, 19-32 % with 4, idle, in bursts or with one worker
+  busy. One socket inherited by every worker spread as evenly over 2 idle workers but 2-42 % over 4,
+  and since MAX_CALLS is per worker an uneven spread turns calls away while other workers have room.
+  (It steers connections away from a busy worker, 14-18 %; for calls that last minutes an even count
+  matters more.) The supervisor first binds the port alone, so a second `bridge serve` on a port in
+  use fails at once instead of quietly joining this one's workers.
 - **Restarts**: a worker that dies is started again (a new incarnation under the same replica id,
   which closes its predecessor's calls as it starts). At once after a healthy run; after a quick
   death the wait doubles from 1 s up to 30 s, so a crash loop costs little. A worker that dies
