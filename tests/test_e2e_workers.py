@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -207,9 +208,16 @@ async def _restarted(base_url: str, *, index: int, old_pid: int) -> dict[str, An
 
 
 async def test_workers_drain_when_their_supervisor_is_killed(tmp_path: Path) -> None:
-    async with running_emulator() as (emulator, url), bridge_process(tmp_path, url, **WORKERS_ENV) as server:
+    sip_port = free_udp_port()
+    sip = {"SIP_LISTEN": f"127.0.0.1:{sip_port}", "SIP_ALLOWED_IPS": "127.0.0.1"}
+    async with (
+        running_emulator() as (emulator, url),
+        bridge_process(tmp_path, url, **WORKERS_ENV, **sip) as server,
+    ):
         short_goodbyes(emulator)
+        # Both workers start (only worker 0 binds the SIP port), and SIP is answered.
         await until("both workers ready", lambda: every_worker_ready(server.base_url))
+        assert (await asyncio.to_thread(sip_options, sip_port)).startswith("SIP/2.0 200")
         pids = [worker["pid"] for worker in await workers(server.base_url)]
         caller = TwilioCallerEmulator(server.media_url)
         await caller.connect()
@@ -238,3 +246,29 @@ async def _all_gone(pids: list[int]) -> bool:
         return state == "Z"  # exited; its new parent has not reaped it yet
 
     return all(gone(pid) for pid in pids)
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def sip_options(port: int) -> str:
+    """An OPTIONS ping to the bridge's SIP port; its answer's first line."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(5)
+        local = s.getsockname()[1]
+        request = (
+            f"OPTIONS sip:bridge@127.0.0.1:{port} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK-workers1\r\n"
+            "Max-Forwards: 70\r\n"
+            "From: <sip:probe@127.0.0.1>;tag=probe1\r\n"
+            "To: <sip:bridge@127.0.0.1>\r\n"
+            "Call-ID: workers-probe-1@127.0.0.1\r\n"
+            "CSeq: 1 OPTIONS\r\n"
+            "Content-Length: 0\r\n\r\n"
+        )
+        s.sendto(request.encode(), ("127.0.0.1", port))
+        return s.recv(4096).decode().split("\r\n", 1)[0]
