@@ -262,7 +262,7 @@ class LeaseKeeper:
             self._task = None
         try:
             await self.leases.release(self.identity)
-        except (SQLAlchemyError, OSError) as exc:
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
             # It lapses by itself; the siblings then close whatever this process left open.
             log.warning("replica lease not released", error=repr(exc))
 
@@ -283,13 +283,14 @@ class LeaseKeeper:
                     log.info("replica lease renewed again", down_s=round(down_s, 1))
                     lost_since = None
                 await self._sweep()
-            except (SQLAlchemyError, OSError) as exc:
+            except Exception as exc:  # the loop must outlive anything: its lease is its calls' life
                 if lost_since is None:
                     lost_since = datetime.now(UTC)
                     log.warning(
-                        "replica lease not renewed: database unreachable; if it stays so for "
-                        "LEASE_SECONDS, siblings that reach it close this replica's calls",
+                        "replica lease not renewed; if that lasts LEASE_SECONDS, siblings that reach "
+                        "the database close this replica's calls",
                         error=repr(exc),
+                        exc_info=not isinstance(exc, SQLAlchemyError | OSError | TimeoutError),
                     )
 
     async def _sweep(self) -> list[SweptCall]:

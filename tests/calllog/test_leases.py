@@ -12,10 +12,12 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import select
+from structlog.testing import capture_logs
 
 from bridge.calllog import CallRecorder, CallStore
 from bridge.calllog.leases import LeaseKeeper, ReplicaIdentity, ReplicaLeases
 from bridge.calllog.schema import replica_leases
+from tests.calllog.helpers import database_outage
 from tests.calllog.sample_calls import start
 
 SHORT = 0.3  # a lease that lapses while the test waits for it
@@ -203,3 +205,37 @@ async def test_the_keeper_holds_the_lease_while_it_runs_and_releases_it(
     # Stopped with a call still open (its end never got written): the next sweep closes it.
     swept = await leases.sweep("someone-else")
     assert [(c.call_id, c.reason) for c in swept] == [("CA-mine", "owner_gone")]
+
+
+async def test_the_keeper_rides_out_a_short_database_outage(
+    request: pytest.FixtureRequest, db_url: str, owned: dict[str, CallRecorder]
+) -> None:
+    # SQLite's busy wait is cut short so a locked database fails an attempt quickly, as an outage.
+    store = await CallStore.open(db_url + "?timeout=0.1" if db_url.startswith("sqlite") else db_url)
+    leases = ReplicaLeases(store)
+    me = identity("through-outage")
+    keeper = LeaseKeeper(leases, me, lease_s=3.0, renew_s=0.2)
+    try:
+        await keeper.start()
+        await record_live_call(owned, store, me, "CA-through")
+        with capture_logs() as logs:
+            async with database_outage(request, db_url):
+                await asyncio.sleep(0.8)  # several renewals fail, the lease has not lapsed yet
+            await asyncio.sleep(0.6)  # renewed again
+        events = [entry["event"] for entry in logs]
+        assert (
+            events.count(
+                "replica lease not renewed; if that lasts LEASE_SECONDS, siblings that reach "
+                "the database close this replica's calls"
+            )
+            == 1
+        )
+        assert "replica lease renewed again" in events
+        assert await leases.sweep("someone-else") == []
+        assert await status(store, "CA-through") == ("in_progress", None)
+    finally:
+        await keeper.stop()
+        for recorder in owned.values():
+            await recorder.stop()
+        owned.clear()
+        await store.close()
