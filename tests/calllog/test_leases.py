@@ -9,13 +9,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
-from sqlalchemy import select
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import select, text
 from structlog.testing import capture_logs
 
 from bridge.calllog import CallRecorder, CallStore
 from bridge.calllog.leases import LeaseKeeper, ReplicaIdentity, ReplicaLeases
+from bridge.calllog.migrate import MIGRATIONS_DIR
 from bridge.calllog.schema import replica_leases
 from tests.calllog.helpers import database_outage
 from tests.calllog.sample_calls import start
@@ -239,3 +243,34 @@ async def test_the_keeper_rides_out_a_short_database_outage(
             await recorder.stop()
         owned.clear()
         await store.close()
+
+
+async def test_calls_recorded_before_the_upgrade_have_no_owner(db_url: str) -> None:
+    # The database as the bridge left it before calls had owners, with a call in progress.
+    store = CallStore.connect(db_url)
+    try:
+        async with store.engine.begin() as conn:
+            await conn.run_sync(_upgrade_to, "0001")
+            started = datetime.now(UTC) - timedelta(hours=1)
+            await conn.execute(
+                text(
+                    "INSERT INTO calls (call_id, carrier, from_number, to_number, direction, started_at, "
+                    "status, model, voice) VALUES ('CA-old', 'twilio', '+1', '+2', 'inbound', :at, "
+                    "'in_progress', 'gpt-realtime', 'marin')"
+                ),
+                {"at": started.replace(tzinfo=None) if db_url.startswith("sqlite") else started},
+            )
+        await store.migrate()
+        call = await store.get_call("CA-old")
+        assert call is not None and call["owner_id"] is None and call["status"] == "in_progress"
+        swept = await ReplicaLeases(store).sweep("new")  # quiet for an hour: closed
+        assert [(c.call_id, c.reason) for c in swept] == [("CA-old", "no_owner")]
+    finally:
+        await store.close()
+
+
+def _upgrade_to(connection: Any, revision: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
