@@ -38,6 +38,7 @@ from bridge.media_stream import (
 )
 from bridge.metrics import BridgeMetrics
 from bridge.realtime.codec import SessionOptions
+from bridge.recording import Recordings
 from bridge.session_pool import PreparedSessions
 from bridge.tools.builtin import end_call_definition, transfer_call_definition
 from bridge.tools.toolbox import Toolbox
@@ -80,6 +81,7 @@ class Bridge:
     admin_token: str = ""
     call_log: CallLogSink = field(default_factory=NoCallLog)
     store: CallStore | None = None
+    recordings: Recordings | None = None  # None without a call log to report to
     metrics: BridgeMetrics = field(default_factory=BridgeMetrics)
     failed_calls: OrderedDict[str, str] = field(default_factory=OrderedDict)  # call sid -> why
     stream_tokens: StreamTokens = field(default_factory=StreamTokens)  # bind a stream to its webhook

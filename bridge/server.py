@@ -34,6 +34,7 @@ from bridge.media_stream import (
     CallLogSink,
 )
 from bridge.metrics import BridgeMetrics, metrics_context, metrics_handler
+from bridge.recording import RecordingArchive, Recordings
 from bridge.replica import replica_identity
 from bridge.resources import BRIDGE_KEY, Bridge
 from bridge.sip.endpoint import setup_sip
@@ -161,7 +162,10 @@ async def _call_log_lifecycle(app: web.Application) -> AsyncIterator[None]:
     )
     await keeper.start()
     await recorder.start()
-    retention = asyncio.create_task(run_retention(store, settings.call_log_retention_days))
+    archive = bridge.recordings.archive if bridge.recordings is not None else None
+    retention = asyncio.create_task(
+        run_retention(store, settings.call_log_retention_days, recordings=archive)
+    )
     yield
     retention.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -169,6 +173,25 @@ async def _call_log_lifecycle(app: web.Application) -> AsyncIterator[None]:
     await recorder.stop()
     await keeper.stop()  # after every end was written: what is still open then is an orphan
     await store.close()
+
+
+async def _recordings_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    """Recordings start after the call log (their status goes there) and are all stored before it stops."""
+    recordings = app[BRIDGE_KEY].recordings
+    if recordings is None:
+        yield
+        return
+    await recordings.start()
+    yield
+    await recordings.stop()
+
+
+def _recordings(settings: Settings, call_log: CallRecorder) -> Recordings:
+    archive = RecordingArchive(
+        settings.recording_directory, settings.recording_url, settings.recording_endpoint_url
+    )
+    spool_dir = settings.recording_directory / ".spool"
+    return Recordings(archive, spool_dir, call_log, mode=settings.recording)
 
 
 def create_app(
@@ -186,10 +209,12 @@ def create_app(
     identity = identity or replica_identity(settings, port=settings.port)
     app[REPLICA_KEY] = identity
     store = None
+    recordings = None
     if call_log is None:
         store = CallStore.connect(settings.call_log_url)
         prices = PriceTable.from_setting(settings.call_log_prices)
         call_log = CallRecorder(store, prices=prices, owner=identity)
+        recordings = _recordings(settings, call_log)
     metrics = BridgeMetrics(multiprocess_dir=str(worker.metrics_dir) if worker else None)
     bridge = Bridge(
         settings=settings,
@@ -197,6 +222,7 @@ def create_app(
         call_log=call_log,
         store=store,
         metrics=metrics,
+        recordings=recordings,
         toolbox=toolbox or Toolbox(),
     )
     app[BRIDGE_KEY] = bridge
@@ -208,6 +234,7 @@ def create_app(
         metrics.watch_workers(board.read)
     # Start-up runs in this order and clean-up in reverse: the call log outlives every call.
     app.cleanup_ctx.append(_call_log_lifecycle)
+    app.cleanup_ctx.append(_recordings_lifecycle)
     app.cleanup_ctx.append(metrics_context(bridge.metrics, settings.metrics_port))
     app.cleanup_ctx.append(_demo_upstream)
     app.cleanup_ctx.append(_lifecycle)
@@ -218,7 +245,7 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     if store is not None:
-        setup_calllog_routes(app, store, admin_token)
+        setup_calllog_routes(app, store, admin_token, recordings.archive if recordings else None)
     admin = AdminAuth(admin_token)
     setup_control_routes(
         app, bridge.active_calls, is_authorized=admin.authenticated, dialect=settings.realtime_dialect

@@ -17,9 +17,13 @@ owner, that is when:
 
 Every process sweeps for orphans when it starts (which closes its own previous incarnation's calls at
 once) and after every renewal, and ends them "interrupted" with an `interrupted` event saying why and
-who noticed. Each call is ended by one conditional UPDATE that re-checks the orphan condition, so
-sweepers racing each other (replicas, workers) end each call exactly once; on PostgreSQL a sweeper
-also skips calls another sweeper holds locked instead of queueing behind it.
+who noticed. A recording of such a call will never be stored: it is marked failed. At start-up the
+sweep also gives up on recordings of ended calls that no living process will store (their owner is
+gone, or the call ended more than RECORDING_FINISH_LIMIT ago): a scan of the table, so only then.
+
+Each call is ended by one conditional UPDATE that re-checks the orphan condition, so sweepers racing
+each other (replicas, workers) end each call exactly once; on PostgreSQL a sweeper also skips calls
+another sweeper holds locked instead of queueing behind it.
 
 Lease times on PostgreSQL come from the database's clock, so replicas on hosts whose clocks disagree
 still agree on whose lease lapsed. A SQLite file is shared only by processes on one host, which read
@@ -37,13 +41,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import ColumnElement, Interval, and_, delete, exists, func, literal, select, update
+from sqlalchemy import ColumnElement, Interval, and_, delete, exists, func, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 
 from bridge.calllog.ops import EventOp
 from bridge.calllog.schema import UTCDateTime, call_events, calls, replica_leases
-from bridge.calllog.store import CallStore, duration_between, event_row, insert_ignoring_duplicates
+from bridge.calllog.store import (
+    RECORDING_FINISH_LIMIT,
+    CallStore,
+    duration_between,
+    event_row,
+    insert_ignoring_duplicates,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -52,6 +62,7 @@ log = structlog.get_logger(__name__)
 UNOWNED_QUIET_S = 600.0
 
 INTERRUPTED_EVENT = "interrupted"
+RECORDING_ABANDONED = "the bridge stopped before the recording was stored"
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,9 +154,12 @@ class ReplicaLeases:
 
     # ---- the sweep ----------------------------------------------------------------------------
 
-    async def sweep(self, swept_by: str, *, unowned_quiet_s: float = UNOWNED_QUIET_S) -> list[SweptCall]:
+    async def sweep(
+        self, swept_by: str, *, unowned_quiet_s: float = UNOWNED_QUIET_S, at_start: bool = False
+    ) -> list[SweptCall]:
         """End every orphaned call as "interrupted" (see the module docstring); returns those this
-        sweep ended. Lapsed leases are cleared on the way."""
+        sweep ended. Lapsed leases are cleared on the way. `at_start`: also give up on every recording
+        no living process will store."""
         lease = replica_leases
         now = self._now()
         swept_at = datetime.now(UTC)
@@ -203,6 +217,16 @@ class ReplicaLeases:
             if events:
                 insert_events = insert_ignoring_duplicates(self._dialect, call_events, ["call_id", "seq"])
                 await conn.execute(insert_events, events)
+            stranded = calls.c.call_id.in_([call.call_id for call in swept])
+            if at_start:
+                owner_gone = and_(calls.c.status == "ended", calls.c.owner_id.is_not(None), ~live_lease)
+                ended_long_ago = calls.c.ended_at < swept_at - RECORDING_FINISH_LIMIT
+                stranded = or_(stranded, owner_gone, ended_long_ago)
+            await conn.execute(
+                update(calls)
+                .where(calls.c.recording_status == "recording", stranded)
+                .values(recording_status="failed", recording_error=RECORDING_ABANDONED)
+            )
             await conn.execute(delete(lease).where(lease.c.expires_at < now))
         return swept
 
@@ -250,7 +274,7 @@ class LeaseKeeper:
                 replica_id=self.identity.replica_id,
                 replaced_incarnation=replaced,
             )
-        swept = await self._sweep()
+        swept = await self._sweep(at_start=True)
         self._task = asyncio.create_task(self._run(), name="replica-lease")
         return swept
 
@@ -293,8 +317,8 @@ class LeaseKeeper:
                         exc_info=not isinstance(exc, SQLAlchemyError | OSError | TimeoutError),
                     )
 
-    async def _sweep(self) -> list[SweptCall]:
-        swept = await self.leases.sweep(self.identity.replica_id)
+    async def _sweep(self, *, at_start: bool = False) -> list[SweptCall]:
+        swept = await self.leases.sweep(self.identity.replica_id, at_start=at_start)
         for (owner, reason), count in Counter((call.owner_id, call.reason) for call in swept).items():
             log.warning("calls of a gone process marked interrupted", owner=owner, reason=reason, count=count)
         return swept

@@ -96,6 +96,13 @@ calls = Table(
     Column("summary", Text),
     Column("disposition", String(64)),
     Column("metadata", json_type()),
+    # The call's recording (bridge.recording), if it was recorded: recording | ready | failed.
+    Column("recording_status", String(16)),
+    Column("recording_started_at", UTCDateTime()),  # wall-clock time of the recording's first sample
+    Column("recording_duration_s", Float),
+    Column("recording_location", Text),  # file:// or s3:// URI of the files, without the extension
+    Column("recording_formats", String(32)),  # comma-separated extensions stored there: "wav,flac"
+    Column("recording_error", Text),  # why it failed
     # The process that carries (or carried) the call: a replica id, which run of it, and the
     # address its siblings reach it at. Written with the call's start; see bridge.calllog.leases.
     Column("owner_id", String(128)),
@@ -136,6 +143,15 @@ replica_leases = Table(
 )
 
 TRANSCRIPT_KINDS = ("caller_transcript", "assistant_transcript")
+
+RECORDING_COLUMNS = (
+    "recording_status",
+    "recording_started_at",
+    "recording_duration_s",
+    "recording_location",
+    "recording_formats",
+    "recording_error",
+)
 
 # The per-call totals the recorder keeps current while a call runs.
 TOTAL_COLUMNS = (

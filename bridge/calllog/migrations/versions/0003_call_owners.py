@@ -1,7 +1,7 @@
 """call owners and replica leases: who carries each live call, and whether it is still alive
 
-Revision ID: 0002_call_owners
-Revises: 0001
+Revision ID: 0003_call_owners
+Revises: 0002_recordings
 Create Date: 2026-01-12
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002_call_owners"
-down_revision = "0001"
+revision = "0003_call_owners"
+down_revision = "0002_recordings"
 branch_labels = None
 depends_on = None
 
