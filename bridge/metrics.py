@@ -154,7 +154,8 @@ class _TimingHistogram(Collector):
 
     prometheus_client's Histogram takes a lock and walks its buckets in Python on every observation,
     about 2 µs, paid by every frame of every call; this keeps the same exposition (buckets, count, sum)
-    for a fraction of that. Observed and scraped on the event loop's thread, so no lock is needed."""
+    for a fraction of that. Observed on the event loop's thread (GC pauses: from the collector's
+    callbacks, which never overlap) and scraped there, so no lock is needed."""
 
     def __init__(self, name: str, documentation: str, label: str, buckets: tuple[float, ...]) -> None:
         self._name = name
@@ -311,13 +312,16 @@ class BridgeMetrics:
             buckets=_scaled(_MS, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
             registry=reg,
         )
-        self.gc_pause = Histogram(
+        # Plain numbers, like the frame timings: the collector's callback runs inside whatever
+        # allocation set the collection off, and in multiprocess mode that may be prometheus-client
+        # itself holding its one (non-reentrant) lock, which a Histogram here would wait for forever.
+        self.gc_pause = _TimingHistogram(
             "bridge_gc_pause_seconds",
             "Garbage-collector pauses, by generation: the event loop, and every call, stops meanwhile.",
-            ["generation"],
-            buckets=_scaled(_MS, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500),
-            registry=reg,
+            "generation",
+            _scaled(_MS, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500),
         )
+        self._own(self.gc_pause)
         self._reason = _BoundedLabel()
         self._code = _BoundedLabel()
         # Children are created once, before the first scrape, so both sources always show.
@@ -402,7 +406,8 @@ class BridgeMetrics:
     # -- garbage-collector pauses ----------------------------------------------------------------
 
     def watch_gc(self) -> Callable[[], None]:
-        """Time every collection from now on; returns the function that stops watching."""
+        """Time every collection from now on; returns the function that stops watching. (Collections
+        never overlap, whichever thread runs them, so the callbacks need no lock of their own.)"""
         pauses = [self.gc_pause.labels(str(generation)) for generation in range(3)]
         started = 0.0
 

@@ -114,3 +114,34 @@ def test_one_read_of_the_directory_shows_every_worker(
 def _python_version() -> dict[str, str]:
     major, minor, patch = (str(part) for part in sys.version_info[:3])
     return {"major": major, "minor": minor, "patchlevel": patch, "version": f"{major}.{minor}.{patch}"}
+
+
+# Collections at nearly every allocation, some of them inside prometheus-client's multiprocess lock
+# (creating a labelled child, mirroring): the GC-pause callback must not wait for that lock.
+GC_CHURN = textwrap.dedent(
+    """
+    import gc, os
+    from bridge.metrics import BridgeMetrics
+
+    metrics = BridgeMetrics(multiprocess_dir=os.environ["PROMETHEUS_MULTIPROC_DIR"])
+    unwatch = metrics.watch_gc()
+    gc.freeze()  # keep each full collection short
+    gc.set_threshold(1)
+    for n in range(200):
+        metrics.call_ended(f"reason_{n}")
+        metrics.publish()
+    gc.set_threshold(700)
+    unwatch()
+    metrics.publish()
+    print("done", flush=True)
+    """
+)
+
+
+def test_timing_collections_never_waits_on_the_multiprocess_lock(tmp_path: Path) -> None:
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", GC_CHURN], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.stdout.strip() == "done", done.stderr[-2000:]
+    assert (host(tmp_path).get_sample_value("bridge_gc_pause_seconds_count", {"generation": "0"}) or 0) > 100
