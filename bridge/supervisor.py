@@ -53,6 +53,7 @@ log = get_logger("bridge.supervisor")
 STOP_GRACE_S = 45.0
 
 WorkerCommand = Callable[[int, Path], list[str]]
+RUN_DIR_PREFIX = "bridge-run-"
 
 
 def worker_command(index: int, run_dir: Path) -> list[str]:
@@ -111,7 +112,9 @@ class Supervisor:
 
     async def run(self) -> int:
         """Start the workers and keep them running until a signal (or a worker that cannot start)."""
-        self.run_dir = Path(tempfile.mkdtemp(prefix="bridge-run-"))
+        _remove_abandoned_runs()
+        self.run_dir = Path(tempfile.mkdtemp(prefix=RUN_DIR_PREFIX))
+        (self.run_dir / "supervisor.pid").write_text(str(os.getpid()))
         self.board = WorkerBoard(self.run_dir, self.count)
         try:
             try:
@@ -220,6 +223,18 @@ class Supervisor:
                 async with asyncio.timeout(delay):
                     await slot.wake.wait()
         self.board.publish(slot.index, "stopped", None, restarts=slot.restarts)
+
+
+def _remove_abandoned_runs() -> None:
+    """Run directories of supervisors that were killed (-9) and could not clean up after themselves."""
+    for run_dir in Path(tempfile.gettempdir()).glob(f"{RUN_DIR_PREFIX}*"):
+        try:
+            pid = int((run_dir / "supervisor.pid").read_text())
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        except (OSError, ValueError):
+            continue  # not ours to judge: unreadable, being created, or another user's live process
 
 
 def _describe(code: int) -> str:

@@ -94,7 +94,10 @@ async def scrape(base_url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]],
 
 
 async def test_two_workers_share_the_calls_the_metrics_and_the_lifecycle(tmp_path: Path) -> None:
-    async with running_emulator() as (emulator, url), bridge_process(tmp_path, url, **WORKERS_ENV) as server:
+    async with (
+        running_emulator() as (emulator, url),
+        bridge_process(tmp_path, url, **WORKERS_ENV, TMPDIR=str(tmp_path)) as server,
+    ):
         short_goodbyes(emulator)
         await until("both workers ready", lambda: every_worker_ready(server.base_url))
         # Calls until each worker carries two (the kernel picks the worker: about 4-6 calls).
@@ -212,7 +215,7 @@ async def test_workers_drain_when_their_supervisor_is_killed(tmp_path: Path) -> 
     sip = {"SIP_LISTEN": f"127.0.0.1:{sip_port}", "SIP_ALLOWED_IPS": "127.0.0.1"}
     async with (
         running_emulator() as (emulator, url),
-        bridge_process(tmp_path, url, **WORKERS_ENV, **sip) as server,
+        bridge_process(tmp_path, url, **WORKERS_ENV, **sip, TMPDIR=str(tmp_path)) as server,
     ):
         short_goodbyes(emulator)
         # Both workers start (only worker 0 binds the SIP port), and SIP is answered.

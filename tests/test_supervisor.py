@@ -8,13 +8,16 @@ is tested in tests/test_e2e_workers.py.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import sys
+import tempfile
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from structlog.testing import capture_logs
 
 from bridge.config import load_settings
@@ -159,3 +162,21 @@ async def test_a_port_in_use_is_refused_before_any_worker_starts(tmp_path: Path)
         assert await sup.run() == 1
     assert any(e["event"] == "cannot listen" for e in logs)
     assert journal_lines(journal) == []
+
+
+async def test_a_run_directory_left_by_a_killed_supervisor_is_removed_at_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    finished = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await finished.wait()  # its pid belongs to no process now
+    abandoned = tmp_path / "bridge-run-abandoned"
+    (abandoned / "metrics").mkdir(parents=True)
+    (abandoned / "supervisor.pid").write_text(str(finished.pid))  # a supervisor that no longer runs
+    alive = tmp_path / "bridge-run-alive"
+    alive.mkdir()
+    (alive / "supervisor.pid").write_text(str(os.getpid()))  # one that does: left alone
+    sup = supervisor(tmp_path / "journal", {0: NEVER_READY, 1: NEVER_READY})
+    assert await asyncio.wait_for(sup.run(), 30) == 3
+    assert not abandoned.exists() and alive.exists()
+    assert sup.run_dir.parent == tmp_path and not sup.run_dir.exists()
