@@ -7,9 +7,16 @@ import asyncio
 import contextlib
 import os
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from bridge.config import ConfigError, load_settings
+import structlog
+
+from bridge.config import ConfigError, Settings, load_settings
 from bridge.logs import configure_logging, get_logger
+
+if TYPE_CHECKING:
+    from bridge.workers import WorkerSlot
 
 
 def _use_uvloop() -> None:
@@ -24,14 +31,44 @@ def serve(argv: list[str]) -> int:
     argparse.ArgumentParser(
         prog="bridge serve", description="Run the media bridge (configured by env)."
     ).parse_args(argv)
+    settings = _settings()
+    if settings is None:
+        return 2
+    if settings.worker_count > 1:
+        from bridge.supervisor import supervise
+
+        return supervise(settings)
+    return _run_server(settings, None)
+
+
+def worker(argv: list[str]) -> int:
+    """One of `bridge serve`'s workers (WORKERS > 1): started by the supervisor, not by hand."""
+    parser = argparse.ArgumentParser(prog="bridge worker", description="A worker of `bridge serve`.")
+    parser.add_argument("--index", type=int, required=True)
+    parser.add_argument("--run-dir", type=Path, required=True)
+    args = parser.parse_args(argv)
+    settings = _settings()
+    if settings is None:
+        return 2
+    from bridge.workers import WorkerSlot
+
+    structlog.contextvars.bind_contextvars(worker=args.index)
+    return _run_server(settings, WorkerSlot(args.index, settings.worker_count, args.run_dir))
+
+
+def _settings() -> Settings | None:
     try:
         settings = load_settings()
     except ConfigError as exc:
         print("bridge: invalid configuration:", file=sys.stderr)
         for line in str(exc).splitlines():
             print(f"  {line}", file=sys.stderr)
-        return 2
+        return None
     configure_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def _run_server(settings: Settings, slot: WorkerSlot | None) -> int:
     from bridge.server import serve as serve_forever
     from bridge.tools.toolbox import Toolbox
     from bridge.tools.webhook import ToolsFileError
@@ -53,7 +90,7 @@ def serve(argv: list[str]) -> int:
         model=settings.realtime_model,
         dialect=settings.realtime_dialect,
     )
-    asyncio.run(serve_forever(settings, toolbox))
+    asyncio.run(serve_forever(settings, toolbox, slot))
     return 0
 
 
@@ -81,7 +118,8 @@ def emulator(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    commands = {"serve": serve, "emulator": emulator}
+    # `worker` is not in the usage line: the supervisor of `bridge serve` starts workers.
+    commands = {"serve": serve, "emulator": emulator, "worker": worker}
     if not argv or argv[0] not in (*commands, "dial"):
         print("usage: bridge {serve,dial,emulator} [options]", file=sys.stderr)
         return 2

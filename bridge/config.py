@@ -6,6 +6,9 @@ No other module reads `os.environ`. Every bad value fails start-up with one clea
 from __future__ import annotations
 
 import json
+import os
+import secrets
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -121,6 +124,15 @@ class Settings(BaseSettings):
     audio_passthrough: bool = False
     metrics_port: int = Field(default=0, ge=0, le=65535)  # 0 = /metrics on PORT, behind ADMIN_TOKEN
 
+    # Processes: workers on this host, and this process among the replicas sharing the call log
+    workers: int | Literal["auto"] = 1  # processes sharing PORT; auto = one per core this process may use
+    replica_id: str = Field(default="", max_length=100)  # default: hostname:PORT; a worker adds /w<index>
+    internal_url: str = ""  # where sibling replicas reach this process; default http://POD_IP-or-host:PORT
+    pod_ip: str = ""  # Kubernetes Downward API (status.podIP): the default host of INTERNAL_URL
+    internal_port: int = Field(default=0, ge=0, le=65535)  # WORKERS > 1: worker i on INTERNAL_PORT+i; 0 = any
+    lease_seconds: float = Field(default=15.0, gt=0)  # a replica silent this long has its calls closed
+    lease_renew_seconds: float = Field(default=5.0, gt=0)  # heartbeat, and how often orphans are looked for
+
     # Logs
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
@@ -153,6 +165,40 @@ class Settings(BaseSettings):
             if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
                 raise ValueError("must be host:port, e.g. 0.0.0.0:5060")
         return value
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _workers(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip().lower()
+            if value != "auto" and not value.isdigit():
+                raise ValueError("must be a number of processes (1 or more) or auto")
+        return value
+
+    @field_validator("workers")
+    @classmethod
+    def _at_least_one(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be a number of processes (1 or more) or auto")
+        return value
+
+    @field_validator("internal_url")
+    @classmethod
+    def _internal_url(cls, value: str) -> str:
+        if value and (urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).hostname):
+            raise ValueError("must be the http(s) base URL sibling replicas reach this one at")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _processes(self) -> Settings:
+        if self.worker_count > 1 and self.port == 0:
+            raise ValueError("PORT must be a fixed port when WORKERS is above 1: they share it")
+        if self.lease_seconds < 2 * self.lease_renew_seconds:
+            # One late heartbeat must not let the siblings close this replica's live calls.
+            raise ValueError("LEASE_SECONDS must be at least twice LEASE_RENEW_SECONDS")
+        if self.internal_port and self.internal_port + self.worker_count - 1 > 65535:
+            raise ValueError("INTERNAL_PORT leaves no room for a port per worker below 65536")
+        return self
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -303,6 +349,15 @@ class Settings(BaseSettings):
         return self.openai_api_key is None or not self.openai_api_key.get_secret_value()
 
     @property
+    def worker_count(self) -> int:
+        """WORKERS as a number: `auto` is the cores this process may run on (taskset, cpusets)."""
+        if self.workers != "auto":
+            return int(self.workers)
+        if hasattr(os, "sched_getaffinity"):
+            return max(len(os.sched_getaffinity(0)), 1)
+        return os.cpu_count() or 1
+
+    @property
     def carrier_list(self) -> tuple[str, ...]:
         return tuple(n for n in self.carriers.split(",") if n)
 
@@ -376,3 +431,18 @@ def _describe(exc: ValidationError) -> str:
             message = "must be " + message.removeprefix("Input should be ")
         lines.append(f"{where} {message}")
     return "\n".join(lines)
+
+
+def admin_token_for(settings: Settings) -> str:
+    """ADMIN_TOKEN, or one made for this run (once: the workers of a host share the one their
+    supervisor made) and shown on the terminal."""
+    if settings.admin_token is not None and settings.admin_token.get_secret_value():
+        return settings.admin_token.get_secret_value()
+    token = secrets.token_urlsafe(24)
+    # Shown once, on the terminal, never through the logger: the operator needs it to sign in.
+    print(
+        f"ADMIN_TOKEN is not set; this run's admin token (call log at /calls, softphone at /phone): {token}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return token

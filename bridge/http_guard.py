@@ -23,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 from aiohttp import web
@@ -320,12 +321,24 @@ class _ServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 class GuardedSite(web.BaseSite):
     """aiohttp's TCP site, with every connection it accepts wrapped in the limits' `_Connection`."""
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, limits: HttpLimits) -> None:
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        limits: HttpLimits,
+        *,
+        host: str = "",
+        port: int = 0,
+        sock: socket.socket | None = None,
+    ) -> None:
+        """Listen on host:port, or on `sock`, a socket bound already (a worker's shared port)."""
         super().__init__(runner)
-        self._host, self._port, self._limits = host, port, limits
+        self._host, self._port, self._sock, self._limits = host, port, sock, limits
 
     @property
     def name(self) -> str:
+        if self._sock is not None:
+            host, port = self._sock.getsockname()[:2]
+            return f"http://{host}:{port}"
         return f"http://{self._host}:{self._port}"
 
     async def start(self) -> None:
@@ -333,7 +346,13 @@ class GuardedSite(web.BaseSite):
         server = self._runner.server
         assert server is not None
         limits = self._limits
-        self._server = await asyncio.get_running_loop().create_server(
+        loop = asyncio.get_running_loop()
+        if self._sock is not None:
+            self._server = await loop.create_server(
+                lambda: limits.connection(server()), sock=self._sock, backlog=self._backlog
+            )
+            return
+        self._server = await loop.create_server(
             lambda: limits.connection(server()),
             self._host,
             self._port,
@@ -351,13 +370,25 @@ def guard_app(app: web.Application, limits: HttpLimits) -> None:
     app.middlewares.insert(0, limits.middleware)
 
 
-async def start_server(app: web.Application, host: str, port: int, **runner_kwargs: Any) -> web.AppRunner:
-    """Serve `app` (set up with `guard_app`) on host:port; `await runner.cleanup()` stops it."""
+async def start_server(
+    app: web.Application,
+    host: str = "",
+    port: int = 0,
+    *,
+    sockets: Sequence[socket.socket] = (),
+    **runner_kwargs: Any,
+) -> web.AppRunner:
+    """Serve `app` (set up with `guard_app`) on host:port, or on `sockets` bound already;
+    `await runner.cleanup()` stops it."""
     limits = app[HTTP_LIMITS_KEY]
     runner = limits.runner(app, **runner_kwargs)
     await runner.setup()
     try:
-        await GuardedSite(runner, host, port, limits).start()
+        if sockets:
+            for sock in sockets:
+                await GuardedSite(runner, limits, sock=sock).start()
+        else:
+            await GuardedSite(runner, limits, host=host, port=port).start()
     except BaseException:
         await runner.cleanup()
         raise

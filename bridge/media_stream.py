@@ -108,6 +108,7 @@ class CallRegistry(dict[str, "CallPump"]):
         super().__init__()
         self._empty = asyncio.Event()
         self._empty.set()
+        self.on_change: Callable[[int], None] | None = None  # told the count after each add and remove
 
     def add(self, call_id: str, pump: CallPump) -> bool:
         """False when a stream for this call is already live: a replayed or forged second stream."""
@@ -115,11 +116,15 @@ class CallRegistry(dict[str, "CallPump"]):
             return False
         self[call_id] = pump
         self._empty.clear()
+        if self.on_change is not None:
+            self.on_change(len(self))
         return True
 
     def remove(self, call_id: str, pump: CallPump) -> None:
         if self.get(call_id) is pump:
             del self[call_id]
+            if self.on_change is not None:
+                self.on_change(len(self))
         if not self:
             self._empty.set()
 

@@ -4,6 +4,15 @@ Every `BridgeMetrics` owns its own `CollectorRegistry` instead of using the glob
 app created by `create_app` (tests build many per process) then gets fresh counters, and no test has to
 reset shared state. A process runs one app, so in production this is the same as the default registry.
 
+With WORKERS > 1 every worker runs in prometheus-client's multiprocess mode: the supervisor gives each
+run a fresh PROMETHEUS_MULTIPROC_DIR, every counter, gauge and histogram writes its value into a file
+there, and a scrape answered by any worker reads every worker's files (`exposed`). Counters and
+histograms of a worker that died stay in the sum, so the host's totals never go backwards; gauges say
+how workers combine (`multiprocess_mode`) and live ones leave with their worker (the supervisor calls
+`mark_process_dead`). What a process only knows by asking itself (CPU and memory, the collector's
+counts, the call-log recorder, frame timings) is copied into its files every second and before each
+scrape it answers (`_Mirror`).
+
 Units follow Prometheus conventions (seconds, `_total` counters). The call records carry milliseconds,
 so the helpers below take ms and convert; bucket bounds are chosen at the scale each quantity lives at.
 """
@@ -17,17 +26,20 @@ import gc
 import re
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, get_args
 
 from aiohttp import web
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.gc_collector import GCCollector
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
+
+from bridge.workers import WorkerState
 
 # The HPA (deploy/k8s/hpa.yaml) scales on this name; tests/deploy checks the two agree.
 ACTIVE_CALLS = "bridge_active_calls"
@@ -39,6 +51,15 @@ MAX_LABEL_VALUES = 40
 _LABEL_RE = re.compile(r"[a-z0-9_.]{1,64}")
 
 LOOP_LAG_INTERVAL_S = 0.25
+MIRROR_INTERVAL_S = 1.0
+
+# How the host shows what each worker's own collectors read. Gauges not named here are summed over
+# the live workers (memory, open files, call-log backlog); counters are summed over every worker.
+_MIRRORED_GAUGE_MODES = {
+    "process_start_time_seconds": "livemin",  # the oldest live worker
+    "process_max_fds": "livemin",
+    "python_info": "livemax",  # 1, not one per worker
+}
 
 _MS = 1e-3
 _US = 1e-6
@@ -93,6 +114,26 @@ class _RecorderCollector(Collector):
         return [backlog, failures, dropped]
 
 
+class _WorkerStates(Collector):
+    """The host's workers by state, and their restarts, read from the board at scrape time."""
+
+    def __init__(self, read: Callable[[], list[dict[str, Any]]]) -> None:
+        self._read = read
+
+    def collect(self) -> Any:
+        workers = self._read()
+        states = GaugeMetricFamily(
+            "bridge_workers", "Worker processes on this host, by state.", labels=["state"]
+        )
+        for state in get_args(WorkerState):
+            states.add_metric([state], sum(1 for w in workers if w["state"] == state))
+        restarts = CounterMetricFamily(
+            "bridge_worker_restarts", "Workers the supervisor started again after they died, this run."
+        )
+        restarts.add_metric([], sum(int(w.get("restarts", 0)) for w in workers))
+        return [states, restarts]
+
+
 class _Timings:
     """One label's bucket counts and sum, as plain numbers: observing costs a bisect and two adds."""
 
@@ -113,7 +154,8 @@ class _TimingHistogram(Collector):
 
     prometheus_client's Histogram takes a lock and walks its buckets in Python on every observation,
     about 2 µs, paid by every frame of every call; this keeps the same exposition (buckets, count, sum)
-    for a fraction of that. Observed and scraped on the event loop's thread, so no lock is needed."""
+    for a fraction of that. Observed on the event loop's thread (GC pauses: from the collector's
+    callbacks, which never overlap) and scraped there, so no lock is needed."""
 
     def __init__(self, name: str, documentation: str, label: str, buckets: tuple[float, ...]) -> None:
         self._name = name
@@ -137,18 +179,89 @@ class _TimingHistogram(Collector):
         return [family]
 
 
+class _Mirror:
+    """Copies what collectors read from this process into its multiprocess files, so that the scrape of
+    any worker includes them: a sample becomes the value prometheus-client itself would have written."""
+
+    def __init__(self) -> None:
+        self.collectors: list[Collector] = []
+        self._values: dict[tuple[str, tuple[tuple[str, str], ...]], Any] = {}
+
+    def publish(self) -> None:
+        for collector in self.collectors:
+            for family in collector.collect():
+                below: dict[tuple[tuple[str, str], ...], float] = {}  # cumulative count of lower buckets
+                for sample in family.samples:
+                    if sample.name.endswith("_created") or (
+                        family.type == "histogram" and sample.name.endswith("_count")
+                    ):
+                        continue  # not kept in the files: a histogram's count is its buckets' sum
+                    labels = tuple(sample.labels.items())
+                    value = sample.value
+                    if "le" in sample.labels:  # the files hold each bucket's own count
+                        series = tuple((k, v) for k, v in labels if k != "le")
+                        value, below[series] = value - below.get(series, 0.0), value
+                    self._value(family, sample.name, labels).set(value)
+
+    def _value(self, family: Any, name: str, labels: tuple[tuple[str, str], ...]) -> Any:
+        key = (name, labels)
+        value = self._values.get(key)
+        if value is None:
+            mode = _MIRRORED_GAUGE_MODES.get(family.name, "livesum") if family.type == "gauge" else ""
+            value = self._values[key] = values.ValueClass(
+                family.type,
+                family.name,
+                name,
+                tuple(k for k, _ in labels),
+                tuple(v for _, v in labels),
+                family.documentation,
+                multiprocess_mode=mode,
+            )
+        return value
+
+
+class _HostCollector(Collector):
+    """Every worker's metrics, read from the multiprocess files; this worker's mirror refreshed first."""
+
+    def __init__(self, mirror: _Mirror, directory: str) -> None:
+        self._mirror = mirror
+        self._files = MultiProcessCollector(None, path=directory)
+
+    def collect(self) -> Any:
+        self._mirror.publish()
+        return self._files.collect()
+
+
 class BridgeMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None, *, process_metrics: bool = True) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        process_metrics: bool = True,
+        multiprocess_dir: str | None = None,
+    ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         reg = self.registry
+        self.multiprocess = multiprocess_dir is not None
+        if self.multiprocess and not getattr(values.ValueClass, "_multiprocess", False):
+            # prometheus-client picks where values live when it is imported.
+            raise RuntimeError("multiprocess metrics need PROMETHEUS_MULTIPROC_DIR set before start-up")
+        self._mirror = _Mirror()
+        # What the scrape exposes: this registry, or with workers every worker's files.
+        self.exposed = reg
+        if multiprocess_dir is not None:
+            self.exposed = CollectorRegistry(auto_describe=False)
+            self.exposed.register(_HostCollector(self._mirror, multiprocess_dir))
         if process_metrics and reg is not REGISTRY:
             # CPU seconds and RSS per pod are what capacity planning (docs/scaling.md) is based on.
             # (The default registry has these collectors already.)
-            ProcessCollector(registry=reg)
-            PlatformCollector(registry=reg)
-            GCCollector(registry=reg)
+            self._mirror_in_multiprocess(ProcessCollector(registry=reg))
+            self._mirror_in_multiprocess(PlatformCollector(registry=reg))
+            self._mirror_in_multiprocess(GCCollector(registry=reg))
 
-        self.active_calls = Gauge(ACTIVE_CALLS, "Calls with a media stream in progress.", registry=reg)
+        self.active_calls = Gauge(
+            ACTIVE_CALLS, "Calls with a media stream in progress.", registry=reg, multiprocess_mode="livesum"
+        )
         self.calls = Counter("bridge_calls", "Calls ended, by end reason.", ["reason"], registry=reg)
         self.barge_ins = Counter(
             "bridge_barge_ins", "Caller barge-ins that cut assistant audio.", registry=reg
@@ -186,11 +299,12 @@ class BridgeMetrics:
             "source",
             _scaled(_US, 10, 25, 50, 100, 200, 400, 800, 1600, 3200, 6400, 12_800, 25_600),
         )
-        reg.register(self.frame_processing)
+        self._own(self.frame_processing)
         self.loop_lag = Gauge(
             "bridge_event_loop_lag_seconds",
             "Latest overshoot of a timed sleep on the event loop.",
             registry=reg,
+            multiprocess_mode="livemax",  # the worst worker: its calls are the ones that wait
         )
         self.loop_lag_histogram = Histogram(
             "bridge_event_loop_lag_distribution_seconds",
@@ -198,17 +312,21 @@ class BridgeMetrics:
             buckets=_scaled(_MS, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
             registry=reg,
         )
-        self.gc_pause = Histogram(
+        # Plain numbers, like the frame timings: the collector's callback runs inside whatever
+        # allocation set the collection off, and in multiprocess mode that may be prometheus-client
+        # itself holding its one (non-reentrant) lock, which a Histogram here would wait for forever.
+        self.gc_pause = _TimingHistogram(
             "bridge_gc_pause_seconds",
             "Garbage-collector pauses, by generation: the event loop, and every call, stops meanwhile.",
-            ["generation"],
-            buckets=_scaled(_MS, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500),
-            registry=reg,
+            "generation",
+            _scaled(_MS, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500),
         )
+        self._own(self.gc_pause)
         self.http_connections_waiting = Gauge(
             "bridge_http_connections_waiting",
             "HTTP connections open and waiting for a complete request: new, or idle between requests.",
             registry=reg,
+            multiprocess_mode="livesum",  # the host's total
         )
         self.http_connections_closed = Counter(
             "bridge_http_connections_closed",
@@ -234,13 +352,36 @@ class BridgeMetrics:
 
     # -- wiring helpers -----------------------------------------------------------------------------
 
-    def track_active_calls(self, count: Callable[[], int]) -> None:
-        """Read the active-call count at scrape time (e.g. `lambda: len(bridge.active_calls)`)."""
-        self.active_calls.set_function(count)
+    def _own(self, collector: Collector) -> None:
+        """A collector that reads this process: registered here, and mirrored for the host's scrape."""
+        self.registry.register(collector)
+        self._mirror_in_multiprocess(collector)
+
+    def _mirror_in_multiprocess(self, collector: Collector) -> None:
+        if self.multiprocess:
+            self._mirror.collectors.append(collector)
+
+    def active_calls_changed(self, count: int) -> None:
+        """The call registry's count after each change (a gauge set: exact in a multiprocess scrape too)."""
+        self.active_calls.set(count)
 
     def watch_recorder(self, recorder: _Backlogged) -> None:
         """Expose the call-log recorder's backlog, write failures and drops. Call once per recorder."""
-        self.registry.register(_RecorderCollector(recorder))
+        self._own(_RecorderCollector(recorder))
+
+    def watch_workers(self, read: Callable[[], list[dict[str, Any]]]) -> None:
+        """With workers: expose the board (`bridge.workers.WorkerBoard.read`) with the host's metrics."""
+        self.exposed.register(_WorkerStates(read))
+
+    def publish(self) -> None:
+        """Multiprocess mode: write what this process's collectors read into its files now."""
+        self._mirror.publish()
+
+    async def publish_every(self, interval_s: float = MIRROR_INTERVAL_S) -> None:
+        """Run until cancelled (multiprocess mode): keep this worker's mirrored values current."""
+        while True:
+            self.publish()
+            await asyncio.sleep(interval_s)
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -287,7 +428,8 @@ class BridgeMetrics:
     # -- garbage-collector pauses ----------------------------------------------------------------
 
     def watch_gc(self) -> Callable[[], None]:
-        """Time every collection from now on; returns the function that stops watching."""
+        """Time every collection from now on; returns the function that stops watching. (Collections
+        never overlap, whichever thread runs them, so the callbacks need no lock of their own.)"""
         pauses = [self.gc_pause.labels(str(generation)) for generation in range(3)]
         started = 0.0
 
@@ -327,18 +469,21 @@ def metrics_handler(
     return handle
 
 
-async def serve_metrics(port: int, registry: CollectorRegistry, host: str = "0.0.0.0") -> web.AppRunner:
+async def serve_metrics(
+    port: int, registry: CollectorRegistry, host: str = "0.0.0.0", *, shared: bool = False
+) -> web.AppRunner:
     """Serve GET /metrics (no auth: the port is meant for the cluster network only) on its own port.
 
     Returns the started runner; `await runner.cleanup()` stops it. Its actual port (for port 0) is
-    `runner.addresses[0][1]`.
+    `runner.addresses[0][1]`. `shared`: the workers of one host all listen on the port (SO_REUSEPORT);
+    whichever answers shows the whole host.
     """
     app = web.Application()
     app.router.add_get("/metrics", metrics_handler(registry))
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, reuse_port=shared or None).start()
     except BaseException:
         await runner.cleanup()
         raise
@@ -348,19 +493,28 @@ async def serve_metrics(port: int, registry: CollectorRegistry, host: str = "0.0
 def metrics_context(
     metrics: BridgeMetrics, metrics_port: int, host: str = "0.0.0.0"
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """For `app.cleanup_ctx`: the loop-lag and GC-pause watchers, and /metrics on its own port if > 0."""
+    """For `app.cleanup_ctx`: the loop-lag and GC-pause watchers, the multiprocess mirror, and /metrics
+    on its own port if > 0."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
-        watcher = asyncio.create_task(metrics.watch_loop(), name="metrics-loop-lag")
+        tasks = [asyncio.create_task(metrics.watch_loop(), name="metrics-loop-lag")]
+        if metrics.multiprocess:
+            tasks.append(asyncio.create_task(metrics.publish_every(), name="metrics-mirror"))
         unwatch_gc = metrics.watch_gc()
-        runner = await serve_metrics(metrics_port, metrics.registry, host) if metrics_port > 0 else None
+        runner = None
+        if metrics_port > 0:
+            runner = await serve_metrics(metrics_port, metrics.exposed, host, shared=metrics.multiprocess)
         try:
             yield
         finally:
             unwatch_gc()
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if metrics.multiprocess:
+                metrics.publish()  # the last word of a worker that stops: its final counts
             if runner is not None:
                 await runner.cleanup()
 

@@ -5,33 +5,46 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import secrets
-import sys
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from bridge.calllog import CallRecorder, CallStore, PriceTable, run_retention, setup_calllog_routes
+from bridge.calllog import (
+    CallRecorder,
+    CallStore,
+    LeaseKeeper,
+    PriceTable,
+    ReplicaIdentity,
+    ReplicaLeases,
+    run_retention,
+    setup_calllog_routes,
+)
 from bridge.calllog.auth import AdminAuth
 from bridge.calllog.health import CallLogHealth
 from bridge.carrier.registry import CARRIERS
 from bridge.carrier.twilio.routes import browser_media_socket
-from bridge.config import Settings
+from bridge.config import Settings, admin_token_for
 from bridge.control_api import setup_control_routes
 from bridge.http_guard import HttpLimits, guard_app, start_server
 from bridge.logs import get_logger
 from bridge.media_stream import (
     CallLogSink,
 )
-from bridge.metrics import metrics_context, metrics_handler
+from bridge.metrics import BridgeMetrics, metrics_context, metrics_handler
 from bridge.recording import RecordingArchive, Recordings
+from bridge.replica import replica_identity
 from bridge.resources import BRIDGE_KEY, Bridge
 from bridge.sip.endpoint import setup_sip
 from bridge.softphone import setup_softphone_routes
 from bridge.tools.toolbox import Toolbox
+from bridge.workers import WorkerBoard, WorkerSlot, WorkerState, bound_socket
 
 log = get_logger("bridge.server")
+
+REPLICA_KEY: web.AppKey[ReplicaIdentity] = web.AppKey("replica")
+WORKERS_KEY: web.AppKey[WorkerBoard] = web.AppKey("workers")
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -39,12 +52,22 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """This process's readiness. With workers, a worker answers ready while it can take calls itself
+    (its siblings take theirs: one that restarts takes none meanwhile), and the body lists every
+    worker's state, so a restart or a crash loop shows whichever worker is asked."""
     bridge = request.app[BRIDGE_KEY]
     ready = bridge.ready and not bridge.draining
     status = "ready" if ready else ("draining" if bridge.draining else "not_ready")
-    body: dict[str, object] = {"status": status, "active_calls": len(bridge.active_calls)}
+    body: dict[str, object] = {
+        "status": status,
+        "active_calls": len(bridge.active_calls),
+        "replica": request.app[REPLICA_KEY].replica_id,
+        "pid": os.getpid(),
+    }
     if bridge.call_log_health is not None:
         body["call_log"] = bridge.call_log_health.report()  # degraded or not, never unready for it
+    if (board := request.app.get(WORKERS_KEY)) is not None:
+        body["workers"] = board.read()
     return web.json_response(body, status=200 if ready else 503)
 
 
@@ -128,14 +151,21 @@ async def _call_log_lifecycle(app: web.Application) -> AsyncIterator[None]:
     if store is None or not isinstance(recorder, CallRecorder):
         yield
         return
+    settings = bridge.settings
     await store.migrate()
-    interrupted = await store.mark_interrupted()
-    if interrupted:
-        log.warning("calls left in progress by a previous process marked interrupted", count=interrupted)
+    # Claims this process's lease and closes the calls of processes that are gone (its own previous
+    # run's among them), never a live sibling's: see bridge.calllog.leases.
+    keeper = LeaseKeeper(
+        ReplicaLeases(store),
+        app[REPLICA_KEY],
+        lease_s=settings.lease_seconds,
+        renew_s=settings.lease_renew_seconds,
+    )
+    await keeper.start()
     await recorder.start()
     archive = bridge.recordings.archive if bridge.recordings is not None else None
     retention = asyncio.create_task(
-        run_retention(store, bridge.settings.call_log_retention_days, recordings=archive)
+        run_retention(store, settings.call_log_retention_days, recordings=archive)
     )
     yield
     retention.cancel()
@@ -144,6 +174,7 @@ async def _call_log_lifecycle(app: web.Application) -> AsyncIterator[None]:
     if bridge.call_log_health is not None:
         await bridge.call_log_health.close()
     await recorder.stop()
+    await keeper.stop()  # after every end was written: what is still open then is an orphan
     await store.close()
 
 
@@ -166,35 +197,34 @@ def _recordings(settings: Settings, call_log: CallRecorder) -> Recordings:
     return Recordings(archive, spool_dir, call_log, mode=settings.recording)
 
 
-def _admin_token(settings: Settings) -> str:
-    if settings.admin_token is not None and settings.admin_token.get_secret_value():
-        return settings.admin_token.get_secret_value()
-    token = secrets.token_urlsafe(24)
-    # Shown once, on the terminal, never through the logger: the operator needs it to sign in.
-    print(
-        f"ADMIN_TOKEN is not set; this run's admin token (call log at /calls, softphone at /phone): {token}",
-        file=sys.stderr,
-        flush=True,
-    )
-    return token
-
-
 def create_app(
-    settings: Settings, *, call_log: CallLogSink | None = None, toolbox: Toolbox | None = None
+    settings: Settings,
+    *,
+    call_log: CallLogSink | None = None,
+    toolbox: Toolbox | None = None,
+    identity: ReplicaIdentity | None = None,
+    worker: WorkerSlot | None = None,
 ) -> web.Application:
+    """`identity`: this process among the replicas (default: from the settings and PORT); `worker`:
+    the slot of a worker under `bridge serve` with WORKERS > 1."""
     app = web.Application()
-    admin_token = _admin_token(settings)
+    admin_token = admin_token_for(settings)
+    identity = identity or replica_identity(settings, port=settings.port)
+    app[REPLICA_KEY] = identity
     store = health = recordings = None
     if call_log is None:
         store = CallStore.connect(settings.call_log_url)
-        recorder = CallRecorder(store, prices=PriceTable.from_setting(settings.call_log_prices))
+        prices = PriceTable.from_setting(settings.call_log_prices)
+        recorder = CallRecorder(store, prices=prices, owner=identity)
         call_log, health = recorder, CallLogHealth(store, recorder)
         recordings = _recordings(settings, recorder)
+    metrics = BridgeMetrics(multiprocess_dir=str(worker.metrics_dir) if worker else None)
     bridge = Bridge(
         settings=settings,
         admin_token=admin_token,
         call_log=call_log,
         store=store,
+        metrics=metrics,
         recordings=recordings,
         call_log_health=health,
         toolbox=toolbox or Toolbox(),
@@ -203,15 +233,18 @@ def create_app(
     guard_app(
         app,
         HttpLimits(
-            bridge.metrics,
+            metrics,
             request_timeout_s=settings.http_request_timeout,
             keepalive_timeout_s=settings.http_keepalive_timeout,
             max_waiting=settings.http_max_waiting_connections,
         ),
     )
-    bridge.metrics.track_active_calls(lambda: len(bridge.active_calls))
+    bridge.active_calls.on_change = metrics.active_calls_changed
     if isinstance(call_log, CallRecorder):
-        bridge.metrics.watch_recorder(call_log)
+        metrics.watch_recorder(call_log)
+    if worker is not None:
+        board = app[WORKERS_KEY] = WorkerBoard(worker.run_dir, worker.count)
+        metrics.watch_workers(board.read)
     # Start-up runs in this order and clean-up in reverse: the call log outlives every call.
     app.cleanup_ctx.append(_call_log_lifecycle)
     app.cleanup_ctx.append(_recordings_lifecycle)
@@ -220,7 +253,8 @@ def create_app(
     app.cleanup_ctx.append(_lifecycle)
     app.on_shutdown.append(_end_calls)
     setup_carrier_routes(app, settings)
-    setup_sip(app, bridge)
+    if worker is None or worker.index == 0:  # a dialog and its RTP must stay on one process
+        setup_sip(app, bridge)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     if store is not None:
@@ -232,7 +266,7 @@ def create_app(
     setup_softphone_routes(app, media_handler=browser_media_socket, is_authorized=admin.authenticated)
     if settings.metrics_port == 0:  # otherwise served on its own, unexposed port
         app.router.add_get(
-            "/metrics", metrics_handler(bridge.metrics.registry, authorized=admin.authenticated)
+            "/metrics", metrics_handler(bridge.metrics.exposed, authorized=admin.authenticated)
         )
     return app
 
@@ -243,16 +277,45 @@ def setup_carrier_routes(app: web.Application, settings: Settings) -> None:
         CARRIERS[name].setup_routes(app)
 
 
-async def serve(settings: Settings, toolbox: Toolbox | None = None) -> None:
+async def serve(settings: Settings, toolbox: Toolbox | None = None, worker: WorkerSlot | None = None) -> None:
     """Run until stopped. SIGTERM drains (see `Bridge.drain`); a second signal, or SIGINT, stops at
-    once. Either way every call still in progress is ended and the call log is flushed."""
+    once. Either way every call still in progress is ended and the call log is flushed.
+
+    The port is bound before the app starts, so a second server started on it by mistake fails there,
+    before it claims this replica's id. A worker (`worker`) shares PORT with its siblings and listens
+    on an internal port of its own too (bridge.replica)."""
     import signal
 
-    app = create_app(settings, toolbox=toolbox)
-    runner = await start_server(
-        app, settings.host, settings.port, handle_signals=False, access_log=None, shutdown_timeout=5
+    listener = bound_socket(settings.host, settings.port, shared=worker is not None)
+    port = listener.getsockname()[1]
+    sockets = [listener]
+    internal_port = None
+    if worker is not None:
+        first = settings.internal_port
+        sockets.append(bound_socket(settings.host, first + worker.index if first else 0))
+        internal_port = sockets[1].getsockname()[1]
+    identity = replica_identity(
+        settings, port=port, worker=worker.index if worker else None, internal_port=internal_port
     )
-    log.info("listening", host=settings.host, port=settings.port)
+    app = create_app(settings, toolbox=toolbox, identity=identity, worker=worker)
+    board = app.get(WORKERS_KEY)
+
+    def publish(state: WorkerState) -> None:
+        if board is not None and worker is not None:
+            board.publish(worker.index, state, os.getpid())
+
+    publish("starting")
+    runner = await start_server(
+        app, sockets=sockets, handle_signals=False, access_log=None, shutdown_timeout=5
+    )
+    log.info(
+        "listening",
+        host=settings.host,
+        port=port,
+        replica=identity.replica_id,
+        internal_url=identity.internal_url,
+    )
+    publish("ready")
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals: list[int] = []
@@ -261,6 +324,7 @@ async def serve(settings: Settings, toolbox: Toolbox | None = None) -> None:
         signals.append(signum)
         if signum == signal.SIGTERM and len(signals) == 1:
             log.warning("SIGTERM: draining", drain_seconds=settings.drain_seconds)
+            publish("draining")
             drain = loop.create_task(app[BRIDGE_KEY].drain())
             drain.add_done_callback(lambda _: stop.set())
         else:
@@ -269,8 +333,26 @@ async def serve(settings: Settings, toolbox: Toolbox | None = None) -> None:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    orphaned = None
+    if worker is not None:
+        orphaned = loop.create_task(_drain_when_orphaned(lambda: on_signal(signal.SIGTERM)))
     try:
         await stop.wait()
     finally:
+        if orphaned is not None:
+            orphaned.cancel()
+        publish("stopping")
         await runner.cleanup()
         log.info("stopped")
+
+
+async def _drain_when_orphaned(drain: Callable[[], None], interval_s: float = 1.0) -> None:
+    """A worker whose supervisor died (killed -9) drains as if told to, instead of serving on with no
+    one to restart it or pass it the next signal."""
+    parent = os.getppid()
+    while True:
+        await asyncio.sleep(interval_s)
+        if os.getppid() != parent:
+            break
+    log.error("the supervisor is gone: draining")
+    drain()

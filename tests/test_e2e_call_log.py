@@ -1,5 +1,6 @@
 """The call log end to end: a real call through the bridge is found through the API, and a call in
-progress when the process is killed is marked interrupted after a restart."""
+progress when the process is killed is marked interrupted after a restart, while a sibling replica's
+live call on the same database is left alone."""
 
 from __future__ import annotations
 
@@ -82,8 +83,9 @@ async def test_a_call_with_a_barge_in_is_found_with_its_transcript(tmp_path: Pat
 
 
 async def test_a_call_killed_mid_way_is_marked_interrupted_after_restart(tmp_path: Path) -> None:
+    # The same replica comes back (a container restarted in its pod): REPLICA_ID names it both times.
     async with running_emulator() as (_, url):
-        async with bridge_process(tmp_path, url, GREETING="Hello.") as server:
+        async with bridge_process(tmp_path, url, GREETING="Hello.", REPLICA_ID="bridge-a") as server:
             caller = TwilioCallerEmulator(server.media_url)
             await caller.connect()
             await caller.wait_heard(min_ms=500, timeout_s=10)
@@ -92,11 +94,46 @@ async def test_a_call_killed_mid_way_is_marked_interrupted_after_restart(tmp_pat
             await asyncio.to_thread(server.process.wait, 5)
             await eventually(lambda: caller.ended, timeout_s=5)
             await caller.hangup()
-        async with bridge_process(tmp_path, url) as restarted:
+        async with bridge_process(tmp_path, url, REPLICA_ID="bridge-a") as restarted:
             detail = await get_json(restarted.base_url, f"/api/calls/{caller.call_sid}")
     assert detail["status"] == "ended"
     assert detail["end_reason"] == "interrupted"
     assert any(e["kind"] == "greeting_latency" for e in detail["events"])
+    why = detail["events"][-1]
+    assert why["kind"] == "interrupted"
+    assert why["data"] == {"reason": "owner_restarted", "owner": "bridge-a", "swept_by": "bridge-a"}
+
+
+async def test_restarting_one_replica_leaves_a_siblings_live_call_alone(tmp_path: Path) -> None:
+    db = f"sqlite+aiosqlite:///{tmp_path}/calls.db"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    async with (
+        running_emulator() as (_, url),
+        bridge_process(tmp_path / "a", url, CALL_LOG_URL=db, REPLICA_ID="bridge-a") as a,
+        TwilioCallerEmulator(a.media_url) as on_a,
+    ):
+        replica_b = {"CALL_LOG_URL": db, "REPLICA_ID": "bridge-b", "GREETING": "Hello."}
+        async with bridge_process(tmp_path / "b", url, **replica_b) as b:
+            on_b = TwilioCallerEmulator(b.media_url)
+            await on_b.connect()
+            await on_b.wait_heard(min_ms=300, timeout_s=10)
+            b.process.send_signal(signal.SIGKILL)
+            await asyncio.to_thread(b.process.wait, 5)
+            await on_b.hangup()
+        async with bridge_process(tmp_path / "b", url, CALL_LOG_URL=db, REPLICA_ID="bridge-b") as b:
+            killed = await get_json(b.base_url, f"/api/calls/{on_b.call_sid}")
+            live = await get_json(b.base_url, f"/api/calls/{on_a.call_sid}")
+        assert (killed["status"], killed["end_reason"]) == ("ended", "interrupted")
+        assert (live["status"], live["owner_id"]) == ("in_progress", "bridge-a")
+        assert not on_a.ended
+        await on_a.hangup()
+        for _ in range(100):  # its own end, as it happened, once its recorder wrote it
+            call = await get_json(a.base_url, f"/api/calls/{on_a.call_sid}")
+            if call["status"] == "ended":
+                break
+            await asyncio.sleep(0.05)
+        assert (call["status"], call["end_reason"]) == ("ended", "caller_hangup")
 
 
 def server_has_logged_greeting(workdir: Path) -> bool:

@@ -3,18 +3,21 @@
 Wiring, in the order the server does it:
 
     store = await CallStore.open(url)            # migrates the schema to head
-    await store.mark_interrupted()               # calls a crashed process left "in progress"
-    recorder = CallRecorder(store, prices=PriceTable.from_setting(prices_setting))
+    identity = ReplicaIdentity(replica_id, internal_url)
+    keeper = LeaseKeeper(ReplicaLeases(store), identity, lease_s=15, renew_s=5)
+    await keeper.start()                         # claims the lease; closes calls whose owner is gone
+    recorder = CallRecorder(store, prices=PriceTable.from_setting(prices_setting), owner=identity)
     await recorder.start()
     health = CallLogHealth(store, recorder)        # /readyz's view of the database
     setup_calllog_routes(app, store, admin_token, archive, health)
     retention = asyncio.create_task(run_retention(store, days))
     ...
-    retention.cancel(); await health.close(); await recorder.stop(); await store.close()
+    retention.cancel(); await health.close(); await recorder.stop(); await keeper.stop(); await store.close()
 """
 
 from bridge.calllog.api import setup_calllog_routes
 from bridge.calllog.health import CallLogHealth
+from bridge.calllog.leases import LeaseKeeper, ReplicaIdentity, ReplicaLeases
 from bridge.calllog.ops import LogOp
 from bridge.calllog.pricing import ModelPrices, PriceTable, TokenUsage
 from bridge.calllog.recorder import CallRecorder
@@ -26,9 +29,12 @@ __all__ = [
     "CallLogHealth",
     "CallRecorder",
     "CallStore",
+    "LeaseKeeper",
     "LogOp",
     "ModelPrices",
     "PriceTable",
+    "ReplicaIdentity",
+    "ReplicaLeases",
     "TokenUsage",
     "run_retention",
     "setup_calllog_routes",

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
+import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from alembic import command
@@ -26,6 +31,28 @@ def _upgrade(connection: Connection) -> None:
     command.upgrade(config, "head")
 
 
+@contextlib.asynccontextmanager
+async def _sqlite_file_lock(engine: AsyncEngine) -> AsyncIterator[None]:
+    """Workers on one host open the same SQLite file at once: the same wait, with a lock file beside it
+    (SQLite has no advisory locks, and two processes creating the tables would collide)."""
+    url = engine.url
+    database = url.database or ""
+    if url.get_backend_name() != "sqlite" or database in ("", ":memory:") or database.startswith("file:"):
+        yield
+        return
+    fd = await asyncio.to_thread(_locked, f"{database}.migrate-lock")
+    try:
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _locked(path: str) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
 async def upgrade_to_head(engine: AsyncEngine) -> None:
-    async with engine.begin() as connection:
+    async with _sqlite_file_lock(engine), engine.begin() as connection:
         await connection.run_sync(_upgrade)

@@ -25,6 +25,10 @@ class CallStartedOp:
     voice: str
     started_at: datetime
     metadata: dict[str, Any] | None
+    # The recording process (bridge.calllog.leases.ReplicaIdentity); None outside a server.
+    owner_id: str | None = None
+    owner_incarnation: str | None = None
+    owner_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from bridge.calllog.leases import ReplicaIdentity
 from bridge.calllog.ops import (
     CallEndedOp,
     CallStartedOp,
@@ -65,8 +66,10 @@ class CallRecorder:
         retry_initial_s: float = 0.5,
         retry_max_s: float = 30.0,
         linger_s: float = _LINGER_S,
+        owner: ReplicaIdentity | None = None,
     ) -> None:
         self.store = store
+        self.owner = owner  # recorded as every call's owner (bridge.calllog.leases)
         self.prices = prices or PriceTable()
         self.max_queue = max_queue
         self.retry_initial_s = retry_initial_s
@@ -164,6 +167,9 @@ class CallRecorder:
                 voice=voice,
                 started_at=_utc(started_at),
                 metadata=dict(metadata) if metadata else None,
+                owner_id=self.owner.replica_id if self.owner else None,
+                owner_incarnation=self.owner.incarnation if self.owner else None,
+                owner_url=self.owner.internal_url if self.owner else None,
             )
             self._put(op, essential=True)
         except Exception:

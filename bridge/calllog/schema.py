@@ -103,6 +103,11 @@ calls = Table(
     Column("recording_location", Text),  # file:// or s3:// URI of the files, without the extension
     Column("recording_formats", String(32)),  # comma-separated extensions stored there: "wav,flac"
     Column("recording_error", Text),  # why it failed
+    # The process that carries (or carried) the call: a replica id, which run of it, and the
+    # address its siblings reach it at. Written with the call's start; see bridge.calllog.leases.
+    Column("owner_id", String(128)),
+    Column("owner_incarnation", String(32)),
+    Column("owner_url", String(256)),
     Index(None, "started_at", "call_id"),
     Index(None, "status"),
     Index(None, "end_reason"),
@@ -122,6 +127,19 @@ call_events = Table(
     Column("search_text", Text),
     UniqueConstraint("call_id", "seq"),
     Index(None, "kind"),
+)
+
+# One row per live bridge process: its lease on the calls it owns. A row whose `expires_at` has
+# passed, or a call whose owner's row names another incarnation, means the owner is gone.
+replica_leases = Table(
+    "replica_leases",
+    metadata,
+    Column("replica_id", String(128), primary_key=True),
+    Column("incarnation", String(32), nullable=False),
+    Column("internal_url", String(256), nullable=False),
+    Column("started_at", UTCDateTime(), nullable=False),
+    Column("renewed_at", UTCDateTime(), nullable=False),
+    Column("expires_at", UTCDateTime(), nullable=False),
 )
 
 TRANSCRIPT_KINDS = ("caller_transcript", "assistant_transcript")

@@ -24,7 +24,6 @@ from sqlalchemy import (
     delete,
     event,
     exists,
-    func,
     or_,
     select,
     update,
@@ -98,7 +97,9 @@ def _json_dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=str)
 
 
-def _engine_options(database: str, memory_mode: bool, is_sqlite: bool) -> dict[str, Any]:
+def _engine_options(
+    database: str, memory_mode: bool, is_sqlite: bool, explicit_timeout: bool
+) -> dict[str, Any]:
     options: dict[str, Any] = {"json_serializer": _json_dumps}
     if not is_sqlite:
         options["pool_pre_ping"] = True  # a restarted PostgreSQL leaves dead pooled connections
@@ -108,8 +109,13 @@ def _engine_options(database: str, memory_mode: bool, is_sqlite: bool) -> dict[s
     elif database in ("", ":memory:") or memory_mode:
         # One shared connection, or every pooled connection would see its own empty database.
         options["poolclass"] = StaticPool
-    elif not database.startswith("file:"):
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    else:
+        if not explicit_timeout:
+            # Workers on one host share the file: a writer waits this long for another's transaction
+            # (they last milliseconds) before the recorder counts the attempt as failed and retries.
+            options["connect_args"] = {"timeout": 15}
+        if not database.startswith("file:"):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     return options
 
 
@@ -133,7 +139,9 @@ class CallStore:
         """A store for `url` (the SQLite file's directory is created); nothing is opened until used."""
         parsed = make_url(url)
         is_sqlite = parsed.get_backend_name() == "sqlite"
-        options = _engine_options(parsed.database or "", parsed.query.get("mode") == "memory", is_sqlite)
+        options = _engine_options(
+            parsed.database or "", parsed.query.get("mode") == "memory", is_sqlite, "timeout" in parsed.query
+        )
         engine = create_async_engine(parsed, **options)
         if is_sqlite:
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
@@ -169,7 +177,7 @@ class CallStore:
         recordings: dict[str, RecordingOp] = {}
         for op in ops:
             if isinstance(op, EventOp):
-                events.append(_event_row(op))
+                events.append(event_row(op))
             elif isinstance(op, CallTotalsOp):
                 totals[op.call_id] = op  # the last one is the current state
             elif isinstance(op, CallStartedOp):
@@ -183,9 +191,10 @@ class CallStore:
         async with self.engine.begin() as conn:
             # Starts first: a batch may hold a call's start and everything after it.
             if starts:
-                await conn.execute(self._insert_ignoring_duplicates(calls, ["call_id"]), starts)
+                await conn.execute(insert_ignoring_duplicates(self._dialect, calls, ["call_id"]), starts)
             if events:
-                await conn.execute(self._insert_ignoring_duplicates(call_events, ["call_id", "seq"]), events)
+                insert_events = insert_ignoring_duplicates(self._dialect, call_events, ["call_id", "seq"])
+                await conn.execute(insert_events, events)
             if totals:
                 await conn.execute(
                     update(calls)
@@ -215,13 +224,6 @@ class CallStore:
                     [_recording_row(op) for op in recordings.values()],
                 )
 
-    def _insert_ignoring_duplicates(self, table: Any, keys: list[str]) -> Insert:
-        if self._dialect == "postgresql":
-            return postgresql.insert(table).on_conflict_do_nothing(index_elements=keys)
-        if self._dialect == "sqlite":
-            return sqlite.insert(table).on_conflict_do_nothing(index_elements=keys)
-        raise RuntimeError(f"call log supports SQLite and PostgreSQL, not {self._dialect}")
-
     async def _end_calls(self, conn: AsyncConnection, ends: list[CallEndedOp]) -> None:
         ids = [op.call_id for op in ends]
         query = select(calls.c.call_id, calls.c.started_at).where(calls.c.call_id.in_(ids))
@@ -232,7 +234,7 @@ class CallStore:
                 "b_call_id": op.call_id,
                 "b_ended_at": op.ended_at,
                 "b_reason": op.reason,
-                "b_duration": _duration(started[op.call_id], op.ended_at),
+                "b_duration": duration_between(started[op.call_id], op.ended_at),
             }
             for op in ends
             if op.call_id in started
@@ -251,49 +253,6 @@ class CallStore:
             )
 
     # ---- housekeeping -------------------------------------------------------------------------
-
-    async def mark_interrupted(self, *, quiet_for_s: float = 0.0) -> int:
-        """End calls left "in_progress" by a previous process with end_reason "interrupted".
-
-        Call at start-up, before the recorder starts. The end time is the call's last event (or its
-        start). With several bridge processes on one database, pass `quiet_for_s` (e.g. 600) so a
-        restarting process only closes calls that have gone quiet, not its siblings' live ones.
-        """
-        last_event = (
-            select(call_events.c.call_id, func.max(call_events.c.at).label("last_at"))
-            .group_by(call_events.c.call_id)
-            .subquery()
-        )
-        query = (
-            select(calls.c.call_id, calls.c.started_at, last_event.c.last_at)
-            .outerjoin(last_event, last_event.c.call_id == calls.c.call_id)
-            .where(calls.c.status == "in_progress")
-        )
-        cutoff = datetime.now(UTC) - timedelta(seconds=quiet_for_s)
-        async with self.engine.begin() as conn:
-            rows = (await conn.execute(query)).all()
-            stale = []
-            for call_id, started_at, last_at in rows:
-                last = last_at if last_at is not None else started_at
-                if quiet_for_s <= 0 or last < cutoff:
-                    stale.append(CallEndedOp(call_id=call_id, ended_at=last, reason="interrupted"))
-            if stale:
-                await self._end_calls(conn, stale)
-            # A recording its process never stored: of a call closed just now, or of a call that ended
-            # long enough ago that no living process can still be finishing it.
-            gave_up = or_(
-                calls.c.call_id.in_([op.call_id for op in stale]),
-                calls.c.ended_at < datetime.now(UTC) - RECORDING_FINISH_LIMIT,
-            )
-            await conn.execute(
-                update(calls)
-                .where(calls.c.recording_status == "recording", gave_up)
-                .values(
-                    recording_status="failed",
-                    recording_error="the bridge stopped before the recording was stored",
-                )
-            )
-        return len(stale)
 
     async def purge_older_than(
         self, days: int, *, now: datetime | None = None, keep: Collection[str] = ()
@@ -466,6 +425,14 @@ def encode_cursor(started_at: datetime, call_id: str) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+def insert_ignoring_duplicates(dialect: str, table: Any, keys: list[str]) -> Insert:
+    if dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=keys)
+    if dialect == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=keys)
+    raise RuntimeError(f"call log supports SQLite and PostgreSQL, not {dialect}")
+
+
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
@@ -478,7 +445,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     return started_at, call_id
 
 
-def _duration(started_at: datetime, ended_at: datetime) -> float:
+def duration_between(started_at: datetime, ended_at: datetime) -> float:
     return round(max((ended_at - started_at).total_seconds(), 0.0), 3)
 
 
@@ -496,6 +463,9 @@ def _call_row(op: CallStartedOp) -> dict[str, Any]:
         "started_at": op.started_at,
         "status": "in_progress",
         "metadata": op.metadata,
+        "owner_id": op.owner_id,
+        "owner_incarnation": op.owner_incarnation,
+        "owner_url": op.owner_url,
     }
 
 
@@ -515,7 +485,7 @@ def _totals_row(op: CallTotalsOp) -> dict[str, Any]:
     return {"b_call_id": op.call_id, **{f"b_{name}": getattr(op, name) for name in TOTAL_COLUMNS}}
 
 
-def _event_row(op: EventOp) -> dict[str, Any]:
+def event_row(op: EventOp) -> dict[str, Any]:
     text = op.data.get("text") if op.kind in TRANSCRIPT_KINDS else None
     return {
         "call_id": op.call_id,

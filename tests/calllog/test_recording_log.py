@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from bridge.calllog import CallRecorder, CallStore
+from bridge.calllog import CallRecorder, CallStore, ReplicaIdentity, ReplicaLeases
 from bridge.calllog.ops import RecordingOp
 from bridge.calllog.store import RECORDING_FINISH_LIMIT
 from tests.calllog.helpers import record_simple_call
@@ -43,25 +43,54 @@ async def test_the_last_recording_state_wins_and_a_replayed_batch_changes_nothin
     assert await store.get_recording("CA-none") is None
 
 
-async def test_recordings_no_process_will_store_are_marked_failed(
-    store: CallStore, recorder: CallRecorder
-) -> None:
+async def test_recordings_no_process_will_store_are_marked_failed(store: CallStore) -> None:
     now = datetime.now(UTC)
-    start(recorder, "CA-crashed", now - timedelta(minutes=5))  # in progress when its process died
-    start(recorder, "CA-stuck", now - RECORDING_FINISH_LIMIT * 2)  # ended long ago, never stored
-    recorder.call_ended("CA-stuck", "caller_hangup", at=now - RECORDING_FINISH_LIMIT - timedelta(minutes=1))
-    start(recorder, "CA-finishing", now - timedelta(minutes=3))  # ended a moment ago: being stored
-    recorder.call_ended("CA-finishing", "caller_hangup", at=now - timedelta(seconds=5))
-    for call_id in ("CA-crashed", "CA-stuck", "CA-finishing"):
-        recorder.recording(call_id, "recording", started_at=now)
-    await recorder.flush()
+    leases = ReplicaLeases(store)
+    alive = ReplicaIdentity("alive:8080", "http://10.0.0.8:8080")
+    dead = ReplicaIdentity("dead:8080", "http://10.0.0.9:8080")  # it holds no lease: gone
+    await leases.claim(alive, lease_s=60)
+    by_alive = CallRecorder(store, owner=alive, linger_s=0)
+    by_dead = CallRecorder(store, owner=dead, linger_s=0)
+    for recorder in (by_alive, by_dead):
+        await recorder.start()
+    start(by_dead, "CA-crashed", now - timedelta(minutes=5))  # in progress when its process died
+    start(by_dead, "CA-dead-finishing", now - timedelta(minutes=3))  # its process died while storing it
+    by_dead.call_ended("CA-dead-finishing", "caller_hangup", at=now - timedelta(seconds=5))
+    start(by_alive, "CA-finishing", now - timedelta(minutes=3))  # ended a moment ago: being stored
+    by_alive.call_ended("CA-finishing", "caller_hangup", at=now - timedelta(seconds=5))
+    start(by_alive, "CA-stuck", now - RECORDING_FINISH_LIMIT * 2)  # ended long ago, never stored
+    by_alive.call_ended("CA-stuck", "caller_hangup", at=now - RECORDING_FINISH_LIMIT - timedelta(minutes=1))
+    for recorder, call_ids in (
+        (by_dead, ("CA-crashed", "CA-dead-finishing")),
+        (by_alive, ("CA-finishing", "CA-stuck")),
+    ):
+        for call_id in call_ids:
+            recorder.recording(call_id, "recording", started_at=now)
+        await recorder.flush()
+        await recorder.stop()
 
-    assert await store.mark_interrupted() == 1
-    for call_id, status in (("CA-crashed", "failed"), ("CA-stuck", "failed"), ("CA-finishing", "recording")):
-        recording = await store.get_recording(call_id)
-        assert recording is not None and recording["recording_status"] == status, call_id
+    async def statuses() -> dict[str, str]:
+        calls = ("CA-crashed", "CA-dead-finishing", "CA-finishing", "CA-stuck")
+        return {call_id: (await store.get_recording(call_id))["recording_status"] for call_id in calls}  # type: ignore[index]
+
+    # Every renewal's sweep: the recording of the call it closes now.
+    assert [call.call_id for call in await leases.sweep(alive.replica_id)] == ["CA-crashed"]
+    assert await statuses() == {
+        "CA-crashed": "failed",
+        "CA-dead-finishing": "recording",
+        "CA-finishing": "recording",
+        "CA-stuck": "recording",
+    }
     crashed = await store.get_recording("CA-crashed")
     assert crashed["recording_error"] == "the bridge stopped before the recording was stored"  # type: ignore[index]
+    # A start-up's sweep: every recording no living process will store.
+    await leases.sweep(alive.replica_id, at_start=True)
+    assert await statuses() == {
+        "CA-crashed": "failed",
+        "CA-dead-finishing": "failed",
+        "CA-finishing": "recording",
+        "CA-stuck": "failed",
+    }
 
 
 async def test_retention_finds_stored_recordings_and_spares_the_kept(

@@ -4,10 +4,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import func, inspect, select, text
 
 from bridge.calllog import CallRecorder, CallStore
+from bridge.calllog.migrate import MIGRATIONS_DIR
 from bridge.calllog.ops import CallEndedOp, CallStartedOp, CallTotalsOp, EventOp
 from bridge.calllog.schema import call_events, metadata
 from bridge.calllog.store import encode_cursor
@@ -16,14 +19,20 @@ from tests.calllog.helpers import record_simple_call
 T0 = datetime(2025, 11, 20, 12, 0, tzinfo=UTC)
 
 
+def alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
 async def test_migrations_build_the_schema_on_an_empty_database(db_url: str) -> None:
     store = await CallStore.open(db_url)
     try:
         async with store.engine.connect() as conn:
             tables = await conn.run_sync(lambda sync: set(inspect(sync).get_table_names()))
             version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar_one()
-        assert {"calls", "call_events", "alembic_version"} <= tables
-        assert version == "0002_recordings"
+        assert {"calls", "call_events", "replica_leases", "alembic_version"} <= tables
+        assert version == ScriptDirectory.from_config(alembic_config()).get_current_head()
     finally:
         await store.close()
     # Opening again (the next start-up) finds the schema at head and changes nothing.
@@ -188,27 +197,6 @@ async def test_cursor_pagination_walks_every_call_once(store: CallStore, recorde
     with pytest.raises(ValueError, match="cursor"):
         await store.list_calls(cursor="not-a-cursor")
     assert (await store.list_calls(limit=7))[1] is None
-
-
-async def test_mark_interrupted_ends_calls_left_in_progress(store: CallStore, recorder: CallRecorder) -> None:
-    record_simple_call(recorder, "CA-crashed", T0, reason=None)  # last event at T0+1s
-    start_only = datetime.now(UTC) - timedelta(seconds=5)
-    record_simple_call(recorder, "CA-fresh", start_only, reason=None)
-    record_simple_call(recorder, "CA-done", T0)
-    await recorder.flush()
-
-    assert await store.mark_interrupted(quiet_for_s=600) == 1  # only the one quiet for long
-    crashed = await store.get_call("CA-crashed")
-    assert crashed is not None
-    assert (crashed["status"], crashed["end_reason"]) == ("ended", "interrupted")
-    assert crashed["ended_at"] == T0 + timedelta(seconds=1) and crashed["duration_s"] == 1.0
-
-    assert await store.mark_interrupted() == 1
-    fresh = await store.get_call("CA-fresh")
-    assert fresh is not None and fresh["end_reason"] == "interrupted"
-    done = await store.get_call("CA-done")
-    assert done is not None and done["end_reason"] == "caller_hangup"
-    assert await store.mark_interrupted() == 0
 
 
 async def test_purge_deletes_old_calls_and_their_events(store: CallStore, recorder: CallRecorder) -> None:

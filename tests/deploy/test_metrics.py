@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import generate_latest
 
+from bridge.media_stream import CallRegistry
 from bridge.metrics import (
     ACTIVE_CALLS,
     MAX_LABEL_VALUES,
@@ -69,13 +70,20 @@ def test_registries_are_independent() -> None:
     assert value(second, "bridge_calls_total", {"reason": "caller_hangup"}) is None
 
 
-def test_active_calls_are_read_at_scrape_time() -> None:
+def test_active_calls_follow_the_call_registry() -> None:
     metrics = BridgeMetrics()
-    calls = {"CA1": object(), "CA2": object()}
-    metrics.track_active_calls(lambda: len(calls))
+    calls = CallRegistry()
+    calls.on_change = metrics.active_calls_changed
+    first, second = object(), object()
+    calls.add("CA1", first)  # type: ignore[arg-type]
+    calls.add("CA2", second)  # type: ignore[arg-type]
+    assert not calls.add("CA2", first)  # type: ignore[arg-type] - a second stream for a live call
     assert value(metrics, ACTIVE_CALLS) == 2
-    calls.pop("CA1")
+    calls.remove("CA1", first)  # type: ignore[arg-type]
+    calls.remove("CA2", first)  # type: ignore[arg-type] - not the pump that holds the call
     assert value(metrics, ACTIVE_CALLS) == 1
+    calls.remove("CA2", second)  # type: ignore[arg-type]
+    assert value(metrics, ACTIVE_CALLS) == 0
 
 
 def test_call_records_feed_the_histograms_in_seconds() -> None:
