@@ -68,6 +68,8 @@ from xml.etree import ElementTree
 
 import numpy as np
 
+from bridge.clock import now_ms
+
 HOST = "127.0.0.1"
 SAMPLE_S = 0.25
 GREETING = "Thanks for calling the bridge benchmark. How can I help you today?"
@@ -78,10 +80,6 @@ BARGE_AFTER_MS = 2000.0  # after the start of the utterance: ~0.4 s into its ech
 FIRST_TURN_S = 5.8  # the emulator's greeting lasts 5.2 s
 MATCH_WINDOW_MS = 1500.0
 TWILIO_TOKEN = "bench-twilio-auth-token"
-
-
-def now_ms() -> float:
-    return time.monotonic() * 1000.0
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -19,7 +19,8 @@ from typing import Any
 
 import aiohttp
 
-from bridge.sim.carrier_emulator import LineConditions, TwilioCallerEmulator, now_ms
+from bridge.clock import now_ms
+from bridge.sim.carrier_emulator import LineConditions, TwilioCallerEmulator
 from bridge.sim.playout import Playout
 from bridge.wavfile import read_wav_mono, write_wav
 

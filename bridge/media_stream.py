@@ -31,6 +31,7 @@ from bridge.carrier.events import (
     PlayAudio,
     PlaybackMark,
 )
+from bridge.clock import now_ms
 from bridge.logs import get_logger, mask_number
 from bridge.metrics import BridgeMetrics
 from bridge.realtime import events as rt
@@ -154,10 +155,6 @@ class StreamContext:
     dispositions: tuple[str, ...] = ()  # empty: no post-call summary
     before_response_url: str = ""  # RESPONSE_MODE=manual
     max_call_seconds: int = 0
-
-
-def now_ms() -> float:
-    return time.monotonic() * 1000.0
 
 
 class CarrierCodec(Protocol):

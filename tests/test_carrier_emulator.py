@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from aiohttp import WSMsgType, web
 
+from bridge.clock import now_ms
 from bridge.dial import dial
 from bridge.sim.carrier_emulator import (
     DelayLine,
     LineConditions,
     OutboundError,
     TwilioCallerEmulator,
-    now_ms,
     parse_outbound,
 )
 from bridge.sim.playout import MarkStatus

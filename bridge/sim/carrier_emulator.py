@@ -22,7 +22,6 @@ import functools
 import json
 import random
 import secrets
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,14 +30,11 @@ from typing import Any
 import aiohttp
 
 from bridge.audio import L16_8K, PCMU_8K, AudioFormat, Transcoder
+from bridge.clock import now_ms
 from bridge.sim.playout import MarkRecord, Playout
 
 FRAME_MS = 20
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
-
-
-def now_ms() -> float:
-    return time.monotonic() * 1000.0
 
 
 async def sleep_until(t_ms: float) -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -34,6 +33,7 @@ from bridge.carrier.events import (
     PlayAudio,
     PlaybackMark,
 )
+from bridge.clock import now_ms
 from bridge.sip.dialog import Acked, Datagram, Dialog, Ended, InfoDigit, ReferOutcome, ReInvite
 from bridge.sip.jitter import JitterBuffer
 from bridge.sip.message import header_uri, uri_host_port, uri_user
@@ -55,10 +55,6 @@ def call_log_id(call_id: str) -> str:
     if len(call_id) <= MAX_CALL_ID:
         return call_id
     return f"{call_id[:47]}~{hashlib.sha256(call_id.encode()).hexdigest()[:16]}"
-
-
-def now_ms() -> float:
-    return time.monotonic() * 1000.0
 
 
 class RtpProtocol(asyncio.DatagramProtocol):
