@@ -3,7 +3,7 @@
     .venv/bin/python bench/frame_cost.py            # wall-clock µs, then instruction counts under callgrind
     .venv/bin/python bench/frame_cost.py --no-callgrind
 
-Three paths, each exactly the code the pump runs for one message (bridge/media_stream.py), minus the
+Three paths, each exactly the code the pump runs for one message (bridge/pump.py), minus the
 socket I/O:
   * caller frame: TwilioCodec.decode of a 20 ms `media` message -> Call.carrier_event -> Call.drain ->
     RealtimeCodec.encode of the `input_audio_buffer.append` (µ-law 8 kHz -> PCM16 24 kHz on the way);
@@ -142,8 +142,8 @@ class Bench:
             separators=(",", ":"),
         )
 
-    # What the pump does per message (bridge/media_stream.py: WebSocketLeg.events/send, _carrier_loop,
-    # _relay_upstream, _flush), minus the awaits on sockets.
+    # What the pump does per message (bridge/pump.py: _carrier_loop, _relay_upstream, _flush; and
+    # bridge/websocket_leg.py: WebSocketLeg.events/send), minus the awaits on sockets.
     def carrier_message(self, text: str) -> None:
         event = self.twilio.decode(text)
         started = time.perf_counter()

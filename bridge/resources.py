@@ -15,6 +15,8 @@ from aiohttp import web
 
 from bridge.audio import pcm16_to_ulaw
 from bridge.call import CallConfig
+from bridge.call_log_sink import CallLogSink, NoCallLog
+from bridge.call_registry import CallRegistry
 from bridge.calllog import CallStore
 from bridge.carrier.events import CallStarted
 from bridge.carrier.signature import (
@@ -25,24 +27,19 @@ from bridge.carrier.signature import (
     webhook_is_signed,
     websocket_url,
 )
+from bridge.carrier_leg import Transfer
 from bridge.config import Settings
 from bridge.logs import get_logger
-from bridge.media_stream import (
-    CallLogSink,
-    CallRegistry,
-    CarrierCodec,
-    NoCallLog,
-    StreamContext,
-    Transfer,
-    handle_media_stream,
-)
+from bridge.media_stream import handle_media_stream
 from bridge.metrics import BridgeMetrics
+from bridge.pump import StreamContext
 from bridge.realtime.codec import SessionOptions
 from bridge.session_pool import PreparedSessions
 from bridge.tools.builtin import end_call_definition, transfer_call_definition
 from bridge.tools.toolbox import Toolbox
 from bridge.upstream import UpstreamSession, open_session_with_retry
 from bridge.wavfile import read_wav_mono
+from bridge.websocket_leg import CarrierCodec
 
 log = get_logger("bridge.server")
 

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from bridge.call_log_sink import CallLogSink
 from bridge.calllog import CallRecorder, CallStore, PriceTable, run_retention, setup_calllog_routes
 from bridge.calllog.auth import AdminAuth
 from bridge.carrier.plivo_routes import setup_plivo_routes
@@ -22,9 +23,6 @@ from bridge.carrier.vonage_routes import setup_vonage_routes
 from bridge.config import Settings
 from bridge.control_api import setup_control_routes
 from bridge.logs import get_logger
-from bridge.media_stream import (
-    CallLogSink,
-)
 from bridge.metrics import metrics_context, metrics_handler
 from bridge.resources import BRIDGE_KEY, Bridge
 from bridge.sip.endpoint import setup_sip

@@ -87,7 +87,7 @@ async def test_an_inject_landing_while_a_clear_is_being_sent_reaches_the_model(
     """An operator's inject that lands while the pump is still sending a barge-in's clear to the
     carrier is sent to the model like any other, not swallowed by the clear's bookkeeping."""
     from bridge.carrier.events import ClearPlayback
-    from bridge.media_stream import WebSocketLeg
+    from bridge.websocket_leg import WebSocketLeg
     from tests.e2e import message_texts
 
     send = WebSocketLeg.send

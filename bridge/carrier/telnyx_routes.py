@@ -35,8 +35,8 @@ from bridge.carrier.telnyx import (
     load_public_key,
     webhook_is_signed,
 )
+from bridge.carrier_leg import Transfer
 from bridge.logs import get_logger, mask_number
-from bridge.media_stream import Transfer
 from bridge.resources import BRIDGE_KEY, Bridge, media_stream, public_base_url
 from bridge.twiml import connect_stream, media_stream_url, unavailable
 

@@ -19,7 +19,7 @@ from aiohttp import web
 
 from bridge.clock import now_ms
 from bridge.logs import get_logger, mask_number
-from bridge.media_stream import CallPump
+from bridge.pump import CallPump
 from bridge.resources import Bridge
 from bridge.sip.auth import DigestAuth, parse_allowed
 from bridge.sip.dialog import ALLOW, SERVER, Datagram, Dialog, Retransmitter

@@ -26,7 +26,7 @@ from bridge.carrier.events import (
     PlaybackMark,
 )
 from bridge.carrier.telnyx import TelnyxCodec, load_public_key, webhook_is_signed
-from bridge.media_stream import WebSocketLeg
+from bridge.websocket_leg import WebSocketLeg
 
 CCID = "v3:abc-call-control-id"
 

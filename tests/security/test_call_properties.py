@@ -104,7 +104,7 @@ carrier_events = st.one_of(
 
 
 class Pump:
-    """What media_stream.CallPump does with a call's outboxes, plus the checks of each output."""
+    """What pump.CallPump does with a call's outboxes, plus the checks of each output."""
 
     def __init__(self, call: Call) -> None:
         self.call = call

@@ -30,7 +30,7 @@ import structlog
 from aiohttp import WSCloseCode, WSMsgType
 from yarl import URL
 
-from bridge import media_stream
+from bridge import media_stream, websocket_leg
 from bridge.sim.carrier_emulator import TwilioCallerEmulator
 from tests.e2e import dominant_hz, running_bridge, running_emulator, tone
 
@@ -41,7 +41,7 @@ TONE_MS = 1500
 TONE_HZ = 440
 MIN_BAD_MESSAGES = 10_000
 WORKERS = 6
-PER_STREAM = 45  # under media_stream.MAX_BAD_MESSAGES, so a stream is not cut short before it is done
+PER_STREAM = 45  # under websocket_leg.MAX_BAD_MESSAGES, so a stream is not cut short before it is done
 IDLE_SOCKETS = 12
 
 # What a connection sends: ("text", str), ("bytes", bytes) or ("raw", bytes) = a text frame, unchecked.
@@ -229,7 +229,7 @@ def bad_audio(rng: random.Random) -> list[Frame]:
 
 def over_the_limit(rng: random.Random) -> list[Frame]:
     """More bad messages than a stream is allowed: the server must close it."""
-    return [("text", "not json")] * (media_stream.MAX_BAD_MESSAGES + 5)
+    return [("text", "not json")] * (websocket_leg.MAX_BAD_MESSAGES + 5)
 
 
 GENERATORS: dict[str, Callable[[random.Random], list[Frame]]] = {
@@ -363,7 +363,7 @@ async def wait_for(predicate: Callable[[], bool], timeout_s: float) -> bool:
 async def test_good_call_survives_hostile_streams(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(media_stream, "START_TIMEOUT_S", START_TIMEOUT_S)
+    monkeypatch.setattr(websocket_leg, "START_TIMEOUT_S", START_TIMEOUT_S)
     loop = asyncio.get_running_loop()
     unhandled: list[dict[str, Any]] = []
     previous_handler = loop.get_exception_handler()
