@@ -81,10 +81,6 @@ def pcm16_to_ulaw(data: bytes) -> bytes:
     return _ULAW_ENCODE.take(np.frombuffer(data, dtype="<u2")).tobytes()
 
 
-def pcm16_duration_ms(n_bytes: int, rate: int) -> float:
-    return n_bytes / 2 * 1000.0 / rate
-
-
 def _design_filter(up: int, down: int) -> np.ndarray:
     """Low-pass taps at the intermediate rate with gain `up` (zero-stuffing divides by it), on the grid."""
     if up == down == 1:

@@ -29,7 +29,8 @@ import statistics
 from collections import deque
 from dataclasses import dataclass
 
-ULAW_BYTES_PER_MS = 8
+from bridge.audio import ULAW_BYTES_PER_MS
+
 _EWMA = 0.3
 RTT_WINDOW = 8  # recent probe samples kept; the smallest is the estimate
 
@@ -252,11 +253,6 @@ class PlaybackLedger:
         """The item's audio is complete and needs no more bookkeeping once confirmed played."""
         if not any(f.item_id == item_id for f in self._frames):
             self._items.pop(item_id, None)
-
-    def played_ms(self, item_id: str) -> int:
-        """Audio of the item confirmed played by echoes (a lower bound of what was heard)."""
-        item = self._items.get(item_id)
-        return item.played_bytes // self.bytes_per_ms if item else 0
 
     def sent_ms(self, item_id: str) -> int:
         item = self._items.get(item_id)
