@@ -25,6 +25,7 @@ from bridge.carrier.events import (
     PlaybackMark,
 )
 from bridge.ledger import ItemPlayback, PlaybackLedger
+from bridge.log_records import LogRecord, RecordKind
 from bridge.realtime import events as rt
 from bridge.realtime.codec import RealtimeCodec, SessionOptions
 
@@ -81,13 +82,6 @@ class TurnReview:
 
     item_id: str
     transcript: str
-
-
-@dataclass(slots=True)
-class LogRecord:
-    kind: str
-    data: dict[str, Any]
-    at: float | None = None  # when it happened, if earlier than when it was recorded (same clock as `now`)
 
 
 @dataclass(slots=True)
@@ -187,7 +181,7 @@ class Call:
             self.ledger.acked(event.name, now)
             self._hang_up_after_goodbye()
         elif isinstance(event, Dtmf):
-            self._record("dtmf", digit=event.digit)
+            self._record(RecordKind.DTMF, digit=event.digit)
             self._dtmf.append(event.digit)
             self._dtmf_at = now
             if event.digit == "#":
@@ -195,7 +189,9 @@ class Call:
         elif isinstance(event, CallEnded):
             self._end(event.reason, hang_up=False)
         elif isinstance(event, CallStarted):
-            self._record("error", source="carrier", code="duplicate_start", message="second start ignored")
+            self._record(
+                RecordKind.ERROR, source="carrier", code="duplicate_start", message="second start ignored"
+            )
 
     def _relay_caller_audio(self, audio: bytes) -> None:
         converted = self._inbound.process(audio)
@@ -236,7 +232,10 @@ class Call:
             if event.response_id not in self._interrupted and event.item_id in self._transcripts:
                 self._transcripts.pop(event.item_id)
                 self._record(
-                    "assistant_transcript", item_id=event.item_id, text=event.transcript, interrupted=False
+                    RecordKind.ASSISTANT_TRANSCRIPT,
+                    item_id=event.item_id,
+                    text=event.transcript,
+                    interrupted=False,
                 )
                 self.history.append(("assistant", event.transcript))
         elif isinstance(event, rt.ResponseCreated):
@@ -259,7 +258,7 @@ class Call:
                 at = self._speech_started_at.pop(event.item_id, None)
                 text = event.transcript.strip()
                 self.records.append(
-                    LogRecord("caller_transcript", {"item_id": event.item_id, "text": text}, at)
+                    LogRecord(RecordKind.CALLER_TRANSCRIPT, {"item_id": event.item_id, "text": text}, at)
                 )
                 self.history.append(("user", text))
         elif isinstance(event, rt.InputTranscriptFailed):
@@ -271,7 +270,9 @@ class Call:
             if event.role == "user" and event.item_type == "message":
                 self._last_caller_item = event.item_id
         elif isinstance(event, rt.FunctionCall):
-            self._record("tool_call", call_id=event.call_id, name=event.name, arguments=event.arguments)
+            self._record(
+                RecordKind.TOOL_CALL, call_id=event.call_id, name=event.name, arguments=event.arguments
+            )
             self.tool_requests.append(ToolRequest(event.call_id, event.name, event.arguments))
         elif isinstance(event, rt.ItemTruncated):
             pass  # Confirms our truncate; nothing left to do.
@@ -321,9 +322,9 @@ class Call:
             self._awaiting_first_audio = False
             if self._greeting_pending:
                 self._greeting_pending = False
-                self._record("greeting_latency", ms=round(now - self.started_at, 1))
+                self._record(RecordKind.GREETING_LATENCY, ms=round(now - self.started_at, 1))
             elif self._speech_stopped_at is not None:
-                self._record("turn_latency", ms=round(now - self._speech_stopped_at, 1))
+                self._record(RecordKind.TURN_LATENCY, ms=round(now - self._speech_stopped_at, 1))
 
     def _mark(self) -> None:
         name = self.ledger.mark()
@@ -360,9 +361,11 @@ class Call:
             elif self._goodbye_response is None and self._active is None:
                 self._ask_for_goodbye()
         if event.usage:
-            self.records.append(LogRecord("usage", dict(event.usage)))
+            self.records.append(LogRecord(RecordKind.USAGE, dict(event.usage)))
         if event.status == "failed":
-            self._record("error", source="upstream", code="response_failed", message=str(event.reason))
+            self._record(
+                RecordKind.ERROR, source="upstream", code="response_failed", message=str(event.reason)
+            )
         if response is not None:
             for item_id in response.audio_items:
                 if item_id not in self._interrupted:
@@ -376,7 +379,7 @@ class Call:
             return
         if code in BENIGN_ERROR_CODES:
             return
-        self._record("error", source="upstream", code=code or event.type, message=event.message)
+        self._record(RecordKind.ERROR, source="upstream", code=code or event.type, message=event.message)
         if code in FATAL_ERROR_CODES:
             self.upstream_lost()
         elif code in RENEW_ERROR_CODES:
@@ -389,7 +392,7 @@ class Call:
         if self.end_reason is not None:
             return
         self._record(
-            "tool_result",
+            RecordKind.TOOL_RESULT,
             call_id=request.call_id,
             name=request.name,
             ok=ok,
@@ -402,7 +405,7 @@ class Call:
     def inject(self, text: str, image_url: str | None = None, *, respond: bool = False) -> None:
         """Context from outside (an operator, a CRM): placed right after the caller's latest words."""
         self.to_upstream.append(self.codec.user_text(text, self._last_caller_item, image_url))
-        self._record("note", text=text or "(image)", injected=True, image=bool(image_url))
+        self._record(RecordKind.NOTE, text=text or "(image)", injected=True, image=bool(image_url))
         if respond:
             self._respond()
 
@@ -416,7 +419,7 @@ class Call:
             return
         if context:
             self.to_upstream.append(self.codec.user_text(context, review.item_id))
-            self._record("note", text=context, injected=True, source="before_response")
+            self._record(RecordKind.NOTE, text=context, injected=True, source="before_response")
         self._respond()
 
     def take_turn_reviews(self) -> list[TurnReview]:
@@ -426,7 +429,7 @@ class Call:
     def end_after_goodbye(self, request: ToolRequest) -> None:
         """The model chose to end the call: it says goodbye, and the line closes once that was heard."""
         self._record(
-            "tool_result",
+            RecordKind.TOOL_RESULT,
             call_id=request.call_id,
             name=request.name,
             ok=True,
@@ -520,7 +523,9 @@ class Call:
         """The pump wrote our clear to the carrier: the barge-in's reaction time is known."""
         pending, self._pending_barge_in = self._pending_barge_in, None
         if pending is not None:
-            self._record("barge_in", reaction_ms=round(now - pending.detected_at, 2), **pending.record)
+            self._record(
+                RecordKind.BARGE_IN, reaction_ms=round(now - pending.detected_at, 2), **pending.record
+            )
 
     def _log_cut_transcript(self, p: ItemPlayback) -> None:
         text = self._transcripts.pop(p.item_id, "")
@@ -530,7 +535,7 @@ class Call:
         total = max(p.sent_ms, 1)
         heard_text = text[: round(len(text) * min(p.heard_ms / total, 1.0))]
         self._record(
-            "assistant_transcript",
+            RecordKind.ASSISTANT_TRANSCRIPT,
             item_id=p.item_id,
             text=heard_text.rstrip(),
             full_text=text,
@@ -588,7 +593,7 @@ class Call:
         if self._goodbye is not None and not self._goodbye_spoken:
             self._ask_for_goodbye()
         self.sessions_restored += 1
-        self._record("session_restored", items=len(self.history))
+        self._record(RecordKind.SESSION_RESTORED, items=len(self.history))
 
     def upstream_lost(self) -> None:
         """The model's session is gone; the pump apologises to the caller and closes the line."""
@@ -601,7 +606,7 @@ class Call:
         if hang_up:
             self.to_carrier.append(Hangup(reason))
 
-    def _record(self, kind: str, **data: Any) -> None:
+    def _record(self, kind: RecordKind, **data: Any) -> None:
         self.records.append(LogRecord(kind, data))
 
     def take_tool_requests(self) -> list[ToolRequest]:

@@ -8,10 +8,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Protocol
 
+from bridge.log_records import RecordKind
+
 
 class CallLogSink(Protocol):
     def call_started(self, **fields: Any) -> None: ...
-    def event(self, call_id: str, kind: str, data: dict[str, Any], at: datetime | None = None) -> None: ...
+    def event(
+        self, call_id: str, kind: RecordKind, data: dict[str, Any], at: datetime | None = None
+    ) -> None: ...
     def usage(self, call_id: str, usage: dict[str, Any]) -> None: ...
     def call_ended(self, call_id: str, reason: str) -> None: ...
     def summary(self, call_id: str, summary: str, disposition: str | None) -> None: ...
@@ -21,7 +25,7 @@ class NoCallLog:
     def call_started(self, **fields: Any) -> None:
         pass
 
-    def event(self, call_id: str, kind: str, data: dict[str, Any], at: datetime | None = None) -> None:
+    def event(self, call_id: str, kind: RecordKind, data: dict[str, Any], at: datetime | None = None) -> None:
         pass
 
     def usage(self, call_id: str, usage: dict[str, Any]) -> None:

@@ -16,12 +16,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bridge.audio import PCMU_8K, Transcoder
-from bridge.call import Call, CallConfig, LogRecord, ToolRequest, TurnReview
+from bridge.call import Call, CallConfig, ToolRequest, TurnReview
 from bridge.call_log_sink import CallLogSink
 from bridge.call_registry import CallRegistry
 from bridge.carrier.events import CallEnded, CallStarted, ClearPlayback, Hangup, Mark, PlayAudio
 from bridge.carrier_leg import CarrierLeg
 from bridge.clock import now_ms
+from bridge.log_records import LOGGED_KINDS, LogRecord, RecordKind
 from bridge.logs import mask_number
 from bridge.metrics import BridgeMetrics
 from bridge.realtime import events as rt
@@ -130,7 +131,7 @@ class CallPump:
             self.ctx.metrics.upstream_error("connect")
             self.log.error("upstream session failed, ending call", reason=str(exc))
             self.ctx.call_log.event(
-                self.call_id, "error", {"source": "upstream", "code": "connect", "message": str(exc)}
+                self.call_id, RecordKind.ERROR, {"source": "upstream", "code": "connect", "message": str(exc)}
             )
             return "upstream_failure"
         self.ctx.metrics.upstream_connected(self.upstream.connect_ms)
@@ -454,13 +455,13 @@ class CallPump:
 
     def _record(self, record: LogRecord) -> None:
         self.ctx.metrics.record(record.kind, record.data)
-        if record.kind == "usage":
+        if record.kind is RecordKind.USAGE:
             self.ctx.call_log.usage(self.call_id, record.data)
             return
         at = None
         if record.at is not None:  # it happened earlier than now: place it where it belongs
             at = datetime.now(UTC) - timedelta(milliseconds=now_ms() - record.at)
         self.ctx.call_log.event(self.call_id, record.kind, record.data, at)
-        if record.kind in ("barge_in", "error", "greeting_latency", "turn_latency", "dtmf"):
-            level = "warning" if record.kind == "error" else "info"
+        if record.kind in LOGGED_KINDS:
+            level = "warning" if record.kind is RecordKind.ERROR else "info"
             getattr(self.log, level)(record.kind.replace("_", " "), **record.data)

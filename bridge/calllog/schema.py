@@ -117,8 +117,6 @@ call_events = Table(
     Index(None, "kind"),
 )
 
-TRANSCRIPT_KINDS = ("caller_transcript", "assistant_transcript")
-
 # The per-call totals the recorder keeps current while a call runs.
 TOTAL_COLUMNS = (
     "input_text_tokens",

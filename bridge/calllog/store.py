@@ -36,7 +36,8 @@ from sqlalchemy.pool import StaticPool
 
 from bridge.calllog.migrate import upgrade_to_head
 from bridge.calllog.ops import CallEndedOp, CallStartedOp, CallSummaryOp, CallTotalsOp, EventOp, LogOp
-from bridge.calllog.schema import TOTAL_COLUMNS, TRANSCRIPT_KINDS, UTCDateTime, call_events, calls
+from bridge.calllog.schema import TOTAL_COLUMNS, UTCDateTime, call_events, calls
+from bridge.log_records import TRANSCRIPT_KINDS
 
 END_REASONS = (
     "caller_hangup",

@@ -14,7 +14,7 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.call import Call, CallConfig, LogRecord
+from bridge.call import Call, CallConfig
 from bridge.carrier.events import (
     CallEnded,
     CallerAudio,
@@ -28,6 +28,7 @@ from bridge.carrier.events import (
     PlaybackMark,
 )
 from bridge.carrier.twilio import TwilioCodec
+from bridge.log_records import LogRecord, RecordKind
 from bridge.realtime import events as rt
 from bridge.realtime.codec import RealtimeCodec, RealtimeProtocolError, SessionOptions
 from bridge.sim.carrier_emulator import parse_outbound
@@ -155,7 +156,7 @@ def check_client_event(event: dict[str, Any]) -> None:
 
 
 def check_record(record: LogRecord) -> None:
-    assert isinstance(record, LogRecord) and isinstance(record.kind, str)
+    assert isinstance(record, LogRecord) and isinstance(record.kind, RecordKind)
     assert isinstance(record.data, dict)
     json.dumps(record.data)  # the call log stores it as JSON
 
