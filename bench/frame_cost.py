@@ -38,7 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bridge.audio import pcm16_to_ulaw  # noqa: E402
-from bridge.call import Call, CallConfig  # noqa: E402
+from bridge.call import Call  # noqa: E402
+from bridge.call_config import CallConfig  # noqa: E402
 from bridge.carrier.events import Mark  # noqa: E402
 from bridge.carrier.twilio import TwilioCodec  # noqa: E402
 from bridge.metrics import BridgeMetrics  # noqa: E402

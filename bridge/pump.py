@@ -1,14 +1,19 @@
-"""The thin socket pump around one `Call`: carrier leg in, Realtime websocket out, and back.
+"""The socket pump around one `Call`: the carrier leg on one side, the Realtime session on the other.
 
-Everything here is I/O: read a message, stamp the time, hand it to the `Call`, then send what the
-call left in its outboxes, carrier first (a `clear` must never wait behind anything).
+It only pumps: read a message, stamp the time, hand it to the `Call`, send what the call produced
+(carrier first: a `clear` must never wait behind anything), and run the jobs the call asked for
+(tools, turn reviews, transfers) beside it, off the audio path. Every rule is the call's.
+
+Nothing the call produces can be lost: each flush takes the call's outboxes once and sends all it
+took; whatever the call produces while a flush is sending waits in the outboxes for the next one.
+What an operator does to a live call wakes the pump's own flusher, and jobs run as tasks the pump
+holds and cancels when the call ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -16,7 +21,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bridge.audio import PCMU_8K, Transcoder
-from bridge.call import Call, CallConfig, ToolRequest, TurnReview
+from bridge.call import Call
+from bridge.call_config import CallConfig
+from bridge.call_jobs import CallJob, ToolRequest, TransferRequest, TurnReview
 from bridge.call_log_sink import CallLogSink
 from bridge.call_registry import CallRegistry
 from bridge.carrier.events import CallEnded, CallStarted, ClearPlayback, Hangup, Mark, PlayAudio
@@ -25,25 +32,14 @@ from bridge.clock import now_ms
 from bridge.log_records import LOGGED_KINDS, LogRecord, RecordKind
 from bridge.logs import mask_number
 from bridge.metrics import BridgeMetrics
-from bridge.realtime import events as rt
 from bridge.realtime.codec import RealtimeProtocolError
-from bridge.summary import SUMMARY_METADATA, parse_summary, summary_instructions
-from bridge.tools.builtin import END_CALL, TRANSFER_CALL
+from bridge.summary import PostCallSummary
 from bridge.tools.toolbox import TOOL_TIMEOUT_S, Toolbox, failure
 from bridge.upstream import UpstreamClosed, UpstreamRefused, UpstreamSession
 
 TICK_S = 0.5
 SUMMARY_TIMEOUT_S = 15.0  # the phone leg is already closed; this only bounds the session's life
-GOODBYE_LIMIT_S = 20.0  # a goodbye that never finishes playing still ends the call
 MAX_SESSION_REPLACEMENTS = 5  # per call: an upstream that keeps failing is not worth more tries
-
-GOODBYES = {
-    "timeout": "The call has reached its time limit. Tell the caller briefly and warmly, then say goodbye.",
-    "shutdown": (
-        "This line is closing for maintenance. Apologise, ask the caller to call back, and say goodbye."
-    ),
-}
-
 
 UpstreamOpener = Callable[[], Awaitable[UpstreamSession]]
 Claim = Callable[[str], Awaitable[UpstreamSession | None]]
@@ -51,25 +47,19 @@ Claim = Callable[[str], Awaitable[UpstreamSession | None]]
 
 @dataclass(slots=True)
 class StreamContext:
-    """What every call of this server shares, handed in by the app."""
+    """What every call of this server shares, handed in by the app: its configuration (made from
+    the settings in one place, `CallConfig.from_settings`) and the services a call uses."""
 
     call_config: CallConfig
     open_upstream: UpstreamOpener
     claim_prepared: Claim
     call_log: CallLogSink
-    model: str
-    voice: str
     active_calls: CallRegistry
     metrics: BridgeMetrics
     apology: bytes  # µ-law 8 kHz, heard when the model cannot be reached
     stream_failed: Callable[[str, str], None]
     authorize: Callable[[CallStarted], bool] | None = None  # None: the stream was authenticated already
     tools: Toolbox | None = None
-    end_call_tool: bool = False
-    transfer_numbers: tuple[str, ...] = ()
-    dispositions: tuple[str, ...] = ()  # empty: no post-call summary
-    before_response_url: str = ""  # RESPONSE_MODE=manual
-    max_call_seconds: int = 0
 
 
 class CallPump:
@@ -82,8 +72,8 @@ class CallPump:
         self.call_id = ""
         self._carrier_lock = asyncio.Lock()
         self._upstream_lock = asyncio.Lock()
-        self._goodbye_deadline: float | None = None
-        self._tool_tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()  # the call has something to send that no pump loop will flush
+        self._jobs: set[asyncio.Task[None]] = set()
 
     # -- lifecycle --------------------------------------------------------------------------------
 
@@ -103,6 +93,7 @@ class CallPump:
             self.log.warning("second stream for a call already in progress refused")
             await self.leg.close("duplicate call", code=1008)
             return
+        config = self.ctx.call_config
         self.ctx.call_log.call_started(
             call_id=self.call_id,
             call_sid=started.call_sid,
@@ -111,8 +102,8 @@ class CallPump:
             to_number=params.get("to", ""),
             direction=params.get("direction", "inbound"),
             carrier="browser" if params.get("direction") == "browser" else self.leg.carrier,
-            model=self.ctx.model,
-            voice=self.ctx.voice,
+            model=config.model,
+            voice=config.session.voice,
         )
         self.log.info(
             "call started", caller=mask_number(params.get("from")), callee=mask_number(params.get("to"))
@@ -154,43 +145,19 @@ class CallPump:
             asyncio.create_task(self._carrier_loop(), name="carrier"),
             asyncio.create_task(self._upstream_loop(), name="upstream"),
             asyncio.create_task(self._ticker(), name="ticker"),
+            asyncio.create_task(self._flusher(), name="flusher"),
         ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (*tasks, *self._tool_tasks):
+            for task in (*tasks, *self._jobs):
                 task.cancel()
-            await asyncio.gather(*tasks, *self._tool_tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, *self._jobs, return_exceptions=True)
         for task in done:
             if not task.cancelled() and (exc := task.exception()) is not None:
                 self.log.error("call pump failed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
                 return "error"
         return self.call.end_reason or "caller_hangup"
-
-    async def _summarise(self) -> None:
-        """Ask the still-open session for a summary (out of band: it never joins the conversation)."""
-        upstream = self.upstream
-        if upstream is None or self.call is None or not self.call.history:
-            return
-        codec = upstream.codec
-        request = codec.create_response(
-            summary_instructions(self.ctx.dispositions),
-            out_of_band=True,
-            text_only=True,
-            metadata=SUMMARY_METADATA,
-        )
-        await upstream.socket.send(codec.encode(request))
-        text = ""
-        async with asyncio.timeout(SUMMARY_TIMEOUT_S):
-            async for message in upstream.socket:
-                event = codec.decode(message)
-                if isinstance(event, rt.OutputTextDone | rt.OutputTranscriptDone):
-                    text = event.text if isinstance(event, rt.OutputTextDone) else event.transcript
-                elif isinstance(event, rt.ResponseDone) and event.metadata == SUMMARY_METADATA:
-                    break
-        if (summary := parse_summary(text, self.ctx.dispositions)) is not None:
-            self.ctx.call_log.summary(self.call_id, summary.summary, summary.disposition)
-            self.log.info("post-call summary", disposition=summary.disposition)
 
     async def _close(self, reason: str) -> None:
         if reason == "upstream_failure":
@@ -212,35 +179,29 @@ class CallPump:
             barge_ins=call.barge_ins if call else 0,
             **self.leg.stats(),
         )
-        if self.ctx.dispositions and reason not in ("upstream_failure", "shutdown", "error"):
+        summary = call.post_call_summary(reason) if call is not None else None
+        if summary is not None:
             with contextlib.suppress(Exception):
-                await self._summarise()
+                await self._summarise(summary)
         if self.upstream is not None:
             with contextlib.suppress(Exception):
                 await self.upstream.socket.close()
 
-    def end(self, reason: str) -> None:
-        """End the call now (shutdown, admin hang-up): the hang-up goes out with the next flush."""
-        if self.call is not None:
-            self.call.hang_up(reason)
-            asyncio.get_running_loop().create_task(self._flush())
-
-    def control(self, action: Callable[[Call], None]) -> None:
-        """Apply an operator's action to the call; what it produces goes out with a flush."""
-        if self.call is not None and self.call.end_reason is None:
-            action(self.call)
-            asyncio.get_running_loop().create_task(self._flush())
-
-    async def transfer_now(self, number: str) -> str | None:
-        """An operator's transfer: Twilio dials `number` now. Returns why it failed, or None."""
-        if self.call is None:
-            return "the call has not started"
-        if (problem := await self.leg.transfer(number)) is not None:
-            return problem
-        self.log.info("call transferred by an operator", to=mask_number(number))
-        self.call.transferred()
-        await self._flush()
-        return None
+    async def _summarise(self, summary: PostCallSummary) -> None:
+        """Ask the still-open session for the summary and wait for its answer."""
+        upstream = self.upstream
+        if upstream is None:
+            return
+        for event in summary.events:
+            await upstream.socket.send(upstream.codec.encode(event))
+        async with asyncio.timeout(SUMMARY_TIMEOUT_S):
+            async for message in upstream.socket:
+                with contextlib.suppress(RealtimeProtocolError):
+                    if summary.receive(upstream.codec.decode(message)):
+                        break
+        if (result := summary.result) is not None:
+            self.ctx.call_log.summary(self.call_id, result.summary, result.disposition)
+            self.log.info("post-call summary", disposition=result.disposition)
 
     def _apology(self) -> bytes:
         """The apology (µ-law 8 kHz) in this call's line format."""
@@ -248,14 +209,36 @@ class CallPump:
         converter = Transcoder(PCMU_8K, self.leg.started.line)
         return converter.process(self.ctx.apology) + converter.flush()
 
+    # -- what operators and the server do to a live call ------------------------------------------
+
+    def end(self, reason: str) -> None:
+        """End the call now (shutdown, an operator's hang-up): the hang-up goes out with the next flush."""
+        if self.call is not None:
+            self.call.hang_up(reason)
+            self._wake.set()
+
+    def control(self, action: Callable[[Call], None]) -> None:
+        """Apply an operator's action to the call; what it produces goes out with the next flush."""
+        if self.call is not None and self.call.end_reason is None:
+            action(self.call)
+            self._wake.set()
+
     def say_goodbye(self, reason: str) -> None:
-        """End the call after the assistant's goodbye has been heard (at most GOODBYE_LIMIT_S)."""
-        if self.call is None or self._goodbye_deadline is not None:
-            return
-        self.log.info("saying goodbye", reason=reason)
-        self._goodbye_deadline = now_ms() + GOODBYE_LIMIT_S * 1000
-        self.call.say_goodbye(reason, GOODBYES[reason])
-        asyncio.get_running_loop().create_task(self._flush())
+        """End the call after the assistant's goodbye has been heard (shutdown)."""
+        if self.call is not None and self.call.say_goodbye(reason, now_ms()):
+            self.log.info("saying goodbye", reason=reason)
+            self._wake.set()
+
+    async def transfer_now(self, number: str) -> str | None:
+        """An operator's transfer: the carrier connects `number` now. Returns why it failed, or None."""
+        if self.call is None:
+            return "the call has not started"
+        if (problem := await self.leg.transfer(number)) is not None:
+            return problem
+        self.log.info("call transferred by an operator", to=mask_number(number))
+        self.call.transferred()
+        self._wake.set()
+        return None
 
     # -- pumps ------------------------------------------------------------------------------------
 
@@ -326,13 +309,17 @@ class CallPump:
         assert call is not None
         while True:
             await asyncio.sleep(TICK_S)
-            now = now_ms()
-            limit = self.ctx.max_call_seconds
-            if limit and now - call.started_at >= limit * 1000:
-                self.say_goodbye("timeout")
-            if self._goodbye_deadline is not None and now >= self._goodbye_deadline:
-                call.hang_up(call.goodbye_reason or "timeout")
-            call.tick(now)
+            had_goodbye = call.goodbye.reason is not None
+            call.tick(now_ms())
+            if not had_goodbye and call.goodbye.reason is not None:
+                self.log.info("saying goodbye", reason=call.goodbye.reason)
+            await self._flush()
+
+    async def _flusher(self) -> None:
+        """Flushes what the call produced outside the pump's own loops (operators, the server)."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
             await self._flush()
 
     async def _flush(self) -> None:
@@ -341,7 +328,7 @@ class CallPump:
         call = self.call
         if call is None:
             return
-        to_carrier, to_upstream, records = call.drain()
+        to_carrier, to_upstream, records = call.drain()  # the one drain: all of it is sent below
         if to_carrier:
             async with self._carrier_lock:
                 send = self.leg.send
@@ -351,10 +338,11 @@ class CallPump:
                         continue
                     if isinstance(command, Hangup):
                         break
-                    if isinstance(command, ClearPlayback):
-                        call.clear_written(now_ms())
-            if call.records:
-                records += call.drain()[2]
+                    if (
+                        isinstance(command, ClearPlayback)
+                        and (record := call.clear_written(now_ms())) is not None
+                    ):
+                        records.append(record)
         upstream = self.upstream
         if to_upstream and upstream is not None:
             socket, encode = upstream.socket, upstream.codec.encode
@@ -367,43 +355,43 @@ class CallPump:
         if records:
             for record in records:
                 self._record(record)
-        if call.tool_requests or call.turn_reviews:  # rare: the per-frame flush stays free of it
+        if call.jobs:  # rare: the per-frame flush stays free of it
             self._start_jobs(call)
 
+    # -- jobs: beside the call, never on the audio path -------------------------------------------
+
     def _start_jobs(self, call: Call) -> None:
-        """Tools and turn reviews run beside the call, never on the audio path."""
-        jobs = [*map(self._run_tool, call.take_tool_requests()), *map(self._review, call.take_turn_reviews())]
-        for job in jobs:
-            task = asyncio.get_running_loop().create_task(job)
-            self._tool_tasks.add(task)
-            task.add_done_callback(self._tool_tasks.discard)
+        for job in call.take_jobs():
+            task = asyncio.get_running_loop().create_task(self._run_job(job))
+            self._jobs.add(task)
+            task.add_done_callback(self._jobs.discard)
+
+    async def _run_job(self, job: CallJob) -> None:
+        if isinstance(job, ToolRequest):
+            await self._run_tool(job)
+        elif isinstance(job, TurnReview):
+            await self._review(job)
+        else:
+            await self._transfer(job)
+        await self._flush()
 
     async def _review(self, review: TurnReview) -> None:
         """RESPONSE_MODE=manual: the hook sees the caller's turn before the model answers it."""
         assert self.call is not None
         context = ""
-        if self.ctx.tools is not None and self.ctx.before_response_url:
+        url = self.ctx.call_config.before_response_url
+        if self.ctx.tools is not None and url:
             turn = {"item_id": review.item_id, "transcript": review.transcript}
             try:
-                context = await self.ctx.tools.before_response(
-                    self.ctx.before_response_url, turn, {"call_id": self.call_id}
-                )
+                context = await self.ctx.tools.before_response(url, turn, {"call_id": self.call_id})
             except Exception as exc:
                 self.log.error("before-response hook failed", error=f"{type(exc).__name__}: {exc}")
         self.call.turn_reviewed(review, context)
-        await self._flush()
 
     async def _run_tool(self, request: ToolRequest) -> None:
-        """Off the audio path: the call goes on while a tool runs, and a failure is the model's to tell."""
+        """The call goes on while a tool runs, and a failure is the model's to tell."""
         assert self.call is not None
         started = time.perf_counter()
-        if request.name == END_CALL and self.ctx.end_call_tool:
-            self.call.end_after_goodbye(request)
-            await self._flush()
-            return
-        if request.name == TRANSFER_CALL and self.ctx.transfer_numbers:
-            await self._transfer(request)
-            return
         if self.ctx.tools is None:
             ok, output = False, failure("no tools are configured")
         else:
@@ -419,39 +407,17 @@ class CallPump:
                 self.log.error("tool failed", tool=request.name, error=f"{type(exc).__name__}: {exc}")
                 ok, output = False, failure("the tool failed")
         self.call.tool_result(request, ok, output, (time.perf_counter() - started) * 1000)
-        await self._flush()
 
-    async def _transfer(self, request: ToolRequest) -> None:
-        """Let the caller hear the model's preamble, then have the carrier connect the number."""
-        call = self.call
-        assert call is not None
+    async def _transfer(self, transfer: TransferRequest) -> None:
+        """The caller heard the model's preamble: the carrier connects the number."""
+        assert self.call is not None
         started = time.perf_counter()
-        try:
-            number = str(json.loads(request.arguments or "{}").get("number") or "")
-        except (ValueError, AttributeError):
-            number = ""
-        number = number or self.ctx.transfer_numbers[0]
-        if number not in self.ctx.transfer_numbers:
-            allowed = ", ".join(self.ctx.transfer_numbers)
-            call.tool_result(request, False, failure(f"transfers go only to {allowed}"), 0.0)
-            await self._flush()
-            return
-        for _ in range(300):  # the preamble may take a while to play: wait up to 15 s
-            if not call.speaking:
-                break
-            await asyncio.sleep(0.05)
-        outcome = await self.leg.transfer(number)
-        elapsed = (time.perf_counter() - started) * 1000
-        if outcome is not None:
-            self.log.error("transfer failed", error=outcome)
-            call.tool_result(
-                request, False, failure("the transfer failed; apologise and offer more help"), elapsed
-            )
+        problem = await self.leg.transfer(transfer.number)
+        if problem is not None:
+            self.log.error("transfer failed", error=problem)
         else:
-            self.log.info("call transferred", to=mask_number(number))
-            call.tool_result(request, True, '{"ok": true}', elapsed)
-            call.transferred()
-        await self._flush()
+            self.log.info("call transferred", to=mask_number(transfer.number))
+        self.call.transfer_finished(transfer, problem, (time.perf_counter() - started) * 1000)
 
     def _record(self, record: LogRecord) -> None:
         self.ctx.metrics.record(record.kind, record.data)

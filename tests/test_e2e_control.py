@@ -80,7 +80,6 @@ async def test_injected_context_lands_after_the_callers_words_then_the_model_ans
         assert session.rejected == []
 
 
-@pytest.mark.xfail(strict=True, reason="issue 21 finding 4: _flush's second drain discards the inject")
 async def test_an_inject_landing_while_a_clear_is_being_sent_reaches_the_model(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -14,7 +14,8 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.call import Call, CallConfig
+from bridge.call import Call
+from bridge.call_config import CallConfig
 from bridge.carrier.events import (
     CallEnded,
     CallerAudio,
@@ -118,9 +119,8 @@ class Pump:
         to_carrier, to_upstream, records = self.call.drain()
         for command in to_carrier:
             self.check_carrier_command(command)
-            if isinstance(command, ClearPlayback):
-                self.call.clear_written(now)
-                records += self.call.drain()[2]
+            if isinstance(command, ClearPlayback) and (record := self.call.clear_written(now)) is not None:
+                records.append(record)
         for event in to_upstream:
             check_client_event(event)
         for record in records:
