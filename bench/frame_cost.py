@@ -230,7 +230,9 @@ def _callgrind(path: str, count: int, out: Path, python: str) -> subprocess.Pope
     command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", python, __file__]
     return subprocess.Popen(
         [*command, "--run", path, "--n", str(count)],
-        env={**os.environ, "PYTHONHASHSEED": "0"},
+        # OpenBLAS's worker threads (numpy) spin for as long as the host makes them wait: with them
+        # the same run varied by 3-5 thousand instructions per message, without them by about 100.
+        env={**os.environ, "PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
