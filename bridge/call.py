@@ -41,8 +41,7 @@ from bridge.realtime import events as rt
 from bridge.realtime.codec import RealtimeCodec
 from bridge.response_queue import Request, ResponseQueue
 from bridge.summary import PostCallSummary
-from bridge.tools.builtin import END_CALL, TRANSFER_CALL
-from bridge.tools.toolbox import failure
+from bridge.tools.builtin import END_CALL, TRANSFER_CALL, failure
 
 PROBE_INTERVAL_MS = 2000.0  # while idle: keeps the round-trip window fresh at no audible cost
 TRANSFER_WAIT_MS = 15_000.0  # the preamble may take a while to be heard; the transfer goes at the latest then

@@ -34,7 +34,8 @@ from bridge.logs import mask_number
 from bridge.metrics import BridgeMetrics
 from bridge.realtime.codec import RealtimeProtocolError
 from bridge.summary import PostCallSummary
-from bridge.tools.toolbox import TOOL_TIMEOUT_S, Toolbox, failure
+from bridge.tools.builtin import failure
+from bridge.tools.toolbox import TOOL_TIMEOUT_S, Toolbox
 from bridge.upstream import UpstreamClosed, UpstreamRefused, UpstreamSession
 
 TICK_S = 0.5
