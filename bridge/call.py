@@ -123,7 +123,8 @@ class Call:
         self.barge_ins = 0
         self.frames_in = 0
 
-        self.to_upstream.extend(config.opening_events(codec, configured=configured, greeted=True))
+        if not configured:
+            self.to_upstream.append(codec.session_update(config.session))
         if config.greeting:
             self.outbound.await_greeting(now)
             if not greeted:
@@ -504,7 +505,7 @@ class Call:
             self.ledger.clear(now)
         self._transcripts.clear()
         self.outbound.drop()
-        self.to_upstream.extend(self.config.opening_events(codec, greeted=True))
+        self.to_upstream.append(codec.session_update(self.config.session))
         self.to_upstream.extend(codec.history_item(role, text) for role, text in self.history)
         if (request := self.responses.restart()) is not None:
             self._create(request)

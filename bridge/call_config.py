@@ -76,11 +76,11 @@ class CallConfig:
             dispositions=settings.disposition_list if settings.post_call_summary else (),
         )
 
-    def opening_events(
-        self, codec: RealtimeCodec, *, configured: bool = False, greeted: bool = False
-    ) -> list[dict[str, Any]]:
-        """What a new upstream session is sent first: its configuration, then the greeting."""
-        events = [] if configured else [codec.session_update(self.session)]
-        if self.greeting and not greeted:
+    def opening_events(self, codec: RealtimeCodec, *, greet: bool) -> list[dict[str, Any]]:
+        """What a session opened before its call's stream starts is sent: its configuration, then
+        (`greet`) the greeting, so that its first audio is waiting when the caller arrives. A session
+        the `Call` opens itself is configured and greeted by the call."""
+        events = [codec.session_update(self.session)]
+        if self.greeting and greet:
             events.append(codec.create_response(self.greeting))
         return events

@@ -98,7 +98,7 @@ class Bridge:
         session = await self.open_upstream()
         prefetch = self.settings.prefetch_greeting
         # Without the prefetch the greeting is asked for once a stream claims the session.
-        for event in self.call_config.opening_events(session.codec, greeted=not prefetch):
+        for event in self.call_config.opening_events(session.codec, greet=prefetch):
             await session.socket.send(session.codec.encode(event).decode())
         session.configured, session.greeted = True, prefetch
         return session
