@@ -78,6 +78,13 @@ class Settings(BaseSettings):
     call_log_prices: str = ""  # JSON price table, or a path to one; empty = built-in estimates
     admin_token: SecretStr | None = None
 
+    # Call recordings (see README, "Recordings")
+    recording: Literal["off", "all", "requested"] = "off"
+    recording_dir: Path | None = None  # default: "recordings" beside the SQLite file, else data/recordings
+    recording_url: str = ""  # s3://bucket/prefix: store there instead of RECORDING_DIR
+    recording_endpoint_url: str = ""  # an S3-compatible service; empty: AWS (or AWS_ENDPOINT_URL_S3)
+    recording_notice: str = ""  # said to the caller before the greeting on a recorded call
+
     # Carriers: which media-stream endpoints are mounted, and each one's credentials
     carriers: str = "twilio"  # comma-separated: twilio, signalwire, telnyx, plivo, vonage
     stream_token_secret: SecretStr | None = None  # keys one-time stream tokens; shared by replicas
@@ -202,6 +209,29 @@ class Settings(BaseSettings):
             raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
         return value
 
+    @field_validator("recording_url")
+    @classmethod
+    def _s3_url(cls, value: str) -> str:
+        from bridge.recording.archive import parse_s3_url
+
+        if value:
+            parse_s3_url(value)
+        return value.rstrip("/")
+
+    @field_validator("recording_endpoint_url")
+    @classmethod
+    def _endpoint_url(cls, value: str) -> str:
+        if value and (urlsplit(value).scheme not in ("http", "https") or not urlsplit(value).netloc):
+            raise ValueError(
+                "must be the http(s) URL of the S3-compatible service, e.g. https://s3.example.com"
+            )
+        return value
+
+    @field_validator("recording", mode="before")
+    @classmethod
+    def _lower_mode(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
     @field_validator("call_log_prices")
     @classmethod
     def _prices(cls, value: str) -> str:
@@ -294,6 +324,21 @@ class Settings(BaseSettings):
         """Every number transfer_call may dial, the default first."""
         listed = (n.strip() for n in self.transfer_allowlist.split(",") if n.strip())
         return tuple(dict.fromkeys(n for n in (self.transfer_number, *listed) if n))
+
+    @property
+    def recording_directory(self) -> Path:
+        """RECORDING_DIR, or "recordings" beside the SQLite call log, or data/recordings (PostgreSQL,
+        or an in-memory SQLite): where recordings go without RECORDING_URL, and where they are spooled."""
+        if self.recording_dir is not None:
+            return self.recording_dir
+        from sqlalchemy.engine import make_url
+
+        url = make_url(self.call_log_url)
+        database = url.database or ""
+        on_disk = database not in ("", ":memory:") and url.query.get("mode") != "memory"
+        if url.get_backend_name() == "sqlite" and on_disk:
+            return Path(database.removeprefix("file:")).expanduser().parent / "recordings"
+        return Path("data") / "recordings"
 
     @property
     def is_azure(self) -> bool:

@@ -32,6 +32,7 @@ from bridge.logs import get_logger
 from bridge.media_stream import handle_media_stream
 from bridge.metrics import BridgeMetrics
 from bridge.pump import StreamContext
+from bridge.recording import Recordings
 from bridge.session_pool import PreparedSessions
 from bridge.tools.toolbox import Toolbox
 from bridge.upstream import UpstreamSession, open_session_with_retry
@@ -53,6 +54,7 @@ class Bridge:
     admin_token: str = ""
     call_log: CallLogSink = field(default_factory=NoCallLog)
     store: CallStore | None = None
+    recordings: Recordings | None = None  # None without a call log to report to
     metrics: BridgeMetrics = field(default_factory=BridgeMetrics)
     failed_calls: OrderedDict[str, str] = field(default_factory=OrderedDict)  # call sid -> why
     stream_tokens: StreamTokens = field(default_factory=StreamTokens)  # bind a stream to its webhook

@@ -24,6 +24,7 @@ from bridge.config import Settings
 from bridge.control_api import setup_control_routes
 from bridge.logs import get_logger
 from bridge.metrics import metrics_context, metrics_handler
+from bridge.recording import RecordingArchive, Recordings
 from bridge.resources import BRIDGE_KEY, Bridge
 from bridge.sip.endpoint import setup_sip
 from bridge.softphone import setup_softphone_routes
@@ -130,13 +131,35 @@ async def _call_log_lifecycle(app: web.Application) -> AsyncIterator[None]:
     if interrupted:
         log.warning("calls left in progress by a previous process marked interrupted", count=interrupted)
     await recorder.start()
-    retention = asyncio.create_task(run_retention(store, bridge.settings.call_log_retention_days))
+    archive = bridge.recordings.archive if bridge.recordings is not None else None
+    retention = asyncio.create_task(
+        run_retention(store, bridge.settings.call_log_retention_days, recordings=archive)
+    )
     yield
     retention.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await retention
     await recorder.stop()
     await store.close()
+
+
+async def _recordings_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    """Recordings start after the call log (their status goes there) and are all stored before it stops."""
+    recordings = app[BRIDGE_KEY].recordings
+    if recordings is None:
+        yield
+        return
+    await recordings.start()
+    yield
+    await recordings.stop()
+
+
+def _recordings(settings: Settings, call_log: CallRecorder) -> Recordings:
+    archive = RecordingArchive(
+        settings.recording_directory, settings.recording_url, settings.recording_endpoint_url
+    )
+    spool_dir = settings.recording_directory / ".spool"
+    return Recordings(archive, spool_dir, call_log, mode=settings.recording)
 
 
 def _admin_token(settings: Settings) -> str:
@@ -158,14 +181,17 @@ def create_app(
     app = web.Application()
     admin_token = _admin_token(settings)
     store = None
+    recordings = None
     if call_log is None:
         store = CallStore.connect(settings.call_log_url)
         call_log = CallRecorder(store, prices=PriceTable.from_setting(settings.call_log_prices))
+        recordings = _recordings(settings, call_log)
     bridge = Bridge(
         settings=settings,
         admin_token=admin_token,
         call_log=call_log,
         store=store,
+        recordings=recordings,
         toolbox=toolbox or Toolbox(),
     )
     app[BRIDGE_KEY] = bridge
@@ -174,6 +200,7 @@ def create_app(
         bridge.metrics.watch_recorder(call_log)
     # Start-up runs in this order and clean-up in reverse: the call log outlives every call.
     app.cleanup_ctx.append(_call_log_lifecycle)
+    app.cleanup_ctx.append(_recordings_lifecycle)
     app.cleanup_ctx.append(metrics_context(bridge.metrics, settings.metrics_port))
     app.cleanup_ctx.append(_demo_upstream)
     app.cleanup_ctx.append(_lifecycle)
@@ -183,7 +210,7 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     if store is not None:
-        setup_calllog_routes(app, store, admin_token)
+        setup_calllog_routes(app, store, admin_token, recordings.archive if recordings else None)
     admin = AdminAuth(admin_token)
     setup_control_routes(
         app, bridge.active_calls, is_authorized=admin.authenticated, dialect=settings.realtime_dialect

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import wave
 from collections.abc import AsyncIterator
+from importlib import resources
 
 import numpy as np
 import pytest
@@ -18,14 +19,12 @@ import websockets
 from pydantic import ValidationError
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from bridge.sim import realtime_emulator as emulator_module
+from bridge.sim.emulator_audio import decode_g711, encode_output, resample
 from bridge.sim.realtime_emulator import (
     GREETING_TRANSCRIPT,
     EmulatorConfig,
     RealtimeEmulator,
     ScriptedReply,
-    encode_output,
-    resample,
 )
 from bridge.sim.realtime_schema import BETA_CLIENT_EVENT_TYPES, GA_CLIENT_EVENT_TYPES, merge_session
 from bridge.sim.vad import dbfs_to_amplitude
@@ -394,7 +393,7 @@ async def test_greeting_when_no_caller_audio_yet(start) -> None:
         done = await greeting_done(client)
     transcript = client.of_type("response.output_audio_transcript.done")[0]["transcript"]
     assert transcript == GREETING_TRANSCRIPT
-    with wave.open(str(emulator_module.resources.files("bridge.sim") / "assets" / "greeting.wav")) as w:
+    with wave.open(str(resources.files("bridge.sim") / "assets" / "greeting.wav")) as w:
         assert audio_ms(client.events, "ga") == pytest.approx(w.getnframes() / 24, abs=1)
     assert done["response"]["output"][0]["content"][0] == {
         "type": "output_audio",
@@ -403,7 +402,7 @@ async def test_greeting_when_no_caller_audio_yet(start) -> None:
 
 
 def test_greeting_asset_is_small_pcm16_24k_mono() -> None:
-    path = emulator_module.resources.files("bridge.sim") / "assets" / "greeting.wav"
+    path = resources.files("bridge.sim") / "assets" / "greeting.wav"
     assert path.stat().st_size < 300_000  # type: ignore[attr-defined]
     with wave.open(str(path)) as w:
         assert (w.getnchannels(), w.getsampwidth(), w.getframerate()) == (1, 2, 24000)
@@ -1023,7 +1022,7 @@ def test_g711_tables_match_audioop() -> None:
         encoded = encode_output(everything, 8000, fmt)
         assert encoded == to_law(everything.tobytes(), 2)
         codes = bytes(range(256))
-        assert emulator_module.decode_g711(codes, fmt).tobytes() == from_law(codes, 2)
+        assert decode_g711(codes, fmt).tobytes() == from_law(codes, 2)
 
 
 def test_resample_keeps_duration() -> None:

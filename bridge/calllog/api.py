@@ -22,6 +22,9 @@ from aiohttp import web
 from bridge.calllog.auth import AdminAuth
 from bridge.calllog.present import CSV_COLUMNS, csv_row, public_call, to_json, transcript_text
 from bridge.calllog.store import END_REASONS, CallStore
+from bridge.recording.archive import ArchiveError, RecordingArchive, safe_name
+from bridge.recording.download import recording_response
+from bridge.recording.finish import FORMATS
 
 log = structlog.get_logger(__name__)
 
@@ -39,13 +42,23 @@ _PAGE_HEADERS = {
 }
 
 
+_NOT_SERVED = {
+    None: "this call was not recorded",
+    "recording": "the recording is not ready yet",
+    "failed": "the recording failed (the call's recording.error says why)",
+}
+
+
 class _BadRequest(Exception):
     pass
 
 
-def setup_calllog_routes(app: web.Application, store: CallStore, admin_token: str) -> None:
-    """Add the call-log API and pages to `app`. Raises ValueError for an empty `admin_token`."""
-    routes = _CallLogRoutes(store, AdminAuth(admin_token))
+def setup_calllog_routes(
+    app: web.Application, store: CallStore, admin_token: str, recordings: RecordingArchive | None = None
+) -> None:
+    """Add the call-log API and pages to `app`; `recordings` serves the calls' recordings. Raises
+    ValueError for an empty `admin_token`."""
+    routes = _CallLogRoutes(store, AdminAuth(admin_token), recordings)
     api, page = routes.api, routes.page
     router = app.router
     # The export paths before /api/calls/{call_id}, which would otherwise take them as an id.
@@ -53,6 +66,7 @@ def setup_calllog_routes(app: web.Application, store: CallStore, admin_token: st
     router.add_get("/api/calls/export.jsonl", api(routes.export_jsonl))
     router.add_get("/api/calls/export.csv", api(routes.export_csv))
     router.add_get("/api/calls/{call_id}/transcript", api(routes.transcript))
+    router.add_get("/api/calls/{call_id}/recording", api(routes.recording))
     router.add_get("/api/calls/{call_id}", api(routes.get_call))
     router.add_static("/calls/static/", WEB_DIR / "static")
     router.add_post("/calls/login", routes.login)
@@ -62,9 +76,10 @@ def setup_calllog_routes(app: web.Application, store: CallStore, admin_token: st
 
 
 class _CallLogRoutes:
-    def __init__(self, store: CallStore, auth: AdminAuth) -> None:
+    def __init__(self, store: CallStore, auth: AdminAuth, recordings: RecordingArchive | None) -> None:
         self.store = store
         self.auth = auth
+        self.recordings = recordings
         self.list_html = (WEB_DIR / "calls.html").read_text(encoding="utf-8")
         self.call_html = (WEB_DIR / "call.html").read_text(encoding="utf-8")
         self.login_template = Template((WEB_DIR / "login.html").read_text(encoding="utf-8"))
@@ -151,6 +166,32 @@ class _CallLogRoutes:
         if call is None:
             return web.Response(text="no such call\n", status=404, headers=_NO_STORE)
         return web.Response(text=transcript_text(call), content_type="text/plain", headers=_NO_STORE)
+
+    async def recording(self, request: web.Request) -> web.StreamResponse:
+        """The call's recording, `?format=` wav or flac (default flac), with range requests."""
+        fmt = request.query.get("format", "flac").lower()
+        if fmt not in FORMATS:
+            raise _BadRequest(f"format must be one of {', '.join(FORMATS)}")
+        call_id = request.match_info["call_id"]
+        recording = await self.store.get_recording(call_id)
+        if recording is None:
+            return _json({"error": "no such call"}, status=404)
+        status, location = recording["recording_status"], recording["recording_location"]
+        if status != "ready" or not location or self.recordings is None:
+            error = _NOT_SERVED.get(status, f"the recording is {status}")
+            return _json({"error": error, "recording_status": status}, status=404)
+        if fmt not in (recording["recording_formats"] or "").split(","):
+            return _json({"error": f"the recording has no {fmt} copy"}, status=404)
+        try:
+            return await recording_response(
+                request, self.recordings, location, fmt, filename=f"call-{safe_name(call_id)}"
+            )
+        except web.HTTPNotFound:
+            log.error("calllog.recording_file_missing", call_id=call_id, location=location, format=fmt)
+            return _json({"error": "the recording's file is missing"}, status=404)
+        except ArchiveError as exc:
+            log.error("calllog.recording_unavailable", call_id=call_id, error=str(exc))
+            return _json({"error": "the recording's storage cannot be reached"}, status=503)
 
     async def export_jsonl(self, request: web.Request) -> web.StreamResponse:
         filters, reveal = _filters(request), _reveal(request)

@@ -69,4 +69,17 @@ class CallSummaryOp:
     disposition: str | None
 
 
-LogOp = CallStartedOp | EventOp | CallTotalsOp | CallEndedOp | CallSummaryOp
+@dataclass(frozen=True, slots=True)
+class RecordingOp:
+    """The call's recording as it stands now (bridge.recording); a later one for the call supersedes it."""
+
+    call_id: str
+    status: str  # recording | ready | failed
+    started_at: datetime | None = None
+    location: str | None = None
+    formats: tuple[str, ...] = ()
+    duration_s: float | None = None
+    error: str | None = None
+
+
+LogOp = CallStartedOp | EventOp | CallTotalsOp | CallEndedOp | CallSummaryOp | RecordingOp

@@ -6,8 +6,9 @@ import json
 import re
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
-from bridge.calllog.schema import TOTAL_COLUMNS
+from bridge.calllog.schema import RECORDING_COLUMNS, TOTAL_COLUMNS
 from bridge.log_records import TRANSCRIPT_KINDS, RecordKind
 
 _DIGIT = re.compile(r"\d")
@@ -32,12 +33,36 @@ def mask_number(number: str, keep: int = 4) -> str:
 
 def public_call(call: dict[str, Any], *, reveal: bool) -> dict[str, Any]:
     """A store call dict as the API shows it (numbers masked unless `reveal`)."""
-    out = dict(call)
+    out = {k: v for k, v in call.items() if k not in RECORDING_COLUMNS}
     if not reveal:
         out["from_number"] = mask_number(call["from_number"])
         out["to_number"] = mask_number(call["to_number"])
     out["numbers_masked"] = not reveal
+    out["recording"] = public_recording(call)
     return out
+
+
+def public_recording(call: dict[str, Any]) -> dict[str, Any] | None:
+    """The call's recording as the API shows it; None when the call was not recorded.
+
+    `started_at` is the wall-clock time of the recording's first sample: an event at time t is heard
+    (t - started_at) seconds into it. `url` serves the files (`?format=` one of `formats`) once ready.
+    """
+    status = call.get("recording_status")
+    if status is None:
+        return None
+    formats = [f for f in (call.get("recording_formats") or "").split(",") if f]
+    ready = status == "ready"
+    return {
+        "status": status,
+        "started_at": call.get("recording_started_at"),
+        "duration_s": call.get("recording_duration_s"),
+        "formats": formats,
+        "channels": {"left": "caller", "right": "assistant"},
+        "location": call.get("recording_location"),
+        "error": call.get("recording_error"),
+        "url": f"/api/calls/{quote(call['call_id'], safe='')}/recording" if ready else None,
+    }
 
 
 def to_json(value: Any) -> str:

@@ -20,7 +20,15 @@ from typing import Any
 import structlog
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 
-from bridge.calllog.ops import CallEndedOp, CallStartedOp, CallSummaryOp, CallTotalsOp, EventOp, LogOp
+from bridge.calllog.ops import (
+    CallEndedOp,
+    CallStartedOp,
+    CallSummaryOp,
+    CallTotalsOp,
+    EventOp,
+    LogOp,
+    RecordingOp,
+)
 from bridge.calllog.pricing import PriceTable, TokenUsage
 from bridge.calllog.store import CallStore
 from bridge.log_records import RecordKind
@@ -220,6 +228,32 @@ class CallRecorder:
             )
         except Exception:
             log.exception("calllog.record_failed", method="summary", call_id=call_id)
+
+    def recording(
+        self,
+        call_id: str,
+        status: str,
+        *,
+        started_at: datetime | None = None,
+        location: str | None = None,
+        formats: tuple[str, ...] = (),
+        duration_s: float | None = None,
+        error: str | None = None,
+    ) -> None:
+        """The call's recording began ("recording"), was stored ("ready") or failed, with the reason."""
+        try:
+            op = RecordingOp(
+                call_id=call_id,
+                status=status,
+                started_at=started_at,
+                location=location,
+                formats=tuple(formats),
+                duration_s=duration_s,
+                error=error,
+            )
+            self._put(op, essential=True)
+        except Exception:
+            log.exception("calllog.record_failed", method="recording", call_id=call_id)
 
     # ---- internals ----------------------------------------------------------------------------
 

@@ -96,6 +96,13 @@ calls = Table(
     Column("summary", Text),
     Column("disposition", String(64)),
     Column("metadata", json_type()),
+    # The call's recording (bridge.recording), if it was recorded: recording | ready | failed.
+    Column("recording_status", String(16)),
+    Column("recording_started_at", UTCDateTime()),  # wall-clock time of the recording's first sample
+    Column("recording_duration_s", Float),
+    Column("recording_location", Text),  # file:// or s3:// URI of the files, without the extension
+    Column("recording_formats", String(32)),  # comma-separated extensions stored there: "wav,flac"
+    Column("recording_error", Text),  # why it failed
     Index(None, "started_at", "call_id"),
     Index(None, "status"),
     Index(None, "end_reason"),
@@ -115,6 +122,15 @@ call_events = Table(
     Column("search_text", Text),
     UniqueConstraint("call_id", "seq"),
     Index(None, "kind"),
+)
+
+RECORDING_COLUMNS = (
+    "recording_status",
+    "recording_started_at",
+    "recording_duration_s",
+    "recording_location",
+    "recording_formats",
+    "recording_error",
 )
 
 # The per-call totals the recorder keeps current while a call runs.

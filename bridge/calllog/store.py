@@ -10,7 +10,7 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,8 +35,16 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import StaticPool
 
 from bridge.calllog.migrate import upgrade_to_head
-from bridge.calllog.ops import CallEndedOp, CallStartedOp, CallSummaryOp, CallTotalsOp, EventOp, LogOp
-from bridge.calllog.schema import TOTAL_COLUMNS, UTCDateTime, call_events, calls
+from bridge.calllog.ops import (
+    CallEndedOp,
+    CallStartedOp,
+    CallSummaryOp,
+    CallTotalsOp,
+    EventOp,
+    LogOp,
+    RecordingOp,
+)
+from bridge.calllog.schema import RECORDING_COLUMNS, TOTAL_COLUMNS, UTCDateTime, call_events, calls
 from bridge.log_records import TRANSCRIPT_KINDS
 
 END_REASONS = (
@@ -53,6 +61,8 @@ END_REASONS = (
 
 
 _EXPORT_PAGE = 200
+# A recording still "recording" this long after its call ended has no process finishing it any more.
+RECORDING_FINISH_LIMIT = timedelta(hours=1)
 
 
 def _json_dumps(value: Any) -> str:
@@ -128,6 +138,7 @@ class CallStore:
         totals: dict[str, CallTotalsOp] = {}
         ends: dict[str, CallEndedOp] = {}
         summaries: dict[str, CallSummaryOp] = {}
+        recordings: dict[str, RecordingOp] = {}
         for op in ops:
             if isinstance(op, EventOp):
                 events.append(_event_row(op))
@@ -139,6 +150,8 @@ class CallStore:
                 ends.setdefault(op.call_id, op)  # the first end is the real one
             elif isinstance(op, CallSummaryOp):
                 summaries[op.call_id] = op
+            elif isinstance(op, RecordingOp):
+                recordings[op.call_id] = op  # the last one is the current state
         async with self.engine.begin() as conn:
             # Starts first: a batch may hold a call's start and everything after it.
             if starts:
@@ -163,6 +176,15 @@ class CallStore:
                         {"b_call_id": op.call_id, "b_summary": op.summary, "b_disposition": op.disposition}
                         for op in summaries.values()
                     ],
+                )
+            if recordings:
+                await conn.execute(
+                    update(calls)
+                    .where(calls.c.call_id == bindparam("b_call_id"))
+                    .values(
+                        {name: bindparam(f"b_{name}", type_=calls.c[name].type) for name in RECORDING_COLUMNS}
+                    ),
+                    [_recording_row(op) for op in recordings.values()],
                 )
 
     def _insert_ignoring_duplicates(self, table: Any, keys: list[str]) -> Insert:
@@ -229,19 +251,54 @@ class CallStore:
                     stale.append(CallEndedOp(call_id=call_id, ended_at=last, reason="interrupted"))
             if stale:
                 await self._end_calls(conn, stale)
+            # A recording its process never stored: of a call closed just now, or of a call that ended
+            # long enough ago that no living process can still be finishing it.
+            gave_up = or_(
+                calls.c.call_id.in_([op.call_id for op in stale]),
+                calls.c.ended_at < datetime.now(UTC) - RECORDING_FINISH_LIMIT,
+            )
+            await conn.execute(
+                update(calls)
+                .where(calls.c.recording_status == "recording", gave_up)
+                .values(
+                    recording_status="failed",
+                    recording_error="the bridge stopped before the recording was stored",
+                )
+            )
         return len(stale)
 
-    async def purge_older_than(self, days: int) -> int:
-        """Delete calls (and their events) that started more than `days` days ago; returns how many."""
-        if days < 1:
-            raise ValueError("purge_older_than needs days >= 1")
-        cutoff = datetime.now(UTC) - timedelta(days=days)
-        old = select(calls.c.call_id).where(calls.c.started_at < cutoff)
+    async def purge_older_than(
+        self, days: int, *, now: datetime | None = None, keep: Collection[str] = ()
+    ) -> int:
+        """Delete calls (and their events) that started more than `days` days before `now` (default:
+        now), except those in `keep`; returns how many."""
+        old = _older_than(days, now)
+        if keep:
+            old = and_(old, calls.c.call_id.not_in(list(keep)))
         async with self.engine.begin() as conn:
             # Explicit, not ON DELETE CASCADE: SQLite enforces that only with the foreign_keys pragma.
-            await conn.execute(delete(call_events).where(call_events.c.call_id.in_(old)))
-            result = await conn.execute(delete(calls).where(calls.c.started_at < cutoff))
+            doomed = select(calls.c.call_id).where(old)
+            await conn.execute(delete(call_events).where(call_events.c.call_id.in_(doomed)))
+            result = await conn.execute(delete(calls).where(old))
         return result.rowcount
+
+    async def recordings_older_than(
+        self, days: int, *, now: datetime | None = None
+    ) -> list[tuple[str, str, tuple[str, ...]]]:
+        """(call id, location, formats) of every stored recording `purge_older_than` would delete."""
+        query = select(calls.c.call_id, calls.c.recording_location, calls.c.recording_formats).where(
+            _older_than(days, now), calls.c.recording_location.is_not(None)
+        )
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [(call_id, location, tuple((formats or "").split(","))) for call_id, location, formats in rows]
+
+    async def get_recording(self, call_id: str) -> dict[str, Any] | None:
+        """The call's recording columns (all None when it was not recorded); None if there is no call."""
+        query = select(*(calls.c[name] for name in RECORDING_COLUMNS)).where(calls.c.call_id == call_id)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).mappings().first()
+        return dict(row) if row is not None else None
 
     # ---- queries ------------------------------------------------------------------------------
 
@@ -358,6 +415,12 @@ def _filters(
     return where
 
 
+def _older_than(days: int, now: datetime | None) -> ColumnElement[bool]:
+    if days < 1:
+        raise ValueError("retention needs days >= 1")
+    return calls.c.started_at < (now or datetime.now(UTC)) - timedelta(days=days)
+
+
 def _events_query(call_ids: list[str]) -> Select[Any]:
     c = call_events.c
     return (
@@ -402,6 +465,18 @@ def _call_row(op: CallStartedOp) -> dict[str, Any]:
         "started_at": op.started_at,
         "status": "in_progress",
         "metadata": op.metadata,
+    }
+
+
+def _recording_row(op: RecordingOp) -> dict[str, Any]:
+    return {
+        "b_call_id": op.call_id,
+        "b_recording_status": op.status,
+        "b_recording_started_at": op.started_at,
+        "b_recording_duration_s": op.duration_s,
+        "b_recording_location": op.location,
+        "b_recording_formats": ",".join(op.formats) or None,
+        "b_recording_error": op.error,
     }
 
 

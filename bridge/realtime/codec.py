@@ -13,13 +13,13 @@ from typing import Any, Literal
 
 import msgspec
 
+from bridge.client_events import ClientEventEncoder, EncodedEvent, audio_append
 from bridge.realtime import events as ev
 
 Dialect = Literal["ga", "beta"]
 AudioFormat = Literal["pcm24k", "pcmu"]
 
 _decoder = msgspec.json.Decoder()
-_encoder = msgspec.json.Encoder()
 
 # GA names first; beta names map onto the same meaning (PROTOCOLS.md B4.1).
 _AUDIO_DELTA = frozenset({"response.output_audio.delta", "response.audio.delta"})
@@ -45,22 +45,6 @@ class _AudioDeltaMessage(msgspec.Struct):
 
 
 _delta_decoder = msgspec.json.Decoder(_AudioDeltaMessage)
-
-# Prefix of the one client event sent 50 times a second; the audio follows as base64, then '"}'.
-_APPEND_HEAD = b'{"type":"input_audio_buffer.append","audio":"'
-
-
-class EncodedEvent(dict[str, Any]):
-    """A client event built together with its JSON (`wire`), which `RealtimeCodec.encode` returns as is.
-
-    Still the plain dict of the event for anyone reading it; only the audio append uses it, to skip a
-    second pass over 1.3 KB of base64 per frame."""
-
-    __slots__ = ("wire",)
-
-    def __init__(self, wire: bytes, **event: Any) -> None:
-        super().__init__(event)
-        self.wire = wire
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,10 +89,10 @@ def _opt_dict(value: Any) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-class RealtimeCodec:
+class RealtimeCodec(ClientEventEncoder):
     def __init__(self, dialect: Dialect = "ga") -> None:
+        super().__init__()
         self.dialect = dialect
-        self._next_event = 0
 
     # -- server -> bridge -------------------------------------------------------------------------
 
@@ -237,15 +221,6 @@ class RealtimeCodec:
 
     # -- bridge -> server -------------------------------------------------------------------------
 
-    def encode(self, event: dict[str, Any]) -> bytes:
-        if type(event) is EncodedEvent:
-            return event.wire
-        return _encoder.encode(event)
-
-    def _event_id(self) -> str:
-        self._next_event += 1
-        return f"bridge_{self._next_event}"
-
     def session_update(self, options: SessionOptions) -> dict[str, Any]:
         build = self._ga_session if self.dialect == "ga" else self._beta_session
         return {"type": "session.update", "event_id": self._event_id(), "session": build(options)}
@@ -316,12 +291,7 @@ class RealtimeCodec:
         return session
 
     def append_audio(self, audio: bytes) -> EncodedEvent:
-        # No event_id: 50 per second per call, and the service never answers an append. msgspec writes
-        # the bytes as standard base64 straight into the JSON; the dict's copy is for readers only.
-        wire = _encoder.encode({"type": "input_audio_buffer.append", "audio": audio})
-        return EncodedEvent(
-            wire, type="input_audio_buffer.append", audio=wire[len(_APPEND_HEAD) : -2].decode()
-        )
+        return audio_append("input_audio_buffer.append", audio)
 
     def truncate(self, item_id: str, audio_end_ms: int, content_index: int = 0) -> dict[str, Any]:
         return {

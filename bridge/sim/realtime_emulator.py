@@ -9,8 +9,11 @@ What the "model" says: a queued `ScriptedReply` if any, else the caller's last u
 (echo), else a recorded greeting. Audio is streamed `speed` times faster than real time, like the real
 model, so responses are usually done long before the caller has heard them.
 
-Layout: `EmulatedSession` holds one connection's state; client events are handled synchronously and
-emit server events into an outbox that a writer task sends; only response streaming (pacing) is async.
+The same server also speaks the Live API (GPT-Live) at /v1/live/sessions: see `live_emulator`.
+
+Layout: `EmulatedSession` holds one connection's state (the connection machinery it shares with the Live
+dialect is `EmulatedConnection`); client events are handled synchronously and emit server events into an
+outbox that a writer task sends; only response streaming (pacing) is async.
 """
 
 from __future__ import annotations
@@ -18,59 +21,49 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import binascii
 import contextlib
 import copy
-import functools
 import json
 import math
-import time
-import wave
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 import numpy as np
 import structlog
-from aiohttp import WSMsgType, web
-from multidict import CIMultiDict
+from aiohttp import web
 
 from bridge.sim import realtime_schema as schema
+from bridge.sim.carrier_emulator import DelayLine
+from bridge.sim.emulated_connection import EmulatedConnection, Reject
+from bridge.sim.emulated_model import (
+    GREETING_TRANSCRIPT,
+    EmulatorConfig,
+    ScriptedReply,
+    spoken_parts,
+    upstream_line,
+)
+from bridge.sim.emulator_audio import bytes_per_ms, encode_output, greeting_pcm24k
+from bridge.sim.live_emulator import EmulatedLiveSession
 from bridge.sim.realtime_schema import ProtocolError
 from bridge.sim.vad import EnergyVad, SpeechStarted, SpeechStopped, VadEvent
 
+# The emulator's public surface, including what it re-exports from the modules it is built from.
+__all__ = [
+    "GREETING_TRANSCRIPT",
+    "EmulatedLiveSession",
+    "EmulatedSession",
+    "EmulatorConfig",
+    "RealtimeEmulator",
+    "ScriptedReply",
+    "greeting_pcm24k",
+]
+
 log = structlog.get_logger(__name__)
 
-GREETING_TRANSCRIPT = "Hello! This is the bridge demo. Say something, and I will say it back to you."
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024  # a 15 MiB append plus base64 and JSON overhead
 MIN_COMMIT_MS = 100
-FLUSH_TIMEOUT_S = 5.0
-
-
-@dataclass
-class EmulatorConfig:
-    speed: float = 4.0  # audio deltas are streamed this many times faster than real time
-    first_delta_delay_ms: float = 120  # time from response.create / commit to the first audio delta
-    delta_ms: int = 100  # audio per audio delta
-    stall_after_ms: float | None = None  # after this much audio of a response, pause ...
-    stall_ms: float = 0  # ... for this long (the model stalls mid-response)
-    reject_beta: bool = (
-        False  # like api.openai.com today: beta header -> beta_api_shape_disabled + close 4000
-    )
-    refuse_status: int | None = None  # refuse the websocket upgrade with this HTTP status
-    refuse_times: int | None = None  # ... only this many times, then accept (None: always)
-    strict: bool = True  # validate every client event against the openai SDK types of the session's dialect
-    vad_threshold_dbfs: float = -40.0  # energy threshold at the session's default VAD threshold of 0.5
-
-
-@dataclass
-class ScriptedReply:
-    audio_pcm24k: bytes | None = None  # PCM16 24 kHz mono to speak
-    transcript: str = ""
-    tool_call: tuple[str, dict] | None = None  # (name, arguments): a function_call item instead of audio
-    more_audio: tuple[bytes, ...] = ()  # further assistant message items (PCM16 24 kHz) in the same response
 
 
 @dataclass
@@ -109,96 +102,7 @@ class EmulatedResponse:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Audio: G.711 tables and crude resampling (quality is irrelevant here, cost is not)
-
-
-@functools.cache
-def _ulaw_decode_table() -> np.ndarray:
-    u = ~np.arange(256, dtype=np.int32) & 0xFF
-    exponent, mantissa = (u >> 4) & 7, u & 0x0F
-    magnitude = (((mantissa << 3) + 0x84) << exponent) - 0x84
-    return np.where(u & 0x80, -magnitude, magnitude).astype(np.int16)
-
-
-@functools.cache
-def _alaw_decode_table() -> np.ndarray:
-    a = np.arange(256, dtype=np.int32) ^ 0x55
-    seg = (a & 0x70) >> 4
-    t = (a & 0x0F) << 4
-    t = np.where(seg == 0, t + 8, (t + 0x108) << np.maximum(seg - 1, 0))
-    return np.where(a & 0x80, t, -t).astype(np.int16)
-
-
-@functools.cache
-def _ulaw_encode_table() -> np.ndarray:
-    # The classic Sun g711.c on 14-bit input, as audioop does it, so both produce identical bytes.
-    x = np.arange(65536, dtype=np.uint16).view(np.int16).astype(np.int32) >> 2
-    mask = np.where(x < 0, 0x7F, 0xFF)
-    value = np.minimum(np.abs(x), 8159) + 0x21
-    seg = np.searchsorted(np.array([0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF]), value)
-    code = np.where(seg >= 8, 0x7F, (np.minimum(seg, 7) << 4) | ((value >> (np.minimum(seg, 7) + 1)) & 0x0F))
-    return (code ^ mask).astype(np.uint8)
-
-
-@functools.cache
-def _alaw_encode_table() -> np.ndarray:
-    x = np.arange(65536, dtype=np.uint16).view(np.int16).astype(np.int32) >> 3
-    mask = np.where(x >= 0, 0xD5, 0x55)
-    value = np.where(x >= 0, x, -x - 1)
-    seg = np.searchsorted(np.array([0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF]), value)
-    low = np.where(seg < 2, value >> 1, value >> np.maximum(seg, 1)) & 0x0F
-    code = np.where(seg >= 8, 0x7F, (np.minimum(seg, 7) << 4) | low)
-    return (code ^ mask).astype(np.uint8)
-
-
-def decode_g711(data: bytes, fmt: str) -> np.ndarray:
-    table = _ulaw_decode_table() if fmt == "g711_ulaw" else _alaw_decode_table()
-    return table[np.frombuffer(data, dtype=np.uint8)]
-
-
-def resample(pcm: np.ndarray, src: int, dst: int) -> np.ndarray:
-    if src == dst or pcm.size == 0:
-        return pcm
-    if src % dst == 0:  # integer decimation: a box filter is enough to keep aliasing tolerable
-        factor = src // dst
-        usable = pcm[: pcm.size - pcm.size % factor].astype(np.int32)
-        return (usable.reshape(-1, factor).sum(axis=1) // factor).astype(np.int16)
-    n = round(pcm.size * dst / src)
-    positions = np.arange(n) * (src / dst)
-    return np.interp(positions, np.arange(pcm.size), pcm).round().astype(np.int16)
-
-
-def encode_output(pcm: np.ndarray, rate: int, fmt: str) -> bytes:
-    samples = resample(pcm, rate, schema.FORMAT_RATES[fmt])
-    if fmt == "pcm16":
-        return samples.astype("<i2").tobytes()
-    table = _ulaw_encode_table() if fmt == "g711_ulaw" else _alaw_encode_table()
-    return table[samples.view(np.uint16)].tobytes()
-
-
-def bytes_per_ms(fmt: str) -> int:
-    return 48 if fmt == "pcm16" else 8
-
-
-@functools.cache
-def greeting_pcm24k() -> bytes:
-    with resources.files(__package__).joinpath("assets", "greeting.wav").open("rb") as fh, wave.open(fh) as w:
-        if (w.getnchannels(), w.getsampwidth(), w.getframerate()) != (1, 2, 24000):
-            raise ValueError("greeting.wav must be PCM16 24 kHz mono")
-        return w.readframes(w.getnframes())
-
-
-# ---------------------------------------------------------------------------------------------------
 # Sessions
-
-
-class _Reject(Exception):
-    """Control flow inside the session: becomes an `error` event, never escapes it."""
-
-    def __init__(self, error: ProtocolError, tie_event_id: bool = True) -> None:
-        super().__init__(error.message)
-        self.error = error
-        self.tie_event_id = tie_event_id
 
 
 @dataclass
@@ -224,8 +128,8 @@ class _Speech:
     onset: int  # VAD sample of the first loud sample
 
 
-class EmulatedSession:
-    """One WebSocket connection. Public attributes are for tests to inspect."""
+class EmulatedSession(EmulatedConnection):
+    """One Realtime WebSocket connection. Public attributes are for tests to inspect."""
 
     def __init__(
         self,
@@ -235,29 +139,20 @@ class EmulatedSession:
         query: Mapping[str, str],
         next_script: Callable[[], ScriptedReply | None],
         validate: bool,
+        network: DelayLine | None = None,
     ) -> None:
-        self.dialect = dialect
-        self.headers: CIMultiDict[str] = CIMultiDict(headers)
-        self.query: dict[str, str] = dict(query)
-        self.client_events: list[dict] = []
+        super().__init__(dialect, headers, query, validate, network)
         self.appended_pcm = bytearray()
         self.truncations: list[dict] = []
-        self.rejected: list[dict] = []
         self.responses: list[EmulatedResponse] = []
         self.conversation: list[dict] = []  # items in conversation order, as the server holds them
-        self.closed = False
-        # (time.monotonic() in ms when written to the socket, event type) of every event sent, to correlate
-        # with the carrier emulator's clock.
-        self.sent_log: list[tuple[float, str]] = []
         self.session_config = schema.default_session(dialect, self.query.get("model") or "gpt-realtime")
         self._config = config
         self._next_script = next_script
-        self._validate = validate
         self._view = schema.view(self.session_config, dialect)
         self.input_rate = schema.FORMAT_RATES[self._view.input_format]
         self._vad = self._new_vad()
         self._clock_base_ms = 0.0  # session audio before the current VAD clock (input format changes)
-        self._carry = b""  # odd PCM16 byte split across appends
         self._buffer = bytearray()  # uncommitted input audio, PCM16 at input_rate
         self._buffer_start = 0  # VAD sample of _buffer[0]
         self._speech: _Speech | None = None
@@ -266,14 +161,10 @@ class EmulatedSession:
         self._conversation_id = schema.new_id("conv")
         self._active: _Run | None = None  # the response writing to the default conversation
         self._runs: set[_Run] = set()
-        self._tasks: set[asyncio.Task] = set()
         self._assistant_items: dict[str, EmulatedItem] = {}
         self._truncated_ms: dict[str, int] = {}  # audio the server still holds for truncated items
         self._audio_produced = False
-        self._outbox: asyncio.Queue[tuple[str, str]] = asyncio.Queue()  # (event type, JSON text)
-        self._ws: web.WebSocketResponse | None = None
-        self._writer: asyncio.Task | None = None
-        self._handlers: dict[str, Callable[[dict], None]] = {
+        self._handlers = {
             "session.update": self._on_session_update,
             "transcription_session.update": self._on_transcription_session_update,
             "input_audio_buffer.append": self._on_append,
@@ -288,38 +179,14 @@ class EmulatedSession:
             "response.cancel": self._on_response_cancel,
         }
 
-    # -- connection edge -------------------------------------------------------------------------
+    # -- connection edge --------------------------------------------------------------------------
 
-    async def serve(self, ws: web.WebSocketResponse) -> None:
-        self._ws = ws
-        self._writer = asyncio.get_running_loop().create_task(self._write_loop(ws))
-        try:
-            if self.dialect == "beta" and self._config.reject_beta:
-                await self._reject_beta(ws)
-                return
-            self._emit({"type": "session.created", "session": self.session_config})
-            async for msg in ws:
-                if msg.type is WSMsgType.TEXT:
-                    self.handle_text(msg.data)
-                elif msg.type is WSMsgType.BINARY:
-                    self._reject(
-                        ProtocolError("invalid_json", "Binary frames are not supported; send JSON text.")
-                    )
-        finally:
-            await self._shutdown()
-
-    async def close(self, code: int = 1011) -> None:
-        """Drop the connection from the server side (upstream failure)."""
-        if self.closed or self._ws is None:
-            return
-        self._stop_runs()
-        await self._flush()
-        await self._ws.close(code=code)
-        self.closed = True
-
-    def send_server_event(self, event: dict) -> None:
-        """Inject any server event (tests: errors, session_expired)."""
-        self._emit(copy.deepcopy(event))
+    async def _opened(self, ws: web.WebSocketResponse) -> bool:
+        if self.dialect == "beta" and self._config.reject_beta:
+            await self._reject_beta(ws)
+            return False
+        self._emit({"type": "session.created", "session": self.session_config})
+        return True
 
     async def _reject_beta(self, ws: web.WebSocketResponse) -> None:
         self._reject(
@@ -332,91 +199,10 @@ class EmulatedSession:
         await self._flush()
         await ws.close(code=4000, message=b"beta_api_shape_disabled")
 
-    async def _write_loop(self, ws: web.WebSocketResponse) -> None:
-        try:
-            while True:
-                event_type, text = await self._outbox.get()
-                try:
-                    await ws.send_str(text)
-                    self.sent_log.append((time.monotonic() * 1000.0, event_type))
-                finally:
-                    self._outbox.task_done()
-        except (ConnectionError, RuntimeError):
-            # The peer went away (aiohttp raises either); whatever is still queued is undeliverable.
-            while not self._outbox.empty():
-                self._outbox.get_nowait()
-                self._outbox.task_done()
-
-    async def _flush(self) -> None:
-        if self._writer is not None and not self._writer.done():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._outbox.join(), FLUSH_TIMEOUT_S)
-
-    async def _shutdown(self) -> None:
-        self._stop_runs()
-        self.closed = True
-        tasks = [*self._tasks, *([self._writer] if self._writer is not None else [])]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if self._ws is not None and not self._ws.closed:
-            with contextlib.suppress(ConnectionError):
-                await self._ws.close()
-        log.debug("realtime_emulator.session_closed", dialect=self.dialect, responses=len(self.responses))
-
-    def _stop_runs(self) -> None:
-        """Stop streaming without telling the client (the connection is going away)."""
-        for task in self._tasks:
-            task.cancel()
+    def _stop(self) -> None:
+        super()._stop()
         self._runs.clear()
         self._active = None
-
-    # -- dispatch ---------------------------------------------------------------------------------
-
-    def handle_text(self, text: str) -> None:
-        try:
-            event = json.loads(text)
-        except ValueError:
-            self._reject(
-                ProtocolError(
-                    "invalid_json",
-                    "We could not parse the JSON body of your request. Expected a JSON object.",
-                ),
-                text,
-            )
-            return
-        self.client_events.append(event)
-        if error := schema.client_event_error(event, self.dialect, check_schema=self._validate):
-            self._reject(error, event)
-            return
-        try:
-            self._handlers[event["type"]](event)
-        except _Reject as exc:
-            self._reject(exc.error, event, exc.tie_event_id)
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
-            if self._validate:
-                raise  # the event passed the schema, so this is an emulator bug: let it surface
-            # Without validation a malformed event lands here; the service would have refused it.
-            self._reject(ProtocolError("invalid_value", f"Invalid '{event['type']}' event: {exc!r}"), event)
-
-    def _emit(self, event: dict) -> None:
-        if self.closed:
-            return
-        event.setdefault("event_id", schema.new_id("event"))
-        # Serialised now, so later changes to session state cannot leak into an already-emitted event.
-        self._outbox.put_nowait((event["type"], json.dumps(event)))
-
-    def _reject(self, error: ProtocolError, client_event: Any = None, tie_event_id: bool = True) -> None:
-        event_id = client_event.get("event_id") if tie_event_id and isinstance(client_event, dict) else None
-        payload = error.payload(event_id)
-        self._emit({"type": "error", "error": payload})
-        self.rejected.append({"error": payload, "client_event": client_event})
-        log.info(
-            "realtime_emulator.client_event_rejected",
-            code=error.code,
-            message=error.message,
-            event_type=client_event.get("type") if isinstance(client_event, dict) else None,
-        )
 
     # -- session ----------------------------------------------------------------------------------
 
@@ -426,14 +212,14 @@ class EmulatedSession:
                 self.session_config, event["session"], self.dialect, voice_locked=self._audio_produced
             )
         except schema.SessionUpdateError as exc:
-            raise _Reject(exc.error) from None
+            raise Reject(exc.error) from None
         old, self.session_config = self._view, merged
         self._view = schema.view(merged, self.dialect)
         self._apply_session_change(old)
         self._emit({"type": "session.updated", "session": self.session_config})
 
     def _on_transcription_session_update(self, event: dict) -> None:
-        raise _Reject(
+        raise Reject(
             ProtocolError("invalid_value", "Transcription sessions are not supported by this emulator.")
         )
 
@@ -475,22 +261,7 @@ class EmulatedSession:
         return self._clock_base_ms + self._vad.ms(sample)
 
     def _on_append(self, event: dict) -> None:
-        try:
-            raw = base64.b64decode(event["audio"], validate=True)
-        except (binascii.Error, ValueError):
-            raise _Reject(
-                ProtocolError(
-                    "invalid_value", "Invalid 'audio'. Expected base64-encoded audio bytes.", "audio"
-                )
-            ) from None
-        fmt = self._view.input_format
-        if fmt == "pcm16":
-            data = self._carry + raw
-            even = len(data) & ~1
-            self._carry = data[even:]
-            pcm = np.frombuffer(data, dtype="<i2", count=even // 2)
-        else:
-            pcm = decode_g711(raw, fmt)
+        pcm = self._decode_append(event["audio"], self._view.input_format)
         chunk = pcm.tobytes()
         self.appended_pcm += chunk
         self._buffer += chunk
@@ -550,7 +321,7 @@ class EmulatedSession:
     def _on_commit(self, event: dict) -> None:
         buffered_ms = len(self._buffer) / 2 * 1000 / self.input_rate
         if buffered_ms < MIN_COMMIT_MS:
-            raise _Reject(
+            raise Reject(
                 ProtocolError(
                     "input_audio_buffer_commit_empty",
                     "Error committing input audio buffer: buffer too small. Expected at least "
@@ -567,7 +338,7 @@ class EmulatedSession:
         self._emit({"type": "input_audio_buffer.cleared"})
 
     def _on_output_audio_buffer_clear(self, event: dict) -> None:
-        raise _Reject(
+        raise Reject(
             ProtocolError(
                 "invalid_value", "output_audio_buffer.clear is only supported for WebRTC and SIP connections."
             )
@@ -628,7 +399,7 @@ class EmulatedSession:
         else:
             found = self._index(previous_item_id)
             if found is None:
-                raise _Reject(
+                raise Reject(
                     ProtocolError(
                         "invalid_value",
                         f"Previous item with item_id '{previous_item_id}' not found in the conversation.",
@@ -654,7 +425,7 @@ class EmulatedSession:
     def _find(self, item_id: str) -> dict:
         index = self._index(item_id)
         if index is None:
-            raise _Reject(
+            raise Reject(
                 ProtocolError(
                     "invalid_value", f"Conversation item with item_id '{item_id}' not found.", "item_id"
                 )
@@ -666,7 +437,7 @@ class EmulatedSession:
         if item.get("id") is None:
             item["id"] = schema.new_id("item")
         elif self._index(item["id"]) is not None:
-            raise _Reject(
+            raise Reject(
                 ProtocolError("invalid_value", f"Item with item_id '{item['id']}' already exists.", "item.id")
             )
         item.setdefault("object", "realtime.item")
@@ -685,11 +456,11 @@ class EmulatedSession:
         item_id, content_index, audio_end_ms = event["item_id"], event["content_index"], event["audio_end_ms"]
         item = self._find(item_id)
         if item.get("type") != "message" or item.get("role") != "assistant":
-            raise _Reject(
+            raise Reject(
                 ProtocolError("invalid_value", "Only assistant messages can be truncated.", "item_id")
             )
         if content_index != 0:
-            raise _Reject(
+            raise Reject(
                 ProtocolError(
                     "invalid_value",
                     f"Invalid content_index: {content_index}. The item has one content part.",
@@ -697,7 +468,7 @@ class EmulatedSession:
                 )
             )
         if audio_end_ms < 0:
-            raise _Reject(
+            raise Reject(
                 ProtocolError(
                     "invalid_value", "Invalid 'audio_end_ms': must be non-negative.", "audio_end_ms"
                 )
@@ -706,7 +477,7 @@ class EmulatedSession:
         held = self._truncated_ms.get(item_id, sent.audio_ms if sent is not None else 0)
         if audio_end_ms > held:
             # PROTOCOLS B6.1: exact text, no param, error.event_id null even when the client set one.
-            raise _Reject(
+            raise Reject(
                 ProtocolError(
                     "invalid_value", f"Audio content of {held}ms is already shorter than {audio_end_ms}ms"
                 ),
@@ -746,7 +517,7 @@ class EmulatedSession:
         else:
             run = next((r for r in self._runs if r.response.id == response_id), None)
         if run is None:
-            raise _Reject(
+            raise Reject(
                 ProtocolError("response_cancel_not_active", "Cancellation failed: no active response found")
             )
         self._cancel(run, "client_cancelled")
@@ -755,7 +526,7 @@ class EmulatedSession:
         conversation = "none" if params.get("conversation") == "none" else "auto"
         if conversation == "auto" and self._active is not None:
             active_id = self._active.response.id
-            raise _Reject(
+            raise Reject(
                 ProtocolError(
                     "conversation_already_has_active_response",
                     f"Conversation already has an active response in progress: {active_id}. Wait until the "
@@ -791,9 +562,7 @@ class EmulatedSession:
             }
         )
         self._open_item(run)
-        run.task = loop.create_task(self._stream(run))
-        self._tasks.add(run.task)
-        run.task.add_done_callback(self._tasks.discard)
+        run.task = self._spawn(self._stream(run))
 
     def _response_output(self, params: dict) -> tuple[str, str, str]:
         view = self._view
@@ -813,19 +582,10 @@ class EmulatedSession:
         script = self._next_script()
         if script is not None and script.tool_call is not None:
             return _Plan(tool_call=script.tool_call)
-        if script is not None:
-            parts = [(script.audio_pcm24k or b"", script.transcript)]
-            parts += [(audio, "") for audio in script.more_audio]
-            sources = [(np.frombuffer(audio, dtype="<i2"), 24000, text) for audio, text in parts]
-        elif self._last_utterance is not None:
-            pcm, rate = self._last_utterance
-            sources = [(pcm, rate, f"You said something for {pcm.size / rate:.1f} seconds.")]
-        else:
-            sources = [(np.frombuffer(greeting_pcm24k(), dtype="<i2"), 24000, GREETING_TRANSCRIPT)]
         return _Plan(
             segments=[
                 (encode_output(pcm, rate, output_format) if modality == "audio" else b"", text)
-                for pcm, rate, text in sources
+                for pcm, rate, text in spoken_parts(script, self._last_utterance)
             ]
         )
 
@@ -1122,14 +882,17 @@ class RealtimeEmulator:
     def __init__(self, config: EmulatorConfig | None = None) -> None:
         self.config = config or EmulatorConfig()
         self.sessions: list[EmulatedSession] = []
+        self.live_sessions: list[EmulatedLiveSession] = []
+        self.live_url = ""  # ws://.../v1/live/sessions once started
         self.refused = 0  # upgrades refused by `refuse_status`
         self._scripts: deque[ScriptedReply] = deque()
         self._changed = asyncio.Condition()
         self._app: web.Application | None = None
         self._runner: web.AppRunner | None = None
         self._validate = self.config.strict and schema.sdk_available()
-        if self.config.strict and not self._validate:
-            log.warning("realtime_emulator.strict_unavailable", reason="openai package not installed")
+        self._validate_live = self.config.strict and schema.sdk_available("live")
+        if self.config.strict and not (self._validate and self._validate_live):
+            log.warning("realtime_emulator.strict_unavailable", reason="openai package without these types")
 
     def app(self) -> web.Application:
         if self._app is None:
@@ -1137,6 +900,8 @@ class RealtimeEmulator:
             app = web.Application()
             for path in ("/v1/realtime", "/openai/v1/realtime", "/openai/realtime"):
                 app.router.add_get(path, self._handle)
+            for path in ("/v1/live/sessions", "/openai/v1/live/sessions"):
+                app.router.add_get(path, self._handle_live)
             app.on_shutdown.append(self._on_shutdown)
             self._app = app
         return self._app
@@ -1146,8 +911,9 @@ class RealtimeEmulator:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        url = f"ws://{host}:{self._runner.addresses[0][1]}/v1/realtime"
-        log.info("realtime_emulator.started", url=url)
+        base = f"ws://{host}:{self._runner.addresses[0][1]}"
+        url, self.live_url = f"{base}/v1/realtime", f"{base}/v1/live/sessions"
+        log.info("realtime_emulator.started", url=url, live_url=self.live_url)
         return url
 
     async def stop(self) -> None:
@@ -1164,6 +930,11 @@ class RealtimeEmulator:
             await self._changed.wait_for(lambda: len(self.sessions) >= n)
         return self.sessions[n - 1]
 
+    async def wait_for_live_session(self, n: int = 1, timeout: float = 5) -> EmulatedLiveSession:  # noqa: ASYNC109
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: len(self.live_sessions) >= n)
+        return self.live_sessions[n - 1]
+
     def _next_script(self) -> ScriptedReply | None:
         return self._scripts.popleft() if self._scripts else None
 
@@ -1172,35 +943,69 @@ class RealtimeEmulator:
         if self._validate:
             for dialect in ("ga", "beta"):
                 schema.client_types(dialect)
+        if self._validate_live:
+            schema.client_types("live")
         greeting_pcm24k()
 
     async def _close_sessions(self) -> None:
-        await asyncio.gather(*(s.close(1001) for s in self.sessions if not s.closed), return_exceptions=True)
+        sessions = [*self.sessions, *self.live_sessions]
+        await asyncio.gather(*(s.close(1001) for s in sessions if not s.closed), return_exceptions=True)
 
     async def _on_shutdown(self, app: web.Application) -> None:
         await self._close_sessions()
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    def _refusal(self) -> web.Response | None:
         refusing = self.config.refuse_times is None or self.refused < self.config.refuse_times
-        if (status := self.config.refuse_status) is not None and refusing:
-            self.refused += 1
-            kind, code, message = _REFUSALS.get(status, ("server_error", None, "The server had an error."))
-            body = {"error": {"message": message, "type": kind, "code": code, "param": None}}
-            return web.json_response(body, status=status)
+        if (status := self.config.refuse_status) is None or not refusing:
+            return None
+        self.refused += 1
+        kind, code, message = _REFUSALS.get(status, ("server_error", None, "The server had an error."))
+        body = {"error": {"message": message, "type": kind, "code": code, "param": None}}
+        return web.json_response(body, status=status)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if (refusal := self._refusal()) is not None:
+            return refusal
         dialect = "beta" if "realtime=v1" in request.headers.get("OpenAI-Beta", "") else "ga"
         ws = web.WebSocketResponse(
             protocols=("realtime",), compress=False, max_msg_size=MAX_MESSAGE_BYTES, timeout=2.0
         )
         await ws.prepare(request)
         session = EmulatedSession(
-            self.config, dialect, request.headers, request.query, self._next_script, self._validate
+            self.config,
+            dialect,
+            request.headers,
+            request.query,
+            self._next_script,
+            self._validate,
+            upstream_line(self.config, len(self.sessions)),
         )
-        async with self._changed:
-            self.sessions.append(session)
-            self._changed.notify_all()
         log.debug("realtime_emulator.session_opened", dialect=dialect, model=request.query.get("model"))
-        await session.serve(ws)
+        await self._serve(ws, session, self.sessions)
         return ws
+
+    async def _handle_live(self, request: web.Request) -> web.StreamResponse:
+        if (refusal := self._refusal()) is not None:
+            return refusal
+        ws = web.WebSocketResponse(compress=False, max_msg_size=MAX_MESSAGE_BYTES, timeout=2.0)
+        await ws.prepare(request)
+        session = EmulatedLiveSession(
+            self.config,
+            request.headers,
+            request.query,
+            self._next_script,
+            self._validate_live,
+            upstream_line(self.config, len(self.live_sessions)),
+        )
+        log.debug("realtime_emulator.live_session_opened")
+        await self._serve(ws, session, self.live_sessions)
+        return ws
+
+    async def _serve(self, ws: web.WebSocketResponse, session: Any, sessions: list[Any]) -> None:
+        async with self._changed:
+            sessions.append(session)
+            self._changed.notify_all()
+        await session.serve(ws)
 
 
 async def _serve_forever(args: argparse.Namespace) -> None:
@@ -1208,6 +1013,7 @@ async def _serve_forever(args: argparse.Namespace) -> None:
     emulator = RealtimeEmulator(config)
     url = await emulator.start(args.host, args.port)
     print(f"Realtime emulator listening on {url}", flush=True)
+    print(f"Live API emulator listening on {emulator.live_url}", flush=True)
     try:
         await asyncio.Event().wait()
     finally:
@@ -1215,7 +1021,7 @@ async def _serve_forever(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Emulate the OpenAI Realtime API over WebSocket.")
+    parser = argparse.ArgumentParser(description="Emulate the OpenAI Realtime and Live APIs over WebSocket.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9000)
     parser.add_argument("--speed", type=float, default=EmulatorConfig.speed)

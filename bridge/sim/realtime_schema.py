@@ -1,4 +1,5 @@
-"""Shapes of the OpenAI Realtime protocol per dialect ("ga" / "beta"), for the emulator and the tests.
+"""Shapes of OpenAI's voice protocols per dialect, for the emulators and the tests: the Realtime API ("ga" /
+"beta") and the Live API ("live"; contract validation only, its sessions live in `live_schema`).
 
 Three things live here, all plain synchronous code:
 - contract validation of events against the `openai` SDK's pydantic types (PROTOCOLS.md Part C), turned
@@ -39,10 +40,32 @@ GA_CLIENT_EVENT_TYPES = (
     "response.cancel",
 )
 BETA_CLIENT_EVENT_TYPES = (*GA_CLIENT_EVENT_TYPES, "transcription_session.update")
+LIVE_CLIENT_EVENT_TYPES = (
+    "session.start",
+    "session.update",
+    "session.input_audio.append",
+    "session.input_audio.mute",
+    "session.input_audio.unmute",
+    "session.output_audio.fixture.play",
+    "session.instructions.append",
+    "session.thinking.append",
+    "session.commentary.append",
+    "decision.create",
+    "decision.item.create",
+    "decision.item.delete",
+    "response.item.create",
+    "response.create",
+    "session.close",
+)
+_CLIENT_EVENT_TYPES = {
+    "ga": GA_CLIENT_EVENT_TYPES,
+    "beta": BETA_CLIENT_EVENT_TYPES,
+    "live": LIVE_CLIENT_EVENT_TYPES,
+}
 
 
 def client_event_types(dialect: Dialect) -> tuple[str, ...]:
-    return GA_CLIENT_EVENT_TYPES if dialect == "ga" else BETA_CLIENT_EVENT_TYPES
+    return _CLIENT_EVENT_TYPES[dialect]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -59,9 +82,12 @@ def type_map(alias: Any) -> dict[str, type[BaseModel]]:
     return {value: cls for cls in _members(alias) for value in get_args(cls.model_fields["type"].annotation)}
 
 
-def sdk_available() -> bool:
+def sdk_available(dialect: Dialect = "ga") -> bool:
     try:
-        import openai.types.realtime  # noqa: F401
+        if dialect == "live":
+            import openai.types.live
+        else:
+            import openai.types.realtime  # noqa: F401
     except ImportError:
         return False
     return True
@@ -69,6 +95,10 @@ def sdk_available() -> bool:
 
 @functools.cache
 def client_types(dialect: Dialect) -> dict[str, type[BaseModel]]:
+    if dialect == "live":
+        from openai.types.live import ClientEvent as LiveClientEvent
+
+        return type_map(LiveClientEvent)
     if dialect == "ga":
         from openai.types.realtime import RealtimeClientEvent
 
@@ -80,6 +110,10 @@ def client_types(dialect: Dialect) -> dict[str, type[BaseModel]]:
 
 @functools.cache
 def server_types(dialect: Dialect) -> dict[str, type[BaseModel]]:
+    if dialect == "live":
+        from openai.types.live import ServerEvent as LiveServerEvent
+
+        return type_map(LiveServerEvent)
     if dialect == "ga":
         from openai.types.realtime import RealtimeServerEvent
 
@@ -167,12 +201,13 @@ def client_event_error(event: Any, dialect: Dialect, check_schema: bool = True) 
 
 
 _APPEND_KEYS = frozenset({"type", "audio", "event_id"})
+_APPEND_TYPES = frozenset({"input_audio_buffer.append", "session.input_audio.append"})
 
 
 def _plain_append(event: dict) -> bool:
     """The SDK check for the one event sent 50 times a second per call, without pydantic's cost."""
     return (
-        event["type"] == "input_audio_buffer.append"
+        event["type"] in _APPEND_TYPES
         and event.keys() <= _APPEND_KEYS
         and isinstance(event.get("audio"), str)
         and isinstance(event.get("event_id", ""), str)

@@ -81,6 +81,11 @@ class EnergyVad:
         self._run = 0
         self._last_loud = None
 
+    @property
+    def last_loud_sample(self) -> int:
+        """Start of the latest loud window of the speech in progress (or of the last speech)."""
+        return self._last_loud_start
+
     def ms(self, sample: int) -> float:
         return sample * 1000.0 / self.rate
 

@@ -22,7 +22,7 @@ async def test_migrations_build_the_schema_on_an_empty_database(db_url: str) -> 
             tables = await conn.run_sync(lambda sync: set(inspect(sync).get_table_names()))
             version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar_one()
         assert {"calls", "call_events", "alembic_version"} <= tables
-        assert version == "0001"
+        assert version == "0002_recordings"
     finally:
         await store.close()
     # Opening again (the next start-up) finds the schema at head and changes nothing.
