@@ -41,7 +41,7 @@ from bridge.audio import pcm16_to_ulaw  # noqa: E402
 from bridge.call import Call  # noqa: E402
 from bridge.call_config import CallConfig  # noqa: E402
 from bridge.carrier.events import Mark  # noqa: E402
-from bridge.carrier.twilio import TwilioCodec  # noqa: E402
+from bridge.carrier.twilio.codec import TwilioCodec  # noqa: E402
 from bridge.metrics import BridgeMetrics  # noqa: E402
 from bridge.realtime.codec import RealtimeCodec, SessionOptions  # noqa: E402
 

@@ -81,6 +81,12 @@ def pcm16_to_ulaw(data: bytes) -> bytes:
     return _ULAW_ENCODE.take(np.frombuffer(data, dtype="<u2")).tobytes()
 
 
+def swap_pcm16_byte_order(data: bytes) -> bytes:
+    """Big-endian PCM16 (RTP's L16, RFC 3551) <-> the bridge's little-endian PCM16, whatever the host's
+    byte order: the same swap both ways."""
+    return audioop.byteswap(data, 2)
+
+
 def _design_filter(up: int, down: int) -> np.ndarray:
     """Low-pass taps at the intermediate rate with gain `up` (zero-stuffing divides by it), on the grid."""
     if up == down == 1:

@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-CARRIERS = ("twilio", "signalwire", "telnyx", "plivo", "vonage")
+from bridge.carrier.registry import CARRIERS
+from bridge.phone_numbers import valid_e164
 
 VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
 
@@ -71,6 +72,9 @@ class Settings(BaseSettings):
     host: str = "0.0.0.0"
     port: int = Field(default=8080, ge=0, le=65535)
     public_url: str = ""
+    http_request_timeout: float = Field(default=10.0, gt=0)  # seconds to send a whole request
+    http_keepalive_timeout: float = Field(default=75.0, gt=0)  # idle seconds between two requests
+    http_max_waiting_connections: int = Field(default=256, ge=1)  # beyond: the longest-waiting closes
 
     # Call log and admin access
     call_log_url: str = "sqlite+aiosqlite:///data/calls.db"
@@ -86,7 +90,7 @@ class Settings(BaseSettings):
     recording_notice: str = ""  # said to the caller before the greeting on a recorded call
 
     # Carriers: which media-stream endpoints are mounted, and each one's credentials
-    carriers: str = "twilio"  # comma-separated: twilio, signalwire, telnyx, plivo, vonage
+    carriers: str = "twilio"  # comma-separated names from bridge.carrier.registry.CARRIERS
     stream_token_secret: SecretStr | None = None  # keys one-time stream tokens; shared by replicas
     twilio_auth_token: SecretStr | None = None
     signalwire_signing_key: SecretStr | None = None
@@ -180,8 +184,6 @@ class Settings(BaseSettings):
     @field_validator("transfer_number", "fallback_number", "transfer_allowlist")
     @classmethod
     def _e164(cls, value: str) -> str:
-        from bridge.carrier.twilio_rest import valid_e164
-
         if not all(valid_e164(n.strip()) for n in value.split(",") if n.strip()):
             raise ValueError("must be E.164 numbers like +14155550123 (comma-separated for a list)")
         return value
@@ -281,14 +283,8 @@ class Settings(BaseSettings):
         def has(value: SecretStr | str | None) -> bool:
             return bool(value.get_secret_value() if isinstance(value, SecretStr) else value)
 
-        needed = {
-            "twilio": [("TWILIO_AUTH_TOKEN", has(self.twilio_auth_token))],
-            "signalwire": [("SIGNALWIRE_SIGNING_KEY", has(self.signalwire_signing_key))],
-            "telnyx": [("TELNYX_PUBLIC_KEY", has(self.telnyx_public_key))],
-            "plivo": [("PLIVO_AUTH_TOKEN", has(self.plivo_auth_token))],
-            "vonage": [("VONAGE_SIGNATURE_SECRET", has(self.vonage_signature_secret))],
-        }
-        checks = [check for name in self.carrier_list for check in needed[name]]
+        signing_keys = (CARRIERS[name].signing_key for name in self.carrier_list)
+        checks = [(setting.upper(), has(getattr(self, setting))) for setting in signing_keys]
         if self.sip_listen:
             checks.append(
                 ("SIP_PASSWORD or SIP_ALLOWED_IPS", has(self.sip_password) or has(self.sip_allowed_ips))

@@ -10,7 +10,8 @@ from typing import Any
 from aiohttp import web
 
 from bridge.call_registry import CallRegistry
-from bridge.carrier.twilio_rest import valid_e164
+from bridge.carrier.transfer import TransferFailed
+from bridge.phone_numbers import valid_e164
 from bridge.pump import CallPump
 
 MAX_IMAGE_BYTES = 1_500_000  # decoded; a phone photo scaled for a model, not a raw camera file
@@ -44,7 +45,7 @@ def setup_control_routes(
         if pump is None:
             raise web.HTTPNotFound(text="no call in progress with that id")
         try:
-            body = await request.json() if request.can_read_body else {}
+            body = await request.json() if request.body_exists else {}
         except ValueError:
             raise web.HTTPBadRequest(text="the body must be JSON") from None
         if not isinstance(body, dict):
@@ -85,8 +86,10 @@ def setup_control_routes(
         number = body.get("number")
         if not isinstance(number, str) or not valid_e164(number):
             raise web.HTTPBadRequest(text="number must be E.164, like +14155550123")
-        if (problem := await pump.transfer_now(number)) is not None:
-            raise web.HTTPBadGateway(text=f"the transfer failed: {problem}")
+        try:
+            await pump.transfer_now(number)
+        except TransferFailed as exc:
+            raise web.HTTPBadGateway(text=f"the transfer failed: {exc}") from None
         return web.json_response({"ok": True})
 
     app.router.add_post("/api/calls/{call_id}/inject", inject)

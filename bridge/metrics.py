@@ -207,6 +207,27 @@ class BridgeMetrics:
             buckets=_scaled(_MS, 0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500),
             registry=reg,
         )
+        self.http_connections_waiting = Gauge(
+            "bridge_http_connections_waiting",
+            "HTTP connections open and waiting for a complete request: new, or idle between requests.",
+            registry=reg,
+        )
+        self.http_connections_closed = Counter(
+            "bridge_http_connections_closed",
+            "HTTP connections closed before a complete request: request_timeout (not sent within "
+            "HTTP_REQUEST_TIMEOUT) or too_many_waiting (the longest-waiting one, when "
+            "HTTP_MAX_WAITING_CONNECTIONS were waiting).",
+            ["reason"],
+            registry=reg,
+        )
+        for reason in ("request_timeout", "too_many_waiting"):
+            self.http_connections_closed.labels(reason)
+        self.http_bad_requests = Counter(
+            "bridge_http_bad_requests",
+            "Requests refused as malformed HTTP (400) before any handler: a line or header too long, "
+            "not HTTP at all, a broken body.",
+            registry=reg,
+        )
         self._reason = _BoundedLabel()
         self._code = _BoundedLabel()
         # Children are created once, before the first scrape, so both sources always show.

@@ -27,6 +27,7 @@ from bridge.call_jobs import CallJob, ToolRequest, TransferRequest, TurnReview
 from bridge.call_log_sink import CallLogSink
 from bridge.call_registry import CallRegistry
 from bridge.carrier.events import CallEnded, CallStarted, ClearPlayback, Hangup, Mark, PlayAudio
+from bridge.carrier.transfer import TransferFailed
 from bridge.carrier_leg import CarrierLeg
 from bridge.clock import now_ms
 from bridge.log_records import LOGGED_KINDS, LogRecord, RecordKind
@@ -230,16 +231,14 @@ class CallPump:
             self.log.info("saying goodbye", reason=reason)
             self._wake.set()
 
-    async def transfer_now(self, number: str) -> str | None:
-        """An operator's transfer: the carrier connects `number` now. Returns why it failed, or None."""
+    async def transfer_now(self, number: str) -> None:
+        """An operator's transfer: the carrier dials `number` now; TransferFailed says why not."""
         if self.call is None:
-            return "the call has not started"
-        if (problem := await self.leg.transfer(number)) is not None:
-            return problem
+            raise TransferFailed("the call has not started")
+        await self.leg.transfer(number)
         self.log.info("call transferred by an operator", to=mask_number(number))
         self.call.transferred()
         self._wake.set()
-        return None
 
     # -- pumps ------------------------------------------------------------------------------------
 
@@ -413,8 +412,11 @@ class CallPump:
         """The caller heard the model's preamble: the carrier connects the number."""
         assert self.call is not None
         started = time.perf_counter()
-        problem = await self.leg.transfer(transfer.number)
-        if problem is not None:
+        problem = None
+        try:
+            await self.leg.transfer(transfer.number)
+        except TransferFailed as exc:
+            problem = str(exc)
             self.log.error("transfer failed", error=problem)
         else:
             self.log.info("call transferred", to=mask_number(transfer.number))

@@ -1,12 +1,9 @@
-"""What every call of this server shares (the `Bridge`), and the route helpers every carrier uses.
-
-Carrier route modules (bridge/carrier/*_routes.py) import from here; bridge.server assembles the app.
-"""
+"""What every call of this server shares (the `Bridge`); bridge.server assembles the app around it."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,19 +14,11 @@ from bridge.call_config import CallConfig
 from bridge.call_log_sink import CallLogSink, NoCallLog
 from bridge.call_registry import CallRegistry
 from bridge.calllog import CallStore
+from bridge.calllog.health import CallLogHealth
 from bridge.carrier.events import CallStarted
-from bridge.carrier.signature import (
-    StreamTokens,
-    public_base,
-    public_url,
-    upgrade_is_signed,
-    webhook_is_signed,
-    websocket_url,
-)
-from bridge.carrier_leg import Transfer
+from bridge.carrier.stream_tokens import StreamTokens
 from bridge.config import Settings
 from bridge.logs import get_logger
-from bridge.media_stream import handle_media_stream
 from bridge.metrics import BridgeMetrics
 from bridge.pump import StreamContext
 from bridge.recording import Recordings
@@ -37,7 +26,6 @@ from bridge.session_pool import PreparedSessions
 from bridge.tools.toolbox import Toolbox
 from bridge.upstream import UpstreamSession, open_session_with_retry
 from bridge.wavfile import read_wav_mono
-from bridge.websocket_leg import CarrierCodec
 
 log = get_logger("bridge.server")
 
@@ -55,6 +43,7 @@ class Bridge:
     call_log: CallLogSink = field(default_factory=NoCallLog)
     store: CallStore | None = None
     recordings: Recordings | None = None  # None without a call log to report to
+    call_log_health: CallLogHealth | None = None  # with `store`: is its database answering
     metrics: BridgeMetrics = field(default_factory=BridgeMetrics)
     failed_calls: OrderedDict[str, str] = field(default_factory=OrderedDict)  # call sid -> why
     stream_tokens: StreamTokens = field(default_factory=StreamTokens)  # bind a stream to its webhook
@@ -155,33 +144,3 @@ class Bridge:
         for pump in list(self.active_calls.values()):
             pump.say_goodbye("shutdown")
         await self.active_calls.wait_empty(goodbye_wait_s)
-
-
-def public_base_url(settings: Settings, request: web.Request) -> str:
-    """The https base URL the carrier reached us at: PUBLIC_URL, else what the proxy says, else Host."""
-    return public_base(settings.public_url, request.scheme, request.host, request.headers)
-
-
-def signed_twilio_style(
-    key: str, settings: Settings, request: web.Request, signature: str | None, form: Mapping[str, str] | None
-) -> bool:
-    """A webhook (`form`) or a media upgrade (None) signed with `key` the way Twilio signs (SignalWire
-    signs the same way), checked against the URL the carrier requested."""
-    url = public_url(public_base_url(settings, request), request.raw_path)
-    if form is None:
-        return upgrade_is_signed(key, websocket_url(url), signature)
-    return webhook_is_signed(key, url, form, signature)
-
-
-async def media_stream(
-    bridge: Bridge,
-    request: web.Request,
-    codec: CarrierCodec,
-    authorize: Callable[[CallStarted], bool] | None,
-    transfer: Transfer | None = None,
-) -> web.StreamResponse:
-    """Any carrier's media-stream websocket, once its upgrade request was checked: 503 when full."""
-    if len(bridge.active_calls) >= bridge.settings.max_calls:
-        log.warning("media stream refused: at capacity", active_calls=len(bridge.active_calls))
-        raise web.HTTPServiceUnavailable(text="at capacity")
-    return await handle_media_stream(bridge.stream_context(authorize), request, codec, transfer=transfer)

@@ -15,13 +15,12 @@ from aiohttp import web
 from bridge.call_log_sink import CallLogSink
 from bridge.calllog import CallRecorder, CallStore, PriceTable, run_retention, setup_calllog_routes
 from bridge.calllog.auth import AdminAuth
-from bridge.carrier.plivo_routes import setup_plivo_routes
-from bridge.carrier.signalwire import setup_signalwire_routes
-from bridge.carrier.telnyx_routes import setup_telnyx_routes
-from bridge.carrier.twilio_routes import browser_media_socket, setup_twilio_routes
-from bridge.carrier.vonage_routes import setup_vonage_routes
+from bridge.calllog.health import CallLogHealth
+from bridge.carrier.registry import CARRIERS
+from bridge.carrier.twilio.routes import browser_media_socket
 from bridge.config import Settings
 from bridge.control_api import setup_control_routes
+from bridge.http_guard import HttpLimits, guard_app, start_server
 from bridge.logs import get_logger
 from bridge.metrics import metrics_context, metrics_handler
 from bridge.recording import RecordingArchive, Recordings
@@ -41,9 +40,10 @@ async def readyz(request: web.Request) -> web.Response:
     bridge = request.app[BRIDGE_KEY]
     ready = bridge.ready and not bridge.draining
     status = "ready" if ready else ("draining" if bridge.draining else "not_ready")
-    return web.json_response(
-        {"status": status, "active_calls": len(bridge.active_calls)}, status=200 if ready else 503
-    )
+    body: dict[str, object] = {"status": status, "active_calls": len(bridge.active_calls)}
+    if bridge.call_log_health is not None:
+        body["call_log"] = bridge.call_log_health.report()  # degraded or not, never unready for it
+    return web.json_response(body, status=200 if ready else 503)
 
 
 async def _demo_upstream(app: web.Application) -> AsyncIterator[None]:
@@ -139,6 +139,8 @@ async def _call_log_lifecycle(app: web.Application) -> AsyncIterator[None]:
     retention.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await retention
+    if bridge.call_log_health is not None:
+        await bridge.call_log_health.close()
     await recorder.stop()
     await store.close()
 
@@ -180,21 +182,31 @@ def create_app(
 ) -> web.Application:
     app = web.Application()
     admin_token = _admin_token(settings)
-    store = None
-    recordings = None
+    store = health = recordings = None
     if call_log is None:
         store = CallStore.connect(settings.call_log_url)
-        call_log = CallRecorder(store, prices=PriceTable.from_setting(settings.call_log_prices))
-        recordings = _recordings(settings, call_log)
+        recorder = CallRecorder(store, prices=PriceTable.from_setting(settings.call_log_prices))
+        call_log, health = recorder, CallLogHealth(store, recorder)
+        recordings = _recordings(settings, recorder)
     bridge = Bridge(
         settings=settings,
         admin_token=admin_token,
         call_log=call_log,
         store=store,
         recordings=recordings,
+        call_log_health=health,
         toolbox=toolbox or Toolbox(),
     )
     app[BRIDGE_KEY] = bridge
+    guard_app(
+        app,
+        HttpLimits(
+            bridge.metrics,
+            request_timeout_s=settings.http_request_timeout,
+            keepalive_timeout_s=settings.http_keepalive_timeout,
+            max_waiting=settings.http_max_waiting_connections,
+        ),
+    )
     bridge.metrics.track_active_calls(lambda: len(bridge.active_calls))
     if isinstance(call_log, CallRecorder):
         bridge.metrics.watch_recorder(call_log)
@@ -210,7 +222,7 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     if store is not None:
-        setup_calllog_routes(app, store, admin_token, recordings.archive if recordings else None)
+        setup_calllog_routes(app, store, admin_token, recordings.archive if recordings else None, health)
     admin = AdminAuth(admin_token)
     setup_control_routes(
         app, bridge.active_calls, is_authorized=admin.authenticated, dialect=settings.realtime_dialect
@@ -225,17 +237,8 @@ def create_app(
 
 def setup_carrier_routes(app: web.Application, settings: Settings) -> None:
     """Each enabled carrier's webhook and media stream (CARRIERS); the others are not served at all."""
-    carriers = settings.carrier_list
-    if "twilio" in carriers:
-        setup_twilio_routes(app)
-    if "signalwire" in carriers:
-        setup_signalwire_routes(app)
-    if "telnyx" in carriers:
-        setup_telnyx_routes(app)
-    if "vonage" in carriers:
-        setup_vonage_routes(app)
-    if "plivo" in carriers:
-        setup_plivo_routes(app)
+    for name in settings.carrier_list:
+        CARRIERS[name].setup_routes(app)
 
 
 async def serve(settings: Settings, toolbox: Toolbox | None = None) -> None:
@@ -244,9 +247,9 @@ async def serve(settings: Settings, toolbox: Toolbox | None = None) -> None:
     import signal
 
     app = create_app(settings, toolbox=toolbox)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5)
-    await runner.setup()
-    await web.TCPSite(runner, settings.host, settings.port).start()
+    runner = await start_server(
+        app, settings.host, settings.port, handle_signals=False, access_log=None, shutdown_timeout=5
+    )
     log.info("listening", host=settings.host, port=settings.port)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

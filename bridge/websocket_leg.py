@@ -8,7 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any, Protocol
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from bridge.carrier.events import (
     CallEnded,
@@ -22,6 +22,7 @@ from bridge.carrier.events import (
     PlayAudio,
     PlaybackMark,
 )
+from bridge.carrier.transfer import TransferFailed
 from bridge.carrier_leg import Transfer
 from bridge.clock import now_ms
 from bridge.message_rate import MAX_MESSAGES_PER_S, MessageRate
@@ -32,7 +33,7 @@ EXTRA_CODEC_COUNTERS = ("late_frames", "reordered_frames", "carrier_errors")
 
 
 class CarrierCodec(Protocol):
-    """A carrier's media-stream dialect, sans-IO (see `bridge.carrier.twilio.TwilioCodec`)."""
+    """A carrier's media-stream dialect, sans-IO (see `bridge.carrier.twilio.codec.TwilioCodec`)."""
 
     carrier: str  # its name in the call log: "twilio", "telnyx", ...
     sequence_gaps: int
@@ -77,8 +78,6 @@ class WebSocketLeg:
                         self.started = event
                         return event
                     if isinstance(event, CallEnded):
-                        if event.reason == "error" and not self.ws.closed:
-                            await self.ws.close(code=1008, message=b"protocol error")
                         return None
         except TimeoutError:
             self.log.warning("no start message in time, closing stream", seconds=START_TIMEOUT_S)
@@ -91,6 +90,7 @@ class WebSocketLeg:
             now = now_ms()
             if self._rate.exceeded(now):
                 self.log.warning("carrier message flood, closing stream", limit_per_s=MAX_MESSAGES_PER_S)
+                await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"message flood")
                 yield CallEnded("error"), now
                 return
             if msg.type == WSMsgType.ERROR:
@@ -99,9 +99,10 @@ class WebSocketLeg:
                 continue
             try:
                 event = self.codec.decode(msg.data)
-            except CarrierProtocolError as exc:
-                self._bad(str(exc))
+            except Exception as exc:  # whatever a codec raises, it is this one message that was bad
+                self._bad(str(exc) if isinstance(exc, CarrierProtocolError) else type(exc).__name__)
                 if self.bad_messages > MAX_BAD_MESSAGES:
+                    await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many bad messages")
                     yield CallEnded("error"), now
                     return
                 continue
@@ -140,10 +141,10 @@ class WebSocketLeg:
                     if event == PlaybackMark("apology") or isinstance(event, CallEnded):
                         return
 
-    async def transfer(self, number: str) -> str | None:
+    async def transfer(self, number: str) -> None:
         if self._transfer is None or self.started is None:
-            return f"transfers are not available on {self.carrier} calls"
-        return await self._transfer(self.started, number)
+            raise TransferFailed(f"transfers are not available on {self.carrier} calls")
+        await self._transfer(self.started, number)
 
     def _bad(self, reason: str) -> None:
         self.bad_messages += 1

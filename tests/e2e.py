@@ -21,6 +21,7 @@ from aiohttp import web
 
 from bridge.calllog import CallStore
 from bridge.config import load_settings
+from bridge.http_guard import HTTP_LIMITS_KEY, start_server
 from bridge.server import BRIDGE_KEY, Bridge, create_app
 from bridge.sim.carrier_emulator import CallerEmulator
 from bridge.sim.realtime_emulator import EmulatedSession, EmulatorConfig, RealtimeEmulator, greeting_pcm24k
@@ -51,11 +52,14 @@ class RunningBridge:
 
 @contextlib.asynccontextmanager
 async def serving(app: web.Application) -> AsyncIterator[str]:
-    """Serve `app` on a free loopback port; yields its base URL (http://127.0.0.1:PORT)."""
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
+    """Serve `app` on a free loopback port, as `bridge serve` does when it is the bridge's app (with
+    its HTTP limits); yields its base URL (http://127.0.0.1:PORT)."""
+    if HTTP_LIMITS_KEY in app:
+        runner = await start_server(app, "127.0.0.1", 0, access_log=None)
+    else:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
     host, port = runner.addresses[0][:2]
     try:
         yield f"http://{host}:{port}"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import struct
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from bridge.audio import (
     ULAW_BYTES_PER_MS,
     StreamingResampler,
     pcm16_to_ulaw,
+    swap_pcm16_byte_order,
     ulaw_to_pcm16,
 )
 
@@ -292,3 +294,11 @@ def test_rejects_bad_arguments() -> None:
         resampler.process(b"\x00\x00\x00")
     assert resampler.process(b"") == b""
     assert resampler.flush() == b""
+
+
+def test_swap_pcm16_byte_order_turns_rtp_l16_into_little_endian_and_back() -> None:
+    samples = (1, -2, 32767, -32768, 0x1234)
+    big_endian = struct.pack(f">{len(samples)}h", *samples)
+    little_endian = swap_pcm16_byte_order(big_endian)
+    assert little_endian == struct.pack(f"<{len(samples)}h", *samples)
+    assert swap_pcm16_byte_order(little_endian) == big_endian

@@ -6,13 +6,15 @@ Wiring, in the order the server does it:
     await store.mark_interrupted()               # calls a crashed process left "in progress"
     recorder = CallRecorder(store, prices=PriceTable.from_setting(prices_setting))
     await recorder.start()
-    setup_calllog_routes(app, store, admin_token)
+    health = CallLogHealth(store, recorder)        # /readyz's view of the database
+    setup_calllog_routes(app, store, admin_token, archive, health)
     retention = asyncio.create_task(run_retention(store, days))
     ...
-    await recorder.stop(); retention.cancel(); await store.close()
+    retention.cancel(); await health.close(); await recorder.stop(); await store.close()
 """
 
 from bridge.calllog.api import setup_calllog_routes
+from bridge.calllog.health import CallLogHealth
 from bridge.calllog.ops import LogOp
 from bridge.calllog.pricing import ModelPrices, PriceTable, TokenUsage
 from bridge.calllog.recorder import CallRecorder
@@ -21,6 +23,7 @@ from bridge.calllog.store import END_REASONS, CallStore
 
 __all__ = [
     "END_REASONS",
+    "CallLogHealth",
     "CallRecorder",
     "CallStore",
     "LogOp",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
@@ -20,8 +20,9 @@ import structlog
 from aiohttp import web
 
 from bridge.calllog.auth import AdminAuth
+from bridge.calllog.health import CallLogHealth, describe
 from bridge.calllog.present import CSV_COLUMNS, csv_row, public_call, to_json, transcript_text
-from bridge.calllog.store import END_REASONS, CallStore
+from bridge.calllog.store import END_REASONS, CallStore, check_search_text, database_unavailable
 from bridge.recording.archive import ArchiveError, RecordingArchive, safe_name
 from bridge.recording.download import recording_response
 from bridge.recording.finish import FORMATS
@@ -54,11 +55,16 @@ class _BadRequest(Exception):
 
 
 def setup_calllog_routes(
-    app: web.Application, store: CallStore, admin_token: str, recordings: RecordingArchive | None = None
+    app: web.Application,
+    store: CallStore,
+    admin_token: str,
+    recordings: RecordingArchive | None = None,
+    health: CallLogHealth | None = None,
 ) -> None:
-    """Add the call-log API and pages to `app`; `recordings` serves the calls' recordings. Raises
-    ValueError for an empty `admin_token`."""
-    routes = _CallLogRoutes(store, AdminAuth(admin_token), recordings)
+    """Add the call-log API and pages to `app`; `recordings` serves the calls' recordings; `health`
+    hears how each read went (the server's /readyz reports it). Raises ValueError for an empty
+    `admin_token`."""
+    routes = _CallLogRoutes(store, AdminAuth(admin_token), recordings, health or CallLogHealth(store))
     api, page = routes.api, routes.page
     router = app.router
     # The export paths before /api/calls/{call_id}, which would otherwise take them as an id.
@@ -76,10 +82,13 @@ def setup_calllog_routes(
 
 
 class _CallLogRoutes:
-    def __init__(self, store: CallStore, auth: AdminAuth, recordings: RecordingArchive | None) -> None:
+    def __init__(
+        self, store: CallStore, auth: AdminAuth, recordings: RecordingArchive | None, health: CallLogHealth
+    ) -> None:
         self.store = store
         self.auth = auth
         self.recordings = recordings
+        self.health = health
         self.list_html = (WEB_DIR / "calls.html").read_text(encoding="utf-8")
         self.call_html = (WEB_DIR / "call.html").read_text(encoding="utf-8")
         self.login_template = Template((WEB_DIR / "login.html").read_text(encoding="utf-8"))
@@ -95,11 +104,29 @@ class _CallLogRoutes:
                     headers={"WWW-Authenticate": 'Bearer realm="calls"', **_NO_STORE},
                 )
             try:
-                return await handler(request)
+                response = await handler(request)
             except _BadRequest as exc:
                 return _json({"error": str(exc)}, status=400)
+            except Exception as exc:
+                # A client that left mid-response is no outage, though both raise OSErrors.
+                if not database_unavailable(exc) or _client_gone(request):
+                    raise
+                self._unavailable(request, exc)
+                return web.json_response(
+                    {"error": "the call-log database is unavailable; try again shortly"},
+                    status=503,
+                    headers={"Retry-After": "5", **_NO_STORE},
+                )
+            self.health.read_answered()
+            return response
 
         return guarded
+
+    def _unavailable(self, request: web.Request, exc: BaseException) -> None:
+        # One line per request, no traceback: the outage is not a bug here, and the recorder says
+        # once when it began and when it ended.
+        self.health.read_failed(exc)
+        log.warning("calllog.api_database_unavailable", path=request.path, error=describe(exc))
 
     def page(self, handler: Handler) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
@@ -195,37 +222,66 @@ class _CallLogRoutes:
 
     async def export_jsonl(self, request: web.Request) -> web.StreamResponse:
         filters, reveal = _filters(request), _reveal(request)
-        response = await self._start_download(request, "application/x-ndjson", "jsonl")
-        async for call in self.store.export_calls(**filters, with_events=True):
-            await response.write((to_json(public_call(call, reveal=reveal)) + "\n").encode())
-        await response.write_eof()
-        return response
+        calls = self.store.export_calls(**filters, with_events=True)
+        lines = ((to_json(public_call(call, reveal=reveal)) + "\n").encode() async for call in calls)
+        return await self._download(request, "application/x-ndjson", "jsonl", lines)
 
     async def export_csv(self, request: web.Request) -> web.StreamResponse:
         filters, reveal = _filters(request), _reveal(request)
-        response = await self._start_download(request, "text/csv", "csv")
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(CSV_COLUMNS)
-        async for call in self.store.export_calls(**filters):
-            writer.writerow(csv_row(public_call(call, reveal=reveal)))
-            if buffer.tell() > 64 * 1024:
-                await response.write(buffer.getvalue().encode())
-                buffer.seek(0)
-                buffer.truncate()
-        await response.write(buffer.getvalue().encode())
-        await response.write_eof()
-        return response
+        rows = _csv(self.store.export_calls(**filters), reveal)
+        return await self._download(request, "text/csv", "csv", rows)
 
-    async def _start_download(self, request: web.Request, content_type: str, ext: str) -> web.StreamResponse:
+    async def _download(
+        self, request: web.Request, content_type: str, ext: str, chunks: AsyncIterator[bytes]
+    ) -> web.StreamResponse:
+        # The first chunk is read before anything is sent: a database that is down is a 503, not a
+        # download that starts and breaks.
+        first = await anext(chunks, b"")
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         response = web.StreamResponse(
             headers={**_NO_STORE, "Content-Disposition": f'attachment; filename="calls-{stamp}.{ext}"'}
         )
         response.content_type = content_type
         response.charset = "utf-8"
-        await response.prepare(request)
+        chunk: bytes | None = first
+        while chunk is not None:
+            try:
+                await response.prepare(request)  # once; then it returns at once
+                await response.write(chunk)
+            except ConnectionError:
+                return response  # the agent cancelled the download: nothing to report
+            try:
+                chunk = await anext(chunks, None)
+            except Exception as exc:
+                if not database_unavailable(exc):
+                    raise
+                # Too late for a 503: the download ends unfinished (no last chunk), which every
+                # HTTP client reports as a broken transfer, instead of looking complete.
+                self._unavailable(request, exc)
+                response.force_close()
+                if request.transport is not None:
+                    request.transport.close()
+                return response
+        await response.write_eof()
         return response
+
+
+async def _csv(calls: AsyncIterator[dict[str, Any]], reveal: bool) -> AsyncIterator[bytes]:
+    """The export as CSV text, in pieces of about 64 KiB (the first once the first calls are read)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(CSV_COLUMNS)
+    async for call in calls:
+        writer.writerow(csv_row(public_call(call, reveal=reveal)))
+        if buffer.tell() > 64 * 1024:
+            yield buffer.getvalue().encode()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue().encode()
+
+
+def _client_gone(request: web.Request) -> bool:
+    return request.transport is None or request.transport.is_closing()
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -240,12 +296,18 @@ def _filters(request: web.Request) -> dict[str, Any]:
     number = query.get("number") or None
     if number is not None and not any(ch.isdigit() for ch in number):
         raise _BadRequest("number must contain digits (the last digits of the caller's or called number)")
+    text = query.get("q") or None
+    if text is not None:
+        try:
+            check_search_text(text)  # here, not in the store: an export has started answering by then
+        except ValueError as exc:
+            raise _BadRequest(str(exc)) from None
     return {
         "since": _time(query.get("since"), "since"),
         "until": _time(query.get("until"), "until"),
         "number": number,
         "end_reason": end_reason,
-        "text": query.get("q") or None,
+        "text": text,
     }
 
 
@@ -263,9 +325,10 @@ def _time(value: str | None, name: str) -> datetime | None:
     for candidate in (value, value.replace(" ", "+")):
         try:
             parsed = datetime.fromisoformat(candidate)
-        except ValueError:
+            # In UTC here: a time an offset moves past year 1 or 9999 is refused, not a failed query.
+            return parsed.astimezone(UTC) if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+        except (ValueError, OverflowError):
             continue
-        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
     raise _BadRequest(f"{name} must be an ISO 8601 time, e.g. 2025-11-22T15:00:00Z")
 
 

@@ -18,7 +18,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import structlog
-from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 
 from bridge.calllog.ops import (
     CallEndedOp,
@@ -30,7 +29,7 @@ from bridge.calllog.ops import (
     RecordingOp,
 )
 from bridge.calllog.pricing import PriceTable, TokenUsage
-from bridge.calllog.store import CallStore
+from bridge.calllog.store import CallStore, database_unavailable
 from bridge.log_records import RecordKind
 
 log = structlog.get_logger(__name__)
@@ -55,15 +54,6 @@ class _CallState:
     errors: int = 0
 
 
-def _is_bad_data(exc: BaseException) -> bool:
-    """True when retrying can't help: the batch itself is wrong, not the database unavailable."""
-    if isinstance(exc, IntegrityError | DataError):
-        return True
-    if isinstance(exc, StatementError) and not isinstance(exc, DBAPIError):
-        return True  # failed inside SQLAlchemy (binding a value), before reaching the database
-    return not isinstance(exc, SQLAlchemyError | OSError | TimeoutError)
-
-
 class CallRecorder:
     """Call its recording methods from the event loop's thread (they are not thread-safe)."""
 
@@ -86,6 +76,7 @@ class CallRecorder:
         self.write_failures = 0  # failed write attempts (a batch retried 3 times counts 3)
         self.dropped = 0  # ops given up on: queue overflow, or data the database rejects
         self.written = 0
+        self.outage_since: datetime | None = None  # the writer cannot reach the database since then
         self._queue: deque[LogOp] = deque()
         self._inflight: list[LogOp] = []
         self._calls: dict[str, _CallState] = {}
@@ -297,7 +288,6 @@ class CallRecorder:
 
     async def _write_loop(self) -> None:
         delay = self.retry_initial_s
-        outage_since: datetime | None = None
         while True:
             if not self._inflight:
                 if not self._queue:
@@ -316,18 +306,19 @@ class CallRecorder:
                 await self.store.write_batch(self._inflight)
             except Exception as exc:
                 self.write_failures += 1
-                if _is_bad_data(exc):
+                if not database_unavailable(exc):
                     await self._write_one_by_one()
                     continue
-                if outage_since is None:
-                    outage_since = datetime.now(UTC)
+                if self.outage_since is None:
+                    self.outage_since = datetime.now(UTC)
                     log.warning("calllog.database_unavailable", error=repr(exc), backlog=self.backlog)
                 await self._sleep(delay)
                 delay = min(delay * 2, self.retry_max_s)
                 continue
-            if outage_since is not None:
-                log.info("calllog.database_back", outage_s=(datetime.now(UTC) - outage_since).total_seconds())
-                outage_since = None
+            if self.outage_since is not None:
+                outage_s = (datetime.now(UTC) - self.outage_since).total_seconds()
+                log.info("calllog.database_back", outage_s=outage_s)
+                self.outage_since = None
             delay = self.retry_initial_s
             await self._finish(len(self._inflight), written=True)
 
@@ -345,7 +336,7 @@ class CallRecorder:
             try:
                 await self.store.write_batch([op])
             except Exception as exc:
-                if not _is_bad_data(exc):
+                if database_unavailable(exc):
                     self.write_failures += 1
                     return  # the database went away: the normal retry path takes over
                 self.dropped += 1

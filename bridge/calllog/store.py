@@ -31,6 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import RowMapping, make_url
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, SQLAlchemyError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
@@ -63,6 +64,27 @@ END_REASONS = (
 _EXPORT_PAGE = 200
 # A recording still "recording" this long after its call ended has no process finishing it any more.
 RECORDING_FINISH_LIMIT = timedelta(hours=1)
+
+# C0 and C1 control characters but tab, newline and carriage return, which a line of text may hold.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """True when the database could not be reached or failed to answer, so trying again later can
+    help; False when the request or its data is at fault (or the error is a bug of ours)."""
+    if isinstance(exc, IntegrityError | DataError):
+        return False
+    if isinstance(exc, StatementError) and not isinstance(exc, DBAPIError):
+        return False  # failed inside SQLAlchemy (binding a value), before reaching the database
+    return isinstance(exc, SQLAlchemyError | OSError | TimeoutError)
+
+
+def check_search_text(text: str) -> None:
+    """Raise ValueError for a transcript search holding control characters. None is typed by a person,
+    and NUL cannot be searched for at all: SQLite's LIKE reads the pattern only up to it (so it matched
+    every line) and PostgreSQL text cannot hold it (the query failed)."""
+    if _CONTROL.search(text):
+        raise ValueError("q must not contain control characters")
 
 
 def _json_dumps(value: Any) -> str:
@@ -338,6 +360,8 @@ class CallStore:
 
     async def get_call(self, call_id: str) -> dict[str, Any] | None:
         """The call with its events in the order they happened."""
+        if _CONTROL.search(call_id):
+            return None  # no call id holds one (and PostgreSQL could not even be asked about NUL)
         async with self.engine.connect() as conn:
             row = (await conn.execute(select(calls).where(calls.c.call_id == call_id))).mappings().first()
             if row is None:
@@ -404,6 +428,7 @@ def _filters(
     if end_reason:
         where.append(calls.c.end_reason == end_reason)
     if text:
+        check_search_text(text)
         pattern = "%" + re.sub(r"([\\%_])", r"\\\1", text.casefold()) + "%"
         where.append(
             exists().where(
@@ -442,7 +467,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         started_at = datetime.fromisoformat(at)
     except (binascii.Error, ValueError, TypeError):
         raise ValueError("invalid cursor") from None
-    if started_at.tzinfo is None or not isinstance(call_id, str):
+    if started_at.tzinfo is None or not isinstance(call_id, str) or _CONTROL.search(call_id):
         raise ValueError("invalid cursor")
     return started_at, call_id
 

@@ -36,9 +36,13 @@ class PlaybackMark:
     name: str
 
 
+# The sixteen DTMF keys (ITU-T Q.23): 0-9, * and #, and the A-D column few phones have.
+DTMF_DIGITS = frozenset("0123456789*#ABCD")
+
+
 @dataclass(frozen=True, slots=True)
 class Dtmf:
-    digit: str
+    digit: str  # one of DTMF_DIGITS
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,8 @@ from bridge.client_events import ClientEventEncoder, EncodedEvent, audio_append
 from bridge.realtime import events as ev
 
 Dialect = Literal["ga", "beta"]
-AudioFormat = Literal["pcm24k", "pcmu"]
+# The audio the model hears and speaks (bridge.audio.AudioFormat is the carrier line's).
+ModelAudio = Literal["pcm24k", "pcmu"]
 
 _decoder = msgspec.json.Decoder()
 
@@ -53,7 +54,7 @@ class SessionOptions:
 
     instructions: str
     voice: str
-    audio_format: AudioFormat = "pcm24k"
+    audio_format: ModelAudio = "pcm24k"
     turn_detection: Literal["server_vad", "semantic_vad", "none"] = "server_vad"
     vad_threshold: float = 0.5
     vad_prefix_padding_ms: int = 300

@@ -30,11 +30,11 @@ from typing import Any
 import aiohttp
 
 from bridge.audio import L16_8K, PCMU_8K, AudioFormat, Transcoder
+from bridge.carrier.events import DTMF_DIGITS
 from bridge.clock import now_ms
 from bridge.sim.playout import MarkRecord, Playout
 
 FRAME_MS = 20
-DTMF_DIGITS = frozenset("0123456789*#ABCD")
 
 
 async def sleep_until(t_ms: float) -> None:
@@ -297,6 +297,11 @@ class CallerEmulator:
         at = now_ms()
         self.dtmf_sent.append((digit, at))
         self._send(self._dtmf_message(digit), at)
+
+    def send_raw(self, data: str | bytes) -> None:
+        """Put one frame on the line exactly as given (text or binary), behind what is already queued:
+        what a confused or hostile carrier sends. Before `connect` it goes ahead of the stream's start."""
+        self._send(data, now_ms())
 
     async def hangup(self, stop_timeout_s: float = 5.0) -> None:
         """Send `stop` (behind everything already on the line) and close the websocket."""

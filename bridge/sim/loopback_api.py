@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
 
+@dataclass
 class LoopbackApi:
     """Subclasses are dataclasses that build their routes in `app()` and record what they were sent."""
 
-    base_url: str | None
-    _runner: web.AppRunner | None
+    base_url: str | None = field(default=None, init=False)  # set by start()
+    _runner: web.AppRunner | None = field(default=None, init=False, repr=False)
 
     def app(self) -> web.Application:
         raise NotImplementedError

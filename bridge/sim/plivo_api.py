@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from bridge.carrier.plivo_routes import NONCE_HEADER, SIGNATURE_HEADER, signature_v3
+from bridge.carrier.plivo.signature import NONCE_HEADER, SIGNATURE_HEADER, signature_v3
 from bridge.sim.loopback_api import LoopbackApi, basic_auth
 
 
@@ -46,8 +46,6 @@ class PlivoApiStandIn(LoopbackApi):
     fail_status: int | None = None  # when set, authenticated requests answer this status
     requests: list[RecordedRequest] = field(default_factory=list)
     documents: list[FetchedDocument] = field(default_factory=list)  # what aleg_url answered
-    base_url: str | None = field(default=None, init=False)
-    _runner: web.AppRunner | None = field(default=None, init=False, repr=False)
 
     def app(self) -> web.Application:
         app = web.Application()

@@ -18,7 +18,7 @@ import uuid
 from typing import Any
 
 from bridge.audio import PCMU_8K, AudioFormat
-from bridge.carrier.plivo import content_type, encode_extra_headers
+from bridge.carrier.plivo.codec import content_type, encode_extra_headers
 from bridge.sim.carrier_emulator import CallerEmulator, Message, OutboundError, outbound_audio, outbound_json
 from bridge.sim.playout import MarkStatus
 

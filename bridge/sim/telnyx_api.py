@@ -29,8 +29,6 @@ class TelnyxApiStandIn(LoopbackApi):
     # When set, calls outside it answer 422 "Call has already ended", as Telnyx does for a gone call.
     known_calls: Collection[str] | None = None
     requests: list[RecordedRequest] = field(default_factory=list)
-    base_url: str | None = field(default=None, init=False)
-    _runner: web.AppRunner | None = field(default=None, init=False, repr=False)
 
     def app(self) -> web.Application:
         app = web.Application()

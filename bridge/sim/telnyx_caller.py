@@ -2,7 +2,7 @@
 
 Opening `connected` and `start` (stream_id, call_control_id, from/to, custom_parameters, media_format),
 then `media` every 20 ms with `chunk`, `timestamp` and a top-level `sequence_number`, `dtmf`, `mark`
-echoes and `stop`, all as `bridge.carrier.telnyx` documents them. Telnyx says frame order is not
+echoes and `stop`, all as `bridge.carrier.telnyx.codec` documents them. Telnyx says frame order is not
 guaranteed, so `swap_frames` names frames that leave just after the one following them, exercising
 the bridge's reordering. Outbound it accepts only what Telnyx takes: `media` with a base64 payload,
 `mark` with a name, `clear`. Playback semantics (marks echoed once the audio before them played,
@@ -16,8 +16,7 @@ from collections.abc import Callable, Collection
 from datetime import UTC, datetime
 from typing import Any
 
-from bridge.audio import L16_16K, PCMA_8K, PCMU_8K, AudioFormat
-from bridge.carrier.telnyx import _swap16
+from bridge.audio import L16_16K, PCMA_8K, PCMU_8K, AudioFormat, swap_pcm16_byte_order
 from bridge.sim.carrier_emulator import (
     FRAME_MS,
     CallerEmulator,
@@ -57,7 +56,7 @@ class TelnyxCallerEmulator(CallerEmulator):
         return self.call_sid
 
     def _wire_audio(self, audio: bytes) -> bytes:
-        return _swap16(audio) if self.line.encoding == "l16" else audio
+        return swap_pcm16_byte_order(audio) if self.line.encoding == "l16" else audio
 
     def _opening_messages(self) -> list[Message]:
         return [

@@ -39,8 +39,6 @@ class TwilioApiStandIn(LoopbackApi):
     # Held before answering, so tests can see whether the client blocks the event loop.
     delay_s: float = 0.0
     requests: list[RecordedRequest] = field(default_factory=list)
-    base_url: str | None = field(default=None, init=False)  # set by start()
-    _runner: web.AppRunner | None = field(default=None, init=False, repr=False)
 
     def app(self) -> web.Application:
         app = web.Application()

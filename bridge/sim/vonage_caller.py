@@ -1,6 +1,6 @@
 """A caller on a Vonage line: Vonage's side of an NCCO `connect` to a websocket, as the bridge sees it.
 
-It speaks the wire `bridge.carrier.vonage` describes: `websocket:connected` first, with the NCCO
+It speaks the wire `bridge.carrier.vonage.codec` describes: `websocket:connected` first, with the NCCO
 endpoint's `headers` at its top level (pass them as `custom_parameters`), then a binary 640-byte
 L16 frame every 20 ms, `websocket:dtmf` for keypresses, `websocket:notify` echoing each notify's
 payload once the audio queued before it has played, and `websocket:cleared` after a clear. A hang-up
@@ -10,7 +10,7 @@ It rejects, as protocol errors, what Vonage would not take: a binary frame that 
 20 ms frame, JSON that is not a `notify` (with a payload object) or a `clear`, and audio beyond the
 outbound buffer (the guide's 1024 frames; Vonage is reported to hold up to 3072, and the smaller
 figure is the one a bridge can rely on). A notify still queued when a clear arrives is dropped with
-the audio, the reading `bridge.carrier.vonage` takes (unverified).
+the audio, the reading `bridge.carrier.vonage.codec` takes (unverified).
 """
 
 from __future__ import annotations

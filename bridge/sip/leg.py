@@ -33,6 +33,7 @@ from bridge.carrier.events import (
     PlayAudio,
     PlaybackMark,
 )
+from bridge.carrier.transfer import TransferFailed
 from bridge.clock import now_ms
 from bridge.sip.dialog import Acked, Datagram, Dialog, Ended, InfoDigit, ReferOutcome, ReInvite
 from bridge.sip.jitter import JitterBuffer
@@ -228,11 +229,11 @@ class SipLeg:
             async with asyncio.timeout(len(audio) / self.offer.line.bytes_per_ms / 1000 + 5):
                 await _first(self._drained.wait(), self._ended.wait())
 
-    async def transfer(self, number: str) -> str | None:
+    async def transfer(self, number: str) -> None:
         """REFER the caller to `number` (sip:number@peer-host, or a tel: URI as given); wait for the
-        NOTIFY that the target answered."""
+        NOTIFY that the target answered. TransferFailed says why it did not."""
         if self.started is None or self.dialog.state != "confirmed":
-            return "the call is not connected"
+            raise TransferFailed("the call is not connected")
         if number.startswith(("sip:", "sips:", "tel:")):
             target = number
         else:
@@ -244,10 +245,11 @@ class SipLeg:
             async with asyncio.timeout(REFER_WAIT_S):
                 ok, detail = await self._refer
         except TimeoutError:
-            return "the transfer target did not answer in time"
+            raise TransferFailed("the transfer target did not answer in time") from None
         finally:
             self._refer = None
-        return None if ok else f"the peer refused the transfer: {detail}"
+        if not ok:
+            raise TransferFailed(f"the peer refused the transfer: {detail}")
 
     # -- from the endpoint ------------------------------------------------------------------------
 

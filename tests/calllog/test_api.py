@@ -1,18 +1,31 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import csv
 import io
 import json
+import logging
+import socket
+import struct
 from datetime import timedelta
+from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
+from structlog.testing import capture_logs
+from yarl import URL
 
 from bridge.calllog import CallRecorder, CallStore, setup_calllog_routes
 from bridge.calllog.auth import COOKIE_NAME
+from bridge.calllog.health import CallLogHealth
+from bridge.calllog.store import encode_cursor
 from tests.calllog.conftest import ADMIN_TOKEN
+from tests.calllog.helpers import database_outage, record_simple_call, wait_until
 from tests.calllog.sample_calls import DAY, record_day_of_calls
+from tests.e2e import serving
 
 REFUND = "CA0001refund"
 PROTECTED = [
@@ -223,3 +236,152 @@ async def test_csv_export_has_a_header_and_one_row_per_call(client: TestClient, 
 
     everything = await client.get("/api/calls/export.csv", headers=auth_headers)
     assert len(list(csv.DictReader(io.StringIO(await everything.text())))) == 7
+
+
+@pytest.mark.usefixtures("seeded")
+@pytest.mark.parametrize("path", ["/api/calls", "/api/calls/export.csv", "/api/calls/export.jsonl"])
+async def test_a_search_for_control_characters_is_a_clear_400(
+    client: TestClient, auth_headers: dict, path: str
+) -> None:
+    """Issue #16: `q=%00` matched every call with a transcript (SQLite) or failed with a 500 (PostgreSQL)."""
+    for q in ("\x00", "refund\x00", "\x1b[2J", "\x7f"):
+        response = await client.get(path, params={"q": q}, headers=auth_headers)
+        assert response.status == 400, (q, await response.text())
+        assert await response.json() == {"error": "q must not contain control characters"}
+
+
+@pytest.mark.usefixtures("seeded")
+async def test_ids_cursors_and_times_no_call_can_have_are_answered_not_failed(
+    client: TestClient, auth_headers: dict
+) -> None:
+    assert (await client.get("/api/calls/CA%00x", headers=auth_headers)).status == 404
+    assert (await client.get("/api/calls/CA%00x/transcript", headers=auth_headers)).status == 404
+    cursor = encode_cursor(DAY, "CA\x00")
+    response = await client.get("/api/calls", params={"cursor": cursor}, headers=auth_headers)
+    assert (response.status, await response.json()) == (400, {"error": "invalid cursor"})
+    # An offset that moves a time past year 1 or 9999 in UTC.
+    for since in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"):
+        response = await client.get("/api/calls", params={"since": since}, headers=auth_headers)
+        assert response.status == 400, since
+        assert "since must be an ISO 8601 time" in (await response.json())["error"]
+
+
+POSTGRES_ONLY = pytest.mark.parametrize(
+    "db_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+
+
+@POSTGRES_ONLY
+@pytest.mark.usefixtures("seeded")
+async def test_while_the_database_is_down_the_api_answers_503_and_logs_one_line_per_request(
+    request: pytest.FixtureRequest,
+    db_url: str,
+    store: CallStore,
+    auth_headers: dict,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Issue #16: with PostgreSQL down, GET /api/calls answered 500 and logged ~99 lines of traceback."""
+    health = CallLogHealth(store)
+    app = web.Application()
+    setup_calllog_routes(app, store, ADMIN_TOKEN, health=health)
+    paths = [
+        "/api/calls",
+        f"/api/calls/{REFUND}",
+        f"/api/calls/{REFUND}/transcript",
+        "/api/calls/export.jsonl",
+        "/api/calls/export.csv",
+    ]
+    caplog.set_level(logging.INFO)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        with capture_logs() as logs:
+            async with database_outage(request, db_url):
+                for path in paths:
+                    response = await client.get(path, headers=auth_headers)
+                    assert response.status == 503, path
+                    assert response.headers["Retry-After"] == "5"
+                    assert await response.json() == {
+                        "error": "the call-log database is unavailable; try again shortly"
+                    }
+                report = health.report()
+                assert report["status"] == "degraded"
+                assert "not currently accepting connections" in report["error"]
+            for path in paths:
+                assert (await client.get(path, headers=auth_headers)).status == 200, path
+            assert health.report() == {"status": "ok"}
+    lines = [(e["event"], e["path"]) for e in logs if e["log_level"] != "debug"]
+    assert lines == [("calllog.api_database_unavailable", path) for path in paths]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+@POSTGRES_ONLY
+async def test_an_export_cut_short_by_an_outage_ends_as_a_broken_download(
+    request: pytest.FixtureRequest, db_url: str, store: CallStore, recorder: CallRecorder, auth_headers: dict
+) -> None:
+    for i in range(201):  # the export reads 200 calls at a time: the second read meets the outage
+        record_simple_call(recorder, f"CA{i:04d}", DAY + timedelta(minutes=i))
+    await recorder.flush()
+    outage = contextlib.AsyncExitStack()
+    reads = 0
+    list_calls = store.list_calls
+
+    async def second_read_meets_an_outage(**kwargs: Any) -> Any:
+        nonlocal reads
+        reads += 1
+        if reads == 2:
+            await outage.enter_async_context(database_outage(request, db_url))
+        return await list_calls(**kwargs)
+
+    store.list_calls = second_read_meets_an_outage  # type: ignore[method-assign]
+    app = web.Application()
+    setup_calllog_routes(app, store, ADMIN_TOKEN)
+    async with outage, TestClient(TestServer(app, host="127.0.0.1")) as client:
+        with capture_logs() as logs:
+            response = await client.get("/api/calls/export.jsonl", headers=auth_headers)
+            assert response.status == 200  # the first 200 calls were on their way
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await response.read()
+    assert [e["event"] for e in logs if e["log_level"] != "debug"] == ["calllog.api_database_unavailable"]
+
+
+SQLITE_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+
+
+@SQLITE_ONLY
+async def test_an_agent_cancelling_a_download_is_not_an_outage(
+    store: CallStore, recorder: CallRecorder, auth_headers: dict, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The download's next write fails with a connection error, as an outage's read may: only the
+    second is an outage, and neither is worth a traceback."""
+    for i in range(700):  # about 9 MB of transcripts: more than the socket buffers take unread
+        record_simple_call(recorder, f"CA{i:04d}", DAY + timedelta(seconds=i), said="words " * 2000)
+    await recorder.flush()
+    health = CallLogHealth(store)
+    handled: list[web.Request] = []
+
+    @web.middleware
+    async def note_when_handled(request: web.Request, handler: Any) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        finally:
+            handled.append(request)
+
+    app = web.Application(middlewares=[note_when_handled])
+    setup_calllog_routes(app, store, ADMIN_TOKEN, health=health)
+    caplog.set_level(logging.INFO)
+    with capture_logs() as logs:
+        # Served as the bridge serves it (a test server would cancel the handler instead).
+        async with serving(app) as base_url:
+            loop = asyncio.get_running_loop()
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await loop.sock_connect(sock, ("127.0.0.1", URL(base_url).port))
+            request = "GET /api/calls/export.jsonl HTTP/1.1\r\nHost: x\r\nAuthorization: {}\r\n\r\n"
+            await loop.sock_sendall(sock, request.format(auth_headers["Authorization"]).encode())
+            assert (await loop.sock_recv(sock, 1024)).startswith(b"HTTP/1.1 200")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()  # a reset, the download far from done
+            await wait_until(lambda: bool(handled), what="the export handler done")
+    assert [e["event"] for e in logs if e["log_level"] != "debug"] == []
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert health.report() == {"status": "ok"}

@@ -1,18 +1,14 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import sqlite3
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy.engine import make_url
 from structlog.testing import capture_logs
 
 from bridge.calllog import CallRecorder, CallStore
-from tests.calllog.helpers import record_simple_call, wait_until
+from tests.calllog.helpers import database_outage, record_simple_call, wait_until
 from tests.calllog.sample_calls import USAGE, USAGE_COST, record_refund_call, start
 
 T0 = datetime(2025, 11, 20, 12, 0, tzinfo=UTC)
@@ -141,33 +137,6 @@ async def test_stop_writes_everything_still_queued(store: CallStore) -> None:
     await recorder.stop()
     call = await store.get_call("CA-s")
     assert call is not None and len(call["events"]) == 15 and call["status"] == "ended"
-
-
-@contextlib.asynccontextmanager
-async def database_outage(request: pytest.FixtureRequest, db_url: str) -> AsyncIterator[None]:
-    """Make the database refuse the store's writes until the block ends."""
-    if db_url.startswith("sqlite"):
-        # Root ignores file permissions, so a read-only directory proves nothing here; another
-        # process holding the write lock is SQLite's real-world outage ("database is locked").
-        locker = sqlite3.connect(make_url(db_url).database, isolation_level=None, timeout=0)
-        locker.execute("BEGIN EXCLUSIVE")
-        try:
-            yield
-        finally:
-            locker.execute("ROLLBACK")
-            locker.close()
-        return
-    database = request.node.postgres_database
-    admin = await database.admin()
-    try:
-        await admin.execute(f'ALTER DATABASE "{database.name}" ALLOW_CONNECTIONS false')
-        await admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", database.name
-        )
-        yield
-    finally:
-        await admin.execute(f'ALTER DATABASE "{database.name}" ALLOW_CONNECTIONS true')
-        await admin.close()
 
 
 async def test_database_outage_mid_call_keeps_ops_and_writes_them_once_back(

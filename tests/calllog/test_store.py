@@ -10,6 +10,7 @@ from sqlalchemy import func, inspect, select, text
 from bridge.calllog import CallRecorder, CallStore
 from bridge.calllog.ops import CallEndedOp, CallStartedOp, CallTotalsOp, EventOp
 from bridge.calllog.schema import call_events, metadata
+from bridge.calllog.store import encode_cursor
 from tests.calllog.helpers import record_simple_call
 
 T0 = datetime(2025, 11, 20, 12, 0, tzinfo=UTC)
@@ -142,6 +143,27 @@ async def test_list_filters(store: CallStore, recorder: CallRecorder) -> None:
     assert await ids(store, text="a_b") == ["CA-c"]
     assert await ids(store, text="a%b") == []
     assert await ids(store, text="refund", number="1234", end_reason="caller_hangup") == ["CA-a"]
+
+
+async def test_text_search_is_literal_and_refuses_control_characters(
+    store: CallStore, recorder: CallRecorder
+) -> None:
+    """Issue #16: a search for NUL matched every call with a transcript on SQLite (LIKE reads its
+    pattern only up to NUL) and failed the query on PostgreSQL (text cannot hold NUL)."""
+    record_simple_call(recorder, "CA-odd", T0, said="Saved in C:\\temp, 100%_done\nNext line\tend")
+    record_simple_call(recorder, "CA-plain", T0 + timedelta(hours=1), said="nothing special here")
+    await recorder.flush()
+    for literal in ("\\", "%", "_", "%_", "c:\\temp", "done\nnext", "line\tend"):
+        assert await ids(store, text=literal) == ["CA-odd"], literal
+    for absent in ("\\\\", "%%", "__", "\\%", "done next"):
+        assert await ids(store, text=absent) == [], absent
+    for control in ("\x00", "refund\x00", "\x01", "\x1b[2J", "\x7f", "\x85"):
+        with pytest.raises(ValueError, match="control characters"):
+            await ids(store, text=control)
+    # Nor can a cursor or a call id hold them (they would reach PostgreSQL as NUL too).
+    assert await store.get_call("CA-odd\x00") is None
+    with pytest.raises(ValueError, match="invalid cursor"):
+        await store.list_calls(cursor=encode_cursor(T0, "CA\x00"))
 
 
 async def test_cursor_pagination_walks_every_call_once(store: CallStore, recorder: CallRecorder) -> None:

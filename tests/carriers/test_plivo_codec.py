@@ -1,4 +1,4 @@
-"""PlivoCodec (sans-IO), its extraHeaders spelling, and signature V3 checked against Plivo's own SDK."""
+"""PlivoCodec (sans-IO), its extraHeaders spelling, and the Plivo XML documents."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Any
 from xml.etree import ElementTree
 
 import pytest
-from plivo.utils.signature_v3 import construct_get_url, construct_post_url, get_signature_v3
 
 from bridge.audio import L16_8K, L16_16K, L16_24K, PCMA_8K, PCMU_8K
 from bridge.carrier.events import (
@@ -23,15 +22,9 @@ from bridge.carrier.events import (
     PlayAudio,
     PlaybackMark,
 )
-from bridge.carrier.plivo import PlivoCodec, content_type, decode_extra_headers, encode_extra_headers
-from bridge.carrier.plivo_routes import (
-    dial_xml,
-    hangup_xml,
-    request_is_signed,
-    signature_v3,
-    stream_xml,
-)
-from bridge.carrier.signature import STREAM_TOKEN_PARAMETER
+from bridge.carrier.plivo.codec import PlivoCodec, content_type, decode_extra_headers, encode_extra_headers
+from bridge.carrier.plivo.plivo_xml import dial_xml, hangup_xml, stream_xml
+from bridge.carrier.stream_tokens import STREAM_TOKEN_PARAMETER
 
 STREAM = "87654321-4321-4321-4321-cba987654321"
 CALL = "12345678-1234-1234-1234-123456789abc"
@@ -254,51 +247,6 @@ def test_extra_headers_stay_in_plivos_alphabet_and_round_trip_in_every_spelling(
     assert decode_extra_headers(None) == {} and decode_extra_headers("") == {}
     with pytest.raises(ValueError, match="512"):
         encode_extra_headers({"from": "x" * 300})
-
-
-# ---- signature V3, against the official SDK -----------------------------------------------------
-
-TOKEN = "MTIzNDU2Nzg5MGFiY2RlZjEyMzQ1Ng"
-FORM = {
-    "CallUUID": CALL,
-    "From": "14155550123",
-    "To": "18005551212",
-    "Direction": "inbound",
-    "CallStatus": "ringing",
-}
-
-
-def sdk_signature(method: str, url: str, params: dict[str, str], nonce: str) -> str:
-    base = construct_get_url(url, dict(params)) if method == "GET" else construct_post_url(url, dict(params))
-    return get_signature_v3(TOKEN.encode(), base, nonce.encode()).decode()
-
-
-@pytest.mark.parametrize(
-    ("method", "url", "params"),
-    [
-        ("POST", "https://bridge.example/plivo/answer", FORM),
-        ("POST", "https://bridge.example/plivo/transfer?to=%2B15550001111", FORM),
-        ("POST", "https://bridge.example/plivo/answer?b=2&a=1", {}),
-        ("POST", "https://bridge.example/plivo/answer", {}),
-        ("GET", "https://bridge.example/plivo/answer?CallUUID=abc&From=1415&To=1800", {}),
-        ("GET", "https://bridge.example:8443/plivo/answer", {}),
-    ],
-)
-def test_our_signature_v3_is_plivos(method: str, url: str, params: dict[str, str]) -> None:
-    nonce = "12345678901234567890"
-    ours = signature_v3(TOKEN, method, url, params, nonce)
-    assert ours == sdk_signature(method, url, params, nonce)
-    assert request_is_signed(TOKEN, method, url, params, ours, nonce)
-    # A second active token's signature beside ours still passes; anything changed fails.
-    assert request_is_signed(TOKEN, method, url, params, f"AAAA,{ours}", nonce)
-    assert not request_is_signed(TOKEN, method, url, params, ours, nonce + "0")
-    assert not request_is_signed("other-token", method, url, params, ours, nonce)
-    assert not request_is_signed(TOKEN, method, url.replace("bridge", "evil"), params, ours, nonce)
-    assert not request_is_signed(TOKEN, method, url, params, None, nonce)
-    assert not request_is_signed("", method, url, params, ours, nonce)
-    if params:
-        tampered = {**params, "From": "19005550000"}
-        assert not request_is_signed(TOKEN, method, url, tampered, ours, nonce)
 
 
 # ---- XML ----------------------------------------------------------------------------------------

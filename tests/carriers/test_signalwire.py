@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from twilio.request_validator import RequestValidator
 
-from bridge.carrier.signature import STREAM_TOKEN_PARAMETER
+from bridge.carrier.stream_tokens import STREAM_TOKEN_PARAMETER
 from bridge.sim.carrier_emulator import LineConditions
 from bridge.sim.realtime_emulator import EmulatorConfig, ScriptedReply
 from bridge.sim.signalwire_caller import SignalWireCallerEmulator

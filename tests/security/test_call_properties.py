@@ -28,7 +28,7 @@ from bridge.carrier.events import (
     PlayAudio,
     PlaybackMark,
 )
-from bridge.carrier.twilio import TwilioCodec
+from bridge.carrier.twilio.codec import TwilioCodec
 from bridge.log_records import LogRecord, RecordKind
 from bridge.realtime import events as rt
 from bridge.realtime.codec import RealtimeCodec, RealtimeProtocolError, SessionOptions

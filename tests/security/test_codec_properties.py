@@ -25,12 +25,21 @@ from bridge.carrier.events import (
     PlayAudio,
     PlaybackMark,
 )
-from bridge.carrier.twilio import TwilioCodec
+from bridge.carrier.twilio.codec import TwilioCodec
 from bridge.realtime import events as rt
 from bridge.realtime.codec import RealtimeCodec, RealtimeProtocolError
 from bridge.sim.carrier_emulator import parse_outbound
+from bridge.websocket_leg import CarrierCodec
 from tests.security.conformance import violations
-from tests.security.strategies import DEEP_JSON, garbage, realtime_shaped, twilio_shaped, wire
+from tests.security.dialects import DIALECTS
+from tests.security.strategies import (
+    DEEP_JSON,
+    garbage,
+    realtime_shaped,
+    twilio_deep_media,
+    twilio_shaped,
+    wire,
+)
 
 CARRIER_EVENT_TYPES = typing.get_args(carrier_events.CarrierEvent)
 REALTIME_EVENT_TYPES = typing.get_args(rt.RealtimeEvent)
@@ -54,7 +63,7 @@ def started_codec() -> TwilioCodec:
     return codec
 
 
-def decode_carrier(codec: TwilioCodec, message: str | bytes) -> None:
+def decode_carrier(codec: CarrierCodec, message: str | bytes) -> None:
     try:
         event = codec.decode(message)
     except CarrierProtocolError:
@@ -101,10 +110,39 @@ def test_twilio_sequences_before_and_after_start(messages: list[str | bytes]) ->
         decode_carrier(codec, message)
 
 
+def outcome(codec: TwilioCodec, message: str | bytes) -> tuple[object, int]:
+    try:
+        event: object = codec.decode(message)
+    except CarrierProtocolError:
+        event = CarrierProtocolError
+    return event, codec.sequence_gaps
+
+
+@bounded
+@given(message=twilio_shaped.map(json.dumps))
+@example(message=json.dumps({"event": "media", "sequenceNumber": 1.5, "media": {"payload": "AA=="}}))
+@example(message=json.dumps({"event": "media", "media": {"payload": "AA==", "track": 5, "timestamp": True}}))
+def test_twilio_fast_media_path_agrees_with_the_general_path(message: str) -> None:
+    """A started stream reads `media` text on a typed fast path when "media" is in its first 48
+    characters; the same message after 48 spaces takes the general path. Events, errors and sequence
+    gaps must be the same either way."""
+    fast, general = started_codec(), started_codec()
+    fast.decode(json.dumps({"event": "mark", "sequenceNumber": "5", "mark": {"name": "x"}}))
+    general.decode(json.dumps({"event": "mark", "sequenceNumber": "5", "mark": {"name": "x"}}))
+    assert outcome(fast, message) == outcome(general, " " * 48 + message)
+
+
 @pytest.mark.parametrize("message", DEEP_JSON, ids=lambda m: m[:12])
 def test_twilio_deeply_nested_json_is_a_protocol_error(message: str) -> None:
     with pytest.raises(CarrierProtocolError):
         TwilioCodec().decode(message)
+
+
+@pytest.mark.parametrize("message", twilio_deep_media(SID), ids=range(5))
+def test_twilio_deeply_nested_media_after_start_is_a_protocol_error(message: str) -> None:
+    """After `start` a `media` message takes the fast path, which must fail the same way (issue #16)."""
+    with pytest.raises(CarrierProtocolError):
+        started_codec().decode(message)
 
 
 @pytest.mark.parametrize("number", ["²", "1" * 5000])
@@ -122,6 +160,34 @@ def test_twilio_integer_strings_python_cannot_parse(field: str, number: str) -> 
     else:
         start["mediaFormat"][field] = number
     decode_carrier(codec, json.dumps(message))
+
+
+# -- every carrier, before and after start ----------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(name=st.sampled_from(sorted(DIALECTS)), data=st.data())
+def test_every_carriers_codec_reads_hostile_streams_before_and_after_start(
+    name: str, data: st.DataObject
+) -> None:
+    """Whatever comes, and whenever relative to its start, a codec gives a well-typed event, None,
+    or a CarrierProtocolError: never another exception."""
+    dialect = DIALECTS[name]
+    messages = data.draw(st.lists(dialect.hostile(), max_size=12), label="messages")
+    split = data.draw(st.integers(0, len(messages)), label="start after")
+    codec = dialect.codec()
+    for message in [*messages[:split], dialect.start("C1"), *messages[split:]]:
+        decode_carrier(codec, message)
+
+
+@pytest.mark.parametrize("name", sorted(DIALECTS))
+def test_every_carriers_codec_refuses_deep_nesting_after_start(name: str) -> None:
+    dialect = DIALECTS[name]
+    codec = dialect.codec()
+    codec.decode(dialect.start("C1"))
+    for message in dialect.deep("C1"):
+        with pytest.raises(CarrierProtocolError):
+            codec.decode(message)
 
 
 # -- Twilio, outbound round trip ------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import gc
 import json
 import logging
@@ -30,9 +31,12 @@ import structlog
 from aiohttp import WSCloseCode, WSMsgType
 from yarl import URL
 
-from bridge import media_stream, websocket_leg
+from bridge import media_stream, message_rate, websocket_leg
+from bridge.carrier import registry
+from bridge.carrier.twilio.codec import TwilioCodec
 from bridge.sim.carrier_emulator import TwilioCallerEmulator
 from tests.e2e import dominant_hz, running_bridge, running_emulator, tone
+from tests.security.strategies import twilio_deep_media
 
 pytestmark = pytest.mark.e2e
 
@@ -481,3 +485,90 @@ async def test_a_carrier_that_leaves_during_the_handshake_costs_one_warning_line
             assert await wait_for(lambda: not bridge.bridge.active_calls, 5.0)
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
     assert [e for e in logs if e.get("log_level") in ("error", "critical", "exception")] == []
+
+
+async def talk_through_bad_messages(
+    before: list[str], after: list[str] | Callable[[TwilioCallerEmulator], list[str]]
+) -> tuple[dict[str, Any] | None, dict[str, Any], list[dict[str, Any]]]:
+    """A call with `before` on the line ahead of its start and `after` once it started, then the
+    caller talks and must hear the assistant. Returns its record, its "call ended" line, and the logs."""
+    with structlog.testing.capture_logs() as logs:
+        async with running_emulator() as (_emulator, url), running_bridge(url) as bridge:
+            caller = TwilioCallerEmulator(bridge.media_url)
+            for message in before:
+                caller.send_raw(message)
+            async with caller:
+                assert await wait_for(lambda: caller.call_sid in bridge.bridge.active_calls, 5.0)
+                for message in after(caller) if callable(after) else after:
+                    caller.send_raw(message)
+                utterance = caller.say(tone(600, TONE_HZ))
+                await caller.wait_said(utterance, timeout_s=10)
+                await caller.wait_heard(min_ms=400, timeout_s=10)
+                assert not caller.ended, "the call was cut off"
+            record = await bridge.logged_call(caller.call_sid)
+    (ended,) = [e for e in logs if e["event"] == "call ended"]
+    return record, ended, logs
+
+
+async def test_a_deeply_nested_message_after_start_is_one_bad_message() -> None:
+    """Issue #16: a `media` message nested past the recursion limit took Twilio's fast path, whose
+    RecursionError escaped the codec and ended the live call with reason "error". It is one bad
+    message: counted, and the caller goes on talking and hearing the assistant."""
+    record, ended, logs = await talk_through_bad_messages([], lambda c: twilio_deep_media(c.stream_sid))
+    assert record is not None and record["end_reason"] == "caller_hangup"
+    assert ended["bad_messages"] == len(twilio_deep_media(""))
+    assert [e for e in logs if e.get("log_level") in ("error", "critical", "exception")] == []
+
+
+class _CodecWithABug(TwilioCodec):
+    """Twilio's codec with a bug no test of ours has found yet: one message makes it raise."""
+
+    def decode(self, text: str | bytes) -> Any:
+        if text == "trigger the bug":
+            raise KeyError("a bug in the codec")
+        return super().decode(text)
+
+
+async def test_any_failure_to_decode_a_message_is_one_bad_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever a carrier's codec raises for one message, before start or after, the stream counts
+    it as one bad message: a decoding bug must not end a call that is otherwise working."""
+    buggy = dataclasses.replace(registry.CARRIERS["twilio"], codec=_CodecWithABug)
+    monkeypatch.setitem(registry.CARRIERS, "twilio", buggy)
+    record, ended, logs = await talk_through_bad_messages(["trigger the bug"], ["trigger the bug"])
+    assert record is not None and record["end_reason"] == "caller_hangup"
+    assert ended["bad_messages"] == 2
+    assert [e for e in logs if e.get("log_level") in ("error", "critical", "exception")] == []
+
+
+async def flood(ws: aiohttp.ClientWebSocketResponse) -> None:
+    """Far more messages in a second than any carrier sends (each one harmless on its own)."""
+    await send_all(ws, [msg({"event": "some_future_event"})] * (message_rate.MAX_MESSAGES_PER_S + 50))
+
+
+async def junk(ws: aiohttp.ClientWebSocketResponse) -> None:
+    await send_all(ws, [("text", "not json")] * (websocket_leg.MAX_BAD_MESSAGES + 5))
+
+
+@pytest.mark.parametrize("started", [False, True], ids=["before-start", "after-start"])
+@pytest.mark.parametrize("abuse", [flood, junk], ids=["flood", "junk"])
+async def test_a_stream_closed_for_abuse_gets_the_policy_violation_code(
+    abuse: Callable[[aiohttp.ClientWebSocketResponse], Any], started: bool
+) -> None:
+    """Issue #16: closed for flooding or junk after `start`, a stream got 1000 (normal closure); before
+    `start` it got 1008. Either way it is a policy violation."""
+    rng = random.Random(16)
+    call_sid = sid("CA", rng)
+    async with (
+        running_emulator() as (_emulator, url),
+        running_bridge(url) as bridge,
+        aiohttp.ClientSession() as http,
+        http.ws_connect(bridge.media_url) as ws,
+    ):
+        if started:
+            await send_all(ws, [start(sid("MZ", rng), call_sid)])
+            assert await wait_for(lambda: call_sid in bridge.bridge.active_calls, 5.0)
+        await abuse(ws)
+        assert await close_code_within(ws, 5.0) == WSCloseCode.POLICY_VIOLATION
+        if started:
+            record = await bridge.logged_call(call_sid)
+            assert record is not None and record["end_reason"] == "error"

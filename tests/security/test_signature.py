@@ -1,4 +1,4 @@
-"""Twilio request signatures and one-time stream tokens.
+"""Twilio request signatures (SignalWire's too) and one-time stream tokens.
 
 Expected signatures come from the twilio SDK's own `RequestValidator.compute_signature` or from
 PROTOCOLS.md A7's vectors, never from the code under test, so agreement here means agreement with Twilio.
@@ -15,16 +15,16 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict, MultiDict
 from twilio.request_validator import RequestValidator
 
-from bridge.carrier.signature import (
+from bridge.carrier.public_url import http_url, public_base, public_url, websocket_url
+from bridge.carrier.signalwire.signature import signalwire_signature
+from bridge.carrier.stream_tokens import StreamTokens
+from bridge.carrier.twilio.signature import (
     SIGNATURE_HEADER,
-    StreamTokens,
-    http_url,
-    public_base,
-    public_url,
-    upgrade_is_signed,
-    webhook_is_signed,
-    websocket_url,
+    TwilioSignature,
+    form_is_signed,
+    upgrade_url_is_signed,
 )
+from bridge.carrier.webhook import WebhookRequest
 
 # PROTOCOLS.md A7.1: Twilio's documented example.
 DOC_TOKEN = "12345"
@@ -54,12 +54,12 @@ def sdk_signature(url: str, params: object = None, token: str = TOKEN) -> str:
 
 def test_documented_vector() -> None:
     assert sdk_signature(DOC_URL, DOC_PARAMS, DOC_TOKEN) == DOC_SIGNATURE  # the SDK agrees with the doc
-    assert webhook_is_signed(DOC_TOKEN, DOC_URL, DOC_PARAMS, DOC_SIGNATURE)
+    assert form_is_signed(DOC_TOKEN, DOC_URL, DOC_PARAMS, DOC_SIGNATURE)
 
 
 def test_form_as_aiohttp_gives_it() -> None:
     form = MultiDict(DOC_PARAMS)
-    assert webhook_is_signed(DOC_TOKEN, DOC_URL, form, DOC_SIGNATURE)
+    assert form_is_signed(DOC_TOKEN, DOC_URL, form, DOC_SIGNATURE)
 
 
 @pytest.mark.parametrize(
@@ -71,12 +71,12 @@ def test_form_as_aiohttp_gives_it() -> None:
     ],
 )
 def test_tampered_form_is_rejected(change: dict[str, str]) -> None:
-    assert not webhook_is_signed(DOC_TOKEN, DOC_URL, DOC_PARAMS | change, DOC_SIGNATURE)
+    assert not form_is_signed(DOC_TOKEN, DOC_URL, DOC_PARAMS | change, DOC_SIGNATURE)
 
 
 def test_removed_parameter_is_rejected() -> None:
     params = {k: v for k, v in DOC_PARAMS.items() if k != "Digits"}
-    assert not webhook_is_signed(DOC_TOKEN, DOC_URL, params, DOC_SIGNATURE)
+    assert not form_is_signed(DOC_TOKEN, DOC_URL, params, DOC_SIGNATURE)
 
 
 @pytest.mark.parametrize(
@@ -91,24 +91,24 @@ def test_removed_parameter_is_rejected() -> None:
     ],
 )
 def test_wrong_url_is_rejected(url: str) -> None:
-    assert not webhook_is_signed(DOC_TOKEN, url, DOC_PARAMS, DOC_SIGNATURE)
+    assert not form_is_signed(DOC_TOKEN, url, DOC_PARAMS, DOC_SIGNATURE)
 
 
 @pytest.mark.parametrize(
     "signature", [None, "", "0/KCTR6DLpKmkAf8muzZqo1nDgQ", "x" * 28, DOC_SIGNATURE.lower()]
 )
 def test_missing_or_forged_signature_is_rejected(signature: str | None) -> None:
-    assert not webhook_is_signed(DOC_TOKEN, DOC_URL, DOC_PARAMS, signature)
+    assert not form_is_signed(DOC_TOKEN, DOC_URL, DOC_PARAMS, signature)
 
 
 def test_other_accounts_token_is_rejected() -> None:
-    assert not webhook_is_signed("54321", DOC_URL, DOC_PARAMS, DOC_SIGNATURE)
+    assert not form_is_signed("54321", DOC_URL, DOC_PARAMS, DOC_SIGNATURE)
 
 
 def test_empty_auth_token_never_validates() -> None:
     # An empty HMAC key is public: anyone could compute the signature.
     forged = sdk_signature(DOC_URL, DOC_PARAMS, token="")
-    assert not webhook_is_signed("", DOC_URL, DOC_PARAMS, forged)
+    assert not form_is_signed("", DOC_URL, DOC_PARAMS, forged)
 
 
 @pytest.mark.parametrize(
@@ -121,12 +121,12 @@ def test_empty_auth_token_never_validates() -> None:
 )
 def test_default_port_quirk(signed_url: str, requested_url: str) -> None:
     signature = sdk_signature(signed_url, DOC_PARAMS)
-    assert webhook_is_signed(TOKEN, requested_url, DOC_PARAMS, signature)
+    assert form_is_signed(TOKEN, requested_url, DOC_PARAMS, signature)
 
 
 def test_sdk_strips_any_port() -> None:
     # The SDK also tries the URL without its port, whatever the port: same host and path, same signer.
-    assert webhook_is_signed(
+    assert form_is_signed(
         DOC_TOKEN, "https://mycompany.com:8443/myapp.php?foo=1&bar=2", DOC_PARAMS, DOC_SIGNATURE
     )
 
@@ -134,14 +134,14 @@ def test_sdk_strips_any_port() -> None:
 def test_repeated_names_all_count() -> None:
     form = MultiDict([("CallSid", "CA1"), ("Tag", "b"), ("Tag", "a")])
     signature = sdk_signature("https://h.example/twilio/voice", form)
-    assert webhook_is_signed(TOKEN, "https://h.example/twilio/voice", form, signature)
+    assert form_is_signed(TOKEN, "https://h.example/twilio/voice", form, signature)
     only_one = MultiDict([("CallSid", "CA1"), ("Tag", "b")])
-    assert not webhook_is_signed(TOKEN, "https://h.example/twilio/voice", only_one, signature)
+    assert not form_is_signed(TOKEN, "https://h.example/twilio/voice", only_one, signature)
 
 
 def test_file_upload_is_never_a_twilio_webhook() -> None:
     form: MultiDict[object] = MultiDict([("CallSid", "CA1"), ("file", object())])
-    assert not webhook_is_signed(TOKEN, "https://h.example/twilio/voice", form, "x" * 28)
+    assert not form_is_signed(TOKEN, "https://h.example/twilio/voice", form, "x" * 28)
 
 
 @settings(max_examples=200, deadline=None)
@@ -152,8 +152,8 @@ def test_file_upload_is_never_a_twilio_webhook() -> None:
 def test_any_form_signed_by_the_sdk_validates(params: dict[str, str], query: str) -> None:
     url = "https://bridge.example.com/twilio/voice" + (f"?{query}" if query else "")
     signature = sdk_signature(url, params)
-    assert webhook_is_signed(TOKEN, url, params, signature)
-    assert not webhook_is_signed(TOKEN, url, params | {"Injected": "1"}, signature)
+    assert form_is_signed(TOKEN, url, params, signature)
+    assert not form_is_signed(TOKEN, url, params | {"Injected": "1"}, signature)
 
 
 # -- rebuilding the public URL -------------------------------------------------------------------------
@@ -188,9 +188,9 @@ def test_webhook_behind_tls_terminator_with_raw_query() -> None:
     )
     assert url == "https://bridge.example.com/twilio/voice?tenant=a%20b&x=%2F"
     signature = sdk_signature(url, DOC_PARAMS)
-    assert webhook_is_signed(TOKEN, url, DOC_PARAMS, signature)
+    assert form_is_signed(TOKEN, url, DOC_PARAMS, signature)
     # The decoded form of the same URL is not what Twilio signed.
-    assert not webhook_is_signed(
+    assert not form_is_signed(
         TOKEN, "https://bridge.example.com/twilio/voice?tenant=a b&x=/", DOC_PARAMS, signature
     )
 
@@ -207,23 +207,23 @@ def test_public_url_keeps_a_path_prefix() -> None:
 
 def test_upgrade_vector() -> None:
     assert sdk_signature(WS_URL, token=DOC_TOKEN) == WS_SIGNATURE
-    assert upgrade_is_signed(DOC_TOKEN, WS_URL, WS_SIGNATURE)
+    assert upgrade_url_is_signed(DOC_TOKEN, WS_URL, WS_SIGNATURE)
 
 
 def test_upgrade_signed_over_the_https_form_is_accepted() -> None:
     signature = sdk_signature("https://example.com/media-stream", token=DOC_TOKEN)
-    assert upgrade_is_signed(DOC_TOKEN, WS_URL, signature)
+    assert upgrade_url_is_signed(DOC_TOKEN, WS_URL, signature)
 
 
 def test_upgrade_url_given_in_https_form() -> None:
     # The server may hand in the https:// request URL; the wss:// signature must still match.
-    assert upgrade_is_signed(DOC_TOKEN, "https://example.com/media-stream", WS_SIGNATURE)
+    assert upgrade_url_is_signed(DOC_TOKEN, "https://example.com/media-stream", WS_SIGNATURE)
 
 
 def test_plain_ws_and_http_forms_pair_up() -> None:
     signature = sdk_signature("ws://127.0.0.1:8080/twilio/media")
-    assert upgrade_is_signed(TOKEN, "ws://127.0.0.1:8080/twilio/media", signature)
-    assert upgrade_is_signed(TOKEN, "http://127.0.0.1:8080/twilio/media", signature)
+    assert upgrade_url_is_signed(TOKEN, "ws://127.0.0.1:8080/twilio/media", signature)
+    assert upgrade_url_is_signed(TOKEN, "http://127.0.0.1:8080/twilio/media", signature)
 
 
 @pytest.mark.parametrize(
@@ -236,25 +236,25 @@ def test_plain_ws_and_http_forms_pair_up() -> None:
     ],
 )
 def test_upgrade_for_another_url_is_rejected(signed_url: str) -> None:
-    assert not upgrade_is_signed(DOC_TOKEN, WS_URL, sdk_signature(signed_url, token=DOC_TOKEN))
+    assert not upgrade_url_is_signed(DOC_TOKEN, WS_URL, sdk_signature(signed_url, token=DOC_TOKEN))
 
 
 def test_upgrade_with_a_query_added_by_the_client_is_rejected() -> None:
-    assert not upgrade_is_signed(DOC_TOKEN, WS_URL + "?x=1", WS_SIGNATURE)
+    assert not upgrade_url_is_signed(DOC_TOKEN, WS_URL + "?x=1", WS_SIGNATURE)
 
 
 @pytest.mark.parametrize("signature", [None, "", WS_SIGNATURE[:-1], DOC_SIGNATURE])
 def test_upgrade_missing_or_forged_signature(signature: str | None) -> None:
-    assert not upgrade_is_signed(DOC_TOKEN, WS_URL, signature)
+    assert not upgrade_url_is_signed(DOC_TOKEN, WS_URL, signature)
 
 
 def test_upgrade_needs_an_auth_token() -> None:
-    assert not upgrade_is_signed("", WS_URL, sdk_signature(WS_URL, token=""))
+    assert not upgrade_url_is_signed("", WS_URL, sdk_signature(WS_URL, token=""))
 
 
 def test_upgrade_port_quirk_on_the_https_form() -> None:
     signature = sdk_signature("https://example.com:443/media-stream", token=DOC_TOKEN)
-    assert upgrade_is_signed(DOC_TOKEN, WS_URL, signature)
+    assert upgrade_url_is_signed(DOC_TOKEN, WS_URL, signature)
 
 
 def test_scheme_mapping() -> None:
@@ -278,8 +278,52 @@ def test_upgrade_request_as_the_server_sees_it() -> None:
     url = websocket_url(public_url(base, request.raw_path))
     assert url == "wss://bridge.example.com/twilio/media"
     signature = sdk_signature("wss://bridge.example.com/twilio/media")
-    assert upgrade_is_signed(TOKEN, url, signature)
+    assert upgrade_url_is_signed(TOKEN, url, signature)
     assert SIGNATURE_HEADER == "X-Twilio-Signature"
+
+
+# -- the scheme on a request, for Twilio and SignalWire -------------------------------------------------
+
+
+def request(url: str, headers: dict[str, str], form: dict[str, str] | None = None) -> WebhookRequest:
+    return WebhookRequest(
+        "POST" if form is not None else "GET", url, CIMultiDict(headers), form=MultiDict(form or {})
+    )
+
+
+def test_twilio_signature_on_a_webhook_and_an_upgrade() -> None:
+    scheme = TwilioSignature(DOC_TOKEN)
+    assert scheme.webhook_is_signed(request(DOC_URL, {"x-twilio-signature": DOC_SIGNATURE}, DOC_PARAMS))
+    assert not scheme.webhook_is_signed(
+        request(DOC_URL, {"X-Twilio-Signature": DOC_SIGNATURE}, DOC_PARAMS | {"To": ""})
+    )
+    assert not scheme.webhook_is_signed(
+        request(DOC_URL, {"X-SignalWire-Signature": DOC_SIGNATURE}, DOC_PARAMS)
+    )
+    # The upgrade is checked against the URL the server rebuilt (http form, as aiohttp sees it).
+    assert scheme.accepts_upgrade(
+        request("https://example.com/media-stream", {SIGNATURE_HEADER: WS_SIGNATURE})
+    )
+    assert not scheme.accepts_upgrade(request("https://example.com/media-stream", {}))
+    assert not scheme.accepts_upgrade(request("https://example.com/other", {SIGNATURE_HEADER: WS_SIGNATURE}))
+
+
+def test_signalwire_signs_as_twilio_under_its_own_header_and_may_leave_the_upgrade_unsigned() -> None:
+    scheme = signalwire_signature(DOC_TOKEN)
+    for header in ("X-SignalWire-Signature", "X-Twilio-Signature"):
+        assert scheme.webhook_is_signed(request(DOC_URL, {header: DOC_SIGNATURE}, DOC_PARAMS))
+    assert not scheme.webhook_is_signed(request(DOC_URL, {}, DOC_PARAMS))
+    assert not signalwire_signature("54321").webhook_is_signed(
+        request(DOC_URL, {"X-SignalWire-Signature": DOC_SIGNATURE}, DOC_PARAMS)
+    )
+    # An upgrade without a signature goes on to its stream token; one with a wrong signature does not.
+    assert scheme.accepts_upgrade(request("https://example.com/media-stream", {}))
+    assert scheme.accepts_upgrade(
+        request("https://example.com/media-stream", {"X-SignalWire-Signature": WS_SIGNATURE})
+    )
+    assert not scheme.accepts_upgrade(
+        request("https://example.com/media-stream", {"X-SignalWire-Signature": "x" * 28})
+    )
 
 
 # -- one-time stream tokens ---------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from aiohttp.test_utils import TestServer
 from bridge.audio import pcm16_to_ulaw
 from bridge.calllog.auth import COOKIE_NAME
 from bridge.carrier.events import CallStarted
-from bridge.carrier.twilio import TwilioCodec
+from bridge.carrier.twilio.codec import TwilioCodec
 from bridge.softphone import setup_softphone_routes
 from tests.calllog.cdp import Page
 from tests.e2e import tone

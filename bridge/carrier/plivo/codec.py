@@ -52,22 +52,24 @@ from bridge.carrier.events import (
     CallEnded,
     CallerAudio,
     CallStarted,
-    CarrierCommand,
     CarrierEvent,
     CarrierProtocolError,
-    ClearPlayback,
-    Dtmf,
-    Hangup,
-    Mark,
-    PlayAudio,
     PlaybackMark,
 )
-from bridge.carrier.json_message import SequenceGaps, as_int, decode_event, decode_json, field, media_payload
-from bridge.carrier.signature import STREAM_TOKEN_PARAMETER
+from bridge.carrier.json_message import (
+    JsonCommands,
+    SequenceGaps,
+    as_int,
+    decode_event,
+    decode_json,
+    dtmf,
+    field,
+    media_payload,
+)
+from bridge.carrier.stream_tokens import STREAM_TOKEN_PARAMETER
 
 # 20 ms is 160 bytes of µ-law or 640 of L16 at 16 kHz: more than a second is not a phone frame.
 MAX_INBOUND_PAYLOAD_BYTES = 32_000  # a second of L16 at 16 kHz
-DTMF_DIGITS = frozenset("0123456789*#ABCD")
 MAX_EXTRA_HEADERS = 512  # Plivo's limit on the attribute
 
 # (contentType, sampleRate) on the wire <-> the bridge's line formats.
@@ -145,7 +147,7 @@ def decode_extra_headers(raw: Any) -> dict[str, str]:
     return params
 
 
-class PlivoCodec:
+class PlivoCodec(JsonCommands):
     """State of one Plivo audio stream: its id, its line format and the media chunk counter."""
 
     carrier = "plivo"
@@ -172,11 +174,7 @@ class PlivoCodec:
             return self._start(message)
         if event == "dtmf":
             self._require_start(event)
-            dtmf = field(message, "dtmf", dict, "dtmf")
-            digit = field(dtmf, "digit", str, "dtmf")
-            if digit not in DTMF_DIGITS:
-                raise CarrierProtocolError("dtmf: digit is not one of 0-9 * # A-D")
-            return Dtmf(digit=digit)
+            return dtmf(message)
         if event == "stop":
             return CallEnded(reason="caller_hangup")
         # clearedAudio only confirms our clearAudio (the ledger settled the clear when it was sent);
@@ -224,26 +222,16 @@ class PlivoCodec:
         self._chunks.see(media.get("chunk"))
         return CallerAudio(payload=audio, timestamp_ms=as_int(media.get("timestamp")))
 
-    def encode(self, command: CarrierCommand) -> str | None:
-        """JSON text for Plivo, or None for commands that are not messages (hang-up closes the socket)."""
-        if self.stream_id is None:
-            raise CarrierProtocolError("cannot send to Plivo before the stream started")
-        if isinstance(command, PlayAudio):
-            message: dict[str, Any] = {
-                "event": "playAudio",
-                "streamId": self.stream_id,
-                "media": {
-                    "contentType": _CONTENT_TYPES[self.line],
-                    "sampleRate": self.line.rate,
-                    "payload": command.payload,  # msgspec writes bytes as standard base64
-                },
-            }
-        elif isinstance(command, Mark):
-            message = {"event": "checkpoint", "streamId": self.stream_id, "name": command.name}
-        elif isinstance(command, ClearPlayback):
-            message = {"event": "clearAudio", "streamId": self.stream_id}
-        elif isinstance(command, Hangup):
-            return None
-        else:  # pragma: no cover - exhaustive over CarrierCommand
-            raise TypeError(f"not a carrier command: {command!r}")
-        return _encoder.encode(message).decode("utf-8")
+    @property
+    def stream_started(self) -> bool:
+        return self.stream_id is not None
+
+    def play_audio_message(self, audio: bytes) -> dict[str, Any]:
+        media = {"contentType": _CONTENT_TYPES[self.line], "sampleRate": self.line.rate, "payload": audio}
+        return {"event": "playAudio", "streamId": self.stream_id, "media": media}
+
+    def mark_message(self, name: str) -> dict[str, Any]:
+        return {"event": "checkpoint", "streamId": self.stream_id, "name": name}
+
+    def clear_message(self) -> dict[str, Any]:
+        return {"event": "clearAudio", "streamId": self.stream_id}

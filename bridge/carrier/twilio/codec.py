@@ -15,30 +15,34 @@ from bridge.carrier.events import (
     CallEnded,
     CallerAudio,
     CallStarted,
-    CarrierCommand,
     CarrierEvent,
     CarrierProtocolError,
-    ClearPlayback,
     Connected,
-    Dtmf,
-    Hangup,
-    Mark,
-    PlayAudio,
-    PlaybackMark,
 )
-from bridge.carrier.json_message import SequenceGaps, as_int, decode_event, field, media_payload
+from bridge.carrier.json_message import (
+    JsonCommands,
+    SequenceGaps,
+    as_int,
+    decode_event,
+    dtmf,
+    field,
+    mark_echo,
+    media_payload,
+    start_parts,
+)
 
 # One inbound frame is 20 ms (160 bytes); anything far beyond a second is not a phone frame.
 MAX_INBOUND_PAYLOAD_BYTES = 16_000
-DTMF_DIGITS = frozenset("0123456789*#ABCD")
 
 _encoder = msgspec.json.Encoder()
 
 
+# Scalars only: a nested value is refused where it starts instead of being built (the general path,
+# which guards against deep nesting, then decides), and every other shape goes that way too.
 class _Media(msgspec.Struct):
     payload: bytes  # msgspec decodes the base64 while parsing: no second pass over the text
-    track: Any = "inbound"
-    timestamp: Any = None
+    track: str = "inbound"
+    timestamp: str | int | None = None
 
 
 class _MediaMessage(msgspec.Struct):
@@ -46,13 +50,13 @@ class _MediaMessage(msgspec.Struct):
 
     event: str
     media: _Media
-    sequenceNumber: Any = None
+    sequenceNumber: str | int | None = None
 
 
 _media_decoder = msgspec.json.Decoder(_MediaMessage)
 
 
-class TwilioCodec:
+class TwilioCodec(JsonCommands):
     """State of one Twilio media stream's message framing: the stream sid and sequence numbers.
 
     SignalWire's `<Connect><Stream>` speaks the same dialect; `carrier` names which one this is.
@@ -80,8 +84,7 @@ class TwilioCodec:
         if event == "media":
             return self._media(message)
         if event == "mark":
-            mark = field(message, "mark", dict, "mark")
-            return PlaybackMark(name=field(mark, "name", str, "mark"))
+            return mark_echo(message)
         if event == "start":
             return self._start(message)
         if event == "connected":
@@ -89,11 +92,7 @@ class TwilioCodec:
                 protocol=str(message.get("protocol", "")), version=str(message.get("version", ""))
             )
         if event == "dtmf":
-            dtmf = field(message, "dtmf", dict, "dtmf")
-            digit = field(dtmf, "digit", str, "dtmf")
-            if digit not in DTMF_DIGITS:
-                raise CarrierProtocolError("dtmf: digit is not one of 0-9 * # A-D")
-            return Dtmf(digit=digit)
+            return dtmf(message)
         if event == "stop":
             return CallEnded(reason="caller_hangup")
         return None  # Unknown events are ignored, as Twilio asks (new ones may be added).
@@ -103,7 +102,9 @@ class TwilioCodec:
         included) down the general path, so results and errors are the same either way."""
         try:
             message = _media_decoder.decode(text)
-        except msgspec.DecodeError:  # also a wrong type or bad base64 (ValidationError)
+        # DecodeError is also a wrong type or bad base64 (ValidationError); RecursionError is a value
+        # nested past msgspec's depth limit, which the general path refuses as "not JSON".
+        except (msgspec.DecodeError, RecursionError):
             return None
         media = message.media
         if message.event != "media" or len(media.payload) > MAX_INBOUND_PAYLOAD_BYTES:
@@ -116,17 +117,11 @@ class TwilioCodec:
     def _start(self, message: dict[str, Any]) -> CallStarted:
         if self.stream_sid is not None:
             raise CarrierProtocolError("start: duplicate start on one stream")
-        start = field(message, "start", dict, "start")
-        stream_sid = start.get("streamSid") or message.get("streamSid")
-        if not isinstance(stream_sid, str) or not stream_sid:
-            raise CarrierProtocolError("start: 'streamSid' missing")
+        start, stream_sid, fmt = start_parts(message, "streamSid", "mediaFormat")
         call_sid = field(start, "callSid", str, "start")
         params = start.get("customParameters") or {}
         if not isinstance(params, dict):
             raise CarrierProtocolError("start: 'customParameters' is not an object")
-        fmt = start.get("mediaFormat") or {}
-        if not isinstance(fmt, dict):
-            raise CarrierProtocolError("start: 'mediaFormat' is not an object")
         encoding = fmt.get("encoding", "audio/x-mulaw")
         rate = as_int(fmt.get("sampleRate", 8000))
         if encoding != "audio/x-mulaw" or rate != 8000:
@@ -148,23 +143,15 @@ class TwilioCodec:
         audio = media_payload(media, MAX_INBOUND_PAYLOAD_BYTES)
         return CallerAudio(payload=audio, timestamp_ms=as_int(media.get("timestamp")))
 
-    def encode(self, command: CarrierCommand) -> str | None:
-        """JSON text for Twilio, or None for commands that are not messages (hang-up closes the socket)."""
-        if self.stream_sid is None:
-            raise CarrierProtocolError("cannot send to Twilio before the stream started")
-        if isinstance(command, PlayAudio):
-            # msgspec writes bytes as standard base64 (with padding) straight into the message.
-            message: dict[str, Any] = {
-                "event": "media",
-                "streamSid": self.stream_sid,
-                "media": {"payload": command.payload},
-            }
-        elif isinstance(command, Mark):
-            message = {"event": "mark", "streamSid": self.stream_sid, "mark": {"name": command.name}}
-        elif isinstance(command, ClearPlayback):
-            message = {"event": "clear", "streamSid": self.stream_sid}
-        elif isinstance(command, Hangup):
-            return None
-        else:  # pragma: no cover - exhaustive over CarrierCommand
-            raise TypeError(f"not a carrier command: {command!r}")
-        return _encoder.encode(message).decode("utf-8")
+    @property
+    def stream_started(self) -> bool:
+        return self.stream_sid is not None
+
+    def play_audio_message(self, audio: bytes) -> dict[str, Any]:
+        return {"event": "media", "streamSid": self.stream_sid, "media": {"payload": audio}}
+
+    def mark_message(self, name: str) -> dict[str, Any]:
+        return {"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}}
+
+    def clear_message(self) -> dict[str, Any]:
+        return {"event": "clear", "streamSid": self.stream_sid}

@@ -7,12 +7,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bridge.carrier.twilio_rest import TwilioCalls, TwilioRestError, valid_e164
+from bridge.carrier.transfer import TransferFailed
+from bridge.carrier.twilio.rest import TwilioCalls
 from bridge.sim.twilio_api import TwilioApiStandIn
 
 ACCOUNT = "AC" + "1" * 32
 TOKEN = "s3cr3t-auth-token-value"
 CALL = "CA" + "a" * 32
+NUMBER = "+15551234567"
 CALL_PATH = f"/2010-04-01/Accounts/{ACCOUNT}/Calls/{CALL}.json"
 
 
@@ -35,21 +37,13 @@ async def calls(api: TwilioApiStandIn) -> AsyncIterator[TwilioCalls]:
         yield client
 
 
-async def test_end_posts_status_completed_with_basic_auth(api: TwilioApiStandIn, calls: TwilioCalls) -> None:
-    await calls.end(CALL)
+async def test_transfer_posts_dial_twiml_with_basic_auth(api: TwilioApiStandIn, calls: TwilioCalls) -> None:
+    await calls.transfer(CALL, "+15551234567", caller_id="+15550001111")
 
     [request] = api.requests
     assert request.method == "POST"
     assert request.path == CALL_PATH
-    assert request.form == {"Status": "completed"}
     assert request.auth_user == ACCOUNT
-
-
-async def test_transfer_sends_dial_twiml(api: TwilioApiStandIn, calls: TwilioCalls) -> None:
-    await calls.transfer(CALL, "+15551234567", caller_id="+15550001111")
-
-    [request] = api.requests
-    assert request.path == CALL_PATH
     assert set(request.form) == {"Twiml"}
     root = ET.fromstring(request.form["Twiml"])
     assert root.tag == "Response"
@@ -70,39 +64,38 @@ async def test_transfer_without_caller_id(api: TwilioApiStandIn, calls: TwilioCa
 async def test_transfer_rejects_bad_numbers_before_any_request(
     api: TwilioApiStandIn, calls: TwilioCalls
 ) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(TransferFailed):
         await calls.transfer(CALL, "5551234567")
-    with pytest.raises(ValueError):
+    with pytest.raises(TransferFailed):
         await calls.transfer(CALL, "+15551234567", caller_id="<Hangup/>")
     assert api.requests == []
 
 
 async def test_wrong_token_fails_once_without_leaking_it(api: TwilioApiStandIn) -> None:
     async with TwilioCalls(ACCOUNT, "wrong-token-xyz", api_base=_base(api), timeout=5) as client:
-        with pytest.raises(TwilioRestError) as caught:
-            await client.end(CALL)
+        with pytest.raises(TransferFailed) as caught:
+            await client.transfer(CALL, NUMBER)
 
-    assert caught.value.status == 401
-    assert caught.value.code == 20003
+    assert "HTTP 401 code 20003" in str(caught.value)
     assert "wrong-token-xyz" not in str(caught.value)
     assert len(api.requests) == 1  # not retried
 
 
 async def test_server_error_raises(api: TwilioApiStandIn, calls: TwilioCalls) -> None:
     api.fail_status = 500
-    with pytest.raises(TwilioRestError) as caught:
-        await calls.end(CALL)
+    with pytest.raises(TransferFailed) as caught:
+        await calls.transfer(CALL, NUMBER)
 
-    assert caught.value.status == 500
+    assert "HTTP 500 " in str(caught.value)
     assert TOKEN not in str(caught.value)
     assert len(api.requests) == 1
 
 
 async def test_unknown_call_is_404(api: TwilioApiStandIn, calls: TwilioCalls) -> None:
-    with pytest.raises(TwilioRestError) as caught:
-        await calls.end("CA" + "f" * 32)
+    with pytest.raises(TransferFailed) as caught:
+        await calls.transfer("CA" + "f" * 32, NUMBER)
 
-    assert (caught.value.status, caught.value.code) == (404, 20404)
+    assert "HTTP 404 code 20404" in str(caught.value)
 
 
 async def test_unreachable_api_raises() -> None:
@@ -111,15 +104,15 @@ async def test_unreachable_api_raises() -> None:
     await stand_in.stop()  # nothing listens on that port any more
 
     async with TwilioCalls(ACCOUNT, TOKEN, api_base=base, timeout=5) as client:
-        with pytest.raises(TwilioRestError):
-            await client.end(CALL)
+        with pytest.raises(TransferFailed):
+            await client.transfer(CALL, NUMBER)
 
 
 async def test_slow_api_times_out(api: TwilioApiStandIn) -> None:
     api.delay_s = 1.0
     async with TwilioCalls(ACCOUNT, TOKEN, api_base=_base(api), timeout=0.2) as client:
-        with pytest.raises(TwilioRestError, match="timed out"):
-            await client.end(CALL)
+        with pytest.raises(TransferFailed, match="timed out"):
+            await client.transfer(CALL, NUMBER)
 
 
 async def test_request_does_not_block_the_event_loop(api: TwilioApiStandIn, calls: TwilioCalls) -> None:
@@ -139,31 +132,10 @@ async def test_request_does_not_block_the_event_loop(api: TwilioApiStandIn, call
 
     task = asyncio.create_task(ticker())
     started = time.monotonic()
-    await calls.end(CALL)
+    await calls.transfer(CALL, NUMBER)
     elapsed = time.monotonic() - started
     task.cancel()
 
     assert elapsed >= 0.3
     assert ticks >= 15
     assert longest_gap < 0.1
-
-
-@pytest.mark.parametrize(
-    ("number", "ok"),
-    [
-        ("+15551234567", True),
-        ("+442071838750", True),
-        ("+1234567", True),  # 7 digits: the shortest accepted
-        ("+123456789012345", True),  # 15 digits: E.164's maximum
-        ("+123456", False),
-        ("+1234567890123456", False),
-        ("+05551234567", False),
-        ("15551234567", False),
-        ("+1 555 123 4567", False),
-        ("+1555123456a", False),
-        ("+15551234567\n", False),
-        ("", False),
-    ],
-)
-def test_valid_e164(number: str, ok: bool) -> None:
-    assert valid_e164(number) is ok

@@ -5,7 +5,7 @@ The wire (PROTOCOLS.md A9; Vonage's "WebSockets" guide; pipecat's `serializers/v
 * Vonage opens the socket to the NCCO's `uri`. Its first message is text,
   `{"event": "websocket:connected", "content-type": "audio/l16;rate=16000", ...}`, with every key of
   the NCCO endpoint's `headers` object copied to the top level (not under "headers"). Our answer URL
-  puts the call id, from, to and a one-time stream token there (`bridge.carrier.vonage_routes`).
+  puts the call id, from, to and a one-time stream token there (`bridge.carrier.vonage.ncco`).
 * Audio is raw PCM16 little-endian (L16) in **binary** frames, 20 ms each both ways: 640 bytes at
   16 kHz, 320 at 8 kHz. Everything else is JSON text: `websocket:dtmf` (`digit`, `duration`),
   `websocket:notify`, `websocket:cleared`. We send `{"action": "notify", "payload": {...}}` and
@@ -58,14 +58,13 @@ from bridge.carrier.events import (
     PlayAudio,
     PlaybackMark,
 )
-from bridge.carrier.json_message import decode_json
+from bridge.carrier.json_message import decode_event, dtmf_digit
 
 FRAME_MS = 20
 LINE_FORMATS = {8000: L16_8K, 16000: L16_16K}  # what the guide documents for `audio/l16;rate=…`
-DTMF_DIGITS = frozenset("0123456789*#ABCD")
 # Vonage sends 20 ms frames; anything beyond a second of audio in one message is not a phone frame.
 MAX_FRAME_MS = 1000
-# The NCCO `headers` keys our answer URL writes (bridge.carrier.vonage_routes).
+# The NCCO `headers` keys our answer URL writes (bridge.carrier.vonage.ncco).
 CALL_ID_HEADER = "call_id"
 MAX_HEADER_VALUE = 512  # Vonage caps the whole `headers` object at 512 bytes
 
@@ -106,15 +105,7 @@ class VonageCodec:
     def decode(self, data: str | bytes) -> CarrierEvent | None:
         if isinstance(data, bytes | bytearray | memoryview):
             return self._audio(bytes(data))
-        try:
-            message = decode_json(data)
-        except msgspec.DecodeError:
-            raise CarrierProtocolError("text message is not JSON") from None
-        if not isinstance(message, dict):
-            raise CarrierProtocolError("text message is not a JSON object")
-        event = message.get("event")
-        if not isinstance(event, str):
-            raise CarrierProtocolError("text message has no 'event'")
+        event, message = decode_event(data)
         if event == "websocket:connected":
             return self._connected(message)
         if self.started is None:
@@ -170,9 +161,7 @@ class VonageCodec:
             digit = nested.get("digit")
         if isinstance(digit, int) and not isinstance(digit, bool):
             digit = str(digit)
-        if not isinstance(digit, str) or digit not in DTMF_DIGITS:
-            raise CarrierProtocolError("websocket:dtmf: digit is not one of 0-9 * # A-D")
-        return digit
+        return dtmf_digit(digit, "websocket:dtmf")
 
     def encode(self, command: CarrierCommand) -> str | bytes | None:
         """A binary frame or JSON text for Vonage, or None for a hang-up (closing the socket is it)."""

@@ -20,7 +20,7 @@ from bridge.carrier.events import (
     PlayAudio,
     PlaybackMark,
 )
-from bridge.carrier.twilio import TwilioCodec
+from bridge.carrier.twilio.codec import TwilioCodec
 
 SID = "MZ" + "a" * 32
 

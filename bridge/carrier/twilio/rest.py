@@ -1,4 +1,4 @@
-"""Call control over Twilio's REST API: hang up and transfer a live call (PROTOCOLS.md A8.1, A8.2).
+"""Call control over Twilio's REST API: transferring a live call (PROTOCOLS.md A8.1, A8.2).
 
 The official SDK builds the requests, adds the credentials and turns error bodies into exceptions; its async
 resource methods (`update_async`) run on the event loop rather than the sync client in a thread, so a
@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
-import re
 from types import TracebackType
 
 import aiohttp
@@ -24,22 +23,10 @@ from twilio.http.response import Response
 from twilio.rest import Client
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
-_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+from bridge.carrier.transfer import TransferFailed
+from bridge.phone_numbers import valid_e164
+
 DEFAULT_TIMEOUT_S = 10.0
-
-
-def valid_e164(number: str) -> bool:
-    return _E164.fullmatch(number) is not None
-
-
-class TwilioRestError(Exception):
-    """A failed call-control request. The message carries the action, the call sid, the HTTP status and
-    Twilio's error code/message, never the credentials."""
-
-    def __init__(self, message: str, *, status: int | None = None, code: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
 
 
 class _AiohttpTransport(AsyncHttpClient):
@@ -103,40 +90,31 @@ class TwilioCalls:
             self._client.edge = None
             self._client.region = None
 
-    async def end(self, call_sid: str) -> None:
-        """Hang up an in-progress call; Twilio then stops the media stream."""
-        await self._update("end", call_sid, status="completed")
-
     async def transfer(self, call_sid: str, number: str, *, caller_id: str | None = None) -> None:
-        """Replace the call's TwiML with a <Dial> to `number`; this ends the <Connect><Stream>."""
+        """Replace the call's TwiML with a <Dial> to `number`, which ends the <Connect><Stream>;
+        TransferFailed says why Twilio did not."""
         if not valid_e164(number):
-            raise ValueError("transfer number is not E.164")
+            raise TransferFailed("the transfer number is not E.164")
         if caller_id is not None and not valid_e164(caller_id):
-            raise ValueError("caller id is not E.164")
-        await self._update("transfer", call_sid, twiml=str(transfer_twiml(number, caller_id=caller_id)))
-
-    async def _update(self, action: str, call_sid: str, **fields: str) -> None:
-        call = self._client.calls(call_sid)
+            raise TransferFailed("the caller id is not E.164")
+        twiml = str(transfer_twiml(number, caller_id=caller_id))
+        failed = f"twilio transfer {call_sid}"
         try:
             async with asyncio.timeout(self._timeout):
-                await call.update_async(**fields)
+                await self._client.calls(call_sid).update_async(twiml=twiml)
         except TwilioException as exc:
             status = getattr(exc, "status", None)
             code = getattr(exc, "code", None)
             # TwilioRestException.__str__ adds terminal colours; build a plain one-line message instead.
             detail = getattr(exc, "msg", None) or getattr(exc, "title", None) or type(exc).__name__
-            raise TwilioRestError(
-                f"twilio {action} {call_sid} failed: HTTP {status} code {code}: {detail}",
-                status=status,
-                code=code,
-            ) from None
+            raise TransferFailed(f"{failed} failed: HTTP {status} code {code}: {detail}") from None
         except TimeoutError:
-            raise TwilioRestError(f"twilio {action} {call_sid} timed out after {self._timeout:g} s") from None
+            raise TransferFailed(f"{failed} timed out after {self._timeout:g} s") from None
         except aiohttp.ClientError as exc:
-            raise TwilioRestError(f"twilio {action} {call_sid} failed: {type(exc).__name__}: {exc}") from None
+            raise TransferFailed(f"{failed} failed: {type(exc).__name__}: {exc}") from None
         except ValueError:
             # A 2xx whose body is not JSON: the update may have happened, but nothing confirms it.
-            raise TwilioRestError(f"twilio {action} {call_sid}: unreadable response") from None
+            raise TransferFailed(f"{failed}: unreadable response") from None
 
     async def close(self) -> None:
         await self._http.close()

@@ -1,4 +1,4 @@
-"""Telnyx Media Streaming (bidirectional RTP mode) as a sans-IO codec, and Telnyx's webhook signature.
+"""Telnyx Media Streaming (bidirectional RTP mode) as a sans-IO codec.
 
 The wire (Telnyx "Stream call media over WebSocket", PROTOCOLS.md A9): JSON text frames, snake_case.
 In: `connected`; `start` with `stream_id` and `start.{call_control_id, from, to, custom_parameters,
@@ -29,33 +29,29 @@ the bridge's little-endian PCM16.
 
 from __future__ import annotations
 
-import audioop
-import base64
-import binascii
 from typing import Any
 
 import msgspec
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from bridge.audio import L16_16K, PCMA_8K, PCMU_8K, AudioFormat
+from bridge.audio import L16_16K, PCMA_8K, PCMU_8K, AudioFormat, swap_pcm16_byte_order
 from bridge.carrier.events import (
     CallEnded,
     CallerAudio,
     CallStarted,
-    CarrierCommand,
     CarrierEvent,
     CarrierProtocolError,
-    ClearPlayback,
     Connected,
-    Dtmf,
-    Hangup,
-    Mark,
-    PlayAudio,
-    PlaybackMark,
 )
-from bridge.carrier.json_message import as_int, decode_event, field, media_payload
-from bridge.carrier.twilio import DTMF_DIGITS, MAX_INBOUND_PAYLOAD_BYTES
+from bridge.carrier.json_message import (
+    JsonCommands,
+    as_int,
+    decode_event,
+    dtmf,
+    field,
+    mark_echo,
+    media_payload,
+    start_parts,
+)
 from bridge.logs import get_logger
 
 log = get_logger("bridge.telnyx")
@@ -67,14 +63,11 @@ LINE_FORMATS: dict[tuple[str, int], AudioFormat] = {
     ("PCMA", 8000): PCMA_8K,
     ("L16", 16000): L16_16K,
 }
+# One inbound frame is 20 ms (160 bytes of µ-law, 640 of L16 at 16 kHz): far more is not a phone frame.
+MAX_INBOUND_PAYLOAD_BYTES = 16_000
 REORDER_WINDOW = 3  # frames held waiting for a missing one: at most 60 ms of added delay, only then
 
 _encoder = msgspec.json.Encoder()
-
-
-def _swap16(data: bytes) -> bytes:
-    """Big-endian L16 (RTP) <-> the bridge's little-endian PCM16, whatever the host's byte order."""
-    return audioop.byteswap(data, 2)
 
 
 def _custom_parameters(raw: Any) -> dict[str, str]:
@@ -92,7 +85,7 @@ def _custom_parameters(raw: Any) -> dict[str, str]:
     raise CarrierProtocolError("start: 'custom_parameters' is neither an object nor a list")
 
 
-class TelnyxCodec:
+class TelnyxCodec(JsonCommands):
     """State of one Telnyx media stream: its stream id, line format and the inbound reorder window."""
 
     carrier = "telnyx"
@@ -118,18 +111,13 @@ class TelnyxCodec:
         if event == "media":
             return self._media(message)
         if event == "mark":
-            mark = field(message, "mark", dict, "mark")
-            return PlaybackMark(name=field(mark, "name", str, "mark"))
+            return mark_echo(message)
         if event == "start":
             return self._start(message)
         if event == "connected":
             return Connected(protocol="telnyx", version=str(message.get("version", "")))
         if event == "dtmf":
-            dtmf = field(message, "dtmf", dict, "dtmf")
-            digit = field(dtmf, "digit", str, "dtmf")
-            if digit not in DTMF_DIGITS:
-                raise CarrierProtocolError("dtmf: digit is not one of 0-9 * # A-D")
-            return Dtmf(digit=digit)
+            return dtmf(message)
         if event == "stop":
             self._held.clear()  # the call is over: held frames will never be heard upstream
             return CallEnded(reason="caller_hangup")
@@ -141,14 +129,8 @@ class TelnyxCodec:
     def _start(self, message: dict[str, Any]) -> CallStarted:
         if self.stream_id is not None:
             raise CarrierProtocolError("start: duplicate start on one stream")
-        start = field(message, "start", dict, "start")
-        stream_id = message.get("stream_id") or start.get("stream_id")
-        if not isinstance(stream_id, str) or not stream_id:
-            raise CarrierProtocolError("start: 'stream_id' missing")
+        start, stream_id, fmt = start_parts(message, "stream_id", "media_format")
         call_control_id = field(start, "call_control_id", str, "start")
-        fmt = start.get("media_format") or {}
-        if not isinstance(fmt, dict):
-            raise CarrierProtocolError("start: 'media_format' is not an object")
         encoding = str(fmt.get("encoding", "PCMU")).upper()
         rate = as_int(fmt.get("sample_rate", 8000))
         channels = as_int(fmt.get("channels", 1))
@@ -184,7 +166,7 @@ class TelnyxCodec:
         if self.line.encoding == "l16":
             if len(audio) % 2:
                 raise CarrierProtocolError("media: L16 payload has an odd number of bytes")
-            audio = _swap16(audio)
+            audio = swap_pcm16_byte_order(audio)
         chunk = as_int(media.get("chunk"))
         if chunk is None:
             chunk = as_int(message.get("sequence_number"))
@@ -239,74 +221,17 @@ class TelnyxCodec:
 
     # -- encode ------------------------------------------------------------------------------------
 
-    def encode(self, command: CarrierCommand) -> str | None:
-        """JSON text for Telnyx, or None for commands that are not messages (hang-up closes the socket)."""
-        if self.stream_id is None or self.line is None:
-            raise CarrierProtocolError("cannot send to Telnyx before the stream started")
-        if isinstance(command, PlayAudio):
-            audio = _swap16(command.payload) if self.line.encoding == "l16" else command.payload
-            # msgspec writes bytes as standard base64 (with padding) straight into the message.
-            message: dict[str, Any] = {"event": "media", "media": {"payload": audio}}
-        elif isinstance(command, Mark):
-            message = {"event": "mark", "mark": {"name": command.name}}
-        elif isinstance(command, ClearPlayback):
-            message = {"event": "clear"}
-        elif isinstance(command, Hangup):
-            return None
-        else:  # pragma: no cover - exhaustive over CarrierCommand
-            raise TypeError(f"not a carrier command: {command!r}")
-        return _encoder.encode(message).decode("utf-8")
+    @property
+    def stream_started(self) -> bool:
+        return self.stream_id is not None and self.line is not None
 
+    def play_audio_message(self, audio: bytes) -> dict[str, Any]:
+        if self.line is not None and self.line.encoding == "l16":
+            audio = swap_pcm16_byte_order(audio)
+        return {"event": "media", "media": {"payload": audio}}
 
-# -- webhook signatures ------------------------------------------------------------------------------
+    def mark_message(self, name: str) -> dict[str, Any]:
+        return {"event": "mark", "mark": {"name": name}}
 
-SIGNATURE_HEADER = "telnyx-signature-ed25519"
-TIMESTAMP_HEADER = "telnyx-timestamp"
-SIGNATURE_TOLERANCE_S = 300
-# DER SubjectPublicKeyInfo prefix of an Ed25519 key: a portal key pasted in that form is accepted too.
-_ED25519_SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")
-
-
-def load_public_key(encoded: str) -> Ed25519PublicKey:
-    """TELNYX_PUBLIC_KEY (base64 of the raw 32-byte key, or of its DER form) -> a key; ValueError if not."""
-    try:
-        raw = base64.b64decode(encoded.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("TELNYX_PUBLIC_KEY is not base64") from None
-    if len(raw) == len(_ED25519_SPKI_PREFIX) + 32 and raw.startswith(_ED25519_SPKI_PREFIX):
-        raw = raw[len(_ED25519_SPKI_PREFIX) :]
-    if len(raw) != 32:
-        raise ValueError("TELNYX_PUBLIC_KEY is not an Ed25519 public key (32 bytes, base64)")
-    return Ed25519PublicKey.from_public_bytes(raw)
-
-
-def webhook_is_signed(
-    public_key: Ed25519PublicKey,
-    body: bytes,
-    signature: str | None,
-    timestamp: str | None,
-    now_s: float,
-    tolerance_s: float = SIGNATURE_TOLERANCE_S,
-) -> bool:
-    """Is `signature` Telnyx's Ed25519 signature of `timestamp|body`, made within `tolerance_s` of now?
-
-    The timestamp is inside the signed message, so a captured request cannot be replayed later
-    than the tolerance; a future timestamp beyond it is refused too (a clock that far off is wrong).
-    """
-    if not signature or not timestamp:
-        return False
-    if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
-        return False
-    if abs(now_s - int(timestamp)) > tolerance_s:
-        return False
-    try:
-        raw_signature = base64.b64decode(signature, validate=True)
-    except (binascii.Error, ValueError):
-        return False
-    if len(raw_signature) != 64:
-        return False
-    try:
-        public_key.verify(raw_signature, timestamp.encode("ascii") + b"|" + body)
-    except InvalidSignature:
-        return False
-    return True
+    def clear_message(self) -> dict[str, Any]:
+        return {"event": "clear"}
