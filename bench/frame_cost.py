@@ -3,7 +3,7 @@
     .venv/bin/python bench/frame_cost.py            # wall-clock µs, then instruction counts under callgrind
     .venv/bin/python bench/frame_cost.py --no-callgrind
 
-Three paths, each exactly the code the pump runs for one message (bridge/media_stream.py), minus the
+Three paths, each exactly the code the pump runs for one message (bridge/pump.py), minus the
 socket I/O:
   * caller frame: TwilioCodec.decode of a 20 ms `media` message -> Call.carrier_event -> Call.drain ->
     RealtimeCodec.encode of the `input_audio_buffer.append` (µ-law 8 kHz -> PCM16 24 kHz on the way);
@@ -38,7 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bridge.audio import pcm16_to_ulaw  # noqa: E402
-from bridge.call import Call, CallConfig  # noqa: E402
+from bridge.call import Call  # noqa: E402
+from bridge.call_config import CallConfig  # noqa: E402
 from bridge.carrier.events import Mark  # noqa: E402
 from bridge.carrier.twilio.codec import TwilioCodec  # noqa: E402
 from bridge.metrics import BridgeMetrics  # noqa: E402
@@ -142,8 +143,8 @@ class Bench:
             separators=(",", ":"),
         )
 
-    # What the pump does per message (bridge/media_stream.py: WebSocketLeg.events/send, _carrier_loop,
-    # _relay_upstream, _flush), minus the awaits on sockets.
+    # What the pump does per message (bridge/pump.py: _carrier_loop, _relay_upstream, _flush; and
+    # bridge/websocket_leg.py: WebSocketLeg.events/send), minus the awaits on sockets.
     def carrier_message(self, text: str) -> None:
         event = self.twilio.decode(text)
         started = time.perf_counter()
@@ -229,7 +230,9 @@ def _callgrind(path: str, count: int, out: Path, python: str) -> subprocess.Pope
     command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", python, __file__]
     return subprocess.Popen(
         [*command, "--run", path, "--n", str(count)],
-        env={**os.environ, "PYTHONHASHSEED": "0"},
+        # OpenBLAS's worker threads (numpy) spin for as long as the host makes them wait: with them
+        # the same run varied by 3-5 thousand instructions per message, without them by about 100.
+        env={**os.environ, "PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -64,9 +64,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from xml.etree import ElementTree
 
 import numpy as np
+
+from bridge.clock import now_ms
 
 HOST = "127.0.0.1"
 SAMPLE_S = 0.25
@@ -78,10 +79,6 @@ BARGE_AFTER_MS = 2000.0  # after the start of the utterance: ~0.4 s into its ech
 FIRST_TURN_S = 5.8  # the emulator's greeting lasts 5.2 s
 MATCH_WINDOW_MS = 1500.0
 TWILIO_TOKEN = "bench-twilio-auth-token"
-
-
-def now_ms() -> float:
-    return time.monotonic() * 1000.0
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -162,9 +159,7 @@ async def watch_lag(lags: list[float], interval_ms: float = 20.0) -> None:
 async def one_call(
     http: Any, args: argparse.Namespace, index: int, start_at: float, rng: random.Random
 ) -> dict[str, Any]:
-    from twilio.request_validator import RequestValidator
-
-    from bridge.dial import twilio_signature
+    from bridge.dial import answer_call, stream_headers
     from bridge.sim.carrier_emulator import TwilioCallerEmulator, random_sid, sleep_until
 
     await sleep_until(start_at)
@@ -173,17 +168,12 @@ async def one_call(
     form = {"CallSid": call_sid, "From": f"+1555{index:07d}", "To": "+15550000000", "Direction": "inbound"}
     voice_url = f"{args.url}/twilio/voice"
     try:
-        signature = RequestValidator(TWILIO_TOKEN).compute_signature(voice_url, form)
-        async with http.post(voice_url, data=form, headers={"X-Twilio-Signature": signature}) as response:
-            if response.status != 200:
-                raise RuntimeError(f"voice webhook: HTTP {response.status}")
-            twiml = await response.text()
-        media_url, parameters = twiml_stream(twiml)
+        media_url, parameters = await answer_call(http, voice_url, form, TWILIO_TOKEN)
         caller = TwilioCallerEmulator(
             media_url,
             call_sid=call_sid,
             custom_parameters=parameters,
-            headers={"X-Twilio-Signature": twilio_signature(TWILIO_TOKEN, media_url)},
+            headers=stream_headers(media_url, TWILIO_TOKEN),
             tick_ms=50.0,  # marks are still echoed on time; this only paces the heard-audio counters
             connect_timeout=15.0,
         )
@@ -237,16 +227,6 @@ async def one_call(
             result["error"] = "no audio heard"
     result["ok"] = result["error"] is None
     return result
-
-
-def twiml_stream(twiml: str) -> tuple[str, dict[str, str]]:
-    """What Twilio reads from the TwiML's <Stream>: the URL it connects to, and its <Parameter name=
-    value=> pairs, which arrive as start.customParameters (the one-time stream token among them)."""
-    stream = next(ElementTree.fromstring(twiml).iter("Stream"), None)
-    if stream is None or not stream.attrib.get("url"):
-        raise RuntimeError("voice webhook: no <Stream url> in the TwiML")
-    parameters = {p.attrib["name"]: p.attrib.get("value", "") for p in stream.iter("Parameter")}
-    return stream.attrib["url"], parameters
 
 
 def _first_in(times: list[float], after: float, window: float) -> float | None:

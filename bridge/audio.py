@@ -87,10 +87,6 @@ def swap_pcm16_byte_order(data: bytes) -> bytes:
     return audioop.byteswap(data, 2)
 
 
-def pcm16_duration_ms(n_bytes: int, rate: int) -> float:
-    return n_bytes / 2 * 1000.0 / rate
-
-
 def _design_filter(up: int, down: int) -> np.ndarray:
     """Low-pass taps at the intermediate rate with gain `up` (zero-stuffing divides by it), on the grid."""
     if up == down == 1:

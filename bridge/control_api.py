@@ -9,9 +9,10 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge.call_registry import CallRegistry
 from bridge.carrier.transfer import TransferFailed
-from bridge.media_stream import CallPump, CallRegistry
 from bridge.phone_numbers import valid_e164
+from bridge.pump import CallPump
 
 MAX_IMAGE_BYTES = 1_500_000  # decoded; a phone photo scaled for a model, not a raw camera file
 IMAGE_SIGNATURES = {"image/png": b"\x89PNG\r\n\x1a\n", "image/jpeg": b"\xff\xd8\xff"}

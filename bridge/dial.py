@@ -1,31 +1,40 @@
 """`bridge dial`: call a running bridge as a simulated Twilio caller who says the contents of a WAV file.
 
-The caller listens to the greeting, speaks, stays on the line until the reply has been heard and the
-line has gone quiet (or the time limit passes), then hangs up and writes what it heard, silences
-included, to an 8 kHz WAV.
+The call is placed the way Twilio places it: the voice webhook first (which is when the bridge opens
+the model's session and asks for the greeting), then the media stream at the URL the TwiML names,
+with the TwiML's `<Parameter>`s (the one-time stream token among them). The caller listens to the
+greeting (or, hearing nothing for a few seconds, speaks anyway, as a caller would), speaks, stays on
+the line until the reply has been heard and the line has gone quiet (or the time limit passes), then
+hangs up and writes what it heard, silences included, to an 8 kHz WAV. If the bridge hangs up first,
+the caller stops there and says so.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import hashlib
-import hmac
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import aiohttp
+from twilio.request_validator import RequestValidator
 
-from bridge.sim.carrier_emulator import LineConditions, TwilioCallerEmulator, now_ms
+from bridge.clock import now_ms
+from bridge.sim.carrier_emulator import LineConditions, TwilioCallerEmulator, random_sid
 from bridge.sim.playout import Playout
 from bridge.wavfile import read_wav_mono, write_wav
 
 RATE = 8000
 SAMPLE_WAV = Path(__file__).parent / "sim" / "assets" / "caller.wav"
-DEFAULT_URL = "ws://127.0.0.1:8080/twilio/media"
+DEFAULT_URL = "http://127.0.0.1:8080/twilio/voice"
+SIGNATURE_HEADER = "X-Twilio-Signature"
+
+
+class NotConnected(Exception):
+    """The voice webhook did not connect the call to a media stream (refused, busy, an error)."""
 
 
 @dataclass
@@ -36,8 +45,10 @@ class DialReport:
     stream_sid: str
     outcome: str
     spoken_ms: float
-    # Stream start → first audio heard.
+    # Stream start → first audio heard, if any was heard before the caller spoke: the greeting.
     greeting_ms: float | None
+    answer_wait_s: float  # how long the caller waited for a greeting before speaking anyway
+    spoke_at_ms: float | None  # stream start → the caller began speaking
     # End of the caller's speech → first audio heard that the bridge sent after it.
     reply_latency_ms: float | None
     heard_ms: float
@@ -45,17 +56,26 @@ class DialReport:
     marks_echoed: int
     closed_by_server: bool
     close_code: int | None
+    close_reason: str = ""
     protocol_errors: list[str] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         def ms(value: float | None) -> str:
             return "-" if value is None else f"{value:.0f} ms"
 
-        ended = f"bridge (close code {self.close_code})" if self.closed_by_server else "caller (hangup)"
+        if self.closed_by_server:
+            reason = f", {self.close_reason!r}" if self.close_reason else ""
+            ended = f"bridge (close code {self.close_code}{reason})"
+        else:
+            ended = "caller (hangup)"
+        greeting = ms(self.greeting_ms) if self.greeting_ms is not None else "-"
+        if self.greeting_ms is None:
+            greeting = f"no greeting (silence for {self.answer_wait_s:g} s, then the caller spoke)"
         rows = [
             ("call", f"{self.call_sid} stream {self.stream_sid} at {self.url}"),
             ("outcome", self.outcome),
-            ("greeting heard after", ms(self.greeting_ms)),
+            ("greeting heard after", greeting),
+            ("caller spoke after", ms(self.spoke_at_ms)),
             ("caller spoke for", ms(self.spoken_ms)),
             ("reply heard after", ms(self.reply_latency_ms) + " (from the end of the caller's speech)"),
             ("heard in total", ms(self.heard_ms)),
@@ -70,10 +90,51 @@ class DialReport:
         return lines
 
 
-def twilio_signature(auth_token: str, url: str) -> str:
-    """X-Twilio-Signature of a media stream upgrade: HMAC-SHA1 over the URL, no params (PROTOCOLS.md A7.2)."""
-    digest = hmac.new(auth_token.encode(), url.encode(), hashlib.sha1).digest()
-    return base64.b64encode(digest).decode("ascii")
+def twiml_stream(twiml: str) -> tuple[str, dict[str, str]]:
+    """What Twilio reads from the TwiML's <Stream>: the URL it connects to, and its <Parameter name=
+    value=> pairs, which arrive as start.customParameters (the one-time stream token among them)."""
+    try:
+        root = ElementTree.fromstring(twiml)
+    except ElementTree.ParseError as exc:
+        raise NotConnected(f"the voice webhook's answer is not TwiML ({exc})") from None
+    stream = next(root.iter("Stream"), None)
+    if stream is None or not stream.attrib.get("url"):
+        said = " ".join(" ".join(say.itertext()).strip() for say in root.iter("Say"))
+        dialled = " ".join(" ".join(dial.itertext()).strip() for dial in root.iter("Dial"))
+        detail = f': "{said}"' if said else ""
+        detail += f" (sent on to {dialled})" if dialled else ""
+        raise NotConnected(f"the bridge did not connect the call to a media stream{detail}")
+    parameters = {p.attrib["name"]: p.attrib.get("value", "") for p in stream.iter("Parameter")}
+    return stream.attrib["url"], parameters
+
+
+async def answer_call(
+    http: aiohttp.ClientSession,
+    voice_url: str,
+    form: dict[str, str],
+    auth_token: str = "",
+    headers: dict[str, str] | None = None,
+) -> tuple[str, dict[str, str]]:
+    """POST the voice webhook as Twilio does (signed with `auth_token`, if given); returns the media
+    stream's URL and parameters from the TwiML answer."""
+    sent = dict(headers or {})
+    if auth_token:
+        sent[SIGNATURE_HEADER] = RequestValidator(auth_token).compute_signature(voice_url, form)
+    async with http.post(voice_url, data=form, headers=sent) as response:
+        twiml = await response.text()
+        if response.status != 200:
+            raise NotConnected(f"the voice webhook answered HTTP {response.status}: {twiml.strip()[:200]}")
+    return twiml_stream(twiml)
+
+
+def stream_headers(
+    stream_url: str, auth_token: str = "", headers: dict[str, str] | None = None
+) -> dict[str, str]:
+    """The media stream upgrade's headers: Twilio signs the URL alone (no parameters)."""
+    sent = dict(headers or {})
+    if auth_token:
+        sent[SIGNATURE_HEADER] = RequestValidator(auth_token).compute_signature(stream_url, {})
+    return sent
 
 
 def reply_started_ms(playout: Playout, after_ms: float) -> float | None:
@@ -89,48 +150,82 @@ async def dial(
     wav_in: Path,
     wav_out: Path,
     *,
+    answer_wait: float = 3.0,
     greeting_wait: float = 10.0,
     quiet: float = 1.5,
     time_limit: float = 60.0,
+    auth_token: str = "",
+    caller_number: str = "+15550100001",
+    called_number: str = "+15550100002",
+    headers: dict[str, str] | None = None,
+    call_sid: str | None = None,
     **emulator_options: Any,
 ) -> DialReport:
-    """Place one simulated call. `emulator_options` go to TwilioCallerEmulator (line, headers, ...)."""
+    """Place one simulated call through the voice webhook at `url`. `emulator_options` go to
+    TwilioCallerEmulator (line conditions, ...). NotConnected if the bridge does not take the call."""
     speech = read_wav_mono(wav_in, RATE)
     call_deadline = now_ms() + time_limit * 1000.0
 
     def left(until_ms: float = call_deadline) -> float:
         return max(0.0, (min(until_ms, call_deadline) - now_ms()) / 1000.0)
 
-    caller = TwilioCallerEmulator(url, **emulator_options)
+    call_sid = call_sid or random_sid("CA")
+    account_sid = random_sid("AC")
+    form = {
+        "CallSid": call_sid,
+        "AccountSid": account_sid,
+        "From": caller_number,
+        "To": called_number,
+        "Direction": "inbound",
+        "CallStatus": "ringing",
+    }
+    async with aiohttp.ClientSession() as http:
+        stream_url, parameters = await answer_call(http, url, form, auth_token, headers)
+    caller = TwilioCallerEmulator(
+        stream_url,
+        custom_parameters=parameters,
+        headers=stream_headers(stream_url, auth_token, headers),
+        call_sid=call_sid,
+        account_sid=account_sid,
+        **emulator_options,
+    )
     await caller.connect()
+    assert caller.started_ms is not None
     outcome = "reply heard"
+    stage = "during the greeting"
+    spoken_start: float | None = None
     spoken_end: float | None = None
     try:
-        greeting_deadline = now_ms() + greeting_wait * 1000.0
         try:
-            await caller.wait_heard(1.0, left(greeting_deadline))
-            await caller.wait_quiet(quiet * 1000.0, left(greeting_deadline))
+            # A greeting starts within answer_wait (a caller hearing nothing says "hello?" then), and is
+            # listened to until the line goes quiet.
+            await caller.wait_heard(1.0, left(caller.started_ms + answer_wait * 1000.0))
+            await caller.wait_quiet(quiet * 1000.0, left(caller.started_ms + greeting_wait * 1000.0))
         except TimeoutError:
             pass  # No greeting, or a long one: the caller speaks anyway, as impatient callers do.
+        stage = "while the caller was speaking"
         utterance = caller.say(speech)
+        spoken_start = now_ms()
         await caller.wait_said(utterance, left())
         spoken_end = end = utterance.spoken_end_ms
         assert end is not None
+        stage = "before the reply was heard"
         await caller.wait_until(
             lambda: reply_started_ms(caller.playout, end) is not None, left(), "reply audio"
         )
+        stage = "while the reply was playing"
         await caller.wait_quiet(quiet * 1000.0, left())
     except TimeoutError as exc:
         outcome = f"call time limit ({time_limit:g} s) reached: {exc or 'caller still speaking'}"
-    except ConnectionError as exc:
-        outcome = str(exc)
+    except ConnectionError:
+        outcome = f"the bridge hung up {stage}"
     finally:
         await caller.hangup()
 
     playout = caller.playout
     write_wav(wav_out, playout.heard_pcm(include_silence=True), RATE)
-    assert caller.started_ms is not None
     first = playout.first_heard_ms()
+    greeting = first if first is not None and (spoken_start is None or first < spoken_start) else None
     reply = reply_started_ms(playout, spoken_end) if spoken_end is not None else None
     return DialReport(
         url=url,
@@ -139,13 +234,16 @@ async def dial(
         stream_sid=caller.stream_sid,
         outcome=outcome,
         spoken_ms=len(speech) / 2 / RATE * 1000.0,
-        greeting_ms=None if first is None else first - caller.started_ms,
+        greeting_ms=None if greeting is None else greeting - caller.started_ms,
+        answer_wait_s=answer_wait,
+        spoke_at_ms=None if spoken_start is None else spoken_start - caller.started_ms,
         reply_latency_ms=None if reply is None or spoken_end is None else reply - spoken_end,
         heard_ms=playout.played_ms_total,
         clears=len(playout.clears),
         marks_echoed=sum(1 for mark in playout.marks if mark.echoed_at_ms is not None),
         closed_by_server=caller.closed_by_server,
         close_code=caller.close_code,
+        close_reason=caller.close_reason,
         protocol_errors=[f"{e.reason}: {e.message}" for e in caller.protocol_errors],
     )
 
@@ -163,10 +261,11 @@ def _pairs(values: list[str], option: str) -> dict[str, str]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bridge dial",
-        description="Call a running bridge as a simulated Twilio caller saying the contents of a WAV file. "
-        "Exits 1 if no reply was heard or the bridge sent messages Twilio would reject.",
+        description="Call a running bridge as a simulated Twilio caller saying the contents of a WAV file: "
+        "the voice webhook first, then the media stream its TwiML names. Exits 1 if no reply was heard, "
+        "the bridge did not take the call, or it sent messages Twilio would reject.",
     )
-    parser.add_argument("--url", default=DEFAULT_URL, help="media stream websocket URL (%(default)s)")
+    parser.add_argument("--url", default=DEFAULT_URL, help="the bridge's voice webhook (%(default)s)")
     parser.add_argument(
         "--wav",
         type=Path,
@@ -175,10 +274,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", type=Path, default=Path("heard.wav"), help="what the caller heard (8 kHz)")
     parser.add_argument(
+        "--answer-wait",
+        type=float,
+        default=3.0,
+        help="seconds of silence after the call connects before the caller speaks anyway (%(default)s)",
+    )
+    parser.add_argument(
         "--greeting-wait",
         type=float,
         default=10.0,
-        help="max seconds to listen to the greeting (%(default)s)",
+        help="max seconds to listen to a greeting (%(default)s)",
     )
     parser.add_argument(
         "--quiet", type=float, default=1.5, help="seconds of silence that end a turn (%(default)s)"
@@ -191,13 +296,16 @@ def _parser() -> argparse.ArgumentParser:
         "--playout-delay-ms", type=float, default=0.0, help="carrier jitter buffer before audio is heard"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--from", dest="caller_number", default="+15550100001", help="the caller's number")
+    parser.add_argument("--to", dest="called_number", default="+15550100002", help="the number called")
     parser.add_argument(
-        "--param", action="append", default=[], metavar="NAME=VALUE", help="start.customParameters entry"
+        "--header", action="append", default=[], metavar="NAME=VALUE", help="extra header on both requests"
     )
     parser.add_argument(
-        "--header", action="append", default=[], metavar="NAME=VALUE", help="websocket upgrade header"
+        "--auth-token",
+        default="",
+        help="sign the webhook and the upgrade (X-Twilio-Signature) with this token",
     )
-    parser.add_argument("--auth-token", help="sign the upgrade with X-Twilio-Signature using this token")
     parser.add_argument("--call-sid", help="CA... sid to use (random by default)")
     return parser
 
@@ -207,9 +315,10 @@ def main_dial(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.wav.is_file():
         parser.error(f"--wav {args.wav}: no such file")
-    headers = _pairs(args.header, "--header")
-    if args.auth_token:
-        headers["X-Twilio-Signature"] = twilio_signature(args.auth_token, args.url)
+    if not args.url.startswith(("http://", "https://")):
+        parser.error(
+            f"--url {args.url}: give the voice webhook (like {DEFAULT_URL}); the call is placed through it"
+        )
     line = LineConditions(
         uplink_delay_ms=args.uplink_delay_ms,
         downlink_delay_ms=args.downlink_delay_ms,
@@ -221,19 +330,25 @@ def main_dial(argv: list[str] | None = None) -> int:
         args.url,
         args.wav,
         args.out,
+        answer_wait=args.answer_wait,
         greeting_wait=args.greeting_wait,
         quiet=args.quiet,
         time_limit=args.timeout,
-        line=line,
-        custom_parameters=_pairs(args.param, "--param"),
-        headers=headers,
+        auth_token=args.auth_token,
+        caller_number=args.caller_number,
+        called_number=args.called_number,
+        headers=_pairs(args.header, "--header"),
         call_sid=args.call_sid,
+        line=line,
     )
     try:
         report = asyncio.run(call)
     except ValueError as exc:  # an unreadable WAV, as reported by read_wav_mono
         print(f"bridge dial: {exc}", file=sys.stderr)
         return 2
+    except NotConnected as exc:
+        print(f"bridge dial: {exc}", file=sys.stderr)
+        return 1
     except (OSError, aiohttp.ClientError, TimeoutError) as exc:
         print(f"bridge dial: cannot call {args.url}: {exc or type(exc).__name__}", file=sys.stderr)
         return 1

@@ -13,7 +13,10 @@ by replaying the carrier's playout clock:
   buffering when it arrived at an empty buffer): a model that stalled gave the caller silence,
   and silence the caller sat through is not speech they heard;
 * stop at the moment the clear reaches the carrier (half a round trip after we sent it);
-* clamp to what was sent for the item.
+* clamp to what was sent for the item;
+* and, for the model (`ItemPlayback.audio_end_ms`), move it back by the outbound resampler's delay
+  (what we send lags the model's audio by it) and clamp it to the model audio the service sent for
+  the item (a truncate past that is refused).
 
 The round trip is measured with probe marks sent while nothing is queued (Twilio echoes those at
 once). Jitter and scheduling delays only ever lengthen a sample, and every estimate here moves by
@@ -27,9 +30,11 @@ from __future__ import annotations
 
 import statistics
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-ULAW_BYTES_PER_MS = 8
+from bridge.audio import ULAW_BYTES_PER_MS
+
 _EWMA = 0.3
 RTT_WINDOW = 8  # recent probe samples kept; the smallest is the estimate
 
@@ -53,6 +58,7 @@ class ItemPlayback:
     sent_ms: int
     heard_ms: int
     started: bool  # any of it reached the caller's ear
+    audio_end_ms: int  # what the caller heard on the model's clock: the truncate's audio_end_ms
 
 
 @dataclass(slots=True)
@@ -63,8 +69,12 @@ class _Item:
 
 
 class PlaybackLedger:
-    def __init__(self, bytes_per_ms: int = ULAW_BYTES_PER_MS) -> None:
+    def __init__(self, bytes_per_ms: int = ULAW_BYTES_PER_MS, output_lag_ms: float = 0.0) -> None:
+        """`bytes_per_ms`: of the line's audio. `output_lag_ms`: how far what we send lags the model's
+        audio (the outbound resampler's delay)."""
         self.bytes_per_ms = bytes_per_ms
+        self.output_lag_ms = output_lag_ms
+        self._received_ms: dict[str, float] = {}  # model audio per item: what the service holds
         self._rtt_samples: deque[float] = deque(maxlen=RTT_WINDOW)  # probes: pure round trips
         self._rtt_bounds: deque[float] = deque(maxlen=RTT_WINDOW)  # first echoes: round trip + buffering
         self.playout_delay_ms = 0.0
@@ -78,6 +88,11 @@ class PlaybackLedger:
         self._discarded: set[str] = set()  # marks whose echo means "cleared", not "played"
 
     # -- sending -----------------------------------------------------------------------------
+
+    def received(self, item_id: str, model_ms: float) -> None:
+        """The model sent `model_ms` more of `item_id`'s audio (before resampling for the line)."""
+        received = self._received_ms
+        received[item_id] = received.get(item_id, 0.0) + model_ms
 
     def sent(self, item_id: str, content_index: int, size: int, now: float) -> None:
         """`size` bytes of `item_id` were handed to the carrier."""
@@ -215,16 +230,23 @@ class PlaybackLedger:
         for item_id in dict.fromkeys(f.item_id for f in self._frames):
             item = self._items[item_id]
             heard_bytes = min(max(heard.get(item_id, 0), item.played_bytes), item.sent_bytes)
-            result.append(
-                ItemPlayback(
-                    item_id=item_id,
-                    content_index=item.content_index,
-                    sent_ms=item.sent_bytes // self.bytes_per_ms,
-                    heard_ms=heard_bytes // self.bytes_per_ms,
-                    started=heard_bytes > 0,
-                )
-            )
+            result.append(self._playback(item_id, item, heard_bytes))
         return result
+
+    def _playback(self, item_id: str, item: _Item, heard_bytes: int) -> ItemPlayback:
+        heard_ms = heard_bytes // self.bytes_per_ms
+        audio_end_ms = 0
+        if heard_bytes > 0:
+            heard_model_ms = max(0, round(heard_ms - self.output_lag_ms))
+            audio_end_ms = min(heard_model_ms, int(self._received_ms.get(item_id, 0.0)))
+        return ItemPlayback(
+            item_id=item_id,
+            content_index=item.content_index,
+            sent_ms=item.sent_bytes // self.bytes_per_ms,
+            heard_ms=heard_ms,
+            started=heard_bytes > 0,
+            audio_end_ms=audio_end_ms,
+        )
 
     def _unconfirmed_ceiling(self) -> int:
         """Bytes of unconfirmed audio that can have played: up to the first pending mark, plus the
@@ -237,26 +259,32 @@ class PlaybackLedger:
                 return upto + int(longest * self.bytes_per_ms)
         return upto
 
-    def clear(self, now: float) -> list[ItemPlayback]:
-        """We are sending `clear` now: settle what was heard; later echoes of these marks mean discarded."""
+    def clear(self, now: float, unfinished: Iterable[str] = ()) -> list[ItemPlayback]:
+        """We are sending `clear` now: settle what was heard; later echoes of these marks mean discarded.
+
+        `unfinished`: items the model is still speaking. One whose audio so far was all confirmed
+        played has nothing pending, yet the model has more to say: it is settled too, heard whole."""
         result = self.heard(now)
         self._discarded.update(f.mark for f in self._frames if f.mark)
         self._frames.clear()
         self._anchor = None
         self._burst_start = None
-        for item_id in [p.item_id for p in result]:
-            del self._items[item_id]
+        for p in result:
+            del self._items[p.item_id]
+            self._received_ms.pop(p.item_id, None)
+        settled = {p.item_id for p in result}
+        for item_id in unfinished:
+            if item_id not in settled:
+                # Less than a frame of it may have come yet: then nothing of it was heard.
+                item = self._items.get(item_id) or _Item(content_index=0)
+                result.append(self._playback(item_id, item, item.sent_bytes))
         return result
 
     def forget(self, item_id: str) -> None:
         """The item's audio is complete and needs no more bookkeeping once confirmed played."""
         if not any(f.item_id == item_id for f in self._frames):
             self._items.pop(item_id, None)
-
-    def played_ms(self, item_id: str) -> int:
-        """Audio of the item confirmed played by echoes (a lower bound of what was heard)."""
-        item = self._items.get(item_id)
-        return item.played_bytes // self.bytes_per_ms if item else 0
+            self._received_ms.pop(item_id, None)
 
     def sent_ms(self, item_id: str) -> int:
         item = self._items.get(item_id)

@@ -39,6 +39,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from bridge.log_records import RecordKind
 from bridge.workers import WorkerState
 
 # The HPA (deploy/k8s/hpa.yaml) scales on this name; tests/deploy checks the two agree.
@@ -400,17 +401,17 @@ class BridgeMetrics:
     def upstream_message(self, seconds: float) -> None:
         self._frame_upstream.observe(seconds)
 
-    def record(self, kind: str, data: Mapping[str, Any]) -> None:
-        """Feed one call-log record (bridge.call.LogRecord kind and data); irrelevant kinds are ignored."""
-        if kind == "barge_in":
+    def record(self, kind: RecordKind, data: Mapping[str, Any]) -> None:
+        """Feed one call-log record (a `LogRecord`'s kind and data); irrelevant kinds are ignored."""
+        if kind == RecordKind.BARGE_IN:
             self.barge_ins.inc()
             if (ms := data.get("reaction_ms")) is not None:
                 self.barge_in_reaction.observe(float(ms) * _MS)
-        elif kind == "turn_latency":
+        elif kind == RecordKind.TURN_LATENCY:
             self.turn_latency.observe(float(data["ms"]) * _MS)
-        elif kind == "greeting_latency":
+        elif kind == RecordKind.GREETING_LATENCY:
             self.greeting_latency.observe(float(data["ms"]) * _MS)
-        elif kind == "error" and data.get("source") == "upstream":
+        elif kind == RecordKind.ERROR and data.get("source") == "upstream":
             self.upstream_error(str(data.get("code", "")))
 
     # -- event-loop lag -------------------------------------------------------------------------

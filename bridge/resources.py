@@ -6,24 +6,23 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
 from bridge.audio import pcm16_to_ulaw
-from bridge.call import CallConfig
+from bridge.call_config import CallConfig
+from bridge.call_log_sink import CallLogSink, NoCallLog
+from bridge.call_registry import CallRegistry
 from bridge.calllog import CallStore
 from bridge.calllog.health import CallLogHealth
 from bridge.carrier.events import CallStarted
 from bridge.carrier.stream_tokens import StreamTokens
 from bridge.config import Settings
 from bridge.logs import get_logger
-from bridge.media_stream import CallLogSink, CallRegistry, NoCallLog, StreamContext
 from bridge.metrics import BridgeMetrics
-from bridge.realtime.codec import SessionOptions
+from bridge.pump import StreamContext
 from bridge.recording import Recordings
 from bridge.session_pool import PreparedSessions
-from bridge.tools.builtin import end_call_definition, transfer_call_definition
 from bridge.tools.toolbox import Toolbox
 from bridge.upstream import UpstreamSession, open_session_with_retry
 from bridge.wavfile import read_wav_mono
@@ -33,27 +32,6 @@ log = get_logger("bridge.server")
 BRIDGE_KEY: web.AppKey[Bridge] = web.AppKey("bridge")
 APOLOGY_WAV = Path(__file__).parent / "assets" / "apology.wav"
 FAILED_CALLS_REMEMBERED = 1000
-
-
-def session_options(settings: Settings, tools: tuple[dict[str, Any], ...] = ()) -> SessionOptions:
-    return SessionOptions(
-        tools=tools,
-        instructions=settings.realtime_instructions,
-        voice=settings.realtime_voice,
-        audio_format="pcmu" if settings.audio_passthrough else "pcm24k",
-        turn_detection=settings.turn_detection,
-        vad_threshold=settings.vad_threshold,
-        vad_prefix_padding_ms=settings.vad_prefix_padding_ms,
-        vad_silence_duration_ms=settings.vad_silence_duration_ms,
-        vad_eagerness=settings.vad_eagerness,
-        interrupt_response=settings.vad_interrupt_response,
-        create_response=settings.response_mode == "auto",
-        transcription_model=settings.input_transcription_model,
-        noise_reduction=settings.noise_reduction,
-        prompt_id=settings.realtime_prompt_id,
-        prompt_version=settings.realtime_prompt_version,
-        prompt_variables=settings.realtime_prompt_variables,
-    )
 
 
 @dataclass
@@ -87,18 +65,7 @@ class Bridge:
         else:
             self.stream_tokens = StreamTokens()
         self.apology = pcm16_to_ulaw(read_wav_mono(self.settings.fallback_audio or APOLOGY_WAV, 8000))
-        builtins = []
-        if self.settings.end_call_tool:
-            builtins.append(end_call_definition())
-        if self.settings.transfer_numbers:
-            builtins.append(transfer_call_definition(self.settings.transfer_numbers))
-        self.call_config = CallConfig(
-            session=session_options(self.settings, (*builtins, *self.toolbox.definitions())),
-            greeting=self.settings.greeting,
-            audio_passthrough=self.settings.audio_passthrough,
-            review_turns=self.settings.response_mode == "manual",
-            transcribed=bool(self.settings.input_transcription_model),
-        )
+        self.call_config = CallConfig.from_settings(self.settings, self.toolbox.definitions())
 
     async def open_upstream(self) -> UpstreamSession:
         return await open_session_with_retry(self.settings, self.upstream_url)
@@ -122,7 +89,7 @@ class Bridge:
         session = await self.open_upstream()
         prefetch = self.settings.prefetch_greeting
         # Without the prefetch the greeting is asked for once a stream claims the session.
-        for event in self.call_config.opening_events(session.codec, greeted=not prefetch):
+        for event in self.call_config.opening_events(session.codec, greet=prefetch):
             await session.socket.send(session.codec.encode(event).decode())
         session.configured, session.greeted = True, prefetch
         return session
@@ -139,19 +106,12 @@ class Bridge:
             open_upstream=self.open_upstream,
             claim_prepared=self.prepared.claim,
             call_log=self.call_log,
-            model=self.settings.realtime_model,
-            voice=self.settings.realtime_voice,
             active_calls=self.active_calls,
-            max_call_seconds=self.settings.max_call_seconds,
             metrics=self.metrics,
             apology=self.apology,
             stream_failed=self.stream_failed,
             authorize=authorize,
             tools=self.toolbox,
-            end_call_tool=self.settings.end_call_tool,
-            transfer_numbers=self.settings.transfer_numbers,
-            dispositions=self.settings.disposition_list if self.settings.post_call_summary else (),
-            before_response_url=self.settings.before_response_url,
         )
 
     def turned_away(self, call_id: str, carrier: str) -> bool:

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from bridge.call_log_sink import CallLogSink
 from bridge.calllog import (
     CallRecorder,
     CallStore,
@@ -29,9 +30,6 @@ from bridge.config import Settings, admin_token_for
 from bridge.control_api import setup_control_routes
 from bridge.http_guard import HttpLimits, guard_app, start_server
 from bridge.logs import get_logger
-from bridge.media_stream import (
-    CallLogSink,
-)
 from bridge.metrics import BridgeMetrics, metrics_context, metrics_handler
 from bridge.recording import RecordingArchive, Recordings
 from bridge.replica import replica_identity

@@ -1,9 +1,18 @@
-"""The post-call summary: what the model is asked once the caller has gone, and how its answer is read."""
+"""The post-call summary: what the model is asked once the caller has gone, and how its answer is read.
+
+`PostCallSummary` is the exchange, sans-IO: the events to send the still-open session, then every
+server event fed to it until it says it is done. A response the model was still giving when the
+caller hung up is cancelled first: nobody will hear it, and its output is paid for.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
+
+from bridge.realtime import events as rt
+from bridge.realtime.codec import RealtimeCodec
 
 SUMMARY_METADATA = {"purpose": "post_call_summary"}
 
@@ -40,3 +49,42 @@ def parse_summary(text: str, dispositions: tuple[str, ...]) -> CallSummary | Non
     if intent:
         summary = f"{summary}\nCaller's intent: {intent}".strip()
     return CallSummary(summary[:2000], disposition if disposition in dispositions else None)
+
+
+class PostCallSummary:
+    """Ask for a summary out of band (it never joins the conversation), text only; read the answer.
+
+    `events`: what to send, in order. Feed each server event to `receive` until it returns True;
+    `result` is then the summary, or None (no answer, or the request was refused)."""
+
+    def __init__(
+        self, codec: RealtimeCodec, dispositions: tuple[str, ...], still_answering: str | None = None
+    ) -> None:
+        """`still_answering`: the response the model was giving when the caller hung up, if any."""
+        self._dispositions = dispositions
+        request = codec.create_response(
+            summary_instructions(dispositions), out_of_band=True, text_only=True, metadata=SUMMARY_METADATA
+        )
+        self._request_id: str = request["event_id"]
+        self.events: list[dict[str, Any]] = []
+        if still_answering is not None:
+            self.events.append(codec.cancel_response(still_answering))
+        self.events.append(request)
+        self._response_id: str | None = None
+        self._text = ""
+        self.result: CallSummary | None = None
+
+    def receive(self, event: rt.RealtimeEvent) -> bool:
+        if isinstance(event, rt.ResponseCreated):
+            if event.metadata == SUMMARY_METADATA:
+                self._response_id = event.response_id
+        elif isinstance(event, rt.OutputTextDone | rt.OutputTranscriptDone):
+            if event.response_id == self._response_id:
+                self._text = event.text if isinstance(event, rt.OutputTextDone) else event.transcript
+        elif isinstance(event, rt.ResponseDone):
+            if event.response_id == self._response_id or event.metadata == SUMMARY_METADATA:
+                self.result = parse_summary(self._text, self._dispositions)
+                return True
+        elif isinstance(event, rt.ServerError):
+            return event.client_event_id == self._request_id  # refused: there will be no summary
+        return False

@@ -39,8 +39,11 @@ class UpstreamClosed(Exception):
 
 
 class UpstreamSocket:
-    """One Realtime session's websocket (aiohttp's client: per message it costs a third of what the
-    `websockets` library does, which mattered at 50 appends a second per call; bench/load.py).
+    """One Realtime session's websocket, on aiohttp's client rather than the `websockets` library:
+    per message it costs a third of what `websockets` does (measured with bench/load.py, which
+    mattered at 50 appends a second per call), the server side is aiohttp already, and one library
+    means one set of timeouts, proxies (trust_env) and TLS settings. `websockets` is only a test
+    dependency: an independent client the emulator's own tests speak to it with.
 
     Iterating yields each text message as UTF-8 bytes (the codec decodes bytes directly); it ends when
     the service closes normally and raises `UpstreamClosed` when the connection is lost."""

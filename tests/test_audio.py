@@ -9,7 +9,6 @@ import pytest
 from bridge.audio import (
     ULAW_BYTES_PER_MS,
     StreamingResampler,
-    pcm16_duration_ms,
     pcm16_to_ulaw,
     swap_pcm16_byte_order,
     ulaw_to_pcm16,
@@ -59,8 +58,6 @@ def test_ulaw_codes_survive_decode_encode() -> None:
 
 def test_ulaw_framing_helpers() -> None:
     assert ULAW_BYTES_PER_MS * 20 == 160
-    assert pcm16_duration_ms(960, 24000) == pytest.approx(20.0)
-    assert pcm16_duration_ms(320, 8000) == pytest.approx(20.0)
     assert pcm16_to_ulaw(b"") == b""
     assert ulaw_to_pcm16(b"") == b""
     with pytest.raises(ValueError, match="even number of bytes"):

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import base64
+import json
+from typing import Any
 
 import numpy as np
 import pytest
 
 from bridge.audio import StreamingResampler
-from bridge.call import Call, CallConfig
+from bridge.call import Call
+from bridge.call_config import CallConfig
 from bridge.carrier.events import CallEnded, CallerAudio, CallStarted, ClearPlayback, Hangup, Mark, PlayAudio
 from bridge.carrier.events import PlaybackMark as Echo
+from bridge.goodbye import GOODBYES
 from bridge.realtime import events as rt
 from bridge.realtime.codec import RealtimeCodec, SessionOptions
 
@@ -26,11 +30,17 @@ def tone_24k(ms: int, freq: float = 440.0) -> bytes:
 
 
 def make_call(
-    *, greeting: str = "", interrupt_response: bool = True, now: float = 0.0, play_chunk_ms: int = 20
+    *,
+    greeting: str = "",
+    interrupt_response: bool = True,
+    now: float = 0.0,
+    play_chunk_ms: int = 20,
+    **rules: Any,
 ) -> Call:
+    """`rules`: further CallConfig fields (end_call_tool, transfer_numbers, max_call_seconds, ...)."""
     opts = SessionOptions(instructions="x", voice="marin", interrupt_response=interrupt_response)
     started = CallStarted(stream_sid="MZ1", call_sid="CA1")
-    config = CallConfig(session=opts, greeting=greeting)
+    config = CallConfig(session=opts, greeting=greeting, **rules)
     return Call(config, RealtimeCodec("ga"), started, now, play_chunk_ms=play_chunk_ms)
 
 
@@ -166,9 +176,8 @@ def test_barge_in_clears_first_then_truncates_at_what_was_heard(play_chunk_ms: i
     assert upstream_types(upstream) == ["conversation.item.truncate"]  # the server cancels by itself
     assert upstream[0]["item_id"] == "i1"
     assert upstream[0]["audio_end_ms"] == 350 - LAG
-    call.clear_written(351)
-    record = call.drain()[2]
-    barge = next(r for r in record if r.kind == "barge_in")
+    barge = call.clear_written(351)  # the pump writes it with the batch that carried the clear
+    assert barge is not None and barge.kind == "barge_in"
     assert barge.data["heard_ms"] == 350 and barge.data["sent_ms"] == 2000
     assert barge.data["reaction_ms"] == pytest.approx(1)
     # Late audio of the interrupted response never reaches the caller.
@@ -309,14 +318,14 @@ def test_greeting_and_turn_latency_recorded() -> None:
 def test_goodbye_waits_for_the_active_response_then_ends_once_heard() -> None:
     call, carrier = started_call()
     speak(call, carrier, 500, at=0)  # a response is in progress: the goodbye must wait for it
-    call.say_goodbye("timeout", "Say goodbye.")
+    call.say_goodbye("timeout", 0)
     assert call.drain()[1] == []
     call.realtime_event(rt.AudioDone("r1", "i1"), 10)
     call.realtime_event(rt.ResponseDone("r1", "completed", None, None), 10)
     carrier.take(10)
     _, upstream, _ = call.drain()
     assert upstream_types(upstream) == ["response.create"]
-    assert upstream[0]["response"]["instructions"] == "Say goodbye."
+    assert upstream[0]["response"]["instructions"] == GOODBYES["timeout"]
     speak(call, carrier, 1000, at=20, response="r2", item="i2")
     call.realtime_event(rt.AudioDone("r2", "i2"), 30)
     call.realtime_event(rt.ResponseDone("r2", "completed", None, None), 30)
@@ -356,12 +365,12 @@ def test_an_expired_session_is_replaced_with_the_conversation_so_far() -> None:
 
 
 def test_a_tool_call_is_run_off_the_call_and_its_result_answered_after_the_response_ends() -> None:
-    from bridge.call import ToolRequest
+    from bridge.call_jobs import ToolRequest
 
     call, _ = started_call()
     call.realtime_event(rt.ResponseCreated("r1"), 0)
     call.realtime_event(rt.FunctionCall("r1", "i1", "call_1", "lookup_order", '{"id": "A-1"}'), 5)
-    [request] = call.take_tool_requests()
+    [request] = call.take_jobs()
     assert request == ToolRequest("call_1", "lookup_order", '{"id": "A-1"}')
     call.tool_result(request, True, '{"status": "shipped"}', 12.0)  # fast: the response is still active
     _, upstream, records = call.drain()
@@ -377,8 +386,8 @@ def test_a_tool_call_is_run_off_the_call_and_its_result_answered_after_the_respo
 
 
 def test_keypad_digits_reach_the_model_as_one_entry() -> None:
-    from bridge.call import DTMF_QUIET_MS
     from bridge.carrier.events import Dtmf
+    from bridge.keypad import DTMF_QUIET_MS
 
     call, _ = started_call()
     for i, digit in enumerate("1234"):
@@ -413,3 +422,196 @@ def test_a_refused_response_request_is_asked_again_when_the_line_is_free() -> No
     call.realtime_event(rt.ResponseDone("r_vad", "completed", None, None), 500)
     [again] = call.drain()[1]
     assert again["type"] == "response.create" and "Please hold." in again["response"]["instructions"]
+
+
+def finish(call: Call, carrier: IdealCarrier, response: str, item: str, at: float) -> None:
+    call.realtime_event(rt.AudioDone(response, item), at)
+    call.realtime_event(rt.ResponseDone(response, "completed", None, None), at)
+    carrier.take(at)
+
+
+def test_a_webhook_tool_is_a_job_for_the_pump() -> None:
+    from bridge.call_jobs import ToolRequest
+
+    call, _ = started_call(end_call_tool=True, transfer_numbers=("+15550001111",))
+    call.realtime_event(rt.ResponseCreated("r1"), 0)
+    call.realtime_event(rt.FunctionCall("r1", "i1", "c1", "lookup_order", "{}"), 1)
+    call.realtime_event(rt.FunctionCall("r1", "i2", "c2", "end_call_elsewhere", "{}"), 1)
+    assert call.take_jobs() == [
+        ToolRequest("c1", "lookup_order", "{}"),
+        ToolRequest("c2", "end_call_elsewhere", "{}"),
+    ]
+
+
+def test_without_the_builtin_tools_enabled_their_names_go_to_the_toolbox() -> None:
+    from bridge.call_jobs import ToolRequest
+
+    call, _ = started_call()  # END_CALL_TOOL off, no TRANSFER_NUMBER
+    call.realtime_event(rt.FunctionCall("r1", "i1", "c1", "end_call", "{}"), 1)
+    call.realtime_event(rt.FunctionCall("r1", "i2", "c2", "transfer_call", "{}"), 1)
+    assert [job.name for job in call.take_jobs() if isinstance(job, ToolRequest)] == [
+        "end_call",
+        "transfer_call",
+    ]
+    assert call.goodbye.reason is None
+
+
+def test_end_call_says_goodbye_after_the_response_in_progress_and_ends_once_heard() -> None:
+    call, carrier = started_call(end_call_tool=True)
+    speak(call, carrier, 300, at=0)
+    call.realtime_event(rt.FunctionCall("r1", "i9", "c1", "end_call", '{"reason": "bye"}'), 5)
+    _, upstream, records = call.drain()
+    assert [e["item"]["output"] for e in upstream] == ['{"ok": true}']  # no goodbye yet: r1 is active
+    assert [r.kind for r in records] == ["tool_call", "tool_result"]
+    assert call.take_jobs() == []
+    finish(call, carrier, "r1", "i1", 10)
+    [create] = call.drain()[1]
+    assert create["response"]["instructions"] == GOODBYES["assistant_ended"]
+    speak(call, carrier, 500, at=20, response="r2", item="i2")
+    finish(call, carrier, "r2", "i2", 30)
+    carrier.play_until(600)
+    assert call.end_reason is None  # the caller is still hearing it
+    carrier.play_until(2000)
+    assert call.end_reason == "assistant_ended" and call.drain()[0] == [Hangup("assistant_ended")]
+
+
+def test_the_time_limit_asks_for_a_goodbye_and_a_goodbye_never_heard_ends_at_its_deadline() -> None:
+    from bridge.goodbye import GOODBYE_LIMIT_MS
+
+    call, _ = started_call(max_call_seconds=60)
+    call.tick(59_999)
+    assert call.drain()[1] == [] and call.goodbye.reason is None
+    call.tick(60_000)
+    [create] = call.drain()[1]
+    assert create["response"]["instructions"] == GOODBYES["timeout"]
+    call.tick(60_500)
+    assert call.drain()[1] == []  # asked once
+    call.tick(60_000 + GOODBYE_LIMIT_MS - 1)
+    assert call.end_reason is None  # the model never answered...
+    call.tick(60_000 + GOODBYE_LIMIT_MS)
+    assert call.end_reason == "timeout" and call.drain()[0] == [
+        Hangup("timeout")
+    ]  # ...the line closes anyway
+
+
+def test_a_transfer_goes_only_to_an_allowed_number() -> None:
+    call, _ = started_call(transfer_numbers=("+15550001111", "+15550002222"))
+    call.realtime_event(rt.FunctionCall("r1", "i1", "c1", "transfer_call", '{"number": "+15559999999"}'), 1)
+    assert call.take_jobs() == []
+    _, upstream, records = call.drain()
+    assert json.loads(upstream[0]["item"]["output"]) == {
+        "error": "transfers go only to +15550001111, +15550002222"
+    }
+    assert records[-1].data["ok"] is False
+
+
+def test_a_transfer_waits_until_the_caller_heard_the_preamble() -> None:
+    from bridge.call_jobs import TransferRequest
+
+    call, carrier = started_call(transfer_numbers=("+15550001111", "+15550002222"))
+    speak(call, carrier, 800, at=0)  # "I'm transferring you now..."
+    call.realtime_event(rt.FunctionCall("r1", "i9", "c1", "transfer_call", '{"number": "+15550002222"}'), 5)
+    assert call.take_jobs() == []  # the response is still active
+    finish(call, carrier, "r1", "i1", 10)
+    carrier.play_until(500)
+    assert call.take_jobs() == []  # the caller is still hearing it
+    carrier.play_until(1000)
+    [transfer] = call.take_jobs()
+    assert isinstance(transfer, TransferRequest) and transfer.number == "+15550002222"
+    call.drain()
+    call.transfer_finished(transfer, None, 850.0)
+    _, upstream, records = call.drain()
+    assert call.end_reason == "transferred"
+    assert upstream_types(upstream) == ["conversation.item.create"]  # no answer asked of a call that is over
+    assert records[-1].data == {
+        "call_id": "c1",
+        "name": "transfer_call",
+        "ok": True,
+        "duration_ms": 850.0,
+        "result": '{"ok": true}',
+    }
+
+
+def test_a_transfer_goes_at_its_deadline_if_the_preamble_never_ends_and_a_failure_is_the_models_to_tell() -> (
+    None
+):
+    from bridge.call import TRANSFER_WAIT_MS
+
+    call, carrier = started_call(transfer_numbers=("+15550001111",))
+    speak(call, carrier, 800, at=0)
+    call.realtime_event(rt.FunctionCall("r1", "i9", "c1", "transfer_call", "{}"), 5)
+    call.tick(5 + TRANSFER_WAIT_MS - 1)
+    assert call.take_jobs() == []
+    call.tick(5 + TRANSFER_WAIT_MS)
+    [transfer] = call.take_jobs()
+    assert transfer.number == "+15550001111"  # the default
+    finish(call, carrier, "r1", "i1", 20_000)
+    call.drain()
+    call.transfer_finished(transfer, "the carrier refused", 30.0)
+    _, upstream, _ = call.drain()
+    assert call.end_reason is None
+    assert "apologise" in upstream[0]["item"]["output"]
+    assert upstream_types(upstream) == ["conversation.item.create", "response.create"]
+
+
+def test_the_summary_is_asked_only_of_a_call_worth_summarising() -> None:
+    call, _ = started_call(dispositions=("resolved",))
+    assert call.post_call_summary("caller_hangup") is None  # nothing was said
+    call.realtime_event(rt.InputTranscript("u1", "Hello?"), 10)
+    for reason in ("upstream_failure", "shutdown", "error"):
+        assert call.post_call_summary(reason) is None
+    summary = call.post_call_summary("caller_hangup")
+    assert summary is not None and upstream_types(summary.events) == ["response.create"]
+    plain, _ = started_call()
+    plain.realtime_event(rt.InputTranscript("u1", "Hello?"), 10)
+    assert plain.post_call_summary("caller_hangup") is None  # no dispositions: no summary
+
+
+def test_a_caller_hanging_up_mid_answer_has_that_answer_cancelled_before_the_summary() -> None:
+    call, carrier = started_call(dispositions=("resolved",))
+    call.realtime_event(rt.InputTranscript("u1", "What are your hours?"), 10)
+    speak(call, carrier, 2000, at=20, response="r_answer")
+    call.carrier_event(CallEnded(), 300)
+    summary = call.post_call_summary("caller_hangup")
+    assert summary is not None
+    cancel, create = summary.events
+    assert (cancel["type"], cancel["response_id"]) == ("response.cancel", "r_answer")
+    assert create["response"]["conversation"] == "none"
+
+
+def test_an_answer_the_caller_interrupted_is_not_cancelled_again() -> None:
+    call, carrier = started_call(dispositions=("resolved",))
+    call.realtime_event(rt.InputTranscript("u1", "What are your hours?"), 10)
+    speak(call, carrier, 2000, at=20, response="r_answer")
+    carrier.play_until(300)
+    call.realtime_event(rt.SpeechStarted("u2", 0), 300)  # server VAD cancels it itself
+    summary = call.post_call_summary("caller_hangup")
+    assert summary is not None and upstream_types(summary.events) == ["response.create"]
+
+
+def test_a_replaced_session_is_asked_again_for_the_goodbye_it_lost() -> None:
+    call, carrier = started_call()
+    speak(call, carrier, 300, at=0)
+    call.say_goodbye("shutdown", 10)
+    finish(call, carrier, "r1", "i1", 20)
+    [goodbye] = call.drain()[1]
+    call.realtime_event(rt.ResponseCreated("r2"), 30)  # saying it when the session expires
+    call.realtime_event(rt.ServerError("invalid_request_error", "session_expired", "60 minutes", None), 40)
+    call.drain()
+    call.resume(RealtimeCodec("ga"), 50)
+    upstream = call.drain()[1]
+    assert upstream_types(upstream) == ["session.update", "response.create"]
+    assert upstream[-1]["response"]["instructions"] == goodbye["response"]["instructions"]
+
+
+def test_an_operators_announcement_waits_for_the_greeting_it_would_collide_with() -> None:
+    call = make_call(greeting="Hello.")
+    [greeting] = call.drain()[1][1:]
+    call.say("Please hold.")
+    assert call.drain()[1] == []  # the greeting was asked for and not answered yet
+    call.realtime_event(rt.ResponseCreated("r1"), 10)
+    call.realtime_event(rt.ResponseDone("r1", "completed", None, None), 20)
+    [say] = call.drain()[1]
+    assert (
+        greeting["response"]["instructions"] == "Hello." and "Please hold." in say["response"]["instructions"]
+    )

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from aiohttp import WSMsgType, web
 
+from bridge.clock import now_ms
 from bridge.dial import dial
 from bridge.sim.carrier_emulator import (
     DelayLine,
     LineConditions,
     OutboundError,
     TwilioCallerEmulator,
-    now_ms,
     parse_outbound,
 )
 from bridge.sim.playout import MarkStatus
@@ -33,17 +33,31 @@ class FakeBridge:
         self.closed = asyncio.Event()
         self.ws: web.WebSocketResponse | None = None
         self.url = ""
+        self.voice_url = ""
+        self.webhooks: list[dict[str, str]] = []
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
         app = web.Application()
         app.router.add_get("/twilio/media", self._handle)
+        app.router.add_post("/twilio/voice", self._voice)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         port = self._runner.addresses[0][1]
         self.url = f"ws://127.0.0.1:{port}/twilio/media"
+        self.voice_url = f"http://127.0.0.1:{port}/twilio/voice"
+
+    async def _voice(self, request: web.Request) -> web.Response:
+        form = {k: str(v) for k, v in (await request.post()).items()}
+        self.webhooks.append(form)
+        twiml = (
+            f'<?xml version="1.0" encoding="UTF-8"?><Response><Connect><Stream url="{self.url}" name="b">'
+            f'<Parameter name="from" value="{form["From"]}" /><Parameter name="stream_token" value="t1" />'
+            "</Stream></Connect></Response>"
+        )
+        return web.Response(text=twiml, content_type="text/xml")
 
     async def stop(self) -> None:
         assert self._runner is not None
@@ -329,8 +343,15 @@ async def test_dial_reports_greeting_reply_and_writes_what_was_heard(bridge: Fak
         await bridge.media(sid, ulaw_ms(300))
 
     responder = asyncio.create_task(script())
-    report = await dial(bridge.url, wav_in, wav_out, greeting_wait=2.0, quiet=0.3, time_limit=10.0)
+    report = await dial(bridge.voice_url, wav_in, wav_out, greeting_wait=2.0, quiet=0.3, time_limit=10.0)
     await responder
+
+    # Placed as Twilio places it: the webhook, then the stream it named, with its parameters.
+    [webhook] = bridge.webhooks
+    assert webhook["CallSid"] == report.call_sid and webhook["Direction"] == "inbound"
+    start = bridge.events("start")[0][1]["start"]
+    assert start["callSid"] == report.call_sid
+    assert start["customParameters"] == {"from": webhook["From"], "stream_token": "t1"}
 
     assert report.outcome == "reply heard"
     assert report.greeting_ms is not None and report.greeting_ms < 100

@@ -78,3 +78,38 @@ async def test_injected_context_lands_after_the_callers_words_then_the_model_ans
         assert await post(bridge.base_url, f"/api/calls/{caller.call_sid}/hangup") == 200
         await caller.wait_closed(timeout_s=5)
         assert session.rejected == []
+
+
+async def test_an_inject_landing_while_a_clear_is_being_sent_reaches_the_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An operator's inject that lands while the pump is still sending a barge-in's clear to the
+    carrier is sent to the model like any other, not swallowed by the clear's bookkeeping."""
+    from bridge.carrier.events import ClearPlayback
+    from bridge.websocket_leg import WebSocketLeg
+    from tests.e2e import message_texts
+
+    send = WebSocketLeg.send
+    landed: list[str] = []
+
+    async def send_while_an_inject_lands(leg: WebSocketLeg, command: object) -> None:
+        await send(leg, command)  # type: ignore[arg-type]
+        if isinstance(command, ClearPlayback) and not landed:
+            # The pump's send has not returned yet: the operator's request is handled in this moment,
+            # exactly as the /inject route does it.
+            call_sid = next(iter(bridge.bridge.active_calls))
+            landed.append(call_sid)
+            bridge.bridge.active_calls[call_sid].control(lambda call: call.inject("VIP customer"))
+
+    monkeypatch.setattr(WebSocketLeg, "send", send_while_an_inject_lands)
+    async with (
+        running_emulator() as (emulator, url),
+        running_bridge(url, GREETING="Greet the caller.") as bridge,
+        TwilioCallerEmulator(bridge.media_url) as caller,
+    ):
+        session = await emulator.wait_for_session()
+        await caller.wait_heard(min_ms=300, timeout_s=10)
+        caller.say(tone(600, 400))  # talks over the greeting: the bridge clears the caller's playback
+        await caller.wait_until(lambda: bool(caller.playout.clears), timeout_s=10, what="a clear")
+        assert landed == [caller.call_sid]
+        await eventually(lambda: "VIP customer" in message_texts(session), timeout_s=3)

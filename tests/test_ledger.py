@@ -176,3 +176,43 @@ def test_an_echo_a_little_early_never_moves_the_clear_into_the_past() -> None:
         ledger.acked(name, 100.0 * (i + 1) - (2 if i == 0 else 0))
     [p] = ledger.clear(350)
     assert p.heard_ms == 350
+
+
+def test_audio_end_is_what_was_heard_on_the_models_clock_never_past_what_the_model_sent() -> None:
+    """The truncate's figure: heard audio moved back by the resampler's lag, clamped to the audio the
+    service holds for the item (a truncate past it is refused)."""
+    ledger = PlaybackLedger(output_lag_ms=2.5)
+    ledger.received("A", 1000.0)
+    marks = send(ledger, "A", 1000, at=0)
+    for i, name in enumerate(marks[:3]):
+        ledger.acked(name, 100.0 * (i + 1))
+    [p] = ledger.clear(350)
+    assert (p.heard_ms, p.audio_end_ms) == (350, round(350 - 2.5))
+
+    short = PlaybackLedger()
+    short.received("B", 180.0)  # the line got a little more than the model sent (the resampler's tail)
+    for name in send(short, "B", 200, at=0):
+        short.acked(name, 200)
+    send(short, "B", 100, at=200)
+    [p] = short.clear(250)
+    assert p.heard_ms == 250 and p.audio_end_ms == 180
+
+    nothing = PlaybackLedger()
+    nothing.received("C", 500.0)
+    send(nothing, "C", 200, at=1000)  # the carrier has not started playing it when the clear is sent
+    [p] = nothing.clear(1000)
+    assert (p.started, p.audio_end_ms) == (False, 0)
+
+
+def test_an_item_still_being_spoken_is_settled_even_with_nothing_pending() -> None:
+    """Everything sent of "A" was confirmed played, but the model had more to say; "B" had not sent a
+    whole frame yet. Both are settled by the clear, so both are truncated."""
+    ledger = PlaybackLedger()
+    ledger.received("A", 200.0)
+    ledger.received("B", 10.0)
+    for name in send(ledger, "A", 200, at=0):
+        ledger.acked(name, 200)
+    assert not ledger.pending()
+    settled = {p.item_id: p for p in ledger.clear(300, unfinished=["A", "B"])}
+    assert (settled["A"].sent_ms, settled["A"].heard_ms, settled["A"].audio_end_ms) == (200, 200, 200)
+    assert (settled["B"].sent_ms, settled["B"].started, settled["B"].audio_end_ms) == (0, False, 0)

@@ -80,7 +80,6 @@ def test_client_events_validate(dialect: str) -> None:
         c.function_output("call_1", '{"ok": true}'),
         c.history_item("user", "I need a refund."),
         c.history_item("assistant", "Sure, what is the order number?"),
-        c.delete_item("item_2"),
     ]:
         validate_client_event(json.loads(c.encode(event)), dialect)
 

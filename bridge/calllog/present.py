@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import quote
 
 from bridge.calllog.schema import RECORDING_COLUMNS, TOTAL_COLUMNS
+from bridge.log_records import TRANSCRIPT_KINDS, RecordKind
 
 _DIGIT = re.compile(r"\d")
 _PHONE_LIKE = re.compile(r"[+\-]?[\d*\s().\-]*")
@@ -87,13 +88,13 @@ def transcript_text(call: dict[str, Any]) -> str:
     started: datetime = call["started_at"]
     for event in call["events"]:
         kind, data = event["kind"], event["data"]
-        if kind not in ("caller_transcript", "assistant_transcript"):
+        if kind not in TRANSCRIPT_KINDS:
             continue
         text = str(data.get("text") or "").strip()
         if not text:
             continue
-        who = "Caller" if kind == "caller_transcript" else "Assistant"
-        cut = " [cut off]" if kind == "assistant_transcript" and data.get("interrupted") else ""
+        who = "Caller" if kind == RecordKind.CALLER_TRANSCRIPT else "Assistant"
+        cut = " [cut off]" if kind == RecordKind.ASSISTANT_TRANSCRIPT and data.get("interrupted") else ""
         lines.append(f"[{clock((event['at'] - started).total_seconds())}] {who}: {text}{cut}")
     return "\n".join(lines) + ("\n" if lines else "")
 

@@ -31,6 +31,7 @@ from bridge.calllog.ops import (
 )
 from bridge.calllog.pricing import PriceTable, TokenUsage
 from bridge.calllog.store import CallStore, database_unavailable
+from bridge.log_records import RecordKind
 
 log = structlog.get_logger(__name__)
 
@@ -181,11 +182,11 @@ class CallRecorder:
             state.seq += 1
             self._put(EventOp(call_id=call_id, seq=state.seq, at=_utc(at), kind=kind, data=dict(data)))
             totals_changed = True
-            if kind == "turn_latency" and isinstance(data.get("ms"), int | float):
+            if kind == RecordKind.TURN_LATENCY and isinstance(data.get("ms"), int | float):
                 state.latencies_ms.append(int(data["ms"]))
-            elif kind == "barge_in":
+            elif kind == RecordKind.BARGE_IN:
                 state.barge_ins += 1
-            elif kind == "error":
+            elif kind == RecordKind.ERROR:
                 state.errors += 1
             else:
                 totals_changed = False

@@ -142,8 +142,6 @@ replica_leases = Table(
     Column("expires_at", UTCDateTime(), nullable=False),
 )
 
-TRANSCRIPT_KINDS = ("caller_transcript", "assistant_transcript")
-
 RECORDING_COLUMNS = (
     "recording_status",
     "recording_started_at",

@@ -44,14 +44,8 @@ from bridge.calllog.ops import (
     LogOp,
     RecordingOp,
 )
-from bridge.calllog.schema import (
-    RECORDING_COLUMNS,
-    TOTAL_COLUMNS,
-    TRANSCRIPT_KINDS,
-    UTCDateTime,
-    call_events,
-    calls,
-)
+from bridge.calllog.schema import RECORDING_COLUMNS, TOTAL_COLUMNS, UTCDateTime, call_events, calls
+from bridge.log_records import TRANSCRIPT_KINDS
 
 END_REASONS = (
     "caller_hangup",

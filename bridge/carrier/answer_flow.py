@@ -33,10 +33,12 @@ from bridge.carrier.webhook import (
     WebhookRequest,
     WebhookSignature,
 )
+from bridge.carrier_leg import Transfer
 from bridge.config import Settings
 from bridge.logs import get_logger, mask_number
-from bridge.media_stream import CarrierCodec, Transfer, handle_media_stream
+from bridge.media_stream import handle_media_stream
 from bridge.resources import Bridge
+from bridge.websocket_leg import CarrierCodec
 
 if TYPE_CHECKING:
     from bridge.carrier.registry import Carrier

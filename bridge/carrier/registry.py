@@ -22,7 +22,7 @@ from bridge.carrier.vonage.codec import VonageCodec
 if TYPE_CHECKING:
     from aiohttp import web
 
-    from bridge.media_stream import CarrierCodec
+    from bridge.websocket_leg import CarrierCodec
 
 
 @dataclass(frozen=True, slots=True)

@@ -363,6 +363,3 @@ class RealtimeCodec(ClientEventEncoder):
             "event_id": self._event_id(),
             "item": {"type": "function_call_output", "call_id": call_id, "output": output},
         }
-
-    def delete_item(self, item_id: str) -> dict[str, Any]:
-        return {"type": "conversation.item.delete", "event_id": self._event_id(), "item_id": item_id}

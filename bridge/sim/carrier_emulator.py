@@ -22,7 +22,6 @@ import functools
 import json
 import random
 import secrets
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,13 +31,10 @@ import aiohttp
 
 from bridge.audio import L16_8K, PCMU_8K, AudioFormat, Transcoder
 from bridge.carrier.events import DTMF_DIGITS
+from bridge.clock import now_ms
 from bridge.sim.playout import MarkRecord, Playout
 
 FRAME_MS = 20
-
-
-def now_ms() -> float:
-    return time.monotonic() * 1000.0
 
 
 async def sleep_until(t_ms: float) -> None:
@@ -202,6 +198,7 @@ class CallerEmulator:
         self.sent_frames = 0
         self.closed_by_server = False
         self.close_code: int | None = None
+        self.close_reason = ""  # what the bridge said when it closed the stream ("timeout", ...)
         self.protocol_errors: list[ProtocolError] = []
         self.utterances: list[Utterance] = []
         self.dtmf_sent: list[tuple[str, float]] = []
@@ -357,8 +354,18 @@ class CallerEmulator:
         await self.wait_until(quiet, timeout_s, f"{quiet_ms} ms quiet")
 
     async def wait_said(self, utterance: Utterance, timeout_s: float) -> None:
-        """Until the last frame of `utterance` was written to the socket."""
-        await asyncio.wait_for(utterance.done.wait(), timeout_s)
+        """Until the last frame of `utterance` was written to the socket; ConnectionError if the call
+        ends first (the rest will never be said)."""
+        said = asyncio.ensure_future(utterance.done.wait())
+        ended = asyncio.ensure_future(self._ended.wait())
+        try:
+            async with asyncio.timeout(timeout_s):
+                await asyncio.wait((said, ended), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            said.cancel()
+            ended.cancel()
+        if not utterance.done.is_set():
+            raise ConnectionError("call ended while the caller was speaking")
 
     async def wait_closed(self, timeout_s: float) -> None:
         await asyncio.wait_for(self._ended.wait(), timeout_s)
@@ -464,11 +471,20 @@ class CallerEmulator:
 
     async def _receiver(self) -> None:
         assert self._ws is not None
-        async for message in self._ws:
+        while True:
+            message = await self._ws.receive()
             arrived = now_ms()
             if message.type in (aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY):
                 self._inbox.append((self._downlink.due(arrived), message.data))
                 self._inbox_ready.set()
+            elif message.type in (
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSMsgType.CLOSING,
+                aiohttp.WSMsgType.CLOSED,
+            ):
+                if message.type == aiohttp.WSMsgType.CLOSE and isinstance(message.extra, str):
+                    self.close_reason = message.extra
+                break
             elif message.type == aiohttp.WSMsgType.ERROR:
                 break
         self.close_code = self._ws.close_code

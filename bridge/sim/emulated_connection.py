@@ -15,7 +15,6 @@ import binascii
 import contextlib
 import copy
 import json
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -24,6 +23,7 @@ import structlog
 from aiohttp import WSMsgType, web
 from multidict import CIMultiDict
 
+from bridge.clock import now_ms
 from bridge.sim import realtime_schema as schema
 from bridge.sim.carrier_emulator import DelayLine
 from bridge.sim.emulator_audio import decode_g711
@@ -130,11 +130,11 @@ class EmulatedConnection:
                 event_type, text, emitted_ms = await self._outbox.get()
                 try:
                     if self._network is not None:
-                        late = self._network.due(emitted_ms) - time.monotonic() * 1000.0
+                        late = self._network.due(emitted_ms) - now_ms()
                         if late > 0:
                             await asyncio.sleep(late / 1000.0)
                     await ws.send_str(text)
-                    self.sent_log.append((time.monotonic() * 1000.0, event_type))
+                    self.sent_log.append((now_ms(), event_type))
                 finally:
                     self._outbox.task_done()
         except (ConnectionError, RuntimeError):
@@ -211,7 +211,7 @@ class EmulatedConnection:
             return
         event.setdefault("event_id", schema.new_id("event"))
         # Serialised now, so later changes to session state cannot leak into an already-emitted event.
-        self._outbox.put_nowait((event["type"], json.dumps(event), time.monotonic() * 1000.0))
+        self._outbox.put_nowait((event["type"], json.dumps(event), now_ms()))
 
     def _reject(self, error: ProtocolError, client_event: Any = None, tie_event_id: bool = True) -> None:
         event_id = client_event.get("event_id") if tie_event_id and isinstance(client_event, dict) else None

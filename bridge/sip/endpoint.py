@@ -17,8 +17,9 @@ from typing import Any
 
 from aiohttp import web
 
+from bridge.clock import now_ms
 from bridge.logs import get_logger, mask_number
-from bridge.media_stream import CallPump
+from bridge.pump import CallPump
 from bridge.resources import Bridge
 from bridge.sip.auth import DigestAuth, parse_allowed
 from bridge.sip.dialog import ALLOW, SERVER, Datagram, Dialog, Retransmitter
@@ -32,10 +33,6 @@ TICK_S = 0.05
 ANSWERED_TTL_MS = 32_000.0  # how long a refusal is remembered to answer its retransmissions alike
 LINGER_MS = 32_000.0  # a finished dialog stays to absorb late retransmissions and ACKs
 BYE_WAIT_S = 2.0  # at shutdown: time for our BYEs to be answered
-
-
-def now_ms() -> float:
-    return time.monotonic() * 1000.0
 
 
 class RtpPorts:

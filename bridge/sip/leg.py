@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -35,6 +34,7 @@ from bridge.carrier.events import (
     PlaybackMark,
 )
 from bridge.carrier.transfer import TransferFailed
+from bridge.clock import now_ms
 from bridge.sip.dialog import Acked, Datagram, Dialog, Ended, InfoDigit, ReferOutcome, ReInvite
 from bridge.sip.jitter import JitterBuffer
 from bridge.sip.message import header_uri, uri_host_port, uri_user
@@ -56,10 +56,6 @@ def call_log_id(call_id: str) -> str:
     if len(call_id) <= MAX_CALL_ID:
         return call_id
     return f"{call_id[:47]}~{hashlib.sha256(call_id.encode()).hexdigest()[:16]}"
-
-
-def now_ms() -> float:
-    return time.monotonic() * 1000.0
 
 
 class RtpProtocol(asyncio.DatagramProtocol):

@@ -1,27 +1,6 @@
-"""Tools the assistant may call during a call: HTTP webhooks declared by ops in TOOLS_FILE.
+"""Tools the assistant may call during a call.
 
-tools = load_tools_file(Path(settings.tools_file), os.environ)   # ToolsFileError at start-up
-session.update: "tools": [tool.realtime_definition() for tool in tools]
-on a function call: result = await call_webhook_tool(http, tool, arguments, context, secret)
-    -> function_call_output with result.output, then response.create
+`builtin`: the bridge's own (end_call, transfer_call), which the `Call` carries out itself, and the
+shape of a tool's failure as the model reads it. `webhook`: HTTP tools declared by ops in TOOLS_FILE.
+`toolbox`: the configured tools by name, and how the pump runs one.
 """
-
-from bridge.tools.webhook import (
-    ToolResult,
-    ToolsFileError,
-    WebhookTool,
-    call_webhook_tool,
-    load_tools_file,
-    sign,
-    verify_signature,
-)
-
-__all__ = [
-    "ToolResult",
-    "ToolsFileError",
-    "WebhookTool",
-    "call_webhook_tool",
-    "load_tools_file",
-    "sign",
-    "verify_signature",
-]

@@ -1,11 +1,18 @@
-"""Tools the bridge itself provides: ending and transferring the call."""
+"""Tools the bridge itself provides (ending and transferring the call), and a tool's failure as the
+model reads it."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 END_CALL = "end_call"
 TRANSFER_CALL = "transfer_call"
+
+
+def failure(message: str) -> str:
+    """A tool error as the model reads it: it can tell the caller what went wrong."""
+    return json.dumps({"error": message})
 
 
 def end_call_definition() -> dict[str, Any]:

@@ -10,17 +10,13 @@ from typing import Any
 
 import aiohttp
 
+from bridge.tools.builtin import failure
 from bridge.tools.webhook import ToolResult, WebhookTool, call_webhook_tool, load_tools_file
 
 # A tool that outlives this is reported to the model as failed; the call never waits on it.
 TOOL_TIMEOUT_S = 30.0
 # The caller is waiting in silence for the answer: the hook gets little time, then we answer anyway.
 BEFORE_RESPONSE_TIMEOUT_S = 2.0
-
-
-def failure(message: str) -> str:
-    """A tool error as the model reads it: it can tell the caller what went wrong."""
-    return json.dumps({"error": message})
 
 
 @dataclass

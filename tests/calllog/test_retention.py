@@ -8,9 +8,13 @@ from bridge.calllog import CallRecorder, CallStore, run_retention
 from tests.calllog.helpers import record_simple_call
 
 
-async def test_zero_days_keeps_calls_forever(store: CallStore) -> None:
-    await asyncio.wait_for(run_retention(store, 0), 1)
-    await asyncio.wait_for(run_retention(store, -3), 1)
+async def test_zero_days_keeps_calls_forever(store: CallStore, recorder: CallRecorder) -> None:
+    record_simple_call(recorder, "CA-ancient", datetime.now(UTC) - timedelta(days=3650))
+    await recorder.flush()
+    for days in (0, -3):
+        # Returns at once (no purge loop left running) and deletes nothing, however old.
+        await asyncio.wait_for(run_retention(store, days), 1)
+        assert await store.get_call("CA-ancient") is not None
 
 
 async def test_retention_purges_at_start_and_on_every_interval(

@@ -23,7 +23,7 @@ from bridge.carrier.events import (
     PlaybackMark,
 )
 from bridge.carrier.telnyx.codec import TelnyxCodec
-from bridge.media_stream import WebSocketLeg
+from bridge.websocket_leg import WebSocketLeg
 
 CCID = "v3:abc-call-control-id"
 

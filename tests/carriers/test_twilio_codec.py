@@ -134,7 +134,7 @@ def test_cannot_send_before_start() -> None:
 
 
 def test_message_rate_allows_a_carrier_and_stops_a_flood() -> None:
-    from bridge.media_stream import MAX_MESSAGES_PER_S, MessageRate
+    from bridge.message_rate import MAX_MESSAGES_PER_S, MessageRate
 
     rate = MessageRate()
     # Two seconds of a busy carrier: 50 media + 10 marks a second.

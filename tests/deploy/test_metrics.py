@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import generate_latest
 
-from bridge.media_stream import CallRegistry
+from bridge.call_registry import CallRegistry
 from bridge.metrics import (
     ACTIVE_CALLS,
     MAX_LABEL_VALUES,

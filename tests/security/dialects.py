@@ -14,12 +14,12 @@ from bridge.carrier.plivo.codec import PlivoCodec
 from bridge.carrier.telnyx.codec import TelnyxCodec
 from bridge.carrier.twilio.codec import TwilioCodec
 from bridge.carrier.vonage.codec import CALL_ID_HEADER, VonageCodec
-from bridge.media_stream import CarrierCodec
 from bridge.sim.carrier_emulator import CallerEmulator, TwilioCallerEmulator
 from bridge.sim.plivo_caller import PlivoCallerEmulator
 from bridge.sim.signalwire_caller import SignalWireCallerEmulator
 from bridge.sim.telnyx_caller import TelnyxCallerEmulator
 from bridge.sim.vonage_caller import VonageCallerEmulator
+from bridge.websocket_leg import CarrierCodec
 from tests.security.strategies import (
     deeply_nested,
     garbage,

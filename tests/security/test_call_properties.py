@@ -14,7 +14,8 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bridge.call import Call, CallConfig, LogRecord
+from bridge.call import Call
+from bridge.call_config import CallConfig
 from bridge.carrier.events import (
     CallEnded,
     CallerAudio,
@@ -28,6 +29,7 @@ from bridge.carrier.events import (
     PlaybackMark,
 )
 from bridge.carrier.twilio.codec import TwilioCodec
+from bridge.log_records import LogRecord, RecordKind
 from bridge.realtime import events as rt
 from bridge.realtime.codec import RealtimeCodec, RealtimeProtocolError, SessionOptions
 from bridge.sim.carrier_emulator import parse_outbound
@@ -104,7 +106,7 @@ carrier_events = st.one_of(
 
 
 class Pump:
-    """What media_stream.CallPump does with a call's outboxes, plus the checks of each output."""
+    """What pump.CallPump does with a call's outboxes, plus the checks of each output."""
 
     def __init__(self, call: Call) -> None:
         self.call = call
@@ -117,9 +119,8 @@ class Pump:
         to_carrier, to_upstream, records = self.call.drain()
         for command in to_carrier:
             self.check_carrier_command(command)
-            if isinstance(command, ClearPlayback):
-                self.call.clear_written(now)
-                records += self.call.drain()[2]
+            if isinstance(command, ClearPlayback) and (record := self.call.clear_written(now)) is not None:
+                records.append(record)
         for event in to_upstream:
             check_client_event(event)
         for record in records:
@@ -155,7 +156,7 @@ def check_client_event(event: dict[str, Any]) -> None:
 
 
 def check_record(record: LogRecord) -> None:
-    assert isinstance(record, LogRecord) and isinstance(record.kind, str)
+    assert isinstance(record, LogRecord) and isinstance(record.kind, RecordKind)
     assert isinstance(record.data, dict)
     json.dumps(record.data)  # the call log stores it as JSON
 

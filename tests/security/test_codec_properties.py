@@ -26,10 +26,10 @@ from bridge.carrier.events import (
     PlaybackMark,
 )
 from bridge.carrier.twilio.codec import TwilioCodec
-from bridge.media_stream import CarrierCodec
 from bridge.realtime import events as rt
 from bridge.realtime.codec import RealtimeCodec, RealtimeProtocolError
 from bridge.sim.carrier_emulator import parse_outbound
+from bridge.websocket_leg import CarrierCodec
 from tests.security.conformance import violations
 from tests.security.dialects import DIALECTS
 from tests.security.strategies import (

@@ -28,8 +28,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bridge.carrier.events import CallEnded, CallStarted
-from bridge.media_stream import CarrierCodec
 from bridge.sim.carrier_emulator import TwilioCallerEmulator
+from bridge.websocket_leg import CarrierCodec
 from tests.e2e import RunningBridge, dominant_hz, eventually, running_bridge, running_emulator, tone
 from tests.security.dialects import DIALECTS, Dialect
 

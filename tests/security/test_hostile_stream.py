@@ -31,7 +31,7 @@ import structlog
 from aiohttp import WSCloseCode, WSMsgType
 from yarl import URL
 
-from bridge import media_stream
+from bridge import media_stream, message_rate, websocket_leg
 from bridge.carrier import registry
 from bridge.carrier.twilio.codec import TwilioCodec
 from bridge.sim.carrier_emulator import TwilioCallerEmulator
@@ -45,7 +45,7 @@ TONE_MS = 1500
 TONE_HZ = 440
 MIN_BAD_MESSAGES = 10_000
 WORKERS = 6
-PER_STREAM = 45  # under media_stream.MAX_BAD_MESSAGES, so a stream is not cut short before it is done
+PER_STREAM = 45  # under websocket_leg.MAX_BAD_MESSAGES, so a stream is not cut short before it is done
 IDLE_SOCKETS = 12
 
 # What a connection sends: ("text", str), ("bytes", bytes) or ("raw", bytes) = a text frame, unchecked.
@@ -233,7 +233,7 @@ def bad_audio(rng: random.Random) -> list[Frame]:
 
 def over_the_limit(rng: random.Random) -> list[Frame]:
     """More bad messages than a stream is allowed: the server must close it."""
-    return [("text", "not json")] * (media_stream.MAX_BAD_MESSAGES + 5)
+    return [("text", "not json")] * (websocket_leg.MAX_BAD_MESSAGES + 5)
 
 
 GENERATORS: dict[str, Callable[[random.Random], list[Frame]]] = {
@@ -367,7 +367,7 @@ async def wait_for(predicate: Callable[[], bool], timeout_s: float) -> bool:
 async def test_good_call_survives_hostile_streams(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(media_stream, "START_TIMEOUT_S", START_TIMEOUT_S)
+    monkeypatch.setattr(websocket_leg, "START_TIMEOUT_S", START_TIMEOUT_S)
     loop = asyncio.get_running_loop()
     unhandled: list[dict[str, Any]] = []
     previous_handler = loop.get_exception_handler()
@@ -542,11 +542,11 @@ async def test_any_failure_to_decode_a_message_is_one_bad_message(monkeypatch: p
 
 async def flood(ws: aiohttp.ClientWebSocketResponse) -> None:
     """Far more messages in a second than any carrier sends (each one harmless on its own)."""
-    await send_all(ws, [msg({"event": "some_future_event"})] * (media_stream.MAX_MESSAGES_PER_S + 50))
+    await send_all(ws, [msg({"event": "some_future_event"})] * (message_rate.MAX_MESSAGES_PER_S + 50))
 
 
 async def junk(ws: aiohttp.ClientWebSocketResponse) -> None:
-    await send_all(ws, [("text", "not json")] * (media_stream.MAX_BAD_MESSAGES + 5))
+    await send_all(ws, [("text", "not json")] * (websocket_leg.MAX_BAD_MESSAGES + 5))
 
 
 @pytest.mark.parametrize("started", [False, True], ids=["before-start", "after-start"])

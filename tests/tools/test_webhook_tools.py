@@ -14,7 +14,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from bridge.tools import ToolsFileError, WebhookTool, call_webhook_tool, load_tools_file, verify_signature
+from bridge.tools.webhook import (
+    ToolsFileError,
+    WebhookTool,
+    call_webhook_tool,
+    load_tools_file,
+    verify_signature,
+)
 
 SECRET = "s3cret"
 PARAMS = {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]}

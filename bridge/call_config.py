@@ -1,0 +1,86 @@
+"""What every call of this server is configured with, made from the settings in one place.
+
+`CallConfig.from_settings` is the one path from `Settings` to a call: the session the model is asked
+for, the greeting, and the rules the `Call` applies (tools, transfers, the time limit, the summary).
+Nothing else copies a setting for a call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from bridge.realtime.codec import RealtimeCodec, SessionOptions
+from bridge.tools.builtin import end_call_definition, transfer_call_definition
+
+if TYPE_CHECKING:
+    from bridge.config import Settings
+
+# Demo mode (no OPENAI_API_KEY) greets even with no GREETING set: the first call a new user places
+# should sound like a phone agent picking up, not silence.
+DEMO_GREETING = "Greet the caller in one short sentence and ask how you can help."
+
+
+@dataclass(frozen=True, slots=True)
+class CallConfig:
+    session: SessionOptions
+    model: str = ""  # REALTIME_MODEL, as the call log names it
+    greeting: str = ""
+    audio_passthrough: bool = False
+    review_turns: bool = False  # RESPONSE_MODE=manual (the session's create_response is off)
+    before_response_url: str = ""  # the hook that reviews each turn (RESPONSE_MODE=manual)
+    transcribed: bool = False  # input transcription is on: a turn's review waits for its words
+    end_call_tool: bool = False  # the model may end the call (after its goodbye was heard)
+    transfer_numbers: tuple[str, ...] = ()  # where transfer_call may send the caller, the default first
+    max_call_seconds: int = 0  # 0: no limit
+    dispositions: tuple[str, ...] = ()  # the post-call summary's choices; empty: no summary
+
+    @classmethod
+    def from_settings(cls, settings: Settings, tools: tuple[dict[str, Any], ...] = ()) -> CallConfig:
+        """`tools`: the webhook tools' definitions; the bridge's own (end_call, transfer_call) are
+        added as the settings enable them."""
+        builtins = []
+        if settings.end_call_tool:
+            builtins.append(end_call_definition())
+        if settings.transfer_numbers:
+            builtins.append(transfer_call_definition(settings.transfer_numbers))
+        session = SessionOptions(
+            tools=(*builtins, *tools),
+            instructions=settings.realtime_instructions,
+            voice=settings.realtime_voice,
+            audio_format="pcmu" if settings.audio_passthrough else "pcm24k",
+            turn_detection=settings.turn_detection,
+            vad_threshold=settings.vad_threshold,
+            vad_prefix_padding_ms=settings.vad_prefix_padding_ms,
+            vad_silence_duration_ms=settings.vad_silence_duration_ms,
+            vad_eagerness=settings.vad_eagerness,
+            interrupt_response=settings.vad_interrupt_response,
+            create_response=settings.response_mode == "auto",
+            transcription_model=settings.input_transcription_model,
+            noise_reduction=settings.noise_reduction,
+            prompt_id=settings.realtime_prompt_id,
+            prompt_version=settings.realtime_prompt_version,
+            prompt_variables=settings.realtime_prompt_variables,
+        )
+        return cls(
+            session=session,
+            model=settings.realtime_model,
+            greeting=settings.greeting or (DEMO_GREETING if settings.demo_mode else ""),
+            audio_passthrough=settings.audio_passthrough,
+            review_turns=settings.response_mode == "manual",
+            before_response_url=settings.before_response_url,
+            transcribed=bool(settings.input_transcription_model),
+            end_call_tool=settings.end_call_tool,
+            transfer_numbers=settings.transfer_numbers,
+            max_call_seconds=settings.max_call_seconds,
+            dispositions=settings.disposition_list if settings.post_call_summary else (),
+        )
+
+    def opening_events(self, codec: RealtimeCodec, *, greet: bool) -> list[dict[str, Any]]:
+        """What a session opened before its call's stream starts is sent: its configuration, then
+        (`greet`) the greeting, so that its first audio is waiting when the caller arrives. A session
+        the `Call` opens itself is configured and greeted by the call."""
+        events = [codec.session_update(self.session)]
+        if self.greeting and greet:
+            events.append(codec.create_response(self.greeting))
+        return events

@@ -1,0 +1,47 @@
+"""What a call writes to its call log as it happens: one typed kind per thing that can happen.
+
+The `Call` produces `LogRecord`s; the pump hands each to the call log (`CallLogSink.event`), to the
+metrics and, for the kinds an operator watches, to the process log. The kinds are stored as their
+string values, so the database and the call-log pages read the same names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class RecordKind(StrEnum):
+    CALLER_TRANSCRIPT = "caller_transcript"  # item_id, text
+    ASSISTANT_TRANSCRIPT = "assistant_transcript"  # item_id, text, interrupted (+ full_text, heard_ms)
+    BARGE_IN = "barge_in"  # reaction_ms, item_id, sent_ms, heard_ms, items_truncated, rtt_ms
+    GREETING_LATENCY = "greeting_latency"  # ms: stream start -> the greeting's first audio sent
+    TURN_LATENCY = "turn_latency"  # ms: the caller stopped speaking -> the reply's first audio sent
+    DTMF = "dtmf"  # digit
+    TOOL_CALL = "tool_call"  # call_id, name, arguments
+    TOOL_RESULT = "tool_result"  # call_id, name, ok, duration_ms, result | error
+    NOTE = "note"  # text added from outside: injected, image, source
+    ERROR = "error"  # source (carrier | upstream), code, message
+    SESSION_RESTORED = "session_restored"  # items: the conversation handed to a new session
+    USAGE = "usage"  # a response's token usage, as the service reports it (totals, not an event)
+
+
+# Also written to the process log as they happen: what an operator watching a live call looks for.
+LOGGED_KINDS = frozenset(
+    {
+        RecordKind.BARGE_IN,
+        RecordKind.ERROR,
+        RecordKind.GREETING_LATENCY,
+        RecordKind.TURN_LATENCY,
+        RecordKind.DTMF,
+    }
+)
+TRANSCRIPT_KINDS = (RecordKind.CALLER_TRANSCRIPT, RecordKind.ASSISTANT_TRANSCRIPT)
+
+
+@dataclass(slots=True)
+class LogRecord:
+    kind: RecordKind
+    data: dict[str, Any]
+    at: float | None = None  # when it happened, if earlier than when it was recorded (same clock as `now`)

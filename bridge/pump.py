@@ -1,0 +1,436 @@
+"""The socket pump around one `Call`: the carrier leg on one side, the Realtime session on the other.
+
+It only pumps: read a message, stamp the time, hand it to the `Call`, send what the call produced
+(carrier first: a `clear` must never wait behind anything), and run the jobs the call asked for
+(tools, turn reviews, transfers) beside it, off the audio path. Every rule is the call's.
+
+Nothing the call produces can be lost: each flush takes the call's outboxes once and sends all it
+took; whatever the call produces while a flush is sending waits in the outboxes for the next one.
+What an operator does to a live call wakes the pump's own flusher, and jobs run as tasks the pump
+holds and cancels when the call ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bridge.audio import PCMU_8K, Transcoder
+from bridge.call import Call
+from bridge.call_config import CallConfig
+from bridge.call_jobs import CallJob, ToolRequest, TransferRequest, TurnReview
+from bridge.call_log_sink import CallLogSink
+from bridge.call_registry import CallRegistry
+from bridge.carrier.events import CallEnded, CallStarted, ClearPlayback, Hangup, Mark, PlayAudio
+from bridge.carrier.transfer import TransferFailed
+from bridge.carrier_leg import CarrierLeg
+from bridge.clock import now_ms
+from bridge.log_records import LOGGED_KINDS, LogRecord, RecordKind
+from bridge.logs import mask_number
+from bridge.metrics import BridgeMetrics
+from bridge.realtime.codec import RealtimeProtocolError
+from bridge.summary import PostCallSummary
+from bridge.tools.builtin import failure
+from bridge.tools.toolbox import TOOL_TIMEOUT_S, Toolbox
+from bridge.upstream import UpstreamClosed, UpstreamRefused, UpstreamSession
+
+TICK_S = 0.5
+SUMMARY_TIMEOUT_S = 15.0  # the phone leg is already closed; this only bounds the session's life
+MAX_SESSION_REPLACEMENTS = 5  # per call: an upstream that keeps failing is not worth more tries
+
+UpstreamOpener = Callable[[], Awaitable[UpstreamSession]]
+Claim = Callable[[str], Awaitable[UpstreamSession | None]]
+
+
+@dataclass(slots=True)
+class StreamContext:
+    """What every call of this server shares, handed in by the app: its configuration (made from
+    the settings in one place, `CallConfig.from_settings`) and the services a call uses."""
+
+    call_config: CallConfig
+    open_upstream: UpstreamOpener
+    claim_prepared: Claim
+    call_log: CallLogSink
+    active_calls: CallRegistry
+    metrics: BridgeMetrics
+    apology: bytes  # µ-law 8 kHz, heard when the model cannot be reached
+    stream_failed: Callable[[str, str], None]
+    authorize: Callable[[CallStarted], bool] | None = None  # None: the stream was authenticated already
+    tools: Toolbox | None = None
+
+
+class CallPump:
+    def __init__(self, ctx: StreamContext, leg: CarrierLeg, logger: Any) -> None:
+        self.ctx = ctx
+        self.leg = leg
+        self.log = logger
+        self.call: Call | None = None
+        self.upstream: UpstreamSession | None = None
+        self.call_id = ""
+        self._carrier_lock = asyncio.Lock()
+        self._upstream_lock = asyncio.Lock()
+        self._wake = asyncio.Event()  # the call has something to send that no pump loop will flush
+        self._jobs: set[asyncio.Task[None]] = set()
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        started = await self.leg.wait_for_start()
+        if started is None:
+            return
+        self.call_id = started.call_sid
+        params = started.custom_parameters
+        self.log = self.log.bind(call_sid=started.call_sid, stream_sid=started.stream_sid)
+        self.leg.log = self.log
+        if self.ctx.authorize is not None and not self.ctx.authorize(started):
+            self.log.warning("stream token rejected: not a stream this server's webhook answered")
+            await self.leg.close("unauthorized", code=1008)
+            return
+        if not self.ctx.active_calls.add(self.call_id, self):
+            self.log.warning("second stream for a call already in progress refused")
+            await self.leg.close("duplicate call", code=1008)
+            return
+        config = self.ctx.call_config
+        self.ctx.call_log.call_started(
+            call_id=self.call_id,
+            call_sid=started.call_sid,
+            stream_sid=started.stream_sid,
+            from_number=params.get("from", ""),
+            to_number=params.get("to", ""),
+            direction=params.get("direction", "inbound"),
+            carrier="browser" if params.get("direction") == "browser" else self.leg.carrier,
+            model=config.model,
+            voice=config.session.voice,
+        )
+        self.log.info(
+            "call started", caller=mask_number(params.get("from")), callee=mask_number(params.get("to"))
+        )
+        reason = "error"
+        try:
+            reason = await self._connected(started)
+        finally:
+            await self._close(reason)
+            self.ctx.active_calls.remove(self.call_id, self)
+
+    async def _connected(self, started: CallStarted) -> str:
+        try:
+            self.upstream = await self.ctx.claim_prepared(started.call_sid) or await self.ctx.open_upstream()
+        except UpstreamRefused as exc:
+            self.ctx.metrics.upstream_error("connect")
+            self.log.error("upstream session failed, ending call", reason=str(exc))
+            self.ctx.call_log.event(
+                self.call_id, RecordKind.ERROR, {"source": "upstream", "code": "connect", "message": str(exc)}
+            )
+            return "upstream_failure"
+        self.ctx.metrics.upstream_connected(self.upstream.connect_ms)
+        self.call = Call(
+            self.ctx.call_config,
+            self.upstream.codec,
+            started,
+            now_ms(),
+            configured=self.upstream.configured,
+            greeted=self.upstream.greeted,
+            play_chunk_ms=self.leg.play_chunk_ms,
+        )
+        self.log.info(
+            "upstream session open",
+            connect_ms=round(self.upstream.connect_ms, 1),
+            prepared=self.upstream.configured,
+        )
+        await self._flush()
+        tasks = [
+            asyncio.create_task(self._carrier_loop(), name="carrier"),
+            asyncio.create_task(self._upstream_loop(), name="upstream"),
+            asyncio.create_task(self._ticker(), name="ticker"),
+            asyncio.create_task(self._flusher(), name="flusher"),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (*tasks, *self._jobs):
+                task.cancel()
+            await asyncio.gather(*tasks, *self._jobs, return_exceptions=True)
+        for task in done:
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                self.log.error("call pump failed", error=f"{type(exc).__name__}: {exc}", exc_info=exc)
+                return "error"
+        return self.call.end_reason or "caller_hangup"
+
+    async def _close(self, reason: str) -> None:
+        if reason == "upstream_failure":
+            self.ctx.stream_failed(self.call_id, reason)
+            if not self.leg.closed:
+                with contextlib.suppress(Exception):
+                    await self.leg.apologise(self._apology())
+        if not self.leg.closed:  # the phone leg first: nothing below may keep the caller on the line
+            with contextlib.suppress(Exception):
+                await self.leg.close(reason)
+        call = self.call
+        self.ctx.call_log.call_ended(self.call_id, reason)  # the call ended when the line did
+        self.ctx.metrics.call_ended(reason)
+        self.log.info(
+            "call ended",
+            reason=reason,
+            frames_in=call.frames_in if call else 0,
+            frames_out=call.frames_out if call else 0,
+            barge_ins=call.barge_ins if call else 0,
+            **self.leg.stats(),
+        )
+        summary = call.post_call_summary(reason) if call is not None else None
+        if summary is not None:
+            with contextlib.suppress(Exception):
+                await self._summarise(summary)
+        if self.upstream is not None:
+            with contextlib.suppress(Exception):
+                await self.upstream.socket.close()
+
+    async def _summarise(self, summary: PostCallSummary) -> None:
+        """Ask the still-open session for the summary and wait for its answer."""
+        upstream = self.upstream
+        if upstream is None:
+            return
+        for event in summary.events:
+            await upstream.socket.send(upstream.codec.encode(event))
+        async with asyncio.timeout(SUMMARY_TIMEOUT_S):
+            async for message in upstream.socket:
+                with contextlib.suppress(RealtimeProtocolError):
+                    if summary.receive(upstream.codec.decode(message)):
+                        break
+        if (result := summary.result) is not None:
+            self.ctx.call_log.summary(self.call_id, result.summary, result.disposition)
+            self.log.info("post-call summary", disposition=result.disposition)
+
+    def _apology(self) -> bytes:
+        """The apology (µ-law 8 kHz) in this call's line format."""
+        assert self.leg.started is not None
+        converter = Transcoder(PCMU_8K, self.leg.started.line)
+        return converter.process(self.ctx.apology) + converter.flush()
+
+    # -- what operators and the server do to a live call ------------------------------------------
+
+    def end(self, reason: str) -> None:
+        """End the call now (shutdown, an operator's hang-up): the hang-up goes out with the next flush."""
+        if self.call is not None:
+            self.call.hang_up(reason)
+            self._wake.set()
+
+    def control(self, action: Callable[[Call], None]) -> None:
+        """Apply an operator's action to the call; what it produces goes out with the next flush."""
+        if self.call is not None and self.call.end_reason is None:
+            action(self.call)
+            self._wake.set()
+
+    def say_goodbye(self, reason: str) -> None:
+        """End the call after the assistant's goodbye has been heard (shutdown)."""
+        if self.call is not None and self.call.say_goodbye(reason, now_ms()):
+            self.log.info("saying goodbye", reason=reason)
+            self._wake.set()
+
+    async def transfer_now(self, number: str) -> None:
+        """An operator's transfer: the carrier dials `number` now; TransferFailed says why not."""
+        if self.call is None:
+            raise TransferFailed("the call has not started")
+        await self.leg.transfer(number)
+        self.log.info("call transferred by an operator", to=mask_number(number))
+        self.call.transferred()
+        self._wake.set()
+
+    # -- pumps ------------------------------------------------------------------------------------
+
+    async def _carrier_loop(self) -> None:
+        call = self.call
+        assert call is not None
+        async for event, now in self.leg.events():
+            started = time.perf_counter()
+            call.carrier_event(event, now)
+            await self._flush()
+            self.ctx.metrics.carrier_frame(time.perf_counter() - started)
+            if isinstance(event, CallEnded) or call.end_reason is not None:
+                return
+
+    async def _upstream_loop(self) -> None:
+        call = self.call
+        assert call is not None
+        while True:
+            await self._relay_upstream()
+            if call.end_reason is not None:
+                return
+            if call.sessions_restored >= MAX_SESSION_REPLACEMENTS or not await self._replace_session():
+                call.upstream_lost()
+                return
+
+    async def _relay_upstream(self) -> None:
+        """Model events into the call until the session ends or must be replaced."""
+        call, upstream = self.call, self.upstream
+        assert call is not None and upstream is not None
+        try:
+            async for message in upstream.socket:
+                now = now_ms()
+                try:
+                    event = upstream.codec.decode(message)
+                except RealtimeProtocolError as exc:
+                    self.log.warning("unusable upstream message", error=str(exc))
+                    continue
+                started = time.perf_counter()
+                call.realtime_event(event, now)
+                await self._flush()
+                self.ctx.metrics.upstream_message(time.perf_counter() - started)
+                if call.end_reason is not None or call.needs_new_session:
+                    return
+        except UpstreamClosed as exc:
+            self.log.error("upstream connection dropped", code=exc.code, reason=exc.reason)
+        else:
+            self.log.warning("upstream closed the session", code=upstream.socket.close_code)
+
+    async def _replace_session(self) -> bool:
+        """Open a new session and hand it the conversation; False if none can be had."""
+        assert self.call is not None and self.upstream is not None
+        with contextlib.suppress(Exception):
+            await self.upstream.socket.close()
+        try:
+            replacement = await self.ctx.open_upstream()
+        except UpstreamRefused as exc:
+            self.ctx.metrics.upstream_error("reconnect")
+            self.log.error("no replacement upstream session", reason=str(exc))
+            return False
+        self.upstream = replacement
+        self.call.resume(replacement.codec, now_ms())
+        self.log.info("upstream session replaced", items_restored=len(self.call.history))
+        await self._flush()
+        return True
+
+    async def _ticker(self) -> None:
+        call = self.call
+        assert call is not None
+        while True:
+            await asyncio.sleep(TICK_S)
+            had_goodbye = call.goodbye.reason is not None
+            call.tick(now_ms())
+            if not had_goodbye and call.goodbye.reason is not None:
+                self.log.info("saying goodbye", reason=call.goodbye.reason)
+            await self._flush()
+
+    async def _flusher(self) -> None:
+        """Flushes what the call produced outside the pump's own loops (operators, the server)."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self._flush()
+
+    async def _flush(self) -> None:
+        # Runs for every message either way (50+ a second per call): plain try/except and local names,
+        # no per-call context-manager objects.
+        call = self.call
+        if call is None:
+            return
+        to_carrier, to_upstream, records = call.drain()  # the one drain: all of it is sent below
+        if to_carrier:
+            async with self._carrier_lock:
+                send = self.leg.send
+                for command in to_carrier:
+                    await send(command)
+                    if type(command) is PlayAudio or type(command) is Mark:
+                        continue
+                    if isinstance(command, Hangup):
+                        break
+                    if (
+                        isinstance(command, ClearPlayback)
+                        and (record := call.clear_written(now_ms())) is not None
+                    ):
+                        records.append(record)
+        upstream = self.upstream
+        if to_upstream and upstream is not None:
+            socket, encode = upstream.socket, upstream.codec.encode
+            async with self._upstream_lock:
+                try:
+                    for event in to_upstream:
+                        await socket.send(encode(event))
+                except UpstreamClosed:
+                    pass  # the upstream loop sees the close and replaces the session or ends the call
+        if records:
+            for record in records:
+                self._record(record)
+        if call.jobs:  # rare: the per-frame flush stays free of it
+            self._start_jobs(call)
+
+    # -- jobs: beside the call, never on the audio path -------------------------------------------
+
+    def _start_jobs(self, call: Call) -> None:
+        for job in call.take_jobs():
+            task = asyncio.get_running_loop().create_task(self._run_job(job))
+            self._jobs.add(task)
+            task.add_done_callback(self._jobs.discard)
+
+    async def _run_job(self, job: CallJob) -> None:
+        if isinstance(job, ToolRequest):
+            await self._run_tool(job)
+        elif isinstance(job, TurnReview):
+            await self._review(job)
+        else:
+            await self._transfer(job)
+        await self._flush()
+
+    async def _review(self, review: TurnReview) -> None:
+        """RESPONSE_MODE=manual: the hook sees the caller's turn before the model answers it."""
+        assert self.call is not None
+        context = ""
+        url = self.ctx.call_config.before_response_url
+        if self.ctx.tools is not None and url:
+            turn = {"item_id": review.item_id, "transcript": review.transcript}
+            try:
+                context = await self.ctx.tools.before_response(url, turn, {"call_id": self.call_id})
+            except Exception as exc:
+                self.log.error("before-response hook failed", error=f"{type(exc).__name__}: {exc}")
+        self.call.turn_reviewed(review, context)
+
+    async def _run_tool(self, request: ToolRequest) -> None:
+        """The call goes on while a tool runs, and a failure is the model's to tell."""
+        assert self.call is not None
+        started = time.perf_counter()
+        if self.ctx.tools is None:
+            ok, output = False, failure("no tools are configured")
+        else:
+            try:
+                async with asyncio.timeout(TOOL_TIMEOUT_S):
+                    result = await self.ctx.tools.run(
+                        request.name, request.arguments, {"call_id": self.call_id}
+                    )
+                ok, output = result.ok, result.output
+            except TimeoutError:
+                ok, output = False, failure("the tool did not answer in time")
+            except Exception as exc:
+                self.log.error("tool failed", tool=request.name, error=f"{type(exc).__name__}: {exc}")
+                ok, output = False, failure("the tool failed")
+        self.call.tool_result(request, ok, output, (time.perf_counter() - started) * 1000)
+
+    async def _transfer(self, transfer: TransferRequest) -> None:
+        """The caller heard the model's preamble: the carrier connects the number."""
+        assert self.call is not None
+        started = time.perf_counter()
+        problem = None
+        try:
+            await self.leg.transfer(transfer.number)
+        except TransferFailed as exc:
+            problem = str(exc)
+            self.log.error("transfer failed", error=problem)
+        else:
+            self.log.info("call transferred", to=mask_number(transfer.number))
+        self.call.transfer_finished(transfer, problem, (time.perf_counter() - started) * 1000)
+
+    def _record(self, record: LogRecord) -> None:
+        self.ctx.metrics.record(record.kind, record.data)
+        if record.kind is RecordKind.USAGE:
+            self.ctx.call_log.usage(self.call_id, record.data)
+            return
+        at = None
+        if record.at is not None:  # it happened earlier than now: place it where it belongs
+            at = datetime.now(UTC) - timedelta(milliseconds=now_ms() - record.at)
+        self.ctx.call_log.event(self.call_id, record.kind, record.data, at)
+        if record.kind in LOGGED_KINDS:
+            level = "warning" if record.kind is RecordKind.ERROR else "info"
+            getattr(self.log, level)(record.kind.replace("_", " "), **record.data)

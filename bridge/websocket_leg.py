@@ -1,0 +1,155 @@
+"""A carrier's media stream on an aiohttp websocket as a `CarrierLeg`, spoken through that carrier's
+sans-IO codec: a flood or a stream of junk ends the call, nothing else a carrier sends can."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from bridge.carrier.events import (
+    CallEnded,
+    CallStarted,
+    CarrierCommand,
+    CarrierEvent,
+    CarrierProtocolError,
+    ClearPlayback,
+    Hangup,
+    Mark,
+    PlayAudio,
+    PlaybackMark,
+)
+from bridge.carrier.transfer import TransferFailed
+from bridge.carrier_leg import Transfer
+from bridge.clock import now_ms
+from bridge.message_rate import MAX_MESSAGES_PER_S, MessageRate
+
+START_TIMEOUT_S = 10.0
+MAX_BAD_MESSAGES = 50  # beyond this a stream is not a confused carrier but a broken or hostile one
+EXTRA_CODEC_COUNTERS = ("late_frames", "reordered_frames", "carrier_errors")
+
+
+class CarrierCodec(Protocol):
+    """A carrier's media-stream dialect, sans-IO (see `bridge.carrier.twilio.codec.TwilioCodec`)."""
+
+    carrier: str  # its name in the call log: "twilio", "telnyx", ...
+    sequence_gaps: int
+    play_chunk_ms: int  # the most audio one message may carry (an apology is sent in such pieces)
+
+    def decode(self, data: str | bytes) -> CarrierEvent | None: ...
+    def encode(self, command: CarrierCommand) -> str | bytes | None: ...
+
+
+class WebSocketLeg:
+    """A carrier's media stream on an aiohttp websocket, spoken through that carrier's codec."""
+
+    def __init__(
+        self, ws: web.WebSocketResponse, codec: CarrierCodec, logger: Any, transfer: Transfer | None = None
+    ) -> None:
+        self.ws = ws
+        self.codec = codec
+        self.carrier = codec.carrier
+        self.play_chunk_ms = codec.play_chunk_ms
+        self.log = logger
+        self.bad_messages = 0
+        self.started: CallStarted | None = None
+        self._rate = MessageRate()
+        self._transfer = transfer
+
+    @property
+    def closed(self) -> bool:
+        return self.ws.closed
+
+    def stats(self) -> dict[str, int]:
+        counts = {"sequence_gaps": self.codec.sequence_gaps, "bad_messages": self.bad_messages}
+        for name in EXTRA_CODEC_COUNTERS:  # what only some dialects count (Telnyx reorders frames)
+            if (value := getattr(self.codec, name, None)) is not None:
+                counts[name] = value
+        return counts
+
+    async def wait_for_start(self) -> CallStarted | None:
+        try:
+            async with asyncio.timeout(START_TIMEOUT_S):
+                async for event, _ in self.events():
+                    if isinstance(event, CallStarted):
+                        self.started = event
+                        return event
+                    if isinstance(event, CallEnded):
+                        return None
+        except TimeoutError:
+            self.log.warning("no start message in time, closing stream", seconds=START_TIMEOUT_S)
+            await self.ws.close(code=1008, message=b"no start")
+        return None
+
+    async def events(self) -> AsyncIterator[tuple[CarrierEvent, float]]:
+        """Decoded events with their arrival time. A flood or a stream of junk ends the call."""
+        async for msg in self.ws:
+            now = now_ms()
+            if self._rate.exceeded(now):
+                self.log.warning("carrier message flood, closing stream", limit_per_s=MAX_MESSAGES_PER_S)
+                await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"message flood")
+                yield CallEnded("error"), now
+                return
+            if msg.type == WSMsgType.ERROR:
+                return
+            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                continue
+            try:
+                event = self.codec.decode(msg.data)
+            except Exception as exc:  # whatever a codec raises, it is this one message that was bad
+                self._bad(str(exc) if isinstance(exc, CarrierProtocolError) else type(exc).__name__)
+                if self.bad_messages > MAX_BAD_MESSAGES:
+                    await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"too many bad messages")
+                    yield CallEnded("error"), now
+                    return
+                continue
+            if event is not None:
+                yield event, now
+
+    async def send(self, command: CarrierCommand) -> None:
+        if isinstance(command, Hangup):
+            await self.close(command.reason)
+            return
+        data = self.codec.encode(command)
+        if data is None or self.ws.closed:
+            return
+        if isinstance(data, str):
+            await self.ws.send_str(data)
+        else:
+            await self.ws.send_bytes(data)
+
+    async def close(self, reason: str, code: int = 1000) -> None:
+        if not self.ws.closed:
+            await self.ws.close(code=code, message=reason.encode()[:120])
+
+    async def apologise(self, audio: bytes) -> None:
+        """The model is gone: the caller hears `audio` (line format) whole, or hangs up meanwhile."""
+        if self.started is None:
+            return
+        bytes_per_ms = self.started.line.bytes_per_ms
+        await self.send(ClearPlayback())
+        piece = self.play_chunk_ms * bytes_per_ms
+        for i in range(0, len(audio), piece):
+            await self.send(PlayAudio(audio[i : i + piece]))
+        await self.send(Mark("apology"))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(len(audio) / bytes_per_ms / 1000 + 5):
+                async for event, _ in self.events():
+                    if event == PlaybackMark("apology") or isinstance(event, CallEnded):
+                        return
+
+    async def transfer(self, number: str) -> None:
+        if self._transfer is None or self.started is None:
+            raise TransferFailed(f"transfers are not available on {self.carrier} calls")
+        await self._transfer(self.started, number)
+
+    def _bad(self, reason: str) -> None:
+        self.bad_messages += 1
+        # Once per stream at warning; a flood of junk must not become a flood of log lines.
+        if self.bad_messages == 1:
+            self.log.warning("bad carrier message ignored", reason=reason)
+        else:
+            self.log.debug("bad carrier message ignored", reason=reason, count=self.bad_messages)
