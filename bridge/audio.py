@@ -255,6 +255,12 @@ class AudioFormat:
             return pcm if sys.byteorder == "little" else audioop.byteswap(pcm, 2)
         return data
 
+    def rms(self, data: bytes) -> float:
+        """Root-mean-square amplitude of `data` (whole samples), on PCM16's scale (full scale 32768)."""
+        pcm = self.to_pcm16(data)
+        native = pcm if sys.byteorder == "little" else audioop.byteswap(pcm, 2)
+        return float(audioop.rms(native, 2))
+
     def from_pcm16(self, pcm16: bytes) -> bytes:
         if self.encoding == "pcmu":
             return pcm16_to_ulaw(pcm16)
