@@ -7,18 +7,56 @@ Nothing else copies a setting for a call.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
 
+from bridge.audio import AudioFormat
+from bridge.live.codec import Delegation, HistoryRole, LiveSessionOptions, live_format_for
 from bridge.realtime.codec import RealtimeCodec, SessionOptions
 from bridge.tools.builtin import end_call_definition, transfer_call_definition
 
 if TYPE_CHECKING:
     from bridge.config import Settings
 
+UpstreamApi = Literal["realtime", "live"]
+UPSTREAM_APIS: tuple[UpstreamApi, ...] = ("realtime", "live")
+
 # Demo mode (no OPENAI_API_KEY) greets even with no GREETING set: the first call a new user places
 # should sound like a phone agent picking up, not silence.
 DEMO_GREETING = "Greet the caller in one short sentence and ask how you can help."
+
+
+@dataclass(frozen=True, slots=True)
+class LiveConfig:
+    """A Live call's session (all of it but the audio format, which is the line's) and its pacing."""
+
+    instructions: str
+    voice: str = "marin"
+    model: str = "gpt-live-1"
+    delegation: Delegation = "client"
+    backend_model: str = ""
+    backend_instructions: str = ""
+    reasoning_effort: str | None = None
+    tools: tuple[dict[str, Any], ...] = ()
+    lead_ms: int = 100  # the pacer's lead (bridge.live.output_pacer)
+
+    def session(
+        self, line: AudioFormat, history: tuple[tuple[HistoryRole, str], ...] = ()
+    ) -> LiveSessionOptions:
+        """The session.start for a call on `line`: its own G.711 untouched where Live takes it."""
+        return LiveSessionOptions(
+            instructions=self.instructions,
+            voice=self.voice,
+            model=self.model,
+            audio_format=live_format_for(line),
+            delegation=self.delegation,
+            backend_model=self.backend_model,
+            backend_instructions=self.backend_instructions,
+            tools=self.tools,
+            reasoning_effort=self.reasoning_effort,
+            history=history,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +72,10 @@ class CallConfig:
     transfer_numbers: tuple[str, ...] = ()  # where transfer_call may send the caller, the default first
     max_call_seconds: int = 0  # 0: no limit
     dispositions: tuple[str, ...] = ()  # the post-call summary's choices; empty: no summary
+    upstream_api: UpstreamApi = "realtime"  # UPSTREAM_API: the API a call uses unless routed otherwise
+    upstream_by_number: Mapping[str, UpstreamApi] = field(default_factory=dict)  # called number -> API
+    live: LiveConfig | None = None  # None: Live calls cannot run with these settings (`live_unavailable`)
+    live_unavailable: str = ""
 
     @classmethod
     def from_settings(cls, settings: Settings, tools: tuple[dict[str, Any], ...] = ()) -> CallConfig:
@@ -74,7 +116,29 @@ class CallConfig:
             transfer_numbers=settings.transfer_numbers,
             max_call_seconds=settings.max_call_seconds,
             dispositions=settings.disposition_list if settings.post_call_summary else (),
+            upstream_api=settings.upstream_api,
+            upstream_by_number=dict(settings.upstream_api_by_number or {}),
+            live=None if settings.live_unavailable else _live_config(settings, session.tools),
+            live_unavailable=settings.live_unavailable,
         )
+
+    def model_for(self, api: UpstreamApi) -> str:
+        """The model a call on `api` talks to, as the call log names it."""
+        return self.live.model if api == "live" and self.live is not None else self.model
+
+    def upstream_for(self, callee: str, requested: str = "") -> tuple[UpstreamApi, str]:
+        """The API a call to `callee` uses, and why not the one `requested` (a webhook's `upstream`
+        parameter) when it is not that one ("" when it is, or none was requested). Requested first,
+        then UPSTREAM_API_BY_NUMBER, then UPSTREAM_API; Live only where it can run."""
+        problem = ""
+        if requested and requested not in ("realtime", "live"):
+            problem, requested = f"unknown upstream {requested[:20]!r} (realtime or live)", ""
+        choice = requested or self.upstream_by_number.get(callee) or self.upstream_api
+        api: UpstreamApi = "live" if choice == "live" else "realtime"
+        if api == "live" and self.live is None:
+            problem = problem or f"Live cannot answer: {self.live_unavailable}"
+            api = "realtime"
+        return api, problem
 
     def opening_events(self, codec: RealtimeCodec, *, greet: bool) -> list[dict[str, Any]]:
         """What a session opened before its call's stream starts is sent: its configuration, then
@@ -84,3 +148,18 @@ class CallConfig:
         if self.greeting and greet:
             events.append(codec.create_response(self.greeting))
         return events
+
+
+def _live_config(settings: Settings, tools: tuple[dict[str, Any], ...]) -> LiveConfig:
+    delegation = settings.live_delegation_mode
+    return LiveConfig(
+        instructions=settings.live_instructions or settings.realtime_instructions,
+        voice=settings.live_voice,
+        model=settings.live_model,
+        delegation=delegation,
+        backend_model=settings.live_backend if delegation == "responses" else "",
+        backend_instructions=settings.live_backend_instructions,
+        reasoning_effort=settings.live_reasoning_effort,
+        tools=tools if delegation == "responses" else (),
+        lead_ms=settings.live_lead_ms,
+    )

@@ -16,10 +16,19 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from bridge.call_config import UPSTREAM_APIS, UpstreamApi
 from bridge.carrier.registry import CARRIERS
 from bridge.phone_numbers import valid_e164
 
 VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
+# The Live API's built-in voices (openai.types.live.BuiltInVoice, docs/protocols.md §L2).
+LIVE_VOICES = (
+    "alloy", "ash", "ballad", "beacon", "bossa", "cedar", "cinder", "coral", "delta", "echo", "gleam",
+    "marin", "meridian", "quartz", "ripple", "sage", "shida", "shimmer", "stone", "tempo", "verse",
+    "vesper", "willow",
+)  # fmt: skip
+ROUTES_EXAMPLE = '{"+14155550123": "live"}'
+DEMO_BACKEND_MODEL = "emulated-backend"  # demo mode's Live calls delegate to the emulator's backend
 
 # PROTOCOLS.md B1: the SDK marks these deprecated with a shutdown announced for 2027-01-20.
 DEPRECATED_MODELS = {
@@ -29,6 +38,11 @@ DEPRECATED_MODELS = {
     "gpt-realtime-mini-2025-10-06": "2027-01-20",
     "gpt-realtime-mini-2025-12-15": "2027-01-20",
 }
+
+
+# The least lead that never underran on a realistic mobile line, plus a frame (bench/live_lead.py;
+# README, "Realtime or Live").
+LIVE_LEAD_MS = 100
 
 
 class Settings(BaseSettings):
@@ -48,6 +62,21 @@ class Settings(BaseSettings):
     realtime_prompt_version: str | None = None
     realtime_prompt_variables: Annotated[dict[str, Any] | None, NoDecode] = None
     realtime_connect_timeout: float = Field(default=5.0, gt=0)
+
+    # Which voice API answers a call (README, "Realtime or Live"), and the Live API's session
+    upstream_api: UpstreamApi = "realtime"
+    upstream_api_by_number: Annotated[dict[str, UpstreamApi] | None, NoDecode] = None  # {"+1555...": "live"}
+    live_url: str = "wss://api.openai.com/v1/live/sessions"
+    live_model: str = "gpt-live-1"
+    live_voice: str = "marin"
+    live_instructions: str = ""  # empty: REALTIME_INSTRUCTIONS
+    live_instructions_file: Path | None = None
+    live_delegation: Literal["auto", "client", "responses"] = "auto"  # auto: responses when tools exist
+    live_backend_model: str = ""  # the Responses model tools run on; required for tools on Live calls
+    live_backend_instructions: str = ""
+    live_backend_instructions_file: Path | None = None
+    live_reasoning_effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    live_lead_ms: int = Field(default=LIVE_LEAD_MS, ge=0, le=1000)  # measured: bench/live_lead.py
 
     # Turn taking
     turn_detection: Literal["server_vad", "semantic_vad", "none"] = "server_vad"
@@ -213,7 +242,43 @@ class Settings(BaseSettings):
             raise ValueError(f"must be one of {', '.join(VOICES)} or a custom voice id (voice_...)")
         return value
 
-    @field_validator("realtime_url")
+    @field_validator("live_voice")
+    @classmethod
+    def _live_voice(cls, value: str) -> str:
+        if value not in LIVE_VOICES and not value.startswith("voice_"):
+            raise ValueError(f"must be one of {', '.join(LIVE_VOICES)} or a custom voice id (voice_...)")
+        return value
+
+    @field_validator("upstream_api", "live_delegation", mode="before")
+    @classmethod
+    def _lower_choice(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("upstream_api_by_number", mode="before")
+    @classmethod
+    def _number_routes(cls, value: object) -> object:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            if not value.strip():
+                return None
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"must be a JSON object like {ROUTES_EXAMPLE} ({exc.msg})") from None
+        if not isinstance(value, dict):
+            raise ValueError(f"must be a JSON object like {ROUTES_EXAMPLE}")
+        routes = {}
+        for number, api in value.items():
+            name = str(api).strip().lower() if isinstance(api, str) else api
+            if name not in UPSTREAM_APIS:
+                raise ValueError(f"{number}: must be realtime or live, not {api!r}")
+            if not str(number).strip():
+                raise ValueError("a number must not be empty")
+            routes[str(number).strip()] = name
+        return routes
+
+    @field_validator("realtime_url", "live_url")
     @classmethod
     def _ws_url(cls, value: str) -> str:
         if urlsplit(value).scheme not in ("ws", "wss"):
@@ -316,6 +381,25 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _live_files(self) -> Settings:
+        for name in ("live_instructions", "live_backend_instructions"):
+            path = getattr(self, f"{name}_file")
+            if path is not None:
+                try:
+                    setattr(self, name, path.read_text(encoding="utf-8").strip())
+                except OSError as exc:
+                    raise ValueError(f"{name.upper()}_FILE: cannot read {path}: {exc.strerror}") from None
+        return self
+
+    @model_validator(mode="after")
+    def _live_calls_can_run(self) -> Settings:
+        """Calls routed to Live (UPSTREAM_API, UPSTREAM_API_BY_NUMBER) must be able to run as configured;
+        a webhook's `?upstream=live` on a configuration that cannot is answered by Realtime instead."""
+        if self.live_routed and (problem := self.live_unavailable):
+            raise ValueError(f"calls routed to Live ({self.live_routes}): {problem}")
+        return self
+
+    @model_validator(mode="after")
     def _production_needs_secrets(self) -> Settings:
         if self.bridge_env == "production":
             missing = [name for name, present in self.credentials_needed() if not present]
@@ -393,11 +477,60 @@ class Settings(BaseSettings):
 
     @property
     def is_azure(self) -> bool:
-        return (urlsplit(self.realtime_url).hostname or "").endswith(".openai.azure.com")
+        return is_azure_url(self.realtime_url)
+
+    @property
+    def has_tools(self) -> bool:
+        return self.end_call_tool or bool(self.transfer_numbers) or self.tools_file is not None
+
+    @property
+    def live_delegation_mode(self) -> Literal["client", "responses"]:
+        if self.live_delegation != "auto":
+            return self.live_delegation
+        return "responses" if self.has_tools else "client"
+
+    @property
+    def live_backend(self) -> str:
+        """LIVE_BACKEND_MODEL; in demo mode, when unset, the emulator's stand-in for one."""
+        if not self.live_backend_model and self.demo_mode and self.live_delegation_mode == "responses":
+            return DEMO_BACKEND_MODEL
+        return self.live_backend_model
+
+    @property
+    def live_unavailable(self) -> str:
+        """Why a Live call cannot run with these settings ("" when it can)."""
+        if self.response_mode == "manual":
+            return "RESPONSE_MODE=manual waits to ask for each answer; Live models take their own turns"
+        if self.has_tools and self.live_delegation_mode == "client":
+            return (
+                "tools (END_CALL_TOOL, TRANSFER_NUMBER, TOOLS_FILE) run on a Responses backend on Live: "
+                "LIVE_DELEGATION=client has none"
+            )
+        if self.live_delegation_mode == "responses" and not self.live_backend:
+            return (
+                "tools (END_CALL_TOOL, TRANSFER_NUMBER, TOOLS_FILE) run on a Responses backend on Live: "
+                "set LIVE_BACKEND_MODEL (a Responses model, e.g. gpt-5-mini), or turn the tools off"
+            )
+        return ""
+
+    @property
+    def live_routed(self) -> bool:
+        """Some calls are routed to Live by the settings (a webhook may still ask for it per call)."""
+        return self.upstream_api == "live" or "live" in (self.upstream_api_by_number or {}).values()
+
+    @property
+    def live_routes(self) -> str:
+        if self.upstream_api == "live":
+            return "UPSTREAM_API=live"
+        return "UPSTREAM_API_BY_NUMBER"
 
     @property
     def model_shutdown_date(self) -> str | None:
         return DEPRECATED_MODELS.get(self.realtime_model)
+
+
+def is_azure_url(url: str) -> bool:
+    return (urlsplit(url).hostname or "").endswith(".openai.azure.com")
 
 
 class ConfigError(Exception):
