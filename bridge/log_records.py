@@ -25,6 +25,16 @@ class RecordKind(StrEnum):
     ERROR = "error"  # source (carrier | upstream), code, message
     SESSION_RESTORED = "session_restored"  # items: the conversation handed to a new session
     USAGE = "usage"  # a response's token usage, as the service reports it (totals, not an event)
+    SUMMARY = "summary"  # the post-call summary: summary, disposition (the call's columns, not an event)
+    # Live calls (bridge.live.call)
+    LIVE_SESSION = "live_session"  # session_id, model, audio_format, voice, delegation, lead_ms,
+    #                                dropped_before_start_ms
+    SESSION_USAGE = "session_usage"  # session_seconds billed so far (totals, not an event)
+    SESSION_CLOSED = "session_closed"  # reason, seconds, confirmed (False: estimated: no session.closed)
+    DELEGATION = "delegation"  # delegation_id, target, offset_ms
+    BACKEND_RESPONSE = "backend_response"  # delegation_id, response_id, status, model, usage, error
+    SUMMARY_UNAVAILABLE = "summary_unavailable"  # reason: no post-call summary on this call's API
+    LIVE_AUDIO = "live_audio"  # how the call's audio was paced: underruns, silence filled and shed, ...
 
 
 # Also written to the process log as they happen: what an operator watching a live call looks for.

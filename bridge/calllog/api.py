@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from bridge.call_config import UPSTREAM_APIS
 from bridge.calllog.auth import AdminAuth
 from bridge.calllog.health import CallLogHealth, describe
 from bridge.calllog.present import CSV_COLUMNS, csv_row, public_call, to_json, transcript_text
@@ -71,6 +72,7 @@ def setup_calllog_routes(
     router.add_get("/api/calls", api(routes.list_calls))
     router.add_get("/api/calls/export.jsonl", api(routes.export_jsonl))
     router.add_get("/api/calls/export.csv", api(routes.export_csv))
+    router.add_get("/api/calls/compare", api(routes.compare))
     router.add_get("/api/calls/{call_id}/transcript", api(routes.transcript))
     router.add_get("/api/calls/{call_id}/recording", api(routes.recording))
     router.add_get("/api/calls/{call_id}", api(routes.get_call))
@@ -181,6 +183,14 @@ class _CallLogRoutes:
             raise _BadRequest(str(exc)) from None
         calls = [public_call(call, reveal=reveal) for call in page]
         return _json({"calls": calls, "next_cursor": next_cursor})
+
+    async def compare(self, request: web.Request) -> web.StreamResponse:
+        """The matching calls' figures per voice API (Realtime, Live), side by side."""
+        try:
+            apis = await self.store.compare_apis(**_filters(request))
+        except ValueError as exc:
+            raise _BadRequest(str(exc)) from None
+        return _json({"apis": apis})
 
     async def get_call(self, request: web.Request) -> web.StreamResponse:
         call = await self.store.get_call(request.match_info["call_id"])
@@ -296,6 +306,9 @@ def _filters(request: web.Request) -> dict[str, Any]:
     number = query.get("number") or None
     if number is not None and not any(ch.isdigit() for ch in number):
         raise _BadRequest("number must contain digits (the last digits of the caller's or called number)")
+    upstream_api = query.get("upstream_api") or None
+    if upstream_api is not None and upstream_api not in UPSTREAM_APIS:
+        raise _BadRequest(f"upstream_api must be one of {', '.join(UPSTREAM_APIS)}")
     text = query.get("q") or None
     if text is not None:
         try:
@@ -308,6 +321,7 @@ def _filters(request: web.Request) -> dict[str, Any]:
         "number": number,
         "end_reason": end_reason,
         "text": text,
+        "upstream_api": upstream_api,
     }
 
 

@@ -25,6 +25,7 @@ class CallStartedOp:
     voice: str
     started_at: datetime
     metadata: dict[str, Any] | None
+    upstream_api: str = "realtime"
     # The recording process (bridge.calllog.leases.ReplicaIdentity); None outside a server.
     owner_id: str | None = None
     owner_incarnation: str | None = None
@@ -55,6 +56,13 @@ class CallTotalsOp:
     turn_latency_max_ms: int | None
     barge_in_count: int
     error_count: int
+    # Live calls (None / 0 for Realtime ones)
+    live_session_id: str | None = None
+    session_seconds: float | None = None
+    backend_model: str | None = None
+    backend_input_tokens: int = 0
+    backend_cached_tokens: int = 0
+    backend_output_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)

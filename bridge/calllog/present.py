@@ -110,6 +110,7 @@ CSV_COLUMNS = (
     "from_number",
     "to_number",
     "carrier",
+    "upstream_api",
     "model",
     "voice",
     *TOTAL_COLUMNS,

@@ -1,14 +1,21 @@
-"""Per-model token prices used to put an *estimated* dollar cost on each call.
+"""Per-model prices used to put an *estimated* dollar cost on each call.
 
-The numbers below are list prices (USD per 1M tokens) as published by OpenAI when this was written.
-They are estimates: they ignore discounts, contract pricing, image tokens and any later price change,
-and the bill from OpenAI is the only authority. Operators override or add models with
-`PriceTable.from_json(...)` / `PriceTable.from_file(...)`, e.g.
+The numbers below are list prices (USD per 1M tokens; for Live models, per minute of session) as
+published by OpenAI when this was written. They are estimates: they ignore discounts, contract pricing,
+image tokens and any later price change, and the bill from OpenAI is the only authority. Operators
+override or add models with `PriceTable.from_json(...)` / `PriceTable.from_file(...)`, e.g.
 
     {"gpt-realtime-2.1": {"input_text": 4, "input_audio": 32, "input_cached": 0.4,
-                          "output_text": 24, "output_audio": 64}}
+                          "output_text": 24, "output_audio": 64},
+     "gpt-5-mini": {"input_text": 0.25, "input_cached": 0.025, "output_text": 2}}
 
 `input_cached` sets both cached prices; `input_cached_text` / `input_cached_audio` set them separately.
+A model new to the table needs `input_text` and `output_text` (its audio prices are then 0 and its
+cached ones those of its input), or `per_minute` alone for a model billed by duration.
+
+A Live call (`estimate_live`) costs its session's seconds at its model's per-minute price (billed per
+second, docs/protocols.md §L9), plus its delegated backend's tokens at the backend model's prices,
+which are billed apart; a backend model the table does not know leaves that part out (`partial`).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ class ModelPrices:
     input_cached_audio: float
     output_text: float
     output_audio: float
+    per_minute: float = 0.0  # USD per minute of session (Live models): billed by duration, not tokens
 
 
 @dataclass(slots=True)
@@ -72,6 +80,12 @@ class TokenUsage:
         self.output_text += _count(out.get("text_tokens"))
         self.output_audio += _count(out.get("audio_tokens"))
 
+    def add_responses(self, usage: dict[str, Any]) -> None:
+        """Add one Responses API usage object (a Live call's delegated backend): text tokens only."""
+        self.input_text += _count(usage.get("input_tokens"))
+        self.cached_text += _count(_mapping(usage.get("input_tokens_details")).get("cached_tokens"))
+        self.output_text += _count(usage.get("output_tokens"))
+
 
 # Longest matching name wins; a name also covers its dated snapshots ("gpt-realtime-2025-08-28").
 DEFAULT_PRICES: dict[str, ModelPrices] = {
@@ -83,6 +97,10 @@ DEFAULT_PRICES: dict[str, ModelPrices] = {
     "gpt-realtime-2.1-mini": ModelPrices(0.6, 10.0, 0.06, 0.3, 2.4, 20.0),
     "gpt-4o-realtime-preview": ModelPrices(5.0, 40.0, 2.5, 2.5, 20.0, 80.0),
     "gpt-4o-mini-realtime-preview": ModelPrices(0.6, 10.0, 0.3, 0.3, 2.4, 20.0),
+    # Live: $0.05 a minute, billed per second (https://developers.openai.com/api/docs/models/gpt-live-1.md);
+    # 1.1 the same per active minute, and a WebSocket call is all active (docs/protocols.md §L9).
+    "gpt-live-1": ModelPrices(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, per_minute=0.05),
+    "gpt-live-1.1": ModelPrices(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, per_minute=0.05),
 }
 
 _FIELDS = {f.name for f in fields(ModelPrices)}
@@ -148,6 +166,22 @@ class PriceTable:
         )
         return round(total * _PER_TOKEN, 6)
 
+    def estimate_live(
+        self, model: str, seconds: float, backend_model: str, backend: TokenUsage
+    ) -> tuple[float | None, bool]:
+        """Estimated USD of a Live call: its session's `seconds` on `model`, and its backend's tokens
+        on `backend_model`. Returns (cost, partial): None when the session's price is unknown;
+        `partial` when backend tokens were used on a model the table does not price."""
+        prices = self.for_model(model)
+        if prices is None:
+            return None, False
+        cost = seconds / 60 * prices.per_minute
+        used = backend.input_text or backend.output_text
+        backend_cost = self.estimate(backend_model, backend) if used else 0.0
+        if backend_cost is None:
+            return round(cost, 6), True
+        return round(cost + backend_cost, 6), False
+
 
 def _parse_entry(model: str, entry: object, base: ModelPrices | None) -> ModelPrices:
     if not isinstance(entry, dict):
@@ -166,10 +200,17 @@ def _parse_entry(model: str, entry: object, base: ModelPrices | None) -> ModelPr
             raise ValueError(f"price table: {model}.{key} is not a price kind ({allowed})")
     if base is not None:
         return replace(base, **values)
-    missing = _FIELDS - values.keys()
+    if "per_minute" in values and len(values) == 1:
+        return ModelPrices(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, per_minute=values["per_minute"])
+    missing = {"input_text", "output_text"} - values.keys()
     if missing:
-        raise ValueError(f"price table: new model {model!r} needs {', '.join(sorted(missing))}")
-    return ModelPrices(**values)
+        raise ValueError(
+            f"price table: new model {model!r} needs {', '.join(sorted(missing))} (or per_minute alone)"
+        )
+    # A text model: no audio prices; cached input at the input's price unless given (an upper bound).
+    values.setdefault("input_cached_text", values["input_text"])
+    values.setdefault("input_cached_audio", values["input_text"])
+    return ModelPrices(**{"input_audio": 0.0, "output_audio": 0.0, **values})
 
 
 def _mapping(value: object) -> dict[str, Any]:

@@ -48,11 +48,17 @@ _ENDED_CALLS_KEPT = 1024
 @dataclass(slots=True)
 class _CallState:
     model: str
+    upstream_api: str = "realtime"
     seq: int = 0
     usage: TokenUsage = field(default_factory=TokenUsage)
     latencies_ms: list[int] = field(default_factory=list)
     barge_ins: int = 0
     errors: int = 0
+    # Live calls: the session, its billed seconds, and the delegated backend's model and tokens.
+    live_session_id: str | None = None
+    session_seconds: float | None = None
+    backend_model: str | None = None
+    backend: TokenUsage = field(default_factory=TokenUsage)
 
 
 class CallRecorder:
@@ -153,9 +159,10 @@ class CallRecorder:
         carrier: str = "twilio",
         started_at: datetime | None = None,
         metadata: dict[str, Any] | None = None,
+        upstream_api: str = "realtime",
     ) -> None:
         try:
-            self._calls[call_id] = _CallState(model=model)
+            self._calls[call_id] = _CallState(model=model, upstream_api=upstream_api)
             op = CallStartedOp(
                 call_id=call_id,
                 call_sid=call_sid,
@@ -168,6 +175,7 @@ class CallRecorder:
                 voice=voice,
                 started_at=_utc(started_at),
                 metadata=dict(metadata) if metadata else None,
+                upstream_api=upstream_api,
                 owner_id=self.owner.replica_id if self.owner else None,
                 owner_incarnation=self.owner.incarnation if self.owner else None,
                 owner_url=self.owner.internal_url if self.owner else None,
@@ -188,6 +196,13 @@ class CallRecorder:
                 state.barge_ins += 1
             elif kind == RecordKind.ERROR:
                 state.errors += 1
+            elif kind == RecordKind.LIVE_SESSION and isinstance(data.get("session_id"), str):
+                state.live_session_id = data["session_id"]
+            elif kind == RecordKind.BACKEND_RESPONSE:
+                if isinstance(data.get("model"), str) and data["model"]:
+                    state.backend_model = data["model"]
+                if isinstance(data.get("usage"), dict):
+                    state.backend.add_responses(data["usage"])
             else:
                 totals_changed = False
             if totals_changed:
@@ -196,9 +211,15 @@ class CallRecorder:
             log.exception("calllog.record_failed", method="event", call_id=call_id, kind=kind)
 
     def usage(self, call_id: str, usage: dict[str, Any]) -> None:
+        """A Realtime response's token usage (summed), or a Live call's billed session seconds so far
+        (`{"session_seconds": n}`, cumulative: the latest stands)."""
         try:
             state = self._state(call_id)
-            state.usage.add(usage)
+            seconds = usage.get("session_seconds")
+            if isinstance(seconds, int | float) and not isinstance(seconds, bool):
+                state.session_seconds = float(seconds)
+            else:
+                state.usage.add(usage)
             self._put(self._totals(call_id, state))
         except Exception:
             log.exception("calllog.record_failed", method="usage", call_id=call_id)
@@ -263,8 +284,13 @@ class CallRecorder:
         return state
 
     def _totals(self, call_id: str, state: _CallState) -> CallTotalsOp:
-        usage = state.usage
+        usage, backend = state.usage, state.backend
         latencies = state.latencies_ms
+        if state.upstream_api == "live":
+            seconds = state.session_seconds or 0.0
+            cost, _ = self.prices.estimate_live(state.model, seconds, state.backend_model or "", backend)
+        else:
+            cost = self.prices.estimate(state.model, usage)
         return CallTotalsOp(
             call_id=call_id,
             input_text_tokens=usage.input_text,
@@ -272,11 +298,17 @@ class CallRecorder:
             input_cached_tokens=usage.input_cached,
             output_text_tokens=usage.output_text,
             output_audio_tokens=usage.output_audio,
-            cost_usd=self.prices.estimate(state.model, usage),
+            cost_usd=cost,
             turn_latency_p50_ms=statistics.median_low(latencies) if latencies else None,
             turn_latency_max_ms=max(latencies) if latencies else None,
             barge_in_count=state.barge_ins,
             error_count=state.errors,
+            live_session_id=state.live_session_id,
+            session_seconds=state.session_seconds,
+            backend_model=state.backend_model,
+            backend_input_tokens=backend.input_text,
+            backend_cached_tokens=backend.cached_text,
+            backend_output_tokens=backend.output_text,
         )
 
     def _put(self, op: LogOp, essential: bool = False) -> None:

@@ -108,9 +108,19 @@ calls = Table(
     Column("owner_id", String(128)),
     Column("owner_incarnation", String(32)),
     Column("owner_url", String(256)),
+    # Which voice API answered: realtime (tokens) or live (billed by session duration, tools on a
+    # delegated Responses backend whose tokens are billed apart).
+    Column("upstream_api", String(16), nullable=False, server_default="realtime"),
+    Column("live_session_id", String(64)),
+    Column("session_seconds", Float),
+    Column("backend_model", String(64)),
+    Column("backend_input_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("backend_cached_tokens", BigInteger, nullable=False, server_default="0"),
+    Column("backend_output_tokens", BigInteger, nullable=False, server_default="0"),
     Index(None, "started_at", "call_id"),
     Index(None, "status"),
     Index(None, "end_reason"),
+    Index(None, "upstream_api"),
 )
 
 call_events = Table(
@@ -163,4 +173,10 @@ TOTAL_COLUMNS = (
     "turn_latency_max_ms",
     "barge_in_count",
     "error_count",
+    "live_session_id",
+    "session_seconds",
+    "backend_model",
+    "backend_input_tokens",
+    "backend_cached_tokens",
+    "backend_output_tokens",
 )

@@ -9,7 +9,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
+import statistics
 from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,7 +47,7 @@ from bridge.calllog.ops import (
     RecordingOp,
 )
 from bridge.calllog.schema import RECORDING_COLUMNS, TOTAL_COLUMNS, UTCDateTime, call_events, calls
-from bridge.log_records import TRANSCRIPT_KINDS
+from bridge.log_records import TRANSCRIPT_KINDS, RecordKind
 
 END_REASONS = (
     "caller_hangup",
@@ -61,6 +63,7 @@ END_REASONS = (
 
 
 _EXPORT_PAGE = 200
+COMPARE_CALLS = 5000  # per API: the comparison's figures cover at most this many newest calls
 # A recording still "recording" this long after its call ended has no process finishing it any more.
 RECORDING_FINISH_LIMIT = timedelta(hours=1)
 
@@ -283,6 +286,46 @@ class CallStore:
 
     # ---- queries ------------------------------------------------------------------------------
 
+    async def compare_apis(
+        self,
+        *,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        number: str | None = None,
+        end_reason: str | None = None,
+        text: str | None = None,
+        upstream_api: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """The matching calls' figures per voice API, for comparing Realtime and Live on real traffic:
+        calls, minutes, cost per minute, the median of the calls' median turn latency, barge-ins per
+        call, and (Live) how long callers heard the model after it stopped for them (p95). Figures
+        over at most the newest COMPARE_CALLS calls of each API."""
+        where = _filters(since, until, number, end_reason, text, upstream_api)
+        c = calls.c
+        out = []
+        async with self.engine.connect() as conn:
+            apis = (await conn.execute(select(c.upstream_api).where(*where).distinct())).scalars().all()
+            for api in sorted(apis):
+                query = (
+                    select(c.call_id, c.duration_s, c.cost_usd, c.turn_latency_p50_ms, c.barge_in_count)
+                    .where(*where, c.upstream_api == api)
+                    .order_by(c.started_at.desc())
+                    .limit(COMPARE_CALLS)
+                )
+                rows = (await conn.execute(query)).all()
+                heard: list[float] = []
+                if api == "live":
+                    ids = [row.call_id for row in rows]
+                    barge_ins = select(call_events.c.data).where(
+                        call_events.c.call_id.in_(ids), call_events.c.kind == RecordKind.BARGE_IN
+                    )
+                    for (data,) in (await conn.execute(barge_ins)).all():
+                        value = data.get("heard_after_stop_ms") if isinstance(data, dict) else None
+                        if isinstance(value, int | float):
+                            heard.append(float(value))
+                out.append(_api_figures(api, rows, heard))
+        return out
+
     async def list_calls(
         self,
         *,
@@ -291,6 +334,7 @@ class CallStore:
         number: str | None = None,
         end_reason: str | None = None,
         text: str | None = None,
+        upstream_api: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
     ) -> tuple[list[dict[str, Any]], str | None]:
@@ -301,7 +345,7 @@ class CallStore:
             raise ValueError("limit must be at least 1")
         query = (
             select(calls)
-            .where(*_filters(since, until, number, end_reason, text))
+            .where(*_filters(since, until, number, end_reason, text, upstream_api))
             .order_by(calls.c.started_at.desc(), calls.c.call_id.desc())
             .limit(limit + 1)
         )
@@ -338,6 +382,7 @@ class CallStore:
         number: str | None = None,
         end_reason: str | None = None,
         text: str | None = None,
+        upstream_api: str | None = None,
         with_events: bool = False,
     ) -> AsyncIterator[dict[str, Any]]:
         """Every matching call, newest first, fetched a page at a time so exports stream."""
@@ -349,6 +394,7 @@ class CallStore:
                 number=number,
                 end_reason=end_reason,
                 text=text,
+                upstream_api=upstream_api,
                 limit=_EXPORT_PAGE,
                 cursor=cursor,
             )
@@ -372,8 +418,11 @@ def _filters(
     number: str | None,
     end_reason: str | None,
     text: str | None,
+    upstream_api: str | None = None,
 ) -> list[ColumnElement[bool]]:
     where: list[ColumnElement[bool]] = []
+    if upstream_api:
+        where.append(calls.c.upstream_api == upstream_api)
     if since is not None:
         where.append(calls.c.started_at >= since)
     if until is not None:
@@ -397,6 +446,13 @@ def _filters(
             )
         )
     return where
+
+
+def _p95(values: list[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(0.95 * len(ordered)) - 1)]
 
 
 def _older_than(days: int, now: datetime | None) -> ColumnElement[bool]:
@@ -439,6 +495,23 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     return started_at, call_id
 
 
+def _api_figures(api: str, rows: Sequence[Any], heard_after_stop: list[float]) -> dict[str, Any]:
+    priced = [(row.cost_usd, row.duration_s) for row in rows if row.cost_usd is not None and row.duration_s]
+    priced_minutes = sum(duration for _, duration in priced) / 60
+    latencies = [row.turn_latency_p50_ms for row in rows if row.turn_latency_p50_ms is not None]
+    return {
+        "upstream_api": api,
+        "calls": len(rows),
+        "minutes": round(sum(row.duration_s or 0.0 for row in rows) / 60, 2),
+        "cost_per_minute_usd": round(sum(cost for cost, _ in priced) / priced_minutes, 4)
+        if priced_minutes
+        else None,
+        "turn_latency_p50_ms": statistics.median_low(latencies) if latencies else None,
+        "barge_ins_per_call": round(sum(row.barge_in_count for row in rows) / len(rows), 2) if rows else None,
+        "heard_after_stop_p95_ms": _p95(heard_after_stop),
+    }
+
+
 def duration_between(started_at: datetime, ended_at: datetime) -> float:
     return round(max((ended_at - started_at).total_seconds(), 0.0), 3)
 
@@ -457,6 +530,7 @@ def _call_row(op: CallStartedOp) -> dict[str, Any]:
         "started_at": op.started_at,
         "status": "in_progress",
         "metadata": op.metadata,
+        "upstream_api": op.upstream_api,
         "owner_id": op.owner_id,
         "owner_incarnation": op.owner_incarnation,
         "owner_url": op.owner_url,
