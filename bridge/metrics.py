@@ -263,26 +263,55 @@ class BridgeMetrics:
         self.active_calls = Gauge(
             ACTIVE_CALLS, "Calls with a media stream in progress.", registry=reg, multiprocess_mode="livesum"
         )
-        self.calls = Counter("bridge_calls", "Calls ended, by end reason.", ["reason"], registry=reg)
+        # `upstream_api` (realtime | live): ops comparing the two voice APIs on real traffic.
+        self.calls = Counter(
+            "bridge_calls",
+            "Calls ended, by end reason and voice API.",
+            ["reason", "upstream_api"],
+            registry=reg,
+        )
         self.barge_ins = Counter(
-            "bridge_barge_ins", "Caller barge-ins that cut assistant audio.", registry=reg
+            "bridge_barge_ins", "Caller barge-ins that cut assistant audio.", ["upstream_api"], registry=reg
         )
         self.barge_in_reaction = Histogram(
             "bridge_barge_in_reaction_seconds",
-            "Upstream speech_started arrival to the clear being written to the carrier.",
+            "From the barge-in's evidence arriving (Realtime: speech_started; Live: the model falling "
+            "silent while the caller talks) to the clear being written to the carrier.",
+            ["upstream_api"],
             buckets=_scaled(_US, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 25_000, 50_000, 100_000),
             registry=reg,
         )
         self.turn_latency = Histogram(
             "bridge_turn_latency_seconds",
-            "Upstream speech_stopped arrival to the first reply frame sent to the carrier.",
+            "From the end of the caller's turn (Realtime: speech_stopped; Live: their last loud frame) to "
+            "the first reply frame sent to the carrier.",
+            ["upstream_api"],
             buckets=_scaled(_MS, 100, 200, 300, 400, 500, 700, 1000, 1500, 2000, 3000, 5000, 10_000),
             registry=reg,
         )
         self.greeting_latency = Histogram(
             "bridge_greeting_latency_seconds",
             "Media stream start to the first greeting frame sent to the carrier.",
+            ["upstream_api"],
             buckets=_scaled(_MS, 100, 200, 300, 500, 750, 1000, 1500, 2000, 3000, 5000, 10_000),
+            registry=reg,
+        )
+        self.live_heard_after_stop = Histogram(
+            "bridge_live_heard_after_stop_seconds",
+            "Live calls: how long the caller went on hearing the model after it stopped for them (the "
+            "bridge's estimate, from the stop to its clear reaching the carrier).",
+            buckets=_scaled(_MS, 50, 100, 150, 200, 300, 400, 600, 800, 1000, 1500, 2000),
+            registry=reg,
+        )
+        self.live_underruns = Counter(
+            "bridge_live_underruns",
+            "Live calls: frames of a model turn that came after the carrier, by the pacer's count, had "
+            "played everything it held (the caller heard a gap).",
+            registry=reg,
+        )
+        self.live_session_seconds = Counter(
+            "bridge_live_session_seconds",
+            "Live calls: session seconds billed (session.closed, or estimated without it).",
             registry=reg,
         )
         self.upstream_connect = Histogram(
@@ -386,8 +415,8 @@ class BridgeMetrics:
 
     # -- events ---------------------------------------------------------------------------------
 
-    def call_ended(self, reason: str) -> None:
-        self.calls.labels(self._reason(reason)).inc()
+    def call_ended(self, reason: str, upstream_api: str = "realtime") -> None:
+        self.calls.labels(self._reason(reason), upstream_api).inc()
 
     def upstream_connected(self, connect_ms: float) -> None:
         self.upstream_connect.observe(connect_ms * _MS)
@@ -401,18 +430,25 @@ class BridgeMetrics:
     def upstream_message(self, seconds: float) -> None:
         self._frame_upstream.observe(seconds)
 
-    def record(self, kind: RecordKind, data: Mapping[str, Any]) -> None:
-        """Feed one call-log record (a `LogRecord`'s kind and data); irrelevant kinds are ignored."""
+    def record(self, kind: RecordKind, data: Mapping[str, Any], upstream_api: str = "realtime") -> None:
+        """Feed one call-log record (a `LogRecord`'s kind and data) of a call on `upstream_api`;
+        irrelevant kinds are ignored."""
         if kind == RecordKind.BARGE_IN:
-            self.barge_ins.inc()
+            self.barge_ins.labels(upstream_api).inc()
             if (ms := data.get("reaction_ms")) is not None:
-                self.barge_in_reaction.observe(float(ms) * _MS)
+                self.barge_in_reaction.labels(upstream_api).observe(float(ms) * _MS)
+            if (ms := data.get("heard_after_stop_ms")) is not None:
+                self.live_heard_after_stop.observe(float(ms) * _MS)
         elif kind == RecordKind.TURN_LATENCY:
-            self.turn_latency.observe(float(data["ms"]) * _MS)
+            self.turn_latency.labels(upstream_api).observe(float(data["ms"]) * _MS)
         elif kind == RecordKind.GREETING_LATENCY:
-            self.greeting_latency.observe(float(data["ms"]) * _MS)
+            self.greeting_latency.labels(upstream_api).observe(float(data["ms"]) * _MS)
         elif kind == RecordKind.ERROR and data.get("source") == "upstream":
             self.upstream_error(str(data.get("code", "")))
+        elif kind == RecordKind.LIVE_AUDIO:
+            self.live_underruns.inc(int(data.get("underruns") or 0))
+        elif kind == RecordKind.SESSION_CLOSED:
+            self.live_session_seconds.inc(float(data.get("seconds") or 0.0))
 
     # -- event-loop lag -------------------------------------------------------------------------
 

@@ -50,10 +50,11 @@ async def test_metrics_count_calls_barge_ins_and_latencies() -> None:
 
     assert during[("bridge_active_calls", ())] == 1
     assert after[("bridge_active_calls", ())] == 0
-    assert after[("bridge_calls_total", (("reason", "caller_hangup"),))] == 1
-    assert after[("bridge_barge_ins_total", ())] == 1
-    assert after[("bridge_barge_in_reaction_seconds_count", ())] == 1
-    assert after[("bridge_greeting_latency_seconds_count", ())] == 1
+    realtime = ("upstream_api", "realtime")
+    assert after[("bridge_calls_total", (("reason", "caller_hangup"), realtime))] == 1
+    assert after[("bridge_barge_ins_total", (realtime,))] == 1
+    assert after[("bridge_barge_in_reaction_seconds_count", (realtime,))] == 1
+    assert after[("bridge_greeting_latency_seconds_count", (realtime,))] == 1
     assert after[("bridge_upstream_connect_seconds_count", ())] == 1
     assert after[("bridge_frame_processing_seconds_count", (("source", "carrier"),))] > 40
     # The collector ran while the call was live (a call allocates as it goes) and was timed.

@@ -28,6 +28,9 @@ NAMES = [
     "bridge_barge_in_reaction_seconds",
     "bridge_turn_latency_seconds",
     "bridge_greeting_latency_seconds",
+    "bridge_live_heard_after_stop_seconds",
+    "bridge_live_underruns_total",
+    "bridge_live_session_seconds_total",
     "bridge_upstream_connect_seconds",
     "bridge_upstream_errors_total",
     "bridge_frame_processing_seconds",
@@ -66,8 +69,9 @@ def test_exposition_has_every_metric() -> None:
 def test_registries_are_independent() -> None:
     first, second = BridgeMetrics(), BridgeMetrics()
     first.call_ended("caller_hangup")
-    assert value(first, "bridge_calls_total", {"reason": "caller_hangup"}) == 1
-    assert value(second, "bridge_calls_total", {"reason": "caller_hangup"}) is None
+    hangups = {"reason": "caller_hangup", "upstream_api": "realtime"}
+    assert value(first, "bridge_calls_total", hangups) == 1
+    assert value(second, "bridge_calls_total", hangups) is None
 
 
 def test_active_calls_follow_the_call_registry() -> None:
@@ -95,14 +99,32 @@ def test_call_records_feed_the_histograms_in_seconds() -> None:
     metrics.record("error", {"source": "carrier", "code": "duplicate_start", "message": "ignored"})
     metrics.record("assistant_transcript", {"text": "hello"})
     metrics.upstream_connected(120.0)
-    assert value(metrics, "bridge_barge_ins_total") == 1
-    assert value(metrics, "bridge_barge_in_reaction_seconds_sum") == 0.0004
-    assert value(metrics, "bridge_barge_in_reaction_seconds_bucket", {"le": "0.0005"}) == 1
-    assert value(metrics, "bridge_turn_latency_seconds_sum") == 0.85
-    assert value(metrics, "bridge_greeting_latency_seconds_sum") == 0.3
+    realtime = {"upstream_api": "realtime"}
+    assert value(metrics, "bridge_barge_ins_total", realtime) == 1
+    assert value(metrics, "bridge_barge_in_reaction_seconds_sum", realtime) == 0.0004
+    assert value(metrics, "bridge_barge_in_reaction_seconds_bucket", {"le": "0.0005", **realtime}) == 1
+    assert value(metrics, "bridge_turn_latency_seconds_sum", realtime) == 0.85
+    assert value(metrics, "bridge_greeting_latency_seconds_sum", realtime) == 0.3
     assert value(metrics, "bridge_upstream_connect_seconds_sum") == 0.12
     assert value(metrics, "bridge_upstream_errors_total", {"code": "rate_limit_exceeded"}) == 1
     assert value(metrics, "bridge_upstream_errors_total", {"code": "duplicate_start"}) is None
+
+
+def test_live_calls_are_counted_apart() -> None:
+    metrics = BridgeMetrics()
+    metrics.call_ended("caller_hangup", "live")
+    metrics.record("barge_in", {"reaction_ms": 0.3, "heard_after_stop_ms": 180}, "live")
+    metrics.record("turn_latency", {"ms": 900.0}, "live")
+    metrics.record("live_audio", {"underruns": 2}, "live")
+    metrics.record("session_closed", {"reason": "close_requested", "seconds": 61.0}, "live")
+    live = {"upstream_api": "live"}
+    assert value(metrics, "bridge_calls_total", {"reason": "caller_hangup", **live}) == 1
+    assert value(metrics, "bridge_barge_ins_total", live) == 1
+    assert value(metrics, "bridge_barge_ins_total", {"upstream_api": "realtime"}) is None
+    assert value(metrics, "bridge_turn_latency_seconds_sum", live) == 0.9
+    assert value(metrics, "bridge_live_heard_after_stop_seconds_sum") == 0.18
+    assert value(metrics, "bridge_live_underruns_total") == 2
+    assert value(metrics, "bridge_live_session_seconds_total") == 61
 
 
 def test_frame_times_are_split_by_source() -> None:
@@ -170,7 +192,7 @@ async def test_handler_serves_text_exposition_and_checks_auth() -> None:
         response = await client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
         assert response.status == 200
         assert response.headers["Content-Type"].startswith("text/plain")
-        assert 'bridge_calls_total{reason="shutdown"} 1.0' in await response.text()
+        assert 'bridge_calls_total{reason="shutdown",upstream_api="realtime"} 1.0' in await response.text()
 
 
 async def test_separate_metrics_port_on_loopback() -> None:

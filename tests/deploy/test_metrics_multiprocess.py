@@ -82,7 +82,7 @@ def test_one_read_of_the_directory_shows_every_worker(
 ) -> None:
     value = host(tmp_path).get_sample_value
     assert value("bridge_active_calls") == 3 + 2  # livesum
-    assert value("bridge_calls_total", {"reason": "caller_hangup"}) == 4 + 1
+    assert value("bridge_calls_total", {"reason": "caller_hangup", "upstream_api": "realtime"}) == 4 + 1
     assert value("bridge_frame_processing_seconds_count", {"source": "carrier"}) == 20
     assert value("bridge_frame_processing_seconds_bucket", {"source": "carrier", "le": "5e-05"}) == 20
     assert value("bridge_frame_processing_seconds_bucket", {"source": "carrier", "le": "2.5e-05"}) == 0
@@ -106,7 +106,7 @@ def test_one_read_of_the_directory_shows_every_worker(
     assert value("bridge_calllog_backlog") == 7
     assert value("bridge_event_loop_lag_seconds") == 0.004
     assert (value("process_resident_memory_bytes") or 0) < both_rss
-    assert value("bridge_calls_total", {"reason": "caller_hangup"}) == 5
+    assert value("bridge_calls_total", {"reason": "caller_hangup", "upstream_api": "realtime"}) == 5
     assert value("bridge_frame_processing_seconds_count", {"source": "carrier"}) == 20
     assert value("bridge_calllog_write_failures_total") == 3
 
