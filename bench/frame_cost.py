@@ -155,7 +155,7 @@ class Bench:
     def realtime_event(self, text: str) -> None:
         event = self.realtime.decode(text)
         started = time.perf_counter()
-        self.call.realtime_event(event, self.now)
+        self.call.model_event(event, self.now)
         self.flush()
         self.metrics.upstream_message(time.perf_counter() - started)
 

@@ -1,50 +1,25 @@
-"""One phone call's state and rules, with no I/O.
+"""A phone call answered by a Realtime session: its rules, with no I/O (`PhoneCall` has the rest).
 
-The pump feeds it carrier events and Realtime events, each with the time it arrived, and calls `tick`
-now and then; it sends whatever the call leaves in its outboxes (commands for the carrier, client
-events for the model, records for the call log) and runs the jobs it asks for (tools, turn reviews,
-transfers), reporting each outcome back. Relay, greeting, barge-in and truncation, tools, transfers,
-the time limit and the goodbye are decided here.
-
-Its parts, each with its own state: `OutboundAudio` (the model's audio on its way to the caller and
-its marks), `PlaybackLedger` (what the caller heard), `ResponseQueue` (one response at a time),
-`Goodbye` (the last word), `KeypadEntry` (digits into entries).
+We own the turn structure here: every response is asked for through the `ResponseQueue` (one at a
+time), the service streams a response's audio faster than real time, and a barge-in clears the
+carrier and truncates the model's item at exactly what the caller heard (the `PlaybackLedger`).
+Relay, greeting, barge-in and truncation, tool outputs, keypad entries, operators' notes, the session
+replaced after a loss, and the post-call summary are decided here.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from typing import Any, Literal
-
 from bridge.audio import L16_24K, PCMU_8K, Transcoder
 from bridge.call_config import CallConfig
-from bridge.call_jobs import CallJob, ToolRequest, TransferRequest, TurnReview
-from bridge.carrier.events import (
-    CallEnded,
-    CallerAudio,
-    CallStarted,
-    CarrierCommand,
-    CarrierEvent,
-    ClearPlayback,
-    Dtmf,
-    Hangup,
-    Mark,
-    PlaybackMark,
-)
-from bridge.goodbye import Goodbye, GoodbyeState
-from bridge.keypad import KeypadEntry
-from bridge.ledger import PlaybackLedger
+from bridge.call_jobs import ToolRequest, TurnReview
+from bridge.carrier.events import CallStarted, ClearPlayback
 from bridge.log_records import LogRecord, RecordKind
-from bridge.outbound_audio import FRAME_MS, OutboundAudio
+from bridge.outbound_audio import FRAME_MS
+from bridge.phone_call import PendingBargeIn, PhoneCall
 from bridge.realtime import events as rt
 from bridge.realtime.codec import RealtimeCodec
 from bridge.response_queue import Request, ResponseQueue
 from bridge.summary import PostCallSummary
-from bridge.tools.builtin import END_CALL, TRANSFER_CALL, failure
-
-PROBE_INTERVAL_MS = 2000.0  # while idle: keeps the round-trip window fresh at no audible cost
-TRANSFER_WAIT_MS = 15_000.0  # the preamble may take a while to be heard; the transfer goes at the latest then
 
 # Errors after which the session is of no further use (PROTOCOLS.md B5.4, B7).
 FATAL_ERROR_CODES = frozenset(
@@ -62,22 +37,10 @@ BENIGN_ERROR_CODES = frozenset({"response_cancel_not_active", "input_audio_buffe
 # End reasons after which no summary is asked for: the session is gone, or the process is going.
 NO_SUMMARY_REASONS = frozenset({"upstream_failure", "shutdown", "error"})
 
-SPOKEN = GoodbyeState.SPOKEN
 
+class Call(PhoneCall):
+    upstream_api = "realtime"
 
-@dataclass(slots=True)
-class _PendingBargeIn:
-    detected_at: float
-    record: dict[str, Any]
-
-
-@dataclass(slots=True)
-class _WaitingTransfer:
-    transfer: TransferRequest
-    since: float
-
-
-class Call:
     def __init__(
         self,
         config: CallConfig,
@@ -91,37 +54,15 @@ class Call:
     ) -> None:
         """`configured`/`greeted`: a pre-opened session was already sent its configuration/greeting.
         `play_chunk_ms`: the most audio the carrier takes in one message (`CarrierLeg.play_chunk_ms`)."""
-        self.config = config
-        self.codec = codec
-        self.started = started
-        self.started_at = now
-        self.to_carrier: list[CarrierCommand] = []
-        self.to_upstream: list[dict[str, Any]] = []
-        self.records: list[LogRecord] = []
-        self.jobs: list[CallJob] = []
-        self.end_reason: str | None = None
-
-        line = started.line
         model = PCMU_8K if config.audio_passthrough else L16_24K
-        self._inbound = Transcoder(line, model)
-        self.ledger = PlaybackLedger(bytes_per_ms=line.bytes_per_ms)
-        self.outbound = OutboundAudio(model, line, self.ledger, play_chunk_ms)
-        self.ledger.output_lag_ms = self.outbound.output_lag_ms
+        super().__init__(config, started, now, model, play_chunk_ms)
+        self.codec = codec
+        self._inbound = Transcoder(started.line, model)
         self.responses = ResponseQueue()
-        self.goodbye = Goodbye()
-        self._keypad = KeypadEntry()
         self._audio_done: set[str] = set()
         self._transcripts: dict[str, str] = {}
         self._speech_started_at: dict[str, float] = {}  # caller item -> when the caller began speaking
-        self._pending_barge_in: _PendingBargeIn | None = None
-        self._waiting_transfer: _WaitingTransfer | None = None
-        self._last_probe = float("-inf")
         self._last_caller_item: str | None = None  # the newest caller audio item the service has added
-        self.history: list[tuple[Literal["user", "assistant"], str]] = []  # for a replacement session
-        self.needs_new_session = False
-        self.sessions_restored = 0
-        self.barge_ins = 0
-        self.frames_in = 0
 
         if not configured:
             self.to_upstream.append(codec.session_update(config.session))
@@ -131,57 +72,14 @@ class Call:
                 self._ask(config.greeting)
         self._probe(now)
 
-    @property
-    def frames_out(self) -> int:
-        return self.outbound.frames_out
-
-    # -- carrier side -----------------------------------------------------------------------------
-
-    def carrier_event(self, event: CarrierEvent, now: float) -> None:
-        if isinstance(event, CallerAudio):
-            if event.payload and self.end_reason is None:
-                self.frames_in += 1
-                self._relay_caller_audio(event.payload)
-        elif isinstance(event, PlaybackMark):
-            if self.ledger.acked(event.name, now) and self._waiting_for_silence:
-                self._line_went_quiet(now)
-        elif isinstance(event, Dtmf):
-            self._record(RecordKind.DTMF, digit=event.digit)
-            if (entry := self._keypad.press(event.digit, now)) is not None:
-                self._keyed(entry)
-        elif isinstance(event, CallEnded):
-            self._end(event.reason, hang_up=False)
-        elif isinstance(event, CallStarted):
-            self._record(
-                RecordKind.ERROR, source="carrier", code="duplicate_start", message="second start ignored"
-            )
-
-    def _relay_caller_audio(self, audio: bytes) -> None:
+    def _caller_audio(self, audio: bytes, now: float) -> None:
         converted = self._inbound.process(audio)
         if converted:
             self.to_upstream.append(self.codec.append_audio(converted))
 
-    def tick(self, now: float) -> None:
-        """Called periodically by the pump: the clock's rules (probes, keypad entries, the time limit,
-        a transfer or goodbye that waited long enough)."""
-        if now - self._last_probe >= PROBE_INTERVAL_MS:
-            self._probe(now)
-        if (entry := self._keypad.due(now)) is not None:
-            self._keyed(entry)
-        limit = self.config.max_call_seconds
-        if limit and now - self.started_at >= limit * 1000:
-            self.say_goodbye("timeout", now)
-        self._line_went_quiet(now)
-
-    def _probe(self, now: float) -> None:
-        name = self.ledger.probe(now)
-        if name is not None:
-            self._last_probe = now
-            self.to_carrier.append(Mark(name))
-
     # -- model side -------------------------------------------------------------------------------
 
-    def realtime_event(self, event: rt.RealtimeEvent, now: float) -> None:
+    def model_event(self, event: rt.RealtimeEvent, now: float) -> None:
         if isinstance(event, rt.AudioDelta):
             self._assistant_audio(event, now)
         elif isinstance(event, rt.SpeechStarted):
@@ -232,7 +130,7 @@ class Call:
             if event.role == "user" and event.item_type == "message":
                 self._last_caller_item = event.item_id
         elif isinstance(event, rt.FunctionCall):
-            self._function_call(event, now)
+            self._function_call(ToolRequest(event.call_id, event.name, event.arguments), now)
         elif isinstance(event, rt.ItemTruncated):
             pass  # Confirms our truncate; nothing left to do.
 
@@ -299,33 +197,11 @@ class Call:
 
     # -- tools and keypad -------------------------------------------------------------------------
 
-    def _function_call(self, event: rt.FunctionCall, now: float) -> None:
-        self._record(RecordKind.TOOL_CALL, call_id=event.call_id, name=event.name, arguments=event.arguments)
-        request = ToolRequest(event.call_id, event.name, event.arguments)
-        if event.name == END_CALL and self.config.end_call_tool:
-            self._end_after_goodbye(request, now)
-        elif event.name == TRANSFER_CALL and self.config.transfer_numbers:
-            self._transfer_requested(request, now)
-        else:
-            self.jobs.append(request)
+    def _send_tool_output(self, call_id: str, output: str) -> None:
+        self.to_upstream.append(self.codec.function_output(call_id, output))
 
-    def tool_result(self, request: ToolRequest, ok: bool, output: str, duration_ms: float) -> None:
-        """The pump ran a tool: hand the model its output and let it go on speaking."""
-        if self.end_reason is not None:
-            return
-        self._tool_output(request, ok, output, duration_ms)
+    def _continue_after_tool(self) -> None:
         self._ask()
-
-    def _tool_output(self, request: ToolRequest, ok: bool, output: str, duration_ms: float) -> None:
-        self._record(
-            RecordKind.TOOL_RESULT,
-            call_id=request.call_id,
-            name=request.name,
-            ok=ok,
-            duration_ms=round(duration_ms, 1),
-            **({"result": output} if ok else {"error": output}),
-        )
-        self.to_upstream.append(self.codec.function_output(request.call_id, output))
 
     def inject(self, text: str, image_url: str | None = None, *, respond: bool = False) -> None:
         """Context from outside (an operator, a CRM): placed right after the caller's latest words."""
@@ -347,75 +223,16 @@ class Call:
             self._record(RecordKind.NOTE, text=context, injected=True, source="before_response")
         self._ask()
 
-    def take_jobs(self) -> list[CallJob]:
-        jobs, self.jobs = self.jobs, []
-        return jobs
-
-    def _end_after_goodbye(self, request: ToolRequest, now: float) -> None:
-        """The model chose to end the call: it says goodbye, and the line closes once that was heard."""
-        self._record(
-            RecordKind.TOOL_RESULT,
-            call_id=request.call_id,
-            name=request.name,
-            ok=True,
-            duration_ms=0.0,
-            result="the call ends after the goodbye",
-        )
-        self.to_upstream.append(self.codec.function_output(request.call_id, '{"ok": true}'))
-        self.say_goodbye("assistant_ended", now)
+    def image_problem(self) -> str | None:
+        return None if self.codec.dialect == "ga" else "images need the GA Realtime dialect"
 
     def _keyed(self, digits: str) -> None:
         self.to_upstream.append(self.codec.user_text(f"[The caller typed on the keypad: {digits}]"))
         self.history.append(("user", f"[keypad: {digits}]"))
         self._ask()
 
-    # -- transfers --------------------------------------------------------------------------------
-
-    def _transfer_requested(self, request: ToolRequest, now: float) -> None:
-        """transfer_call: only to an allowed number, and only once the caller heard the preamble."""
-        allowed = self.config.transfer_numbers
-        try:
-            number = str(json.loads(request.arguments or "{}").get("number") or "")
-        except (ValueError, AttributeError):
-            number = ""
-        number = number or allowed[0]
-        if number not in allowed:
-            self.tool_result(request, False, failure(f"transfers go only to {', '.join(allowed)}"), 0.0)
-            return
-        self._waiting_transfer = _WaitingTransfer(TransferRequest(request, number), now)
-        self._line_went_quiet(now)
-
-    def transfer_finished(self, transfer: TransferRequest, problem: str | None, duration_ms: float) -> None:
-        """The carrier tried the transfer: `problem` says why it failed; None: the caller is on their way."""
-        if problem is None:
-            self._tool_output(transfer.request, True, '{"ok": true}', duration_ms)
-            self.transferred()
-        else:
-            failed = failure("the transfer failed; apologise and offer more help")
-            self.tool_result(transfer.request, False, failed, duration_ms)
-
-    def transferred(self) -> None:
-        """The carrier now runs a <Dial>: this stream is over."""
-        self._end("transferred", hang_up=False)
-
-    @property
-    def _waiting_for_silence(self) -> bool:
-        """Something waits until the caller heard everything: a transfer's preamble, the goodbye."""
-        return self._waiting_transfer is not None or self.goodbye.state is SPOKEN
-
-    def _line_went_quiet(self, now: float) -> None:
-        """Act on what waited for the assistant to finish and the caller to have heard it all."""
-        playing = self.ledger.pending()
-        waiting = self._waiting_transfer
-        if (
-            waiting is not None
-            and self.end_reason is None
-            and ((self.responses.active is None and not playing) or now - waiting.since >= TRANSFER_WAIT_MS)
-        ):
-            self._waiting_transfer = None
-            self.jobs.append(waiting.transfer)
-        if self.end_reason is None and (reason := self.goodbye.ends_call(now, playing)) is not None:
-            self._end(reason)
+    def _model_quiet(self) -> bool:
+        return self.responses.active is None
 
     # -- barge-in ---------------------------------------------------------------------------------
 
@@ -448,18 +265,9 @@ class Call:
             "items_truncated": len(truncates),
             "rtt_ms": round(self.ledger.rtt_ms or 0.0, 1),
         }
-        self._pending_barge_in = _PendingBargeIn(now, record)
+        self._pending_barge_in = PendingBargeIn(now, record)
         if self._waiting_for_silence:
             self._line_went_quiet(now)
-
-    def clear_written(self, now: float) -> LogRecord | None:
-        """The pump wrote our clear to the carrier: the barge-in's reaction time is known. Returns the
-        barge-in's record for the pump to write with the batch it is sending."""
-        pending, self._pending_barge_in = self._pending_barge_in, None
-        if pending is None:
-            return None
-        data = {"reaction_ms": round(now - pending.detected_at, 2), **pending.record}
-        return LogRecord(RecordKind.BARGE_IN, data)
 
     def _log_cut_transcript(self, item_id: str, sent_ms: int, heard_ms: int) -> None:
         text = self._transcripts.pop(item_id, "")
@@ -481,16 +289,8 @@ class Call:
 
     # -- endings ----------------------------------------------------------------------------------
 
-    def say_goodbye(self, reason: str, now: float) -> bool:
-        """Let the model say a last word (`goodbye.GOODBYES[reason]`); the call ends with `reason` once
-        the caller has heard it, or at the goodbye's deadline. False: the call is ending already."""
-        if self.end_reason is not None or not self.goodbye.begin(reason, now):
-            return False
+    def _ask_goodbye(self, reason: str, now: float) -> None:
         self._ask(self.goodbye.instructions, last=True)
-        return True
-
-    def hang_up(self, reason: str) -> None:
-        self._end(reason, hang_up=True)
 
     def resume(self, codec: RealtimeCodec, now: float) -> None:
         """A new session replaces a lost one: configure it and give it the conversation so far.
@@ -512,11 +312,7 @@ class Call:
         self.sessions_restored += 1
         self._record(RecordKind.SESSION_RESTORED, items=len(self.history))
 
-    def upstream_lost(self) -> None:
-        """The model's session is gone; the pump apologises to the caller and closes the line."""
-        self._end("upstream_failure", hang_up=False)
-
-    def post_call_summary(self, reason: str) -> PostCallSummary | None:
+    def after_call(self, reason: str) -> PostCallSummary | None:
         """Once the call ended with `reason`: the summary to ask the still-open session for, or None
         (none configured, nothing was said, or no session to ask). A response the model was still
         giving is cancelled first: nobody will hear it."""
@@ -525,20 +321,3 @@ class Call:
         active = self.responses.active
         answering = active.response_id if active is not None and not active.interrupted else None
         return PostCallSummary(self.codec, self.config.dispositions, answering)
-
-    def _end(self, reason: str, *, hang_up: bool = True) -> None:
-        if self.end_reason is not None:
-            return
-        self.end_reason = reason
-        if hang_up:
-            self.to_carrier.append(Hangup(reason))
-
-    def _record(self, kind: RecordKind, **data: Any) -> None:
-        self.records.append(LogRecord(kind, data))
-
-    def drain(self) -> tuple[list[CarrierCommand], list[dict[str, Any]], list[LogRecord]]:
-        """Take everything the pump must send, in order. The pump drains once per batch and sends all
-        of it: whatever the call produces meanwhile waits for the next drain."""
-        out = (self.to_carrier, self.to_upstream, self.records)
-        self.to_carrier, self.to_upstream, self.records = [], [], []
-        return out

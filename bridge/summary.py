@@ -11,10 +11,12 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.log_records import LogRecord, RecordKind
 from bridge.realtime import events as rt
 from bridge.realtime.codec import RealtimeCodec
 
 SUMMARY_METADATA = {"purpose": "post_call_summary"}
+SUMMARY_TIMEOUT_S = 15.0  # the phone leg is already closed; this only bounds the session's life
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +56,12 @@ def parse_summary(text: str, dispositions: tuple[str, ...]) -> CallSummary | Non
 class PostCallSummary:
     """Ask for a summary out of band (it never joins the conversation), text only; read the answer.
 
-    `events`: what to send, in order. Feed each server event to `receive` until it returns True;
-    `result` is then the summary, or None (no answer, or the request was refused)."""
+    `events`: what to send, in order. Feed each server event to `receive` until it returns True (or
+    `timeout_s` passed); `result` is then the summary, or None (no answer, or the request was refused),
+    and `outcome` what the call log keeps of it. (`bridge.live.call.LiveSessionEnd` is the same kind of
+    exchange for a Live call.)"""
+
+    timeout_s = SUMMARY_TIMEOUT_S
 
     def __init__(
         self, codec: RealtimeCodec, dispositions: tuple[str, ...], still_answering: str | None = None
@@ -74,7 +80,8 @@ class PostCallSummary:
         self._text = ""
         self.result: CallSummary | None = None
 
-    def receive(self, event: rt.RealtimeEvent) -> bool:
+    def receive(self, event: rt.RealtimeEvent, now: float) -> bool:
+        """One server event (which arrived at `now`); True once the summary is in, or refused."""
         if isinstance(event, rt.ResponseCreated):
             if event.metadata == SUMMARY_METADATA:
                 self._response_id = event.response_id
@@ -88,3 +95,9 @@ class PostCallSummary:
         elif isinstance(event, rt.ServerError):
             return event.client_event_id == self._request_id  # refused: there will be no summary
         return False
+
+    def outcome(self, now: float) -> list[LogRecord]:
+        result = self.result
+        if result is None:
+            return []
+        return [LogRecord(RecordKind.SUMMARY, {"summary": result.summary, "disposition": result.disposition})]

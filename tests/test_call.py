@@ -75,8 +75,8 @@ def speak(
     call: Call, carrier: IdealCarrier, ms: int, *, at: float, response: str = "r1", item: str = "i1"
 ) -> None:
     """The model sends `ms` of audio for `item` at time `at`; the carrier queues it."""
-    call.realtime_event(rt.ResponseCreated(response), at)
-    call.realtime_event(rt.AudioDelta(response, item, 0, tone_24k(ms)), at)
+    call.model_event(rt.ResponseCreated(response), at)
+    call.model_event(rt.AudioDelta(response, item, 0, tone_24k(ms)), at)
     carrier.take(at)
 
 
@@ -113,9 +113,9 @@ def test_caller_frame_becomes_24k_pcm() -> None:
 def test_model_audio_goes_out_in_20ms_frames_with_marks() -> None:
     call = make_call()
     call.drain()
-    call.realtime_event(rt.ResponseCreated("r1"), 0)
-    call.realtime_event(rt.AudioDelta("r1", "i1", 0, tone_24k(100)), 0)
-    call.realtime_event(rt.AudioDone("r1", "i1"), 0)
+    call.model_event(rt.ResponseCreated("r1"), 0)
+    call.model_event(rt.AudioDelta("r1", "i1", 0, tone_24k(100)), 0)
+    call.model_event(rt.AudioDone("r1", "i1"), 0)
     carrier, _, _ = call.drain()
     frames = [c for c in carrier if isinstance(c, PlayAudio)]
     assert all(len(f.payload) == FRAME_BYTES for f in frames[:-1])
@@ -131,12 +131,12 @@ def test_audio_ready_at_once_goes_out_in_pieces_a_mark_apart() -> None:
     pieces between marks: a 100 ms delta is two messages and a mark, not five messages."""
     call = make_call(play_chunk_ms=1000)
     call.drain()
-    call.realtime_event(rt.ResponseCreated("r1"), 0)
+    call.model_event(rt.ResponseCreated("r1"), 0)
     shapes = []
     for ms in (100, 100, 500, 20, 20, 20):
-        call.realtime_event(rt.AudioDelta("r1", "i1", 0, tone_24k(ms)), 0)
+        call.model_event(rt.AudioDelta("r1", "i1", 0, tone_24k(ms)), 0)
         shapes.append([len(c.payload) if isinstance(c, PlayAudio) else "mark" for c in call.drain()[0]])
-    call.realtime_event(rt.AudioDone("r1", "i1"), 0)
+    call.model_event(rt.AudioDone("r1", "i1"), 0)
     shapes.append([len(c.payload) if isinstance(c, PlayAudio) else "mark" for c in call.drain()[0]])
     # After silence the first frame goes alone with its mark: its echo times the carrier's start.
     assert shapes[0][:2] == [FRAME_BYTES, "mark"]
@@ -159,8 +159,8 @@ def test_audio_ready_at_once_goes_out_in_pieces_a_mark_apart() -> None:
 def test_a_carrier_of_single_frames_gets_one_frame_per_message() -> None:
     call = make_call(play_chunk_ms=20)  # Vonage: one binary message is one frame
     call.drain()
-    call.realtime_event(rt.ResponseCreated("r1"), 0)
-    call.realtime_event(rt.AudioDelta("r1", "i1", 0, tone_24k(500)), 0)
+    call.model_event(rt.ResponseCreated("r1"), 0)
+    call.model_event(rt.AudioDelta("r1", "i1", 0, tone_24k(500)), 0)
     frames = [c for c in call.drain()[0] if isinstance(c, PlayAudio)]
     assert [len(f.payload) for f in frames] == [FRAME_BYTES] * 25
 
@@ -170,7 +170,7 @@ def test_barge_in_clears_first_then_truncates_at_what_was_heard(play_chunk_ms: i
     call, carrier = started_call(play_chunk_ms=play_chunk_ms)
     speak(call, carrier, 2000, at=0)
     carrier.play_until(350)
-    call.realtime_event(rt.SpeechStarted("u1", 0), 350)
+    call.model_event(rt.SpeechStarted("u1", 0), 350)
     commands, upstream, _ = call.drain()
     assert commands == [ClearPlayback()]
     assert upstream_types(upstream) == ["conversation.item.truncate"]  # the server cancels by itself
@@ -181,7 +181,7 @@ def test_barge_in_clears_first_then_truncates_at_what_was_heard(play_chunk_ms: i
     assert barge.data["heard_ms"] == 350 and barge.data["sent_ms"] == 2000
     assert barge.data["reaction_ms"] == pytest.approx(1)
     # Late audio of the interrupted response never reaches the caller.
-    call.realtime_event(rt.AudioDelta("r1", "i1", 0, tone_24k(100)), 360)
+    call.model_event(rt.AudioDelta("r1", "i1", 0, tone_24k(100)), 360)
     assert call.drain()[0] == []
 
 
@@ -189,7 +189,7 @@ def test_interrupt_response_false_cancels_ourselves() -> None:
     call, carrier = started_call(interrupt_response=False)
     speak(call, carrier, 1000, at=0)
     carrier.play_until(200)
-    call.realtime_event(rt.SpeechStarted("u1", 0), 200)
+    call.model_event(rt.SpeechStarted("u1", 0), 200)
     _, upstream, _ = call.drain()
     assert upstream_types(upstream) == ["conversation.item.truncate", "response.cancel"]
 
@@ -198,11 +198,11 @@ def test_interrupt_response_false_cancels_ourselves() -> None:
 def test_barge_in_after_response_done_while_carrier_still_plays(play_chunk_ms: int) -> None:
     call, carrier = started_call(play_chunk_ms=play_chunk_ms)
     speak(call, carrier, 3000, at=0)
-    call.realtime_event(rt.AudioDone("r1", "i1"), 1)
-    call.realtime_event(rt.ResponseDone("r1", "completed", None, None), 2)
+    call.model_event(rt.AudioDone("r1", "i1"), 1)
+    call.model_event(rt.ResponseDone("r1", "completed", None, None), 2)
     carrier.take(2)
     carrier.play_until(1500)
-    call.realtime_event(rt.SpeechStarted("u1", 0), 1500)
+    call.model_event(rt.SpeechStarted("u1", 0), 1500)
     commands, upstream, _ = call.drain()
     assert commands == [ClearPlayback()]
     assert upstream_types(upstream) == ["conversation.item.truncate"]
@@ -212,23 +212,23 @@ def test_barge_in_after_response_done_while_carrier_still_plays(play_chunk_ms: i
 def test_no_clear_and_no_truncate_when_everything_was_heard() -> None:
     call, carrier = started_call()
     speak(call, carrier, 500, at=0)
-    call.realtime_event(rt.AudioDone("r1", "i1"), 1)
-    call.realtime_event(rt.ResponseDone("r1", "completed", None, None), 2)
+    call.model_event(rt.AudioDone("r1", "i1"), 1)
+    call.model_event(rt.ResponseDone("r1", "completed", None, None), 2)
     carrier.take(2)
     carrier.play_until(600)
-    call.realtime_event(rt.SpeechStarted("u1", 0), 700)
+    call.model_event(rt.SpeechStarted("u1", 0), 700)
     assert call.drain()[:2] == ([], [])
 
 
 def test_queued_second_item_is_truncated_to_zero() -> None:
     call, carrier = started_call()
-    call.realtime_event(rt.ResponseCreated("r1"), 0)
-    call.realtime_event(rt.AudioDelta("r1", "i1", 0, tone_24k(300)), 0)
-    call.realtime_event(rt.AudioDone("r1", "i1"), 0)
-    call.realtime_event(rt.AudioDelta("r1", "i2", 0, tone_24k(300)), 0)
+    call.model_event(rt.ResponseCreated("r1"), 0)
+    call.model_event(rt.AudioDelta("r1", "i1", 0, tone_24k(300)), 0)
+    call.model_event(rt.AudioDone("r1", "i1"), 0)
+    call.model_event(rt.AudioDelta("r1", "i2", 0, tone_24k(300)), 0)
     carrier.take(0)
     carrier.play_until(100)
-    call.realtime_event(rt.SpeechStarted("u1", 0), 100)
+    call.model_event(rt.SpeechStarted("u1", 0), 100)
     _, upstream, _ = call.drain()
     cuts = {e["item_id"]: e["audio_end_ms"] for e in upstream if e["type"] == "conversation.item.truncate"}
     assert cuts == {"i1": 100 - LAG, "i2": 0}
@@ -238,10 +238,10 @@ def test_second_barge_in_right_after_the_first_sends_nothing_more() -> None:
     call, carrier = started_call()
     speak(call, carrier, 1000, at=0)
     carrier.play_until(200)
-    call.realtime_event(rt.SpeechStarted("u1", 0), 200)
+    call.model_event(rt.SpeechStarted("u1", 0), 200)
     carrier.take(200)
     call.drain()
-    call.realtime_event(rt.SpeechStarted("u2", 0), 260)
+    call.model_event(rt.SpeechStarted("u2", 0), 260)
     assert call.drain()[:2] == ([], [])
 
 
@@ -250,7 +250,7 @@ def test_caller_talks_during_greeting(play_chunk_ms: int) -> None:
     call, carrier = started_call(play_chunk_ms=play_chunk_ms, greeting="Hello.")
     speak(call, carrier, 2000, at=50)
     carrier.play_until(400)
-    call.realtime_event(rt.SpeechStarted("u1", 0), 400)
+    call.model_event(rt.SpeechStarted("u1", 0), 400)
     commands, upstream, _ = call.drain()
     assert commands == [ClearPlayback()]
     assert upstream[0]["audio_end_ms"] == 350 - LAG
@@ -259,19 +259,19 @@ def test_caller_talks_during_greeting(play_chunk_ms: int) -> None:
 def test_without_echoes_nothing_beyond_the_first_mark_counts_as_heard() -> None:
     call, carrier = started_call()
     speak(call, carrier, 2000, at=0)
-    call.realtime_event(rt.SpeechStarted("u1", 0), 500)  # the carrier never confirmed anything
+    call.model_event(rt.SpeechStarted("u1", 0), 500)  # the carrier never confirmed anything
     _, upstream, _ = call.drain()
     assert upstream[0]["audio_end_ms"] <= 20
 
 
 def test_interrupted_transcript_is_cut_where_the_caller_barged_in() -> None:
     call, carrier = started_call()
-    call.realtime_event(rt.ResponseCreated("r1"), 0)
-    call.realtime_event(rt.OutputTranscriptDelta("r1", "i1", "one two three four"), 0)
-    call.realtime_event(rt.AudioDelta("r1", "i1", 0, tone_24k(1000)), 0)
+    call.model_event(rt.ResponseCreated("r1"), 0)
+    call.model_event(rt.OutputTranscriptDelta("r1", "i1", "one two three four"), 0)
+    call.model_event(rt.AudioDelta("r1", "i1", 0, tone_24k(1000)), 0)
     carrier.take(0)
     carrier.play_until(500)
-    call.realtime_event(rt.SpeechStarted("u1", 0), 500)
+    call.model_event(rt.SpeechStarted("u1", 0), 500)
     records = [r for r in call.drain()[2] if r.kind == "assistant_transcript"]
     assert records[0].data["interrupted"] is True
     assert records[0].data["text"] == "one two t"
@@ -281,7 +281,7 @@ def test_interrupted_transcript_is_cut_where_the_caller_barged_in() -> None:
 def test_fatal_upstream_error_ends_the_call_for_the_pump_to_close() -> None:
     call = make_call()
     call.drain()
-    call.realtime_event(rt.ServerError("invalid_request_error", "invalid_api_key", "bad key", None), 5)
+    call.model_event(rt.ServerError("invalid_request_error", "invalid_api_key", "bad key", None), 5)
     carrier, _, records = call.drain()
     assert carrier == []  # the pump plays the apology before it closes the line
     assert call.end_reason == "upstream_failure"
@@ -291,7 +291,7 @@ def test_fatal_upstream_error_ends_the_call_for_the_pump_to_close() -> None:
 def test_benign_cancel_error_is_not_logged() -> None:
     call = make_call()
     call.drain()
-    call.realtime_event(rt.ServerError("invalid_request_error", "response_cancel_not_active", "no", None), 5)
+    call.model_event(rt.ServerError("invalid_request_error", "response_cancel_not_active", "no", None), 5)
     assert call.drain() == ([], [], [])
     assert call.end_reason is None
 
@@ -306,12 +306,12 @@ def test_caller_hangup_ends_without_hangup_command() -> None:
 
 def test_greeting_and_turn_latency_recorded() -> None:
     call2 = make_call(greeting="Hi", now=1000)
-    call2.realtime_event(rt.ResponseCreated("r1"), 1300)
-    call2.realtime_event(rt.AudioDelta("r1", "i1", 0, tone_24k(100)), 1300)
+    call2.model_event(rt.ResponseCreated("r1"), 1300)
+    call2.model_event(rt.AudioDelta("r1", "i1", 0, tone_24k(100)), 1300)
     assert [r.data for r in call2.drain()[2] if r.kind == "greeting_latency"] == [{"ms": 300.0}]
-    call2.realtime_event(rt.SpeechStopped("u1", 4000), 5000)
-    call2.realtime_event(rt.ResponseCreated("r2"), 5100)
-    call2.realtime_event(rt.AudioDelta("r2", "i2", 0, tone_24k(100)), 5400)
+    call2.model_event(rt.SpeechStopped("u1", 4000), 5000)
+    call2.model_event(rt.ResponseCreated("r2"), 5100)
+    call2.model_event(rt.AudioDelta("r2", "i2", 0, tone_24k(100)), 5400)
     assert [r.data for r in call2.drain()[2] if r.kind == "turn_latency"] == [{"ms": 400.0}]
 
 
@@ -320,15 +320,15 @@ def test_goodbye_waits_for_the_active_response_then_ends_once_heard() -> None:
     speak(call, carrier, 500, at=0)  # a response is in progress: the goodbye must wait for it
     call.say_goodbye("timeout", 0)
     assert call.drain()[1] == []
-    call.realtime_event(rt.AudioDone("r1", "i1"), 10)
-    call.realtime_event(rt.ResponseDone("r1", "completed", None, None), 10)
+    call.model_event(rt.AudioDone("r1", "i1"), 10)
+    call.model_event(rt.ResponseDone("r1", "completed", None, None), 10)
     carrier.take(10)
     _, upstream, _ = call.drain()
     assert upstream_types(upstream) == ["response.create"]
     assert upstream[0]["response"]["instructions"] == GOODBYES["timeout"]
     speak(call, carrier, 1000, at=20, response="r2", item="i2")
-    call.realtime_event(rt.AudioDone("r2", "i2"), 30)
-    call.realtime_event(rt.ResponseDone("r2", "completed", None, None), 30)
+    call.model_event(rt.AudioDone("r2", "i2"), 30)
+    call.model_event(rt.ResponseDone("r2", "completed", None, None), 30)
     carrier.take(30)
     carrier.play_until(900)
     assert call.end_reason is None  # the caller is still hearing the goodbye
@@ -339,12 +339,12 @@ def test_goodbye_waits_for_the_active_response_then_ends_once_heard() -> None:
 
 def test_an_expired_session_is_replaced_with_the_conversation_so_far() -> None:
     call, carrier = started_call()
-    call.realtime_event(rt.InputTranscript("u1", "I need a refund."), 10)
-    call.realtime_event(rt.ResponseCreated("r1"), 20)
-    call.realtime_event(rt.OutputTranscriptDelta("r1", "i1", "Sure."), 20)
-    call.realtime_event(rt.OutputTranscriptDone("r1", "i1", "Sure."), 30)
+    call.model_event(rt.InputTranscript("u1", "I need a refund."), 10)
+    call.model_event(rt.ResponseCreated("r1"), 20)
+    call.model_event(rt.OutputTranscriptDelta("r1", "i1", "Sure."), 20)
+    call.model_event(rt.OutputTranscriptDone("r1", "i1", "Sure."), 30)
     speak(call, carrier, 1000, at=30, response="r2", item="i2")  # still playing when the session ends
-    call.realtime_event(rt.ServerError("invalid_request_error", "session_expired", "60 minutes", None), 40)
+    call.model_event(rt.ServerError("invalid_request_error", "session_expired", "60 minutes", None), 40)
     assert call.needs_new_session and call.end_reason is None
     call.drain()
     fresh = RealtimeCodec("ga")
@@ -368,8 +368,8 @@ def test_a_tool_call_is_run_off_the_call_and_its_result_answered_after_the_respo
     from bridge.call_jobs import ToolRequest
 
     call, _ = started_call()
-    call.realtime_event(rt.ResponseCreated("r1"), 0)
-    call.realtime_event(rt.FunctionCall("r1", "i1", "call_1", "lookup_order", '{"id": "A-1"}'), 5)
+    call.model_event(rt.ResponseCreated("r1"), 0)
+    call.model_event(rt.FunctionCall("r1", "i1", "call_1", "lookup_order", '{"id": "A-1"}'), 5)
     [request] = call.take_jobs()
     assert request == ToolRequest("call_1", "lookup_order", '{"id": "A-1"}')
     call.tool_result(request, True, '{"status": "shipped"}', 12.0)  # fast: the response is still active
@@ -381,7 +381,7 @@ def test_a_tool_call_is_run_off_the_call_and_its_result_answered_after_the_respo
         "output": '{"status": "shipped"}',
     }
     assert [r.kind for r in records] == ["tool_call", "tool_result"]
-    call.realtime_event(rt.ResponseDone("r1", "completed", None, None), 20)
+    call.model_event(rt.ResponseDone("r1", "completed", None, None), 20)
     assert upstream_types(call.drain()[1]) == ["response.create"]  # only once no response is active
 
 
@@ -411,22 +411,22 @@ def test_a_refused_response_request_is_asked_again_when_the_line_is_free() -> No
     call.say("Please hold.")
     [create] = call.drain()[1]
     # The service started a response of its own (server VAD) at the same moment and refused ours.
-    call.realtime_event(rt.ResponseCreated("r_vad"), 10)
-    call.realtime_event(
+    call.model_event(rt.ResponseCreated("r_vad"), 10)
+    call.model_event(
         rt.ServerError(
             "invalid_request_error", "conversation_already_has_active_response", "busy", create["event_id"]
         ),
         11,
     )
     assert call.drain()[1:] == ([], [])  # not an error worth logging: it is queued
-    call.realtime_event(rt.ResponseDone("r_vad", "completed", None, None), 500)
+    call.model_event(rt.ResponseDone("r_vad", "completed", None, None), 500)
     [again] = call.drain()[1]
     assert again["type"] == "response.create" and "Please hold." in again["response"]["instructions"]
 
 
 def finish(call: Call, carrier: IdealCarrier, response: str, item: str, at: float) -> None:
-    call.realtime_event(rt.AudioDone(response, item), at)
-    call.realtime_event(rt.ResponseDone(response, "completed", None, None), at)
+    call.model_event(rt.AudioDone(response, item), at)
+    call.model_event(rt.ResponseDone(response, "completed", None, None), at)
     carrier.take(at)
 
 
@@ -434,9 +434,9 @@ def test_a_webhook_tool_is_a_job_for_the_pump() -> None:
     from bridge.call_jobs import ToolRequest
 
     call, _ = started_call(end_call_tool=True, transfer_numbers=("+15550001111",))
-    call.realtime_event(rt.ResponseCreated("r1"), 0)
-    call.realtime_event(rt.FunctionCall("r1", "i1", "c1", "lookup_order", "{}"), 1)
-    call.realtime_event(rt.FunctionCall("r1", "i2", "c2", "end_call_elsewhere", "{}"), 1)
+    call.model_event(rt.ResponseCreated("r1"), 0)
+    call.model_event(rt.FunctionCall("r1", "i1", "c1", "lookup_order", "{}"), 1)
+    call.model_event(rt.FunctionCall("r1", "i2", "c2", "end_call_elsewhere", "{}"), 1)
     assert call.take_jobs() == [
         ToolRequest("c1", "lookup_order", "{}"),
         ToolRequest("c2", "end_call_elsewhere", "{}"),
@@ -447,8 +447,8 @@ def test_without_the_builtin_tools_enabled_their_names_go_to_the_toolbox() -> No
     from bridge.call_jobs import ToolRequest
 
     call, _ = started_call()  # END_CALL_TOOL off, no TRANSFER_NUMBER
-    call.realtime_event(rt.FunctionCall("r1", "i1", "c1", "end_call", "{}"), 1)
-    call.realtime_event(rt.FunctionCall("r1", "i2", "c2", "transfer_call", "{}"), 1)
+    call.model_event(rt.FunctionCall("r1", "i1", "c1", "end_call", "{}"), 1)
+    call.model_event(rt.FunctionCall("r1", "i2", "c2", "transfer_call", "{}"), 1)
     assert [job.name for job in call.take_jobs() if isinstance(job, ToolRequest)] == [
         "end_call",
         "transfer_call",
@@ -459,7 +459,7 @@ def test_without_the_builtin_tools_enabled_their_names_go_to_the_toolbox() -> No
 def test_end_call_says_goodbye_after_the_response_in_progress_and_ends_once_heard() -> None:
     call, carrier = started_call(end_call_tool=True)
     speak(call, carrier, 300, at=0)
-    call.realtime_event(rt.FunctionCall("r1", "i9", "c1", "end_call", '{"reason": "bye"}'), 5)
+    call.model_event(rt.FunctionCall("r1", "i9", "c1", "end_call", '{"reason": "bye"}'), 5)
     _, upstream, records = call.drain()
     assert [e["item"]["output"] for e in upstream] == ['{"ok": true}']  # no goodbye yet: r1 is active
     assert [r.kind for r in records] == ["tool_call", "tool_result"]
@@ -496,7 +496,7 @@ def test_the_time_limit_asks_for_a_goodbye_and_a_goodbye_never_heard_ends_at_its
 
 def test_a_transfer_goes_only_to_an_allowed_number() -> None:
     call, _ = started_call(transfer_numbers=("+15550001111", "+15550002222"))
-    call.realtime_event(rt.FunctionCall("r1", "i1", "c1", "transfer_call", '{"number": "+15559999999"}'), 1)
+    call.model_event(rt.FunctionCall("r1", "i1", "c1", "transfer_call", '{"number": "+15559999999"}'), 1)
     assert call.take_jobs() == []
     _, upstream, records = call.drain()
     assert json.loads(upstream[0]["item"]["output"]) == {
@@ -510,7 +510,7 @@ def test_a_transfer_waits_until_the_caller_heard_the_preamble() -> None:
 
     call, carrier = started_call(transfer_numbers=("+15550001111", "+15550002222"))
     speak(call, carrier, 800, at=0)  # "I'm transferring you now..."
-    call.realtime_event(rt.FunctionCall("r1", "i9", "c1", "transfer_call", '{"number": "+15550002222"}'), 5)
+    call.model_event(rt.FunctionCall("r1", "i9", "c1", "transfer_call", '{"number": "+15550002222"}'), 5)
     assert call.take_jobs() == []  # the response is still active
     finish(call, carrier, "r1", "i1", 10)
     carrier.play_until(500)
@@ -535,11 +535,11 @@ def test_a_transfer_waits_until_the_caller_heard_the_preamble() -> None:
 def test_a_transfer_goes_at_its_deadline_if_the_preamble_never_ends_and_a_failure_is_the_models_to_tell() -> (
     None
 ):
-    from bridge.call import TRANSFER_WAIT_MS
+    from bridge.phone_call import TRANSFER_WAIT_MS
 
     call, carrier = started_call(transfer_numbers=("+15550001111",))
     speak(call, carrier, 800, at=0)
-    call.realtime_event(rt.FunctionCall("r1", "i9", "c1", "transfer_call", "{}"), 5)
+    call.model_event(rt.FunctionCall("r1", "i9", "c1", "transfer_call", "{}"), 5)
     call.tick(5 + TRANSFER_WAIT_MS - 1)
     assert call.take_jobs() == []
     call.tick(5 + TRANSFER_WAIT_MS)
@@ -556,23 +556,23 @@ def test_a_transfer_goes_at_its_deadline_if_the_preamble_never_ends_and_a_failur
 
 def test_the_summary_is_asked_only_of_a_call_worth_summarising() -> None:
     call, _ = started_call(dispositions=("resolved",))
-    assert call.post_call_summary("caller_hangup") is None  # nothing was said
-    call.realtime_event(rt.InputTranscript("u1", "Hello?"), 10)
+    assert call.after_call("caller_hangup") is None  # nothing was said
+    call.model_event(rt.InputTranscript("u1", "Hello?"), 10)
     for reason in ("upstream_failure", "shutdown", "error"):
-        assert call.post_call_summary(reason) is None
-    summary = call.post_call_summary("caller_hangup")
+        assert call.after_call(reason) is None
+    summary = call.after_call("caller_hangup")
     assert summary is not None and upstream_types(summary.events) == ["response.create"]
     plain, _ = started_call()
-    plain.realtime_event(rt.InputTranscript("u1", "Hello?"), 10)
-    assert plain.post_call_summary("caller_hangup") is None  # no dispositions: no summary
+    plain.model_event(rt.InputTranscript("u1", "Hello?"), 10)
+    assert plain.after_call("caller_hangup") is None  # no dispositions: no summary
 
 
 def test_a_caller_hanging_up_mid_answer_has_that_answer_cancelled_before_the_summary() -> None:
     call, carrier = started_call(dispositions=("resolved",))
-    call.realtime_event(rt.InputTranscript("u1", "What are your hours?"), 10)
+    call.model_event(rt.InputTranscript("u1", "What are your hours?"), 10)
     speak(call, carrier, 2000, at=20, response="r_answer")
     call.carrier_event(CallEnded(), 300)
-    summary = call.post_call_summary("caller_hangup")
+    summary = call.after_call("caller_hangup")
     assert summary is not None
     cancel, create = summary.events
     assert (cancel["type"], cancel["response_id"]) == ("response.cancel", "r_answer")
@@ -581,11 +581,11 @@ def test_a_caller_hanging_up_mid_answer_has_that_answer_cancelled_before_the_sum
 
 def test_an_answer_the_caller_interrupted_is_not_cancelled_again() -> None:
     call, carrier = started_call(dispositions=("resolved",))
-    call.realtime_event(rt.InputTranscript("u1", "What are your hours?"), 10)
+    call.model_event(rt.InputTranscript("u1", "What are your hours?"), 10)
     speak(call, carrier, 2000, at=20, response="r_answer")
     carrier.play_until(300)
-    call.realtime_event(rt.SpeechStarted("u2", 0), 300)  # server VAD cancels it itself
-    summary = call.post_call_summary("caller_hangup")
+    call.model_event(rt.SpeechStarted("u2", 0), 300)  # server VAD cancels it itself
+    summary = call.after_call("caller_hangup")
     assert summary is not None and upstream_types(summary.events) == ["response.create"]
 
 
@@ -595,8 +595,8 @@ def test_a_replaced_session_is_asked_again_for_the_goodbye_it_lost() -> None:
     call.say_goodbye("shutdown", 10)
     finish(call, carrier, "r1", "i1", 20)
     [goodbye] = call.drain()[1]
-    call.realtime_event(rt.ResponseCreated("r2"), 30)  # saying it when the session expires
-    call.realtime_event(rt.ServerError("invalid_request_error", "session_expired", "60 minutes", None), 40)
+    call.model_event(rt.ResponseCreated("r2"), 30)  # saying it when the session expires
+    call.model_event(rt.ServerError("invalid_request_error", "session_expired", "60 minutes", None), 40)
     call.drain()
     call.resume(RealtimeCodec("ga"), 50)
     upstream = call.drain()[1]
@@ -609,8 +609,8 @@ def test_an_operators_announcement_waits_for_the_greeting_it_would_collide_with(
     [greeting] = call.drain()[1][1:]
     call.say("Please hold.")
     assert call.drain()[1] == []  # the greeting was asked for and not answered yet
-    call.realtime_event(rt.ResponseCreated("r1"), 10)
-    call.realtime_event(rt.ResponseDone("r1", "completed", None, None), 20)
+    call.model_event(rt.ResponseCreated("r1"), 10)
+    call.model_event(rt.ResponseDone("r1", "completed", None, None), 20)
     [say] = call.drain()[1]
     assert (
         greeting["response"]["instructions"] == "Hello." and "Please hold." in say["response"]["instructions"]

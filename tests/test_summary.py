@@ -35,13 +35,13 @@ def test_the_exchange_cancels_a_response_nobody_will_hear_then_reads_only_its_ow
     }
     assert create["response"]["conversation"] == "none" and create["response"]["metadata"] == SUMMARY_METADATA
     # The cancelled answer's last words arrive first: they are not the summary.
-    assert not exchange.receive(rt.OutputTranscriptDone("resp_talking", "i1", "Sure, let me"))
-    assert not exchange.receive(rt.ResponseDone("resp_talking", "cancelled", "client_cancelled", None))
-    assert not exchange.receive(rt.ResponseCreated("resp_sum", None, dict(SUMMARY_METADATA)))
+    assert not exchange.receive(rt.OutputTranscriptDone("resp_talking", "i1", "Sure, let me"), 0.0)
+    assert not exchange.receive(rt.ResponseDone("resp_talking", "cancelled", "client_cancelled", None), 0.0)
+    assert not exchange.receive(rt.ResponseCreated("resp_sum", None, dict(SUMMARY_METADATA)), 0.0)
     assert not exchange.receive(
-        rt.OutputTextDone("resp_sum", "i2", '{"summary": "Asked.", "disposition": "resolved"}')
+        rt.OutputTextDone("resp_sum", "i2", '{"summary": "Asked.", "disposition": "resolved"}'), 0.0
     )
-    assert exchange.receive(rt.ResponseDone("resp_sum", "completed", None, None))
+    assert exchange.receive(rt.ResponseDone("resp_sum", "completed", None, None), 0.0)
     assert exchange.result == CallSummary("Asked.", "resolved")
 
 
@@ -52,6 +52,8 @@ def test_a_refused_summary_request_ends_the_wait_with_no_summary() -> None:
 
     exchange = PostCallSummary(RealtimeCodec("ga"), DISPOSITIONS)
     [create] = exchange.events
-    assert not exchange.receive(rt.ServerError("invalid_request_error", "other", "not ours", "bridge_99"))
-    assert exchange.receive(rt.ServerError("invalid_request_error", "x", "no", create["event_id"]))
+    assert not exchange.receive(
+        rt.ServerError("invalid_request_error", "other", "not ours", "bridge_99"), 0.0
+    )
+    assert exchange.receive(rt.ServerError("invalid_request_error", "x", "no", create["event_id"]), 0.0)
     assert exchange.result is None

@@ -193,7 +193,7 @@ def drive(greeting: str, interrupt_response: bool, script: list[tuple[Any, ...]]
     for dt, (action, *args) in script:
         now += dt
         if action == "realtime":
-            call.realtime_event(args[0], now)
+            call.model_event(args[0], now)
         elif action == "carrier":
             call.carrier_event(args[0], now)
         elif action == "echo" and pump.marks_in_flight:
