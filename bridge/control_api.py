@@ -36,7 +36,7 @@ def _image_problem(data_uri: str) -> str | None:
 
 
 def setup_control_routes(
-    app: web.Application, calls: CallRegistry, *, is_authorized: Callable[[web.Request], bool], dialect: str
+    app: web.Application, calls: CallRegistry, *, is_authorized: Callable[[web.Request], bool]
 ) -> None:
     async def body_of(request: web.Request) -> tuple[CallPump, dict[str, Any]]:
         if not is_authorized(request):
@@ -60,8 +60,8 @@ def setup_control_routes(
         if not text and not image:
             raise web.HTTPBadRequest(text="give text, an image, or both")
         if image:
-            if dialect != "ga":
-                raise web.HTTPBadRequest(text="images need the GA Realtime dialect")
+            if pump.call is not None and (refused := pump.call.image_problem()):
+                raise web.HTTPBadRequest(text=refused)
             if problem := _image_problem(image):
                 raise web.HTTPBadRequest(text=problem)
         respond = bool(body.get("respond", False))

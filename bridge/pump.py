@@ -1,4 +1,8 @@
-"""The socket pump around one `Call`: the carrier leg on one side, the Realtime session on the other.
+"""The socket pump around one call: the carrier leg on one side, the model's session on the other.
+
+The call is a `Call` (a Realtime session) or a `LiveCall` (a Live session), as the webhook or the
+called number chose (`CallConfig.upstream_for`); the pump treats both alike, but gives a Live call an
+audio clock of its own (`_audio_clock`): its audio is paced to real time, not sent as it comes.
 
 It only pumps: read a message, stamp the time, hand it to the `Call`, send what the call produced
 (carrier first: a `clear` must never wait behind anything), and run the jobs the call asked for
@@ -18,33 +22,46 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from bridge.audio import PCMU_8K, Transcoder
 from bridge.call import Call
-from bridge.call_config import CallConfig
+from bridge.call_config import CallConfig, UpstreamApi
 from bridge.call_jobs import CallJob, ToolRequest, TransferRequest, TurnReview
 from bridge.call_log_sink import CallLogSink
 from bridge.call_registry import CallRegistry
 from bridge.carrier.events import CallEnded, CallStarted, ClearPlayback, Hangup, Mark, PlayAudio
+from bridge.carrier.stream_tokens import UPSTREAM_PARAMETER
 from bridge.carrier.transfer import TransferFailed
 from bridge.carrier_leg import CarrierLeg
 from bridge.clock import now_ms
+from bridge.live.call import LiveCall
+from bridge.live.codec import LiveCodec
 from bridge.log_records import LOGGED_KINDS, LogRecord, RecordKind
 from bridge.logs import mask_number
 from bridge.metrics import BridgeMetrics
-from bridge.realtime.codec import RealtimeProtocolError
-from bridge.summary import PostCallSummary
+from bridge.phone_call import PhoneCall
 from bridge.tools.builtin import failure
 from bridge.tools.toolbox import TOOL_TIMEOUT_S, Toolbox
-from bridge.upstream import UpstreamClosed, UpstreamRefused, UpstreamSession
+from bridge.upstream import UPSTREAM_PROTOCOL_ERRORS, UpstreamClosed, UpstreamRefused, UpstreamSession
 
 TICK_S = 0.5
-SUMMARY_TIMEOUT_S = 15.0  # the phone leg is already closed; this only bounds the session's life
+AUDIO_TICK_MS = 20.0  # a Live call's audio clock wakes at least this often
 MAX_SESSION_REPLACEMENTS = 5  # per call: an upstream that keeps failing is not worth more tries
 
-UpstreamOpener = Callable[[], Awaitable[UpstreamSession]]
+UpstreamOpener = Callable[[UpstreamApi], Awaitable[UpstreamSession]]
 Claim = Callable[[str], Awaitable[UpstreamSession | None]]
+
+
+class AfterCall(Protocol):
+    """What a call still does with its session once the line has closed (`PhoneCall.after_call`): the
+    post-call summary of a Realtime call, the session's close of a Live one. Sans-IO."""
+
+    events: list[dict[str, Any]]
+    timeout_s: float
+
+    def receive(self, event: Any, now: float) -> bool: ...  # True: done
+    def outcome(self, now: float) -> list[LogRecord]: ...
 
 
 @dataclass(slots=True)
@@ -69,8 +86,9 @@ class CallPump:
         self.ctx = ctx
         self.leg = leg
         self.log = logger
-        self.call: Call | None = None
+        self.call: PhoneCall | None = None
         self.upstream: UpstreamSession | None = None
+        self.upstream_api: UpstreamApi = "realtime"
         self.call_id = ""
         self._carrier_lock = asyncio.Lock()
         self._upstream_lock = asyncio.Lock()
@@ -96,6 +114,12 @@ class CallPump:
             await self.leg.close("duplicate call", code=1008)
             return
         config = self.ctx.call_config
+        # The webhook's choice, carried in the stream's parameters (bound to its stream token), or the
+        # called number's; a SIP call has only the number.
+        api, problem = config.upstream_for(params.get("to", ""), params.get(UPSTREAM_PARAMETER, ""))
+        if problem:
+            self.log.warning("upstream choice not followed", problem=problem, upstream_api=api)
+        self.upstream_api = api
         self.ctx.call_log.call_started(
             call_id=self.call_id,
             call_sid=started.call_sid,
@@ -104,11 +128,15 @@ class CallPump:
             to_number=params.get("to", ""),
             direction=params.get("direction", "inbound"),
             carrier="browser" if params.get("direction") == "browser" else self.leg.carrier,
-            model=config.model,
-            voice=config.session.voice,
+            model=config.model_for(api),
+            voice=config.live.voice if api == "live" and config.live else config.session.voice,
+            upstream_api=api,
         )
         self.log.info(
-            "call started", caller=mask_number(params.get("from")), callee=mask_number(params.get("to"))
+            "call started",
+            caller=mask_number(params.get("from")),
+            callee=mask_number(params.get("to")),
+            upstream_api=api,
         )
         reason = "error"
         try:
@@ -118,8 +146,9 @@ class CallPump:
             self.ctx.active_calls.remove(self.call_id, self)
 
     async def _connected(self, started: CallStarted) -> str:
+        api = self.upstream_api
         try:
-            self.upstream = await self.ctx.claim_prepared(started.call_sid) or await self.ctx.open_upstream()
+            self.upstream = await self._claim(started.call_sid) or await self.ctx.open_upstream(api)
         except UpstreamRefused as exc:
             self.ctx.metrics.upstream_error("connect")
             self.log.error("upstream session failed, ending call", reason=str(exc))
@@ -128,15 +157,7 @@ class CallPump:
             )
             return "upstream_failure"
         self.ctx.metrics.upstream_connected(self.upstream.connect_ms)
-        self.call = Call(
-            self.ctx.call_config,
-            self.upstream.codec,
-            started,
-            now_ms(),
-            configured=self.upstream.configured,
-            greeted=self.upstream.greeted,
-            play_chunk_ms=self.leg.play_chunk_ms,
-        )
+        self.call = call = self._open_call(self.upstream, started)
         self.log.info(
             "upstream session open",
             connect_ms=round(self.upstream.connect_ms, 1),
@@ -149,6 +170,8 @@ class CallPump:
             asyncio.create_task(self._ticker(), name="ticker"),
             asyncio.create_task(self._flusher(), name="flusher"),
         ]
+        if isinstance(call, LiveCall):
+            tasks.append(asyncio.create_task(self._audio_clock(call), name="audio-clock"))
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -161,6 +184,29 @@ class CallPump:
                 return "error"
         return self.call.end_reason or "caller_hangup"
 
+    async def _claim(self, call_sid: str) -> UpstreamSession | None:
+        """The session opened for this call while its webhook was answered, if it is for the right API."""
+        prepared = await self.ctx.claim_prepared(call_sid)
+        if prepared is not None and prepared.api != self.upstream_api:
+            with contextlib.suppress(Exception):
+                await prepared.socket.close()
+            return None
+        return prepared
+
+    def _open_call(self, upstream: UpstreamSession, started: CallStarted) -> PhoneCall:
+        config, codec, chunk = self.ctx.call_config, upstream.codec, self.leg.play_chunk_ms
+        if isinstance(codec, LiveCodec):
+            return LiveCall(config, codec, started, now_ms(), play_chunk_ms=chunk)
+        return Call(
+            config,
+            codec,
+            started,
+            now_ms(),
+            configured=upstream.configured,
+            greeted=upstream.greeted,
+            play_chunk_ms=chunk,
+        )
+
     async def _close(self, reason: str) -> None:
         if reason == "upstream_failure":
             self.ctx.stream_failed(self.call_id, reason)
@@ -172,7 +218,7 @@ class CallPump:
                 await self.leg.close(reason)
         call = self.call
         self.ctx.call_log.call_ended(self.call_id, reason)  # the call ended when the line did
-        self.ctx.metrics.call_ended(reason)
+        self.ctx.metrics.call_ended(reason, self.upstream_api)
         self.log.info(
             "call ended",
             reason=reason,
@@ -181,29 +227,29 @@ class CallPump:
             barge_ins=call.barge_ins if call else 0,
             **self.leg.stats(),
         )
-        summary = call.post_call_summary(reason) if call is not None else None
-        if summary is not None:
+        after: AfterCall | None = call.after_call(reason) if call is not None else None
+        if after is not None:
             with contextlib.suppress(Exception):
-                await self._summarise(summary)
+                await self._after_call(after)
+            for record in after.outcome(now_ms()):
+                self._record(record)
         if self.upstream is not None:
             with contextlib.suppress(Exception):
                 await self.upstream.socket.close()
 
-    async def _summarise(self, summary: PostCallSummary) -> None:
-        """Ask the still-open session for the summary and wait for its answer."""
+    async def _after_call(self, after: AfterCall) -> None:
+        """Send the still-open session what the call asks of it once over, and hand it the session's
+        answers until it has what it waited for."""
         upstream = self.upstream
-        if upstream is None:
+        if upstream is None or not after.events:
             return
-        for event in summary.events:
+        for event in after.events:
             await upstream.socket.send(upstream.codec.encode(event))
-        async with asyncio.timeout(SUMMARY_TIMEOUT_S):
+        async with asyncio.timeout(after.timeout_s):
             async for message in upstream.socket:
-                with contextlib.suppress(RealtimeProtocolError):
-                    if summary.receive(upstream.codec.decode(message)):
+                with contextlib.suppress(*UPSTREAM_PROTOCOL_ERRORS):
+                    if after.receive(upstream.codec.decode(message), now_ms()):
                         break
-        if (result := summary.result) is not None:
-            self.ctx.call_log.summary(self.call_id, result.summary, result.disposition)
-            self.log.info("post-call summary", disposition=result.disposition)
 
     def _apology(self) -> bytes:
         """The apology (µ-law 8 kHz) in this call's line format."""
@@ -219,7 +265,7 @@ class CallPump:
             self.call.hang_up(reason)
             self._wake.set()
 
-    def control(self, action: Callable[[Call], None]) -> None:
+    def control(self, action: Callable[[PhoneCall], None]) -> None:
         """Apply an operator's action to the call; what it produces goes out with the next flush."""
         if self.call is not None and self.call.end_reason is None:
             action(self.call)
@@ -273,11 +319,11 @@ class CallPump:
                 now = now_ms()
                 try:
                     event = upstream.codec.decode(message)
-                except RealtimeProtocolError as exc:
+                except UPSTREAM_PROTOCOL_ERRORS as exc:
                     self.log.warning("unusable upstream message", error=str(exc))
                     continue
                 started = time.perf_counter()
-                call.realtime_event(event, now)
+                call.model_event(event, now)
                 await self._flush()
                 self.ctx.metrics.upstream_message(time.perf_counter() - started)
                 if call.end_reason is not None or call.needs_new_session:
@@ -293,7 +339,7 @@ class CallPump:
         with contextlib.suppress(Exception):
             await self.upstream.socket.close()
         try:
-            replacement = await self.ctx.open_upstream()
+            replacement = await self.ctx.open_upstream(self.upstream_api)
         except UpstreamRefused as exc:
             self.ctx.metrics.upstream_error("reconnect")
             self.log.error("no replacement upstream session", reason=str(exc))
@@ -313,6 +359,18 @@ class CallPump:
             call.tick(now_ms())
             if not had_goodbye and call.goodbye.reason is not None:
                 self.log.info("saying goodbye", reason=call.goodbye.reason)
+            await self._flush()
+
+    async def _audio_clock(self, call: LiveCall) -> None:
+        """A Live call's audio runs on the wall clock: silence for the model while the caller sends
+        none, and the model's audio let out to the carrier at real time (`LiveCall.pace`). Wakes when
+        the call says, at least every AUDIO_TICK_MS."""
+        while True:
+            now = now_ms()
+            due = call.next_wakeup(now)
+            wait = AUDIO_TICK_MS if due is None else min(max(due - now, 1.0), AUDIO_TICK_MS)
+            await asyncio.sleep(wait / 1000)
+            call.pace(now_ms())
             await self._flush()
 
     async def _flusher(self) -> None:
@@ -360,7 +418,7 @@ class CallPump:
 
     # -- jobs: beside the call, never on the audio path -------------------------------------------
 
-    def _start_jobs(self, call: Call) -> None:
+    def _start_jobs(self, call: PhoneCall) -> None:
         for job in call.take_jobs():
             task = asyncio.get_running_loop().create_task(self._run_job(job))
             self._jobs.add(task)
@@ -423,9 +481,14 @@ class CallPump:
         self.call.transfer_finished(transfer, problem, (time.perf_counter() - started) * 1000)
 
     def _record(self, record: LogRecord) -> None:
-        self.ctx.metrics.record(record.kind, record.data)
-        if record.kind is RecordKind.USAGE:
+        self.ctx.metrics.record(record.kind, record.data, self.upstream_api)
+        kind = record.kind
+        if kind is RecordKind.USAGE or kind is RecordKind.SESSION_USAGE:  # totals, not events
             self.ctx.call_log.usage(self.call_id, record.data)
+            return
+        if kind is RecordKind.SUMMARY:
+            self.ctx.call_log.summary(self.call_id, record.data["summary"], record.data["disposition"])
+            self.log.info("post-call summary", disposition=record.data["disposition"])
             return
         at = None
         if record.at is not None:  # it happened earlier than now: place it where it belongs

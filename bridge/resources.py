@@ -10,7 +10,7 @@ from pathlib import Path
 from aiohttp import web
 
 from bridge.audio import pcm16_to_ulaw
-from bridge.call_config import CallConfig
+from bridge.call_config import CallConfig, UpstreamApi
 from bridge.call_log_sink import CallLogSink, NoCallLog
 from bridge.call_registry import CallRegistry
 from bridge.calllog import CallStore
@@ -48,7 +48,8 @@ class Bridge:
     failed_calls: OrderedDict[str, str] = field(default_factory=OrderedDict)  # call sid -> why
     stream_tokens: StreamTokens = field(default_factory=StreamTokens)  # bind a stream to its webhook
     toolbox: Toolbox = field(default_factory=Toolbox)
-    upstream_url: str = ""  # where sessions are opened: REALTIME_URL, or the in-process emulator
+    upstream_url: str = ""  # where Realtime sessions are opened: REALTIME_URL, or the in-process emulator
+    live_url: str = ""  # where Live sessions are opened: LIVE_URL, or the in-process emulator
     prepared: PreparedSessions = field(default_factory=PreparedSessions)
     active_calls: CallRegistry = field(default_factory=CallRegistry)
     ready: bool = False
@@ -56,6 +57,7 @@ class Bridge:
 
     def __post_init__(self) -> None:
         self.upstream_url = self.upstream_url or self.settings.realtime_url
+        self.live_url = self.live_url or self.settings.live_url
         # One key for every carrier's stream tokens; replicas agree when it comes from the settings.
         secret = self.settings.stream_token_secret
         if secret is not None and secret.get_secret_value():
@@ -67,8 +69,9 @@ class Bridge:
         self.apology = pcm16_to_ulaw(read_wav_mono(self.settings.fallback_audio or APOLOGY_WAV, 8000))
         self.call_config = CallConfig.from_settings(self.settings, self.toolbox.definitions())
 
-    async def open_upstream(self) -> UpstreamSession:
-        return await open_session_with_retry(self.settings, self.upstream_url)
+    async def open_upstream(self, api: UpstreamApi = "realtime") -> UpstreamSession:
+        url = self.live_url if api == "live" else self.upstream_url
+        return await open_session_with_retry(self.settings, url, api=api)
 
     def stream_failed(self, call_sid: str, reason: str) -> None:
         """Remember that we failed this call, for the `<Connect action>` request that follows."""
@@ -85,8 +88,12 @@ class Bridge:
             log.warning("call sent to the fallback number", call_sid=call_sid, reason=failed)
         return fallback
 
-    async def open_prepared(self) -> UpstreamSession:
-        session = await self.open_upstream()
+    async def open_prepared(self, api: UpstreamApi = "realtime") -> UpstreamSession:
+        """A session opened while the webhook is answered. A Realtime one is configured and asked for
+        the greeting at once; a Live one is only connected: it starts with its call (`LiveCall`)."""
+        session = await self.open_upstream(api)
+        if api == "live":
+            return session
         prefetch = self.settings.prefetch_greeting
         # Without the prefetch the greeting is asked for once a stream claims the session.
         for event in self.call_config.opening_events(session.codec, greet=prefetch):

@@ -70,19 +70,28 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def _demo_upstream(app: web.Application) -> AsyncIterator[None]:
-    """With no API key and the default OpenAI URL, relay to the Realtime emulator in-process."""
+    """With no API key, relay to the emulator in-process: Realtime calls if REALTIME_URL is OpenAI's,
+    Live calls if LIVE_URL is (one emulator speaks both)."""
     bridge = app[BRIDGE_KEY]
+    settings = bridge.settings
     emulator = None
-    if bridge.settings.demo_mode and urlsplit(bridge.settings.realtime_url).hostname == "api.openai.com":
+    realtime = urlsplit(settings.realtime_url).hostname == "api.openai.com"
+    live = urlsplit(settings.live_url).hostname == "api.openai.com"
+    if settings.demo_mode and (realtime or live):
         from bridge.sim.realtime_emulator import EmulatorConfig, RealtimeEmulator
 
         # Strict validation needs the openai SDK, a test dependency; the demo does without it.
         emulator = RealtimeEmulator(EmulatorConfig(strict=False))
-        bridge.upstream_url = await emulator.start("127.0.0.1", 0)
+        url = await emulator.start("127.0.0.1", 0)
+        if realtime:
+            bridge.upstream_url = url
+        if live:
+            bridge.live_url = emulator.live_url
         log.warning(
-            "DEMO MODE: no OPENAI_API_KEY set, calls are answered by the built-in Realtime emulator "
+            "DEMO MODE: no OPENAI_API_KEY set, calls are answered by the built-in emulator "
             "(an echo agent), not by OpenAI",
-            emulator_url=bridge.upstream_url,
+            emulator_url=url if realtime else emulator.live_url,
+            upstream_api=settings.upstream_api,
         )
     yield
     if emulator is not None:
@@ -258,9 +267,7 @@ def create_app(
     if store is not None:
         setup_calllog_routes(app, store, admin_token, recordings.archive if recordings else None, health)
     admin = AdminAuth(admin_token)
-    setup_control_routes(
-        app, bridge.active_calls, is_authorized=admin.authenticated, dialect=settings.realtime_dialect
-    )
+    setup_control_routes(app, bridge.active_calls, is_authorized=admin.authenticated)
     setup_softphone_routes(app, media_handler=browser_media_socket, is_authorized=admin.authenticated)
     if settings.metrics_port == 0:  # otherwise served on its own, unexposed port
         app.router.add_get(

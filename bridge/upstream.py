@@ -1,4 +1,11 @@
-"""Opening a Realtime session: URL, auth headers for OpenAI or Azure, and the websocket itself."""
+"""Opening the model's session: a Realtime or a Live websocket, its URL and auth headers for OpenAI or
+Azure, and the codec that speaks it.
+
+Only the socket is opened here. What goes first on it belongs to the call: a Realtime call configures
+its session (`session.update`), a Live call starts one (`session.start`) and sends no audio until
+`session.started` (`bridge.live.call.LiveCall`). A Live socket opened while the webhook is answered is
+therefore not started until its call's stream is: Live is billed by session duration, and whether the
+service counts from the connection or from `session.start` is not documented (docs/protocols.md §L9)."""
 
 from __future__ import annotations
 
@@ -10,9 +17,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import aiohttp
 from aiohttp import WSMsgType
 
-from bridge.config import Settings
+from bridge.call_config import UpstreamApi
+from bridge.config import Settings, is_azure_url
+from bridge.live.codec import LiveCodec, LiveProtocolError
 from bridge.logs import get_logger
-from bridge.realtime.codec import RealtimeCodec
+from bridge.realtime.codec import RealtimeCodec, RealtimeProtocolError
 
 log = get_logger("bridge.upstream")
 
@@ -27,6 +36,9 @@ BACKOFF_S = (0.2, 0.5, 1.0)
 
 # Close codes after which the session simply ended; anything else (or no close frame) means it was lost.
 _NORMAL_CLOSE = (1000, 1001)
+
+# What a codec raises for a server message it cannot use: logged and skipped, never the call's end.
+UPSTREAM_PROTOCOL_ERRORS = (RealtimeProtocolError, LiveProtocolError)
 
 
 class UpstreamClosed(Exception):
@@ -98,7 +110,7 @@ class UpstreamSocket:
 
 
 class UpstreamRefused(Exception):
-    """The Realtime service could not be reached or refused the session. str() is safe to log."""
+    """The service could not be reached or refused the session. str() is safe to log."""
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
@@ -113,42 +125,52 @@ class UpstreamRefused(Exception):
 @dataclass(slots=True)
 class UpstreamSession:
     socket: UpstreamSocket
-    codec: RealtimeCodec
+    codec: RealtimeCodec | LiveCodec
+    api: UpstreamApi = "realtime"
     configured: bool = False  # session.update already sent
     greeted: bool = False  # the greeting already requested
     connect_ms: float = 0.0
 
 
-def session_url(settings: Settings, base_url: str | None = None) -> str:
+def session_url(settings: Settings, base_url: str | None = None, api: UpstreamApi = "realtime") -> str:
+    """Realtime names its model in the URL; a Live URL has no query at all (the model goes in
+    `session.start`, docs/protocols.md §L1)."""
+    if api == "live":
+        return base_url or settings.live_url
     parts = urlsplit(base_url or settings.realtime_url)
     query = dict(parse_qsl(parts.query))
     query.setdefault("model", settings.realtime_model)
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-def session_headers(settings: Settings) -> dict[str, str]:
+def session_headers(settings: Settings, api: UpstreamApi = "realtime") -> dict[str, str]:
     headers: dict[str, str] = {}
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else ""
+    url = settings.live_url if api == "live" else settings.realtime_url
     if key:
-        if settings.is_azure:
+        if is_azure_url(url):
             headers["api-key"] = key
         else:
             headers["Authorization"] = f"Bearer {key}"
-    if settings.realtime_dialect == "beta":
+    if api == "realtime" and settings.realtime_dialect == "beta":
         headers["OpenAI-Beta"] = "realtime=v1"
     return headers
 
 
-async def open_session(settings: Settings, base_url: str | None = None) -> UpstreamSession:
+async def open_session(
+    settings: Settings, base_url: str | None = None, api: UpstreamApi = "realtime"
+) -> UpstreamSession:
+    """Open a session's websocket on `api` at `base_url` (default: REALTIME_URL or LIVE_URL)."""
     loop = asyncio.get_running_loop()
     started = loop.time()
+    service = "Live" if api == "live" else "Realtime"
     # trust_env: HTTPS_PROXY/NO_PROXY are honoured, as the websockets library did by default.
     http = aiohttp.ClientSession(trust_env=True)
     try:
         async with asyncio.timeout(settings.realtime_connect_timeout):
             ws = await http.ws_connect(
-                session_url(settings, base_url),
-                headers=session_headers(settings),
+                session_url(settings, base_url, api),
+                headers=session_headers(settings, api),
                 max_msg_size=MAX_SERVER_MESSAGE,
                 compress=0,  # Compressing base64 audio costs CPU and saves little.
                 heartbeat=20.0,  # a ping every 20 s; no pong within 10 s closes the socket
@@ -157,21 +179,23 @@ async def open_session(settings: Settings, base_url: str | None = None) -> Upstr
     except aiohttp.WSServerHandshakeError as exc:
         await http.close()
         status = exc.status
-        raise UpstreamRefused(f"Realtime service refused the session: HTTP {status}", status) from None
+        raise UpstreamRefused(f"{service} service refused the session: HTTP {status}", status) from None
     except (OSError, TimeoutError, aiohttp.ClientError) as exc:
         await http.close()
-        raise UpstreamRefused(f"cannot reach the Realtime service: {type(exc).__name__}: {exc}") from None
+        raise UpstreamRefused(f"cannot reach the {service} service: {type(exc).__name__}: {exc}") from None
     except BaseException:
         await http.close()
         raise
     socket = UpstreamSocket(http, ws)
-    return UpstreamSession(
-        socket, RealtimeCodec(settings.realtime_dialect), connect_ms=(loop.time() - started) * 1000
-    )
+    codec = LiveCodec() if api == "live" else RealtimeCodec(settings.realtime_dialect)
+    return UpstreamSession(socket, codec, api, connect_ms=(loop.time() - started) * 1000)
 
 
 async def open_session_with_retry(
-    settings: Settings, base_url: str | None = None, budget_s: float = CONNECT_BUDGET_S
+    settings: Settings,
+    base_url: str | None = None,
+    budget_s: float = CONNECT_BUDGET_S,
+    api: UpstreamApi = "realtime",
 ) -> UpstreamSession:
     """`open_session`, retried with backoff while the error may pass and the budget allows."""
     loop = asyncio.get_running_loop()
@@ -181,7 +205,7 @@ async def open_session_with_retry(
     while True:
         attempt += 1
         try:
-            return await open_session(settings, base_url)
+            return await open_session(settings, base_url, api)
         except UpstreamRefused as exc:
             pause = next(pauses, None)
             if not exc.retryable or pause is None or loop.time() + pause >= deadline:

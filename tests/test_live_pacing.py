@@ -127,8 +127,10 @@ def test_caller_voice_needs_two_loud_frames_and_ends_after_a_pause() -> None:
     assert voice.feed(LOUD, 0) is None  # a click
     assert voice.feed(SILENT, 20) is None
     assert voice.feed(LOUD, 40) is None
-    assert voice.feed(LOUD, 60) is True
-    assert voice.spoke_within(100, 150)
+    assert voice.feed(LOUD, 60) is True and voice.began_at == 40
+    assert voice.talking_over(since=50, now=150, recent_ms=100)  # they began before 50
+    assert not voice.talking_over(since=30, now=150, recent_ms=100)  # they began after 30
+    assert not voice.talking_over(since=50, now=200, recent_ms=100)  # and stopped 140 ms ago
     assert voice.feed(SILENT, 200) is None
     assert voice.feed(SILENT, 360) is False and voice.last_loud_at == 60
 

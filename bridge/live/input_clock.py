@@ -20,12 +20,11 @@ this class sends what it says to send; times are milliseconds on any monotonic c
 from __future__ import annotations
 
 import bisect
-from collections import deque
 
 FRAME_MS = 20
 FILL_AFTER_MS = 100.0  # no caller audio for this long (jitter on a mobile line stays well under it)
 MAX_OWED_MS = 140.0  # late audio dropped after a fill, at most: what a network stall delays in a burst
-SENT_LOG = 1000  # (session ms, wall ms) pairs kept: 20 s of frames
+SENT_LOG = 1000  # (session ms, wall ms) pairs kept, at least: 20 s of frames
 
 
 class InputClock:
@@ -36,8 +35,8 @@ class InputClock:
         self._origin = 0.0  # wall time of session time 0, moved earlier by audio that comes early
         self._filling = False
         self._owed = 0.0  # silence sent in place of audio that may still arrive late
-        self._sent_session: deque[float] = deque(maxlen=SENT_LOG)  # session ms at the end of each send
-        self._sent_wall: deque[float] = deque(maxlen=SENT_LOG)  # ... and when it was sent
+        self._sent_session: list[float] = []  # session ms at the end of each send
+        self._sent_wall: list[float] = []  # ... and when it was sent
         self.dropped_before_start_ms = 0.0
         self.filled_ms = 0.0
         self.dropped_late_ms = 0.0
@@ -107,3 +106,5 @@ class InputClock:
         self.session_ms += ms
         self._sent_session.append(self.session_ms)
         self._sent_wall.append(now)
+        if len(self._sent_session) >= 2 * SENT_LOG:  # lists, not deques: bisect indexes them in C
+            del self._sent_session[:SENT_LOG], self._sent_wall[:SENT_LOG]

@@ -59,6 +59,15 @@ class OutputPacer:
         return len(self._queue) * self.frame_ms
 
     @property
+    def next_turn_id(self) -> str | None:
+        """The turn of the next frame to send, if one waits."""
+        return self._queue[0].turn_id if self._queue else None
+
+    def holds(self, turn_id: str) -> bool:
+        """Frames of `turn_id` wait here."""
+        return any(f.turn_id == turn_id for f in self._queue)
+
+    @property
     def idle(self) -> bool:
         return self._playing_from is None and not self._queue
 

@@ -22,7 +22,7 @@ from bridge.audio import AudioFormat
 
 FRAME_MS = 20
 MODEL_SILENCE_DBFS = -60.0  # the service's silence is digital zero; its speech is far above this
-END_AFTER_MS = 200  # silence that ends a model turn (pauses between words and sentences are shorter)
+END_AFTER_MS = 500  # silence that ends a model turn (pauses between words and sentences are shorter)
 CALLER_SPEECH_DBFS = -40.0  # a caller talking, not line noise (the session VAD's default threshold)
 CALLER_ONSET_FRAMES = 2  # consecutive loud frames: a click or a pop is not speech
 CALLER_END_MS = 300  # quiet that ends the caller's speech
@@ -94,19 +94,24 @@ class CallerVoice:
         self.fmt = fmt
         self._amplitude = amplitude(threshold_dbfs)
         self.speaking = False
+        self.began_at: float | None = None  # arrival of the first loud frame of the latest speech
         self.last_loud_at: float | None = None  # arrival of the latest loud frame of speech
         self._run = 0
+        self._run_began = 0.0
 
     def feed(self, frame: bytes, now: float) -> bool | None:
         """True: the caller started talking with this frame; False: they stopped (`last_loud_at` says
         when); None: no change."""
         loud = self.fmt.rms(frame) > self._amplitude
         if loud:
+            if self._run == 0:
+                self._run_began = now
             self._run += 1
             if self.speaking or self._run >= CALLER_ONSET_FRAMES:
                 self.last_loud_at = now
             if not self.speaking and self._run >= CALLER_ONSET_FRAMES:
                 self.speaking = True
+                self.began_at = self._run_began
                 return True
             return None
         self._run = 0
@@ -115,5 +120,8 @@ class CallerVoice:
             return False
         return None
 
-    def spoke_within(self, ms: float, now: float) -> bool:
-        return self.last_loud_at is not None and now - self.last_loud_at <= ms
+    def talking_over(self, since: float, now: float, recent_ms: float) -> bool:
+        """The caller's latest speech began no later than `since` and was loud within `recent_ms`: they
+        were talking before something happened at `since` (a reply to it begins after it)."""
+        last, began = self.last_loud_at, self.began_at
+        return last is not None and began is not None and began <= since and now - last <= recent_ms
