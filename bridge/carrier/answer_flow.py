@@ -23,7 +23,7 @@ from pydantic import SecretStr
 
 from bridge.carrier.events import CallStarted
 from bridge.carrier.public_url import http_url, public_base, public_url
-from bridge.carrier.stream_tokens import STREAM_TOKEN_PARAMETER
+from bridge.carrier.stream_tokens import STREAM_TOKEN_PARAMETER, UPSTREAM_PARAMETER, upstream_binding
 from bridge.carrier.transfer import CarrierTransfer
 from bridge.carrier.webhook import (
     AnswerDocuments,
@@ -139,14 +139,20 @@ class CarrierRoutes:
     async def answer(self, request: web.Request) -> web.Response:
         """The call webhook: the busy message when the bridge cannot take the call, else the answer
         connecting it to our media socket, its upstream session opening meanwhile."""
-        call = self._incoming_call(await self.signed_webhook(request))
+        webhook = await self.signed_webhook(request)
+        call = self._incoming_call(webhook)
         bridge, name = self.bridge, self.carrier.name
         if bridge.turned_away(call.call_id, name):
             return self.document(
                 self.documents.turn_away(BUSY_MESSAGE, bridge.settings.fallback_number, call.callee)
             )
+        # `?upstream=live|realtime` on the webhook URL (an A/B test), else the called number's, else the
+        # default; the stream carries the choice back, vouched for by its token.
+        api, problem = bridge.call_config.upstream_for(call.callee, webhook.query.get(UPSTREAM_PARAMETER, ""))
+        if problem:
+            log.warning("upstream choice not followed", carrier=name, call_sid=call.call_id, problem=problem)
         if call.call_id:
-            bridge.prepared.prepare(call.call_id, bridge.open_prepared)
+            bridge.prepared.prepare(call.call_id, lambda: bridge.open_prepared(api))
         log.info(
             "call webhook answered",
             carrier=name,
@@ -154,12 +160,12 @@ class CarrierRoutes:
             caller=mask_number(call.caller),
             callee=mask_number(call.callee),
             direction=call.direction,
+            upstream_api=api,
         )
-        token = (
-            bridge.stream_tokens.issue(call.call_id) if self.signature is not None and call.call_id else ""
-        )
+        signed = self.signature is not None and call.call_id
+        token = bridge.stream_tokens.issue(call.call_id, upstream_binding(api)) if signed else ""
         public = http_url(public_base_url(bridge.settings, request))
-        return self.document(self.documents.connect(StreamAnswer(call, public, token)))
+        return self.document(self.documents.connect(StreamAnswer(call, public, token, api)))
 
     async def after_stream(self, request: web.Request) -> web.Response:
         """The carrier asks what next once our stream ended: the fallback number if we failed the call,
@@ -182,8 +188,10 @@ class CarrierRoutes:
         stream URL cannot place a call)? Always, when webhooks are not checked."""
         if self.signature is None:
             return True
-        token = started.custom_parameters.get(STREAM_TOKEN_PARAMETER)
-        return self.bridge.stream_tokens.redeem(started.call_sid, token)
+        params = started.custom_parameters
+        token = params.get(STREAM_TOKEN_PARAMETER)
+        bound = upstream_binding(params.get(UPSTREAM_PARAMETER, ""))
+        return self.bridge.stream_tokens.redeem(started.call_sid, token, bound)
 
     async def signed_webhook(self, request: web.Request) -> WebhookRequest:
         """The request, once the carrier's signature over it checked out (403 otherwise)."""

@@ -18,6 +18,14 @@ from collections import deque
 from collections.abc import Callable
 
 STREAM_TOKEN_PARAMETER = "stream_token"
+UPSTREAM_PARAMETER = "upstream"  # the voice API the webhook chose for the call; the token vouches for it
+
+
+def upstream_binding(upstream_api: str) -> str:
+    """What a stream token binds of the `upstream` parameter: a Live call's choice (such a stream must
+    carry `upstream=live` with its token, and no other stream can claim it); nothing for a Realtime
+    call, whose stream may leave the parameter out (as streams did before it existed)."""
+    return "live" if upstream_api == "live" else ""
 
 # Neither part can hold the MAC's field separator, so (CallSid, expiry, nonce) is encoded unambiguously.
 _TOKEN = re.compile(r"(?P<expires>[0-9]{1,16})\.(?P<nonce>[A-Za-z0-9_-]{1,32})\.(?P<mac>[A-Za-z0-9_-]{1,64})")
@@ -63,13 +71,16 @@ class StreamTokens:
         secret = hmac.new(auth_token.encode(), b"bridge stream token v1", hashlib.sha256).digest()
         return cls(secret, ttl_s=ttl_s, clock=clock)
 
-    def issue(self, call_sid: str) -> str:
+    def issue(self, call_sid: str, bound: str = "") -> str:
+        """A token for `call_sid`; `bound` is a stream parameter it vouches for too (the upstream API the
+        webhook chose), so the stream cannot present another value for it."""
         expires_ms = int((self._clock() + self.ttl_s) * 1000)
         nonce = secrets.token_urlsafe(9)
-        return f"{expires_ms}.{nonce}.{self._mac(call_sid, expires_ms, nonce)}"
+        return f"{expires_ms}.{nonce}.{self._mac(call_sid, expires_ms, nonce, bound)}"
 
-    def redeem(self, call_sid: str, token: str | None) -> bool:
-        """True once for a token issued for `call_sid` and not yet expired; False ever after."""
+    def redeem(self, call_sid: str, token: str | None, bound: str = "") -> bool:
+        """True once for a token issued for `call_sid` (and `bound`) and not yet expired; False ever
+        after."""
         match = _TOKEN.fullmatch(token) if token else None
         if match is None:
             return False
@@ -77,7 +88,7 @@ class StreamTokens:
         now = self._clock()
         if now * 1000 > expires_ms:
             return False
-        if not hmac.compare_digest(mac, self._mac(call_sid, expires_ms, nonce)):
+        if not hmac.compare_digest(mac, self._mac(call_sid, expires_ms, nonce, bound)):
             return False
         self._forget_expired(now)
         if token in self._redeemed:
@@ -94,8 +105,11 @@ class StreamTokens:
     def redeemed_count(self) -> int:
         return len(self._redeemed)
 
-    def _mac(self, call_sid: str, expires_ms: int, nonce: str) -> str:
-        message = f"{call_sid}\n{expires_ms}\n{nonce}".encode()
+    def _mac(self, call_sid: str, expires_ms: int, nonce: str, bound: str) -> str:
+        fields = [call_sid, str(expires_ms), nonce]
+        if bound:  # without it, the message of a token that binds nothing else (as before it existed)
+            fields.append(bound)
+        message = "\n".join(fields).encode()
         digest = hmac.new(self._secret, message, hashlib.sha256).digest()[: self._MAC_BYTES]
         return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
 

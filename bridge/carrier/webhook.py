@@ -13,7 +13,7 @@ from typing import Protocol
 
 from multidict import MultiDict, MultiMapping
 
-from bridge.carrier.stream_tokens import STREAM_TOKEN_PARAMETER
+from bridge.carrier.stream_tokens import STREAM_TOKEN_PARAMETER, UPSTREAM_PARAMETER
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +68,7 @@ class StreamAnswer:
     call: IncomingCall
     public_base: str  # http(s) base URL the carrier reaches us at; the documents name our paths under it
     stream_token: str = ""  # the one-time token the stream must present; empty when webhooks are unchecked
+    upstream_api: str = "realtime"  # the voice API the call was given (the token vouches for it too)
 
     def parameters(self) -> dict[str, str]:
         """The stream's parameters, handed back by the carrier in the stream's start message."""
@@ -78,6 +79,11 @@ class StreamAnswer:
             "call_sid": call.call_id,
             "direction": call.direction,
         }
+        return parameters | self.bound_parameters()
+
+    def bound_parameters(self) -> dict[str, str]:
+        """The parameters the stream must carry back unchanged: its token, and what the token binds."""
+        parameters = {UPSTREAM_PARAMETER: self.upstream_api}
         if self.stream_token:
             parameters[STREAM_TOKEN_PARAMETER] = self.stream_token
         return parameters

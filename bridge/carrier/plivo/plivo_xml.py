@@ -18,7 +18,6 @@ from xml.etree import ElementTree
 from bridge.audio import PCMU_8K
 from bridge.carrier.plivo.codec import content_type, encode_extra_headers
 from bridge.carrier.public_url import public_url, websocket_url
-from bridge.carrier.stream_tokens import STREAM_TOKEN_PARAMETER
 from bridge.carrier.webhook import CarrierPaths, IncomingCall, StreamAnswer, WebhookRequest, form_call
 
 
@@ -72,8 +71,7 @@ class PlivoAnswers:
     def connect(self, answer: StreamAnswer) -> str:
         call = answer.call
         parameters = {"from": call.caller, "to": call.callee, "direction": call.direction}
-        if answer.stream_token:
-            parameters[STREAM_TOKEN_PARAMETER] = answer.stream_token
+        parameters |= answer.bound_parameters()
         try:
             headers = encode_extra_headers(parameters)
         except ValueError:

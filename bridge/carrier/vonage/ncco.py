@@ -16,7 +16,6 @@ import msgspec
 
 from bridge.carrier.json_message import decode_json
 from bridge.carrier.public_url import public_url, websocket_url
-from bridge.carrier.stream_tokens import STREAM_TOKEN_PARAMETER
 from bridge.carrier.vonage.codec import CALL_ID_HEADER
 from bridge.carrier.webhook import CarrierPaths, IncomingCall, StreamAnswer, UnusableWebhook, WebhookRequest
 
@@ -77,8 +76,7 @@ class NccoAnswers:
             "to": call.callee,
             "direction": call.direction,
         }
-        if answer.stream_token:
-            headers[STREAM_TOKEN_PARAMETER] = answer.stream_token
+        headers |= answer.bound_parameters()
         media_uri = websocket_url(public_url(answer.public_base, self.paths.media))
         return _encoder.encode(connect_websocket(media_uri, headers)).decode()
 
