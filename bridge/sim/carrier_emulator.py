@@ -183,8 +183,12 @@ class CallerEmulator:
         account_sid: str | None = None,
         tick_ms: float = 10.0,
         connect_timeout: float = 5.0,
+        dtx: bool = False,
     ) -> None:
+        """`dtx`: send nothing while the caller is silent (discontinuous transmission, as SIP phones
+        with silence suppression do), instead of frames of silence."""
         self.url = url
+        self.dtx = dtx
         self.conditions = line or LineConditions()
         self.custom_parameters = dict(custom_parameters or {})
         self.headers = dict(headers or {})
@@ -420,7 +424,10 @@ class CallerEmulator:
             emit_ms = self.started_ms + (n + 1) * FRAME_MS
             await sleep_until(emit_ms)
             payload, utterance, last = self._caller_frame(n)
-            self._send(self._media_message(n, payload), emit_ms, self._frame_sent_callback(utterance, last))
+            if utterance is not None or not self.dtx:
+                self._send(
+                    self._media_message(n, payload), emit_ms, self._frame_sent_callback(utterance, last)
+                )
             n += 1
 
     def _caller_frame(self, n: int) -> tuple[bytes, Utterance | None, bool]:

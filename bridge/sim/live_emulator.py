@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from bridge.clock import now_ms
 from bridge.sim import realtime_schema as schema
 from bridge.sim.carrier_emulator import DelayLine
 from bridge.sim.emulated_connection import EmulatedConnection, Reject
@@ -76,6 +77,9 @@ class LiveTurn:
     said: str = ""  # transcript fragments sent
     end_ms: float | None = None
     interrupted: bool = False  # it stopped itself: talked over, or a fixture took the output
+    # now_ms() when the emulator produced the audio of its end (it did so while consuming the input
+    # that reached end_ms): when it stopped, on the wall clock a carrier emulator's records share.
+    ended_at_ms: float | None = None
 
 
 @dataclass
@@ -507,6 +511,7 @@ class EmulatedLiveSession(EmulatedConnection):
         self._speaking = None
         self._yield_at = None
         sp.turn.end_ms = self._ms(t)
+        sp.turn.ended_at_ms = now_ms()
         sp.turn.said_ms = self._ms(sp.pos)
         sp.turn.interrupted = interrupted
         if sp.is_fixture:
