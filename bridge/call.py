@@ -39,8 +39,6 @@ NO_SUMMARY_REASONS = frozenset({"upstream_failure", "shutdown", "error"})
 
 
 class Call(PhoneCall):
-    upstream_api = "realtime"
-
     def __init__(
         self,
         config: CallConfig,

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from bridge.audio import AudioFormat
-from bridge.call_config import CallConfig, UpstreamApi
+from bridge.call_config import CallConfig
 from bridge.call_jobs import CallJob, ToolRequest, TransferRequest, TurnReview
 from bridge.carrier.events import (
     CallEnded,
@@ -65,8 +65,6 @@ class _WaitingTransfer:
 
 
 class PhoneCall:
-    upstream_api: UpstreamApi
-
     def __init__(
         self,
         config: CallConfig,

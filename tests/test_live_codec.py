@@ -77,6 +77,8 @@ def test_session_start_sends_the_phone_format_both_ways_and_the_delegation() -> 
     codec = LiveCodec()
     start = sent(codec, codec.session_start(options(voice="marin")))["session"]
     assert start["audio"] == {"format": {"type": "audio/pcmu", "rate": 8000}, "output": {"voice": "marin"}}
+    custom = sent(codec, codec.session_start(options(voice="voice_abc123")))["session"]
+    assert custom["audio"]["output"] == {"voice": {"id": "voice_abc123"}}
     assert start["delegation"] == {"type": "client"}
     assert start["instructions"] == "Be brief and kind."
     assert "input" not in start

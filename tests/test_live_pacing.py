@@ -90,6 +90,22 @@ def test_late_audio_after_the_silence_is_dropped_up_to_what_the_silence_replaced
     assert ahead <= 20 * FRAME - MAX_OWED_MS + FRAME  # what is left of the burst runs ahead, no more
 
 
+def test_speech_after_a_pause_is_fresh_audio_not_late_audio() -> None:
+    """A SIP phone with silence suppression sends nothing while its user is quiet, then speech again at
+    its own 20 ms pace: none of that is dropped for having been replaced by silence."""
+    clock = InputClock()
+    clock.start(0)
+    for k in range(1, 11):
+        clock.caller(FRAME, 20 * k)
+    t = 200.0
+    while t < 1000:
+        t += 10
+        clock.fill(t)
+    rng = random.Random(3)
+    resumed = [clock.caller(FRAME, 1000 + 20 * k + rng.uniform(-8, 8)) for k in range(50)]
+    assert all(resumed) and clock.dropped_late_ms == 0
+
+
 def test_session_time_maps_back_to_when_it_was_sent() -> None:
     clock = InputClock()
     clock.start(1000)

@@ -96,9 +96,6 @@ class _StopCheck:
 
 
 class LiveCall(PhoneCall):
-    upstream_api = "live"
-    paced = True
-
     def __init__(
         self,
         config: CallConfig,
@@ -136,7 +133,6 @@ class LiveCall(PhoneCall):
         self._rtt: deque[float] = deque(maxlen=RTT_SAMPLES)  # input sent -> its output received
         self._goodbye_turn: str | None = None
         self._goodbye_asked_at = 0.0
-        self._turns_before_goodbye = 0
         self.session_id = ""
         self._session_started_at: float | None = None
         self._start_deadline: float | None = now + START_TIMEOUT_MS

@@ -368,9 +368,11 @@ class LiveCodec(ClientEventEncoder):
 
     def session_start(self, options: LiveSessionOptions) -> dict[str, Any]:
         o = options
+        # A custom voice is an object with its id; a built-in one its name (docs/protocols.md §L2).
+        voice: str | dict[str, str] = {"id": o.voice} if o.voice.startswith("voice_") else o.voice
         session: dict[str, Any] = {
             "model": o.model,
-            "audio": {"format": dict(LIVE_FORMATS[o.audio_format]), "output": {"voice": o.voice}},
+            "audio": {"format": dict(LIVE_FORMATS[o.audio_format]), "output": {"voice": voice}},
             "delegation": self._delegation(o),
         }
         if o.instructions.strip():  # blank would mean the service's defaults anyway

@@ -10,7 +10,9 @@ decides when the model can speak, and how much it says at once:
   `FILL_AFTER_MS` has gone by without any, so the model can finish what it is saying; one frame of
   silence per frame of wall time from then on;
 * caller audio that arrives late, after silence already took its place, is dropped up to what the
-  silence replaced (at most `MAX_OWED_MS`): the session does not run ahead of the wall clock.
+  silence replaced (at most `MAX_OWED_MS`): the session does not run ahead of the wall clock. Only
+  audio that would put it more than a frame ahead is taken for late: audio that starts again after
+  a pause (a SIP phone's silence suppression) is fresh speech, and comes at the wall clock's pace.
 
 It also keeps when each stretch of session time was sent, so the model's output (whose position on
 the session timeline is the amount of output so far) can be placed in wall time. Sans-IO: the caller of
@@ -24,6 +26,7 @@ import bisect
 FRAME_MS = 20
 FILL_AFTER_MS = 100.0  # no caller audio for this long (jitter on a mobile line stays well under it)
 MAX_OWED_MS = 140.0  # late audio dropped after a fill, at most: what a network stall delays in a burst
+EARLY_MS = 20.0  # audio this much ahead of the wall clock is within the carrier's own jitter
 SENT_LOG = 1000  # (session ms, wall ms) pairs kept, at least: 20 s of frames
 
 
@@ -62,12 +65,12 @@ class InputClock:
             return False
         self._filling = False
         behind = now - self._origin - self.session_ms
-        if behind < 0:
+        if behind < -EARLY_MS:
             if self._owed > 0:
                 self._owed -= ms  # its place was taken by silence already
                 self.dropped_late_ms += ms
                 return False
-            self._origin += behind  # the carrier runs early (jitter, clock drift): follow it
+            self._origin += behind  # the carrier runs early (clock drift): follow it
         self._sent(ms, now)
         return True
 
