@@ -187,3 +187,49 @@ def record_day_of_calls(recorder: CallRecorder) -> None:
     start(recorder, "CA0009live", live, from_number="+15559876543")
     said = {"item_id": "u1", "text": "Hi, I'm calling about a delivery."}
     recorder.event("CA0009live", "caller_transcript", said, live + timedelta(seconds=3))
+
+
+def record_live_call(
+    recorder: CallRecorder,
+    call_id: str = "CA0020gptlive",
+    started_at: datetime = DAY + timedelta(hours=15, minutes=30),
+    *,
+    seconds: int = 90,
+    heard_after_stop_ms: int = 170,
+) -> None:
+    """A finished call answered by the Live API: billed by session seconds, one barge-in, a backend
+    lookup (whose tokens are billed apart)."""
+    recorder.call_started(
+        call_id=call_id,
+        call_sid=call_id,
+        stream_sid=f"MZ{call_id[2:]}",
+        from_number="+15551239876",
+        to_number="+15557654321",
+        direction="inbound",
+        model="gpt-live-1",
+        voice="marin",
+        started_at=started_at,
+        upstream_api="live",
+    )
+
+    def ev(at_s: float, kind: str, **data: Any) -> None:
+        recorder.event(call_id, kind, data, at=started_at + timedelta(seconds=at_s))
+
+    ev(0.4, "live_session", session_id=f"live_{call_id}", model="gpt-live-1", delegation="responses")
+    ev(0.9, "greeting_latency", ms=880)
+    ev(1.0, "assistant_transcript", item_id="turn_1", text="Hello, Acme here.", interrupted=False)
+    ev(4.0, "caller_transcript", text="Where is my order?")
+    ev(5.0, "turn_latency", ms=940)
+    ev(5.1, "delegation", delegation_id="dlg_1", target="responses", offset_ms=4900)
+    usage = {"input_tokens": 1000, "input_tokens_details": {"cached_tokens": 400}, "output_tokens": 200}
+    ev(6.0, "backend_response", status="completed", model="gpt-5-mini", usage=usage)
+    ev(
+        9.0,
+        "barge_in",
+        item_id="turn_3",
+        sent_ms=2400,
+        heard_ms=2100,
+        heard_after_stop_ms=heard_after_stop_ms,
+    )
+    recorder.usage(call_id, {"session_seconds": seconds})
+    recorder.call_ended(call_id, "caller_hangup", at=started_at + timedelta(seconds=seconds))

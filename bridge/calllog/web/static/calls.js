@@ -7,7 +7,7 @@
   const status = document.getElementById("status");
   const empty = document.getElementById("empty");
   const more = document.getElementById("more");
-  const FILTERS = ["q", "number", "since", "until", "end_reason"];
+  const FILTERS = ["q", "number", "since", "until", "end_reason", "upstream_api"];
 
   const select = form.elements.end_reason;
   for (const [value, label] of Object.entries(END_REASONS)) select.append(el("option", { value, text: label }));
@@ -53,6 +53,7 @@
     if (call.barge_in_count) notes.push(`${call.barge_in_count} barge-in${call.barge_in_count > 1 ? "s" : ""}`);
     if (call.error_count) notes.push(`${call.error_count} error${call.error_count > 1 ? "s" : ""}`);
     if (call.direction && call.direction !== "inbound") notes.push(call.direction);
+    if (call.upstream_api === "live") notes.push("Live API");
     const tr = el(
       "tr",
       { class: call.status === "in_progress" ? "clickable live-row" : "clickable", dataset: { href } },
