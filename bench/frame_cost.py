@@ -7,7 +7,7 @@ Three paths, each exactly the code the pump runs for one message (bridge/pump.py
 socket I/O:
   * caller frame: TwilioCodec.decode of a 20 ms `media` message -> Call.carrier_event -> Call.drain ->
     RealtimeCodec.encode of the `input_audio_buffer.append` (µ-law 8 kHz -> PCM16 24 kHz on the way);
-  * model delta: RealtimeCodec.decode of a 100 ms `response.output_audio.delta` -> Call.realtime_event ->
+  * model delta: RealtimeCodec.decode of a 100 ms `response.output_audio.delta` -> Call.model_event ->
     Call.drain -> TwilioCodec.encode of the `media` message(s) and the `mark`;
   * mark echo: TwilioCodec.decode of a `mark` message -> Call.carrier_event (the ledger settles frames);
 each with the pump's two perf_counter calls and its Prometheus observation.
@@ -113,7 +113,7 @@ class Bench:
             )
             for i in range(0, len(model), step)
         ]
-        self.realtime_event(
+        self.model_event(
             json.dumps({"type": "response.created", "event_id": "e", "response": {"id": "resp_1"}})
         )
         self.marks: list[str] = []
@@ -152,7 +152,7 @@ class Bench:
         self.flush()
         self.metrics.carrier_frame(time.perf_counter() - started)
 
-    def realtime_event(self, text: str) -> None:
+    def model_event(self, text: str) -> None:
         event = self.realtime.decode(text)
         started = time.perf_counter()
         self.call.model_event(event, self.now)
@@ -187,7 +187,7 @@ class Bench:
 
     def delta(self, messages: list[str]) -> None:
         for text in messages:
-            self.realtime_event(text)
+            self.model_event(text)
             self.now += 1.0  # the model sends faster than real time: the carrier's buffer never empties
 
     def echo(self, messages: list[str]) -> None:

@@ -245,15 +245,20 @@ def spread(values: list[float]) -> str:
 
 
 class LoopLag:
+    """How late a 20 ms sleep wakes in this process: a stall here is a stall of every call's audio
+    (bridge, emulator and callers share the loop), so an underrun beside a long stall is the host's."""
+
     def __init__(self) -> None:
         self.lags: list[float] = []
-        self._task: asyncio.Task[None] | None = None
 
     async def run(self) -> None:
         while True:
             start = now_ms()
             await asyncio.sleep(0.02)
             self.lags.append(max(0.0, now_ms() - start - 20))
+
+    def worst_since(self, index: int) -> float:
+        return max(self.lags[index:], default=0.0)
 
     def summary(self) -> str:
         if not self.lags:
@@ -274,16 +279,19 @@ async def main(args: argparse.Namespace) -> None:
     started = time.monotonic()
     least: dict[float, int | None] = {}
     print(f"line: carrier 40 ms +-30 each way, playout 60 ms; upstream 60 ms +-J; {len(seeds)} seeds a point")
-    print(f"{'J ms':>5} {'lead ms':>8} {'calls underrun':>15} {'underruns':>10} {'gap ms':>8}")
+    columns = ("J ms", 5), ("lead ms", 8), ("calls underrun", 15), ("underruns", 10), ("gap ms", 8)
+    print(" ".join(f"{name:>{width}}" for name, width in (*columns, ("worst stall ms", 15))))
     for jitter in jitters:
         clean_run = 0
         least[jitter] = None
         for lead in leads:
+            mark = len(lag.lags)
             results = await batch(lead, jitter, seeds, args.stagger, interrupt=False)
             bad = [r for r in results if r.underruns]
             print(
                 f"{jitter:5.0f} {lead:8d} {len(bad):>8d}/{len(results):<6d} "
-                f"{sum(r.underruns for r in results):10d} {sum(r.gap_ms for r in results):8.0f}",
+                f"{sum(r.underruns for r in results):10d} {sum(r.gap_ms for r in results):8.0f} "
+                f"{lag.worst_since(mark):15.0f}",
                 flush=True,
             )
             if bad:

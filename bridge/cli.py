@@ -89,6 +89,7 @@ def _run_server(settings: Settings, slot: WorkerSlot | None) -> int:
         port=settings.port,
         model=settings.realtime_model,
         dialect=settings.realtime_dialect,
+        upstream_api=settings.upstream_api,
     )
     asyncio.run(serve_forever(settings, toolbox, slot))
     return 0

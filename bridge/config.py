@@ -257,17 +257,9 @@ class Settings(BaseSettings):
     @field_validator("upstream_api_by_number", mode="before")
     @classmethod
     def _number_routes(cls, value: object) -> object:
+        value = json_object(value, f"a JSON object like {ROUTES_EXAMPLE}")
         if value is None:
             return None
-        if isinstance(value, str):
-            if not value.strip():
-                return None
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"must be a JSON object like {ROUTES_EXAMPLE} ({exc.msg})") from None
-        if not isinstance(value, dict):
-            raise ValueError(f"must be a JSON object like {ROUTES_EXAMPLE}")
         routes = {}
         for number, api in value.items():
             name = str(api).strip().lower() if isinstance(api, str) else api
@@ -359,16 +351,7 @@ class Settings(BaseSettings):
     @field_validator("realtime_prompt_variables", mode="before")
     @classmethod
     def _json_object(cls, value: object) -> object:
-        if isinstance(value, str):
-            if not value.strip():
-                return None
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"must be a JSON object ({exc.msg})") from None
-            if not isinstance(value, dict):
-                raise ValueError("must be a JSON object")
-        return value
+        return json_object(value)
 
     @model_validator(mode="after")
     def _instructions_file(self) -> Settings:
@@ -527,6 +510,20 @@ class Settings(BaseSettings):
     @property
     def model_shutdown_date(self) -> str | None:
         return DEPRECATED_MODELS.get(self.realtime_model)
+
+
+def json_object(value: object, what: str = "a JSON object") -> dict[str, Any] | None:
+    """A setting holding a JSON object, as text (decoded here) or already decoded; empty: None."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"must be {what} ({exc.msg})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"must be {what}")
+    return value
 
 
 def is_azure_url(url: str) -> bool:

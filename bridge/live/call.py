@@ -233,6 +233,7 @@ class LiveCall(PhoneCall):
         self.session_id = event.session_id
         self._start_deadline = None
         self._session_started_at = now
+        self.closed = None
         self.session_seconds = 0.0
         self._input.start(now)
         self._record(
@@ -547,7 +548,7 @@ class LiveCall(PhoneCall):
     def _server_error(self, event: ev.ServerError) -> None:
         code = event.code or ""
         self._record(RecordKind.ERROR, source="upstream", code=code or event.type, message=event.message)
-        if code in FATAL_ERROR_CODES or not self._input.started:
+        if code in FATAL_ERROR_CODES or self._start_deadline is not None:
             self.upstream_lost()  # an error before session.started: the session will not start (§L10)
 
     def _session_closed(self, event: ev.SessionClosed, now: float) -> None:

@@ -308,10 +308,13 @@ class SipEndpoint(asyncio.DatagramProtocol):
         log.info("INVITE", call_sid=invite.call_id, caller=mask_number(caller), remote=addr[0], rtp_port=port)
 
         bridge = self.bridge
+        # A SIP call's API is the called number's (UPSTREAM_API_BY_NUMBER), else UPSTREAM_API: the pump
+        # reads the same number from the leg's parameters.
+        api, _ = bridge.call_config.upstream_for(uri_user(header_uri(invite.get("To"))))
 
         async def opener() -> Any:
             try:
-                return await bridge.open_prepared()
+                return await bridge.open_prepared(api)
             finally:
                 leg.upstream_ready.set()
 

@@ -132,7 +132,11 @@ async def sip_bridge(
         async with (
             running_emulator(config) as (emulator, url),
             running_bridge(
-                url, SIP_LISTEN=f"127.0.0.1:{port}", RTP_PORT_RANGE=f"{low}-{low + 198}", **env
+                url,
+                SIP_LISTEN=f"127.0.0.1:{port}",
+                RTP_PORT_RANGE=f"{low}-{low + 198}",
+                LIVE_URL=url.replace("/v1/realtime", "/v1/live/sessions"),  # the same emulator's Live dialect
+                **env,
             ) as bridge,
         ):
             yield emulator, bridge, port, Path(workdir)

@@ -6,7 +6,7 @@
   const { el, getJSON, formatCost, formatMs, poll } = CallLog;
   const section = document.getElementById("compare");
   const tbody = section.querySelector("tbody");
-  const NAMES = { realtime: "Realtime", live: "Live" };
+  const NAMES = { realtime: "Realtime API", live: "Live API" };  // "Live" alone is a call in progress
   const FILTERS = ["q", "number", "since", "until", "end_reason", "upstream_api"];
 
   function figure(value, format) {
