@@ -155,6 +155,7 @@ def test_the_carrier_is_cleared_when_the_model_stops_for_a_caller_who_was_talkin
     call = make_call()
     started(call)
     line = Line(call)
+
     def said(k: int) -> None:  # a word a frame, on the session timeline (the model's output so far)
         call.model_event(ev.OutputTranscript(f"w{k} ", k * FRAME, (k + 1) * FRAME), line.now)
 
@@ -321,3 +322,40 @@ def test_an_error_before_the_session_started_is_the_upstreams_failure() -> None:
     late.tick(11_000)
     assert late.end_reason == "upstream_failure"
     assert [e["code"] for e in records(late, RecordKind.ERROR)] == ["start_timeout"]
+
+
+def test_transfer_call_waits_for_the_preamble_to_be_heard_then_the_carrier_transfers() -> None:
+    call = make_call(tools=True, transfer_numbers=("+15550001111",))
+    started(call)
+    line = Line(call)
+    for _ in range(10):  # the model says it will transfer the caller ...
+        line.step(SILENT, LOUD)
+    call.model_event(ev.BackendResponseCreated("dlg_1", "r"), line.now)
+    call.model_event(
+        ev.FunctionCall("dlg_1", "call_t", "transfer_call", '{"number": "+15550001111"}', None), line.now
+    )
+    assert call.take_jobs() == []  # ... and is still saying it
+    jobs = []
+    for _ in range(60):
+        line.step(SILENT, SILENT)
+        call.tick(line.now)
+        jobs += call.take_jobs()
+        if jobs:
+            break
+    (transfer,) = jobs
+    assert transfer.number == "+15550001111"  # type: ignore[union-attr]
+    assert line.playing_until <= line.now  # the preamble was heard whole first
+    call.transfer_finished(transfer, None, 300.0)  # type: ignore[arg-type]
+    assert call.end_reason == "transferred"
+    (result,) = records(call, RecordKind.TOOL_RESULT)
+    assert result["ok"] and result["name"] == "transfer_call"
+
+
+def test_transfer_call_refuses_a_number_off_the_list() -> None:
+    call = make_call(tools=True, transfer_numbers=("+15550001111",))
+    started(call)
+    call.to_upstream.clear()
+    call.model_event(ev.FunctionCall(None, "call_t", "transfer_call", '{"number": "+19005550000"}', None), 50)
+    assert call.take_jobs() == [] and call.end_reason is None
+    output = json.loads(call.to_upstream[0]["item"]["output"])
+    assert "+15550001111" in json.dumps(output)
