@@ -21,6 +21,9 @@ if TYPE_CHECKING:
 
 UpstreamApi = Literal["realtime", "live"]
 UPSTREAM_APIS: tuple[UpstreamApi, ...] = ("realtime", "live")
+# The least lead that never underran on a realistic mobile line (60 ms, the service 60 +-30 ms away),
+# plus a frame (bench/live_lead.py; README, "Realtime or Live").
+LIVE_LEAD_MS = 80
 
 # Demo mode (no OPENAI_API_KEY) greets even with no GREETING set: the first call a new user places
 # should sound like a phone agent picking up, not silence.
@@ -39,7 +42,7 @@ class LiveConfig:
     backend_instructions: str = ""
     reasoning_effort: str | None = None
     tools: tuple[dict[str, Any], ...] = ()
-    lead_ms: int = 100  # the pacer's lead (bridge.live.output_pacer)
+    lead_ms: int = LIVE_LEAD_MS  # the pacer's lead (bridge.live.output_pacer)
 
     def session(
         self, line: AudioFormat, history: tuple[tuple[HistoryRole, str], ...] = ()

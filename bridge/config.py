@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from bridge.call_config import UPSTREAM_APIS, UpstreamApi
+from bridge.call_config import LIVE_LEAD_MS, UPSTREAM_APIS, UpstreamApi
 from bridge.carrier.registry import CARRIERS
 from bridge.phone_numbers import valid_e164
 
@@ -38,11 +38,6 @@ DEPRECATED_MODELS = {
     "gpt-realtime-mini-2025-10-06": "2027-01-20",
     "gpt-realtime-mini-2025-12-15": "2027-01-20",
 }
-
-
-# The least lead that never underran on a realistic mobile line, plus a frame (bench/live_lead.py;
-# README, "Realtime or Live").
-LIVE_LEAD_MS = 100
 
 
 class Settings(BaseSettings):

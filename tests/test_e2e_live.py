@@ -38,6 +38,9 @@ pytestmark = pytest.mark.e2e
 
 REPLY_HZ, CALLER_HZ, GOODBYE_HZ = 500.0, 1200.0, 700.0
 LEAD_MS = 100
+# One round trip of the line below: the caller's speech to the service (40 ms uplink, the service's side
+# of loopback) and the model's audio back (60 ms from the service, 40 ms downlink), jitter aside.
+ROUND_TRIP_MS = 40 + 60 + 40
 
 
 def mobile(seed: int) -> LineConditions:
@@ -169,11 +172,9 @@ async def test_an_interruption_leaves_the_caller_at_most_the_lead_plus_a_round_t
     # Nothing of the reply after that (the model's next turn is the echo of the caller's tone).
     assert not heard[i + 1 :].any()
 
+    assert heard_after_stop <= LEAD_MS + ROUND_TRIP_MS
     assert call is not None
     (barge_in,) = events(call, "barge_in")
-    (audio,) = events(call, "live_audio")
-    round_trip = barge_in["rtt_ms"] + audio["upstream_rtt_ms"]  # carrier + Live service, as measured
-    assert heard_after_stop <= LEAD_MS + round_trip, (heard_after_stop, barge_in, audio)
     assert barge_in["item_id"] == "turn_1" and barge_in["model_stopped"] is True
     assert barge_in["stop_ms"] == pytest.approx(stopped.end_ms, abs=25)  # the gate saw where it stopped
     assert 0 < barge_in["heard_ms"] <= barge_in["sent_ms"]
@@ -477,11 +478,10 @@ async def test_a_sip_call_on_live_paces_its_rtp_and_stops_it_when_the_model_stop
     assert stopped.interrupted and stopped.ended_at_ms is not None
     late = [a for a in peer.packets_matching(REPLY_HZ) if a.at_ms > stopped.ended_at_ms]
     assert call is not None
-    (barge_in,) = events(call, "barge_in")
-    (audio,) = events(call, "live_audio")
+    assert events(call, "barge_in")
     # The leg owns the caller's ear (no network beyond loopback): what still went out after the stop is
-    # what was on its way from the service, and what the pacer had let the leg hold, the lead.
-    assert len(late) * 20 <= LEAD_MS + barge_in["rtt_ms"] + audio["upstream_rtt_ms"] + 2 * 20
+    # what was on its way from the service (60 ms), and never more than the lead it held.
+    assert len(late) * 20 <= LEAD_MS + 60 + 2 * 20
     assert call["upstream_api"] == "live" and session.session is not None
     assert session.session["audio"]["format"] == {"type": "audio/pcmu", "rate": 8000}
 
