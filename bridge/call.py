@@ -46,7 +46,7 @@ from bridge.tools.builtin import END_CALL, TRANSFER_CALL, failure
 PROBE_INTERVAL_MS = 2000.0  # while idle: keeps the round-trip window fresh at no audible cost
 TRANSFER_WAIT_MS = 15_000.0  # the preamble may take a while to be heard; the transfer goes at the latest then
 
-# Errors after which the session is of no further use (PROTOCOLS.md B5.4, B7).
+# Errors after which the session is of no further use (docs/protocols.md §R10).
 FATAL_ERROR_CODES = frozenset(
     {
         "beta_api_shape_disabled",
@@ -57,7 +57,7 @@ FATAL_ERROR_CODES = frozenset(
 )
 # The session is over but the call need not be: a new session takes the conversation on.
 RENEW_ERROR_CODES = frozenset({"session_expired"})
-# The normal outcome of a late barge-in (PROTOCOLS.md fact 9): not worth more than a debug line.
+# The normal outcome of a late barge-in (docs/protocols.md §R9): not worth more than a debug line.
 BENIGN_ERROR_CODES = frozenset({"response_cancel_not_active", "input_audio_buffer_commit_empty"})
 # End reasons after which no summary is asked for: the session is gone, or the process is going.
 NO_SUMMARY_REASONS = frozenset({"upstream_failure", "shutdown", "error"})

@@ -130,7 +130,7 @@ async def answer_call(
 def stream_headers(
     stream_url: str, auth_token: str = "", headers: dict[str, str] | None = None
 ) -> dict[str, str]:
-    """The media stream upgrade's headers: Twilio signs the URL alone (no parameters)."""
+    """The media stream upgrade's headers: Twilio signs the URL alone (docs/protocols.md §T7)."""
     sent = dict(headers or {})
     if auth_token:
         sent[SIGNATURE_HEADER] = RequestValidator(auth_token).compute_signature(stream_url, {})

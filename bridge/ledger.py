@@ -2,7 +2,7 @@
 
 The carrier plays our audio in real time, far behind the model, and tells us progress only through
 mark echoes, which arrive late (network) and which also come back when a `clear` discards audio
-(PROTOCOLS.md A5). The ledger keeps, per outbound frame, which assistant item it belonged to and
+(docs/protocols.md §T5, §C3). The ledger keeps, per outbound frame, which assistant item it belonged to and
 when it was sent, and answers "how much of each item did the caller hear when our clear arrived?"
 by replaying the carrier's playout clock:
 

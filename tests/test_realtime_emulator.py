@@ -1,4 +1,4 @@
-"""The Realtime emulator over real loopback WebSockets, in both dialects (PROTOCOLS.md Part B)."""
+"""The Realtime emulator over real loopback WebSockets, in both dialects (docs/protocols.md §R)."""
 
 from __future__ import annotations
 
@@ -971,7 +971,7 @@ async def test_every_sent_event_validates_against_sdk_types(start, dialect: str)
 
 
 # ---------------------------------------------------------------------------------------------------
-# schema helper (PROTOCOLS.md Part C) and audio helpers
+# schema helper (docs/protocols.md §R12) and audio helpers
 
 
 def test_type_maps_match_the_sdk_and_the_emulator() -> None:

@@ -1,9 +1,9 @@
 """What a caller on a Twilio line hears: the carrier's outbound buffer, marks and clear, as a plain model.
 
 Driven by an explicit clock (`now_ms`, any monotonic millisecond scale) so it can be unit-tested without
-sleeping. Semantics follow PROTOCOLS.md A4/A5: outbound µ-law is buffered and played in order at 8 bytes
-per ms; a mark is echoed when all audio queued before it has played, at once if nothing is buffered, and
-every pending mark is echoed at once by a `clear`, which drops all unplayed audio.
+sleeping. Semantics follow docs/protocols.md §T4, §T5: outbound µ-law is buffered and played in order
+at 8 bytes per ms; a mark is echoed when all audio queued before it has played, at once if nothing is
+buffered, and every pending mark is echoed at once by a `clear`, which drops all unplayed audio.
 
 The model is advanced lazily: every method first plays whatever was due up to `now_ms`, and echoes are
 stamped with the exact time they became due, not the time `advance` happened to be called.

@@ -1,7 +1,7 @@
 """An in-process emulator of the OpenAI Realtime API over WebSocket (GA and beta dialects).
 
 The bridge connects to it exactly as to `wss://api.openai.com/v1/realtime?model=...`. It powers the
-end-to-end tests, the no-API-key demo mode and the load benchmark, so it follows PROTOCOLS.md Part B
+end-to-end tests, the no-API-key demo mode and the load benchmark, so it follows docs/protocols.md §R
 in the behaviours a bridge depends on (event names and order, server VAD, barge-in, truncate/cancel
 errors) and keeps per-session CPU low.
 
@@ -476,7 +476,7 @@ class EmulatedSession(EmulatedConnection):
         sent = self._assistant_items.get(item_id)
         held = self._truncated_ms.get(item_id, sent.audio_ms if sent is not None else 0)
         if audio_end_ms > held:
-            # PROTOCOLS B6.1: exact text, no param, error.event_id null even when the client set one.
+            # docs/protocols.md §R8: exact text, no param, error.event_id null even when the client set one.
             raise Reject(
                 ProtocolError(
                     "invalid_value", f"Audio content of {held}ms is already shorter than {audio_end_ms}ms"

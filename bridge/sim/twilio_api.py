@@ -1,5 +1,5 @@
 """Loopback stand-in for the slice of Twilio's REST API the bridge uses: updating a call
-(PROTOCOLS.md A8.1, A8.2). It answers the way Twilio does (Basic auth, JSON errors with a Twilio code)
+(docs/protocols.md §T8). It answers the way Twilio does (Basic auth, JSON errors with a Twilio code)
 and records every request so tests and the demo can check exactly what the bridge sent.
 """
 

@@ -1,7 +1,8 @@
 """Twilio request signatures (SignalWire's too) and one-time stream tokens.
 
-Expected signatures come from the twilio SDK's own `RequestValidator.compute_signature` or from
-PROTOCOLS.md A7's vectors, never from the code under test, so agreement here means agreement with Twilio.
+Expected signatures come from the twilio SDK's own `RequestValidator.compute_signature` or from the
+test vectors of docs/protocols.md §T6 and §T7, never from the code under test, so agreement here means
+agreement with Twilio.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from bridge.carrier.twilio.signature import (
 )
 from bridge.carrier.webhook import WebhookRequest
 
-# PROTOCOLS.md A7.1: Twilio's documented example.
+# docs/protocols.md §T6: Twilio's documented example.
 DOC_TOKEN = "12345"
 DOC_URL = "https://mycompany.com/myapp.php?foo=1&bar=2"
 DOC_PARAMS = {
@@ -38,7 +39,7 @@ DOC_PARAMS = {
 }
 DOC_SIGNATURE = "0/KCTR6DLpKmkAf8muzZqo1nDgQ="
 
-# PROTOCOLS.md A7.2: the media socket upgrade.
+# docs/protocols.md §T7: the media socket upgrade.
 WS_URL = "wss://example.com/media-stream"
 WS_SIGNATURE = "XFfwGS2Ev7f9qAP9MmRoMS7C724="
 

@@ -1,10 +1,10 @@
 """Plivo Audio Streaming (bidirectional XML `<Stream>`) as a sans-IO codec.
 
 `decode` turns one websocket text message from Plivo into a plain carrier event (or None for messages
-we deliberately ignore); `encode` turns a carrier command into the JSON text Plivo accepts. PROTOCOLS.md
-A9 summarises the dialect; the details below were checked against Plivo's Audio Streaming protocol
-reference, its `<Stream>` XML reference, its official stream SDKs (Python `plivo_stream`, Java
-`com.plivo.stream`) and pipecat's `PlivoFrameSerializer`.
+we deliberately ignore); `encode` turns a carrier command into the JSON text Plivo accepts.
+docs/protocols.md §P1, §P2, §P3 summarise the dialect; the details below were checked against Plivo's
+Audio Streaming documentation, its `<Stream>` XML reference, its official stream SDKs (Python
+`plivo_stream`, Java `com.plivo.stream`) and pipecat's `PlivoFrameSerializer`.
 
 Messages from Plivo:
   `start`   {"event","sequenceNumber","start":{"callId","streamId","accountId","tracks",

@@ -1,6 +1,6 @@
 """Telnyx Media Streaming (bidirectional RTP mode) as a sans-IO codec.
 
-The wire (Telnyx "Stream call media over WebSocket", PROTOCOLS.md A9): JSON text frames, snake_case.
+The wire (Telnyx "Stream call media over WebSocket", docs/protocols.md §TX2): JSON text frames, snake_case.
 In: `connected`; `start` with `stream_id` and `start.{call_control_id, from, to, custom_parameters,
 media_format{encoding, sample_rate, channels}}`; `media` with `media.{track, chunk, timestamp,
 payload}` (base64 RTP payload, no header) and a top-level `sequence_number`; `dtmf` (`dtmf.digit`);

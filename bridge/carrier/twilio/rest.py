@@ -1,4 +1,4 @@
-"""Call control over Twilio's REST API: transferring a live call (PROTOCOLS.md A8.1, A8.2).
+"""Call control over Twilio's REST API: transferring a live call (docs/protocols.md §T8).
 
 The official SDK builds the requests, adds the credentials and turns error bodies into exceptions; its async
 resource methods (`update_async`) run on the event loop rather than the sync client in a thread, so a

@@ -1,5 +1,6 @@
 // The softphone: a call into the bridge from this browser. It speaks exactly the Twilio Media Streams
-// protocol (PROTOCOLS.md part A), so the bridge handles it like any phone call: same call, barge-in, call log.
+// protocol (docs/protocols.md §T3, §T4, §T5), so the bridge handles it like any phone call: same call,
+// barge-in, call log.
 
 const FRAME_MS = 20;
 const ULAW_RATE = 8000;
