@@ -21,13 +21,15 @@ from bridge.phone_numbers import valid_e164
 
 VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
 
-# PROTOCOLS.md B1: the SDK marks these deprecated with a shutdown announced for 2027-01-20.
+# docs/protocols.md §R2: the models the openai SDK (3.63) marks deprecated, with their announced
+# shutdown dates. tests/test_config.py checks this against the installed SDK.
 DEPRECATED_MODELS = {
     "gpt-realtime": "2027-01-20",
     "gpt-realtime-2025-08-28": "2027-01-20",
     "gpt-realtime-mini": "2027-01-20",
-    "gpt-realtime-mini-2025-10-06": "2027-01-20",
     "gpt-realtime-mini-2025-12-15": "2027-01-20",
+    "gpt-audio-mini": "2027-01-20",
+    "gpt-audio-mini-2025-12-15": "2027-01-20",
 }
 
 
