@@ -42,6 +42,7 @@ from bridge.realtime.codec import RealtimeCodec
 from bridge.response_queue import Request, ResponseQueue
 from bridge.summary import PostCallSummary
 from bridge.tools.builtin import END_CALL, TRANSFER_CALL, failure
+from bridge.upstream_loss import NOT_TRIED, ConnectReport, UpstreamLoss
 
 PROBE_INTERVAL_MS = 2000.0  # while idle: keeps the round-trip window fresh at no audible cost
 TRANSFER_WAIT_MS = 15_000.0  # the preamble may take a while to be heard; the transfer goes at the latest then
@@ -278,10 +279,11 @@ class Call:
             self._create(request)  # ours was refused for good (it is logged below): the next one goes
         if code in BENIGN_ERROR_CODES:
             return
-        self._record(RecordKind.ERROR, source="upstream", code=code or event.type, message=event.message)
         if code in FATAL_ERROR_CODES:
-            self.upstream_lost()
-        elif code in RENEW_ERROR_CODES:
+            self.upstream_lost(UpstreamLoss(code, event.message))
+            return
+        self._record(RecordKind.ERROR, source="upstream", code=code or event.type, message=event.message)
+        if code in RENEW_ERROR_CODES:
             self.needs_new_session = True
 
     # -- responses --------------------------------------------------------------------------------
@@ -492,8 +494,11 @@ class Call:
     def hang_up(self, reason: str) -> None:
         self._end(reason, hang_up=True)
 
-    def resume(self, codec: RealtimeCodec, now: float) -> None:
-        """A new session replaces a lost one: configure it and give it the conversation so far.
+    def resume(
+        self, codec: RealtimeCodec, now: float, lost: str = "", connecting: ConnectReport = NOT_TRIED
+    ) -> None:
+        """A new session replaces a lost one (`lost` says why it ended, `connecting` what opening the
+        new one took): configure it and give it the conversation so far.
 
         Whatever the old session was saying is gone (its items do not exist in the new one), so the
         caller's playback is cleared: a short gap, then the conversation goes on. What we had asked
@@ -510,10 +515,13 @@ class Call:
         if (request := self.responses.restart()) is not None:
             self._create(request)
         self.sessions_restored += 1
-        self._record(RecordKind.SESSION_RESTORED, items=len(self.history))
+        self._record(RecordKind.SESSION_RESTORED, items=len(self.history), lost=lost, **connecting.data())
 
-    def upstream_lost(self) -> None:
-        """The model's session is gone; the pump apologises to the caller and closes the line."""
+    def upstream_lost(self, loss: UpstreamLoss) -> None:
+        """The model is gone for good: the record says why; the pump apologises to the caller and
+        closes the line."""
+        if self.end_reason is None:
+            self.records.append(loss.record())
         self._end("upstream_failure", hang_up=False)
 
     def post_call_summary(self, reason: str) -> PostCallSummary | None:

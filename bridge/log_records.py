@@ -22,8 +22,10 @@ class RecordKind(StrEnum):
     TOOL_CALL = "tool_call"  # call_id, name, arguments
     TOOL_RESULT = "tool_result"  # call_id, name, ok, duration_ms, result | error
     NOTE = "note"  # text added from outside: injected, image, source
-    ERROR = "error"  # source (carrier | upstream), code, message
-    SESSION_RESTORED = "session_restored"  # items: the conversation handed to a new session
+    ERROR = "error"  # source (carrier | upstream), code, message (+ attempts, attempt_ms, spent_ms: the
+    # model was lost for good, `UpstreamLoss`)
+    SESSION_RESTORED = "session_restored"  # items (the conversation handed to a new session), lost (why
+    # the old one ended), attempts, attempt_ms, spent_ms (`ConnectReport`)
     USAGE = "usage"  # a response's token usage, as the service reports it (totals, not an event)
 
 

@@ -38,12 +38,13 @@ from bridge.summary import PostCallSummary
 from bridge.tools.builtin import failure
 from bridge.tools.toolbox import TOOL_TIMEOUT_S, Toolbox
 from bridge.upstream import UpstreamClosed, UpstreamRefused, UpstreamSession
+from bridge.upstream_loss import UpstreamLoss
 
 TICK_S = 0.5
 SUMMARY_TIMEOUT_S = 15.0  # the phone leg is already closed; this only bounds the session's life
 MAX_SESSION_REPLACEMENTS = 5  # per call: an upstream that keeps failing is not worth more tries
 
-UpstreamOpener = Callable[[], Awaitable[UpstreamSession]]
+UpstreamOpener = Callable[[float | None], Awaitable[UpstreamSession]]  # the budget counts from then
 Claim = Callable[[str], Awaitable[UpstreamSession | None]]
 
 
@@ -119,13 +120,10 @@ class CallPump:
 
     async def _connected(self, started: CallStarted) -> str:
         try:
-            self.upstream = await self.ctx.claim_prepared(started.call_sid) or await self.ctx.open_upstream()
+            prepared = await self.ctx.claim_prepared(started.call_sid)
+            self.upstream = prepared or await self.ctx.open_upstream(None)
         except UpstreamRefused as exc:
-            self.ctx.metrics.upstream_error("connect")
-            self.log.error("upstream session failed, ending call", reason=str(exc))
-            self.ctx.call_log.event(
-                self.call_id, RecordKind.ERROR, {"source": "upstream", "code": "connect", "message": str(exc)}
-            )
+            self._record(UpstreamLoss("connect", str(exc), exc.connecting).record())
             return "upstream_failure"
         self.ctx.metrics.upstream_connected(self.upstream.connect_ms)
         self.call = Call(
@@ -257,15 +255,19 @@ class CallPump:
         call = self.call
         assert call is not None
         while True:
-            await self._relay_upstream()
+            lost = await self._relay_upstream()
             if call.end_reason is not None:
                 return
-            if call.sessions_restored >= MAX_SESSION_REPLACEMENTS or not await self._replace_session():
-                call.upstream_lost()
+            if call.sessions_restored >= MAX_SESSION_REPLACEMENTS:
+                replaced = f"the call replaced its session {call.sessions_restored} times already"
+                call.upstream_lost(UpstreamLoss("too_many_sessions", f"{lost}; {replaced}"))
+                await self._flush()
+                return
+            if not await self._replace_session(lost, now_ms()):
                 return
 
-    async def _relay_upstream(self) -> None:
-        """Model events into the call until the session ends or must be replaced."""
+    async def _relay_upstream(self) -> str:
+        """Model events into the call until the session ends or must be replaced; returns why it did."""
         call, upstream = self.call, self.upstream
         assert call is not None and upstream is not None
         try:
@@ -280,26 +282,36 @@ class CallPump:
                 call.realtime_event(event, now)
                 await self._flush()
                 self.ctx.metrics.upstream_message(time.perf_counter() - started)
-                if call.end_reason is not None or call.needs_new_session:
-                    return
+                if call.end_reason is not None:
+                    return "the call ended"
+                if call.needs_new_session:
+                    return "the service asked for a new session"
         except UpstreamClosed as exc:
             self.log.error("upstream connection dropped", code=exc.code, reason=exc.reason)
-        else:
-            self.log.warning("upstream closed the session", code=upstream.socket.close_code)
+            detail = f"close code {exc.code}: {exc.reason}" if exc.reason else f"close code {exc.code}"
+            return f"the connection dropped ({detail})"
+        code = upstream.socket.close_code
+        self.log.warning("upstream closed the session", code=code)
+        return f"the service closed the session (close code {code})"
 
-    async def _replace_session(self) -> bool:
-        """Open a new session and hand it the conversation; False if none can be had."""
+    async def _replace_session(self, lost: str, lost_at: float) -> bool:
+        """Open a new session and hand it the conversation; False if none could be had within the
+        connect budget from `lost_at` (the call then ends, its record saying why)."""
         assert self.call is not None and self.upstream is not None
-        with contextlib.suppress(Exception):
-            await self.upstream.socket.close()
+        old = self.upstream.socket
         try:
-            replacement = await self.ctx.open_upstream()
+            replacement = await self.ctx.open_upstream(lost_at)
         except UpstreamRefused as exc:
-            self.ctx.metrics.upstream_error("reconnect")
-            self.log.error("no replacement upstream session", reason=str(exc))
+            self.call.upstream_lost(
+                UpstreamLoss("reconnect", f"{lost}; no new session: {exc}", exc.connecting)
+            )
+            await self._flush()
             return False
+        finally:  # after the attempts, not before: a slow close must not eat into the caller's wait
+            with contextlib.suppress(Exception):
+                await old.close()
         self.upstream = replacement
-        self.call.resume(replacement.codec, now_ms())
+        self.call.resume(replacement.codec, now_ms(), lost, replacement.connecting)
         self.log.info("upstream session replaced", items_restored=len(self.call.history))
         await self._flush()
         return True

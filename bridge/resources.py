@@ -67,8 +67,9 @@ class Bridge:
         self.apology = pcm16_to_ulaw(read_wav_mono(self.settings.fallback_audio or APOLOGY_WAV, 8000))
         self.call_config = CallConfig.from_settings(self.settings, self.toolbox.definitions())
 
-    async def open_upstream(self) -> UpstreamSession:
-        return await open_session_with_retry(self.settings, self.upstream_url)
+    async def open_upstream(self, since: float | None = None) -> UpstreamSession:
+        """A session, tried for the connect budget counted from `since` (default now)."""
+        return await open_session_with_retry(self.settings, self.upstream_url, since)
 
     def stream_failed(self, call_sid: str, reason: str) -> None:
         """Remember that we failed this call, for the `<Connect action>` request that follows."""

@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 
 from bridge.logs import get_logger
-from bridge.upstream import UpstreamSession
+from bridge.upstream import UpstreamRefused, UpstreamSession
 
 log = get_logger("bridge.pool")
 
@@ -35,7 +35,9 @@ class PreparedSessions:
         self._expiry[call_sid] = asyncio.get_running_loop().call_later(self.ttl_s, self._expire, call_sid)
 
     async def claim(self, call_sid: str) -> UpstreamSession | None:
-        """The prepared session for this call, or None (none prepared, or it failed to open)."""
+        """The prepared session for this call, or None (none prepared, or it failed after opening).
+        A session the service refused raises `UpstreamRefused`: it was tried for the whole budget
+        already, since the caller began waiting, or refused for good."""
         task = self._tasks.pop(call_sid, None)
         handle = self._expiry.pop(call_sid, None)
         if handle is not None:
@@ -44,6 +46,8 @@ class PreparedSessions:
             return None
         try:
             return await task
+        except UpstreamRefused:
+            raise
         except Exception as exc:
             log.warning("prepared upstream session failed, opening a new one", error=str(exc))
             return None

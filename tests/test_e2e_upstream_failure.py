@@ -13,7 +13,7 @@ import pytest
 from bridge.pump import MAX_SESSION_REPLACEMENTS
 from bridge.sim.carrier_emulator import TwilioCallerEmulator
 from bridge.sim.realtime_emulator import EmulatorConfig, RealtimeEmulator
-from bridge.upstream import BACKOFF_S, CONNECT_BUDGET_S
+from bridge.upstream_loss import BACKOFF_S, CONNECT_BUDGET_S
 from bridge.wavfile import read_wav_mono, write_wav
 from tests.e2e import RunningBridge, eventually, running_bridge, running_emulator, similarity, tone
 
@@ -264,3 +264,30 @@ def server_error(code: str, message: str) -> dict[str, Any]:
         "event_id": "event_x",
         "error": {"type": "invalid_request_error", "code": code, "message": message, "param": None},
     }
+
+
+async def test_a_session_refused_while_the_webhook_was_answered_is_not_tried_for_a_second_budget(
+    tmp_path: Path,
+) -> None:
+    apology = tmp_path / "apology.wav"
+    write_wav(apology, tone(200, 440), 8000)
+    async with (
+        running_emulator(EmulatorConfig(refuse_status=503)) as (emulator, url),
+        running_bridge(url, FALLBACK_AUDIO=str(apology)) as bridge,
+    ):
+        caller = TwilioCallerEmulator(bridge.media_url)
+        form = {"CallSid": caller.call_sid, "From": "+14155550123", "To": "+18005551212"}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(bridge.base_url + "/twilio/voice", data=form) as response,
+        ):
+            assert response.status == 200  # the session is being prepared: the caller's wait begins
+        await caller.connect()
+        try:
+            await caller.wait_closed(timeout_s=20)
+        finally:
+            await caller.hangup()
+        # The stream claimed the prepared session's failure: the caller waited for one budget, not two.
+        error = await lost_model(bridge, caller.call_sid)
+        assert error["code"] == "connect"
+        assert_tried_for_the_whole_budget(error, emulator)

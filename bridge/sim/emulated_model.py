@@ -29,6 +29,7 @@ class EmulatorConfig:
     )
     refuse_status: int | None = None  # refuse the websocket upgrade with this HTTP status
     refuse_times: int | None = None  # ... only this many times, then accept (None: always)
+    refuse_for_s: float | None = None  # ... only for this long after the first refusal, then accept
     strict: bool = True  # validate every client event against the openai SDK types of the session's dialect
     vad_threshold_dbfs: float = -40.0  # energy threshold at the session's default VAD threshold of 0.5
     # The network from the service to the bridge: every server event is late by delay +/- jitter

@@ -34,6 +34,7 @@ import numpy as np
 import structlog
 from aiohttp import web
 
+from bridge.clock import now_ms
 from bridge.sim import realtime_schema as schema
 from bridge.sim.carrier_emulator import DelayLine
 from bridge.sim.emulated_connection import EmulatedConnection, Reject
@@ -885,6 +886,7 @@ class RealtimeEmulator:
         self.live_sessions: list[EmulatedLiveSession] = []
         self.live_url = ""  # ws://.../v1/live/sessions once started
         self.refused = 0  # upgrades refused by `refuse_status`
+        self._refusing_since: float | None = None  # the first refusal, for `refuse_for_s`
         self._scripts: deque[ScriptedReply] = deque()
         self._changed = asyncio.Condition()
         self._app: web.Application | None = None
@@ -955,9 +957,16 @@ class RealtimeEmulator:
         await self._close_sessions()
 
     def _refusal(self) -> web.Response | None:
-        refusing = self.config.refuse_times is None or self.refused < self.config.refuse_times
-        if (status := self.config.refuse_status) is None or not refusing:
+        config = self.config
+        refusing = config.refuse_times is None or self.refused < config.refuse_times
+        if (status := config.refuse_status) is None or not refusing:
             return None
+        if config.refuse_for_s is not None:
+            now = now_ms()
+            if self._refusing_since is None:
+                self._refusing_since = now
+            elif now - self._refusing_since >= config.refuse_for_s * 1000:
+                return None
         self.refused += 1
         kind, code, message = _REFUSALS.get(status, ("server_error", None, "The server had an error."))
         body = {"error": {"message": message, "type": kind, "code": code, "param": None}}
