@@ -82,6 +82,43 @@ async def test_a_call_with_a_barge_in_is_found_with_its_transcript(tmp_path: Pat
         assert "Assistant:" in transcript and "Caller:" in transcript
 
 
+REPLY_TRANSCRIPT = (
+    "Thanks for waiting. Your order shipped on Monday from our Denver warehouse and should reach you "
+    "by Thursday; the tracking number is in the email we sent this morning."
+)
+
+
+@pytest.mark.parametrize(
+    ("heard_ms", "transcript_complete"),
+    [
+        # 8 s of reply, generated at 4 times real time: in about 2 s.
+        pytest.param(800, False, id="while-the-model-still-speaks"),
+        pytest.param(3000, True, id="after-its-transcript-was-complete"),
+    ],
+)
+async def test_a_reply_cut_by_the_callers_hang_up_keeps_what_was_heard(
+    heard_ms: float, transcript_complete: bool
+) -> None:
+    async with running_emulator() as (emulator, url), running_bridge(url, GREETING="Answer.") as bridge:
+        emulator.script_reply(
+            ScriptedReply(audio_pcm24k=tone(8000, 500, rate=24000), transcript=REPLY_TRANSCRIPT)
+        )
+        async with TwilioCallerEmulator(bridge.media_url) as caller:
+            await caller.wait_heard(min_ms=heard_ms, timeout_s=10)
+        heard_by_caller = caller.playout.played_ms_total  # up to the moment the hang-up left
+
+        call = await bridge.logged_call(caller.call_sid)
+        assert call is not None and call["end_reason"] == "caller_hangup"
+        [line] = [e["data"] for e in call["events"] if e["kind"] == "assistant_transcript"]
+        assert line["interrupted"] is True and line["cut_by"] == "caller_hangup"
+        # What the ledger says was heard is what the caller heard, and the line is cut to it.
+        assert abs(line["heard_ms"] - heard_by_caller) <= 40
+        assert REPLY_TRANSCRIPT.startswith(line["full_text"])
+        assert line["text"] and line["full_text"].startswith(line["text"])
+        assert len(line["text"]) < len(line["full_text"])
+        assert (line["full_text"] == REPLY_TRANSCRIPT) is transcript_complete
+
+
 async def test_a_call_killed_mid_way_is_marked_interrupted_after_restart(tmp_path: Path) -> None:
     # The same replica comes back (a container restarted in its pod): REPLICA_ID names it both times.
     async with running_emulator() as (_, url):

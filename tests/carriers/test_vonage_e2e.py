@@ -311,3 +311,24 @@ async def test_only_signed_webhooks_and_streams_with_their_token_get_a_call() ->
             assert response.status == 200
             posted_ncco = await response.json()
         assert posted_ncco[0]["endpoint"][0]["headers"]["call_id"] == post_uuid
+
+
+async def test_a_hang_up_mid_reply_keeps_what_was_heard_though_vonage_sends_no_stop() -> None:
+    """Vonage ends a call by closing the socket: the call still learns of it and keeps the reply's
+    heard part, marked cut."""
+    transcript = "Your order shipped on Monday and should reach you by Thursday this week."
+    async with (
+        running_emulator() as (emulator, url),
+        running_bridge(url, CARRIERS="vonage", GREETING="Answer.") as bridge,
+    ):
+        emulator.script_reply(ScriptedReply(audio_pcm24k=tone(8000, 500, rate=24000), transcript=transcript))
+        uuid = "aaaaaaaa-0000-0000-0000-00000000cafe"
+        caller = await answered_caller(bridge, uuid)
+        async with caller:
+            await caller.wait_heard(min_ms=1000, timeout_s=10)
+        call = await bridge.logged_call(uuid)
+        assert call is not None and call["end_reason"] == "caller_hangup"
+        [line] = [e["data"] for e in call["events"] if e["kind"] == "assistant_transcript"]
+        assert line["interrupted"] is True and line["cut_by"] == "caller_hangup"
+        assert 0 < line["heard_ms"] < 8000 and transcript.startswith(line["full_text"])
+        assert line["text"] and line["full_text"].startswith(line["text"]) and line["text"] != transcript
