@@ -34,7 +34,7 @@ from bridge.carrier.events import (
 )
 from bridge.goodbye import Goodbye, GoodbyeState
 from bridge.keypad import KeypadEntry
-from bridge.ledger import PlaybackLedger
+from bridge.ledger import ItemPlayback, PlaybackLedger
 from bridge.log_records import LogRecord, RecordKind
 from bridge.outbound_audio import FRAME_MS, OutboundAudio
 from bridge.realtime import events as rt
@@ -112,7 +112,9 @@ class Call:
         self.goodbye = Goodbye()
         self._keypad = KeypadEntry()
         self._audio_done: set[str] = set()
-        self._transcripts: dict[str, str] = {}
+        self._transcripts: dict[str, str] = {}  # assistant item -> its transcript so far, not yet logged
+        self._complete: set[str] = set()  # ... of which complete: logged once the caller heard it all
+        self._line_closed_at: float | None = None  # when the carrier told us the caller hung up
         self._speech_started_at: dict[str, float] = {}  # caller item -> when the caller began speaking
         self._pending_barge_in: _PendingBargeIn | None = None
         self._waiting_transfer: _WaitingTransfer | None = None
@@ -144,13 +146,18 @@ class Call:
                 self.frames_in += 1
                 self._relay_caller_audio(event.payload)
         elif isinstance(event, PlaybackMark):
-            if self.ledger.acked(event.name, now) and self._waiting_for_silence:
-                self._line_went_quiet(now)
+            if self.ledger.acked(event.name, now):
+                if self._complete:
+                    self._log_heard_transcripts()
+                if self._waiting_for_silence:
+                    self._line_went_quiet(now)
         elif isinstance(event, Dtmf):
             self._record(RecordKind.DTMF, digit=event.digit)
             if (entry := self._keypad.press(event.digit, now)) is not None:
                 self._keyed(entry)
         elif isinstance(event, CallEnded):
+            if self.end_reason is None:
+                self._line_closed_at = now
             self._end(event.reason, hang_up=False)
         elif isinstance(event, CallStarted):
             self._record(
@@ -196,16 +203,14 @@ class Call:
         elif isinstance(event, rt.AudioDone):
             self._audio_done.add(event.item_id)
             self._latency(self.outbound.item_done(event.item_id, now, self.to_carrier))
+            if self._complete:
+                self._log_heard_transcripts()
         elif isinstance(event, rt.OutputTranscriptDone):
             if event.response_id not in self.responses.interrupted and event.item_id in self._transcripts:
-                self._transcripts.pop(event.item_id)
-                self._record(
-                    RecordKind.ASSISTANT_TRANSCRIPT,
-                    item_id=event.item_id,
-                    text=event.transcript,
-                    interrupted=False,
-                )
-                self.history.append(("assistant", event.transcript))
+                # Logged once the caller heard it all; a barge-in or a hang-up first logs what was.
+                self._transcripts[event.item_id] = event.transcript
+                self._complete.add(event.item_id)
+                self._log_heard_transcripts()
         elif isinstance(event, rt.ResponseCreated):
             self.responses.created(event)
         elif isinstance(event, rt.ResponseDone):
@@ -429,13 +434,9 @@ class Call:
         interrupted_item = self.outbound.drop()
         active = responses.interrupt()
         unfinished = [i for i in active.audio_items if i not in self._audio_done] if active else []
-        truncates = []
-        for p in self.ledger.clear(now, unfinished):
-            if p.heard_ms >= p.sent_ms and p.item_id in self._audio_done:
-                continue  # The caller heard it all; truncating would make the model repeat itself.
+        truncates = self._cut(self.ledger.clear(now, unfinished), "barge_in")
+        for p in truncates:
             self.to_upstream.append(self.codec.truncate(p.item_id, p.audio_end_ms, p.content_index))
-            truncates.append(p)
-            self._log_cut_transcript(p.item_id, p.sent_ms, p.heard_ms)
         if active is not None and not self.config.session.interrupt_response:
             self.to_upstream.append(self.codec.cancel_response(active.response_id))
         self.outbound.greeting_interrupted()
@@ -463,7 +464,30 @@ class Call:
         data = {"reaction_ms": round(now - pending.detected_at, 2), **pending.record}
         return LogRecord(RecordKind.BARGE_IN, data)
 
-    def _log_cut_transcript(self, item_id: str, sent_ms: int, heard_ms: int) -> None:
+    def _cut(self, playbacks: list[ItemPlayback], cut_by: str) -> list[ItemPlayback]:
+        """Playback stopped (a barge-in, a hang-up, a lost session): each item's transcript is logged
+        as far as the caller heard it. Returns the items cut short, not heard whole."""
+        cut = []
+        for p in playbacks:
+            if p.heard_ms >= p.sent_ms and p.item_id in self._audio_done:
+                continue  # The caller heard it all; truncating would make the model repeat itself.
+            cut.append(p)
+            self._log_cut_transcript(p.item_id, p.sent_ms, p.heard_ms, cut_by)
+        self._log_heard_transcripts()
+        return cut
+
+    def _log_heard_transcripts(self, *, all_of_them: bool = False) -> None:
+        """Log each complete transcript whose audio the caller has now heard to the end (`all_of_them`:
+        the rest too, whose audio will not play any further)."""
+        for item_id in list(self._complete):
+            if all_of_them or (item_id in self._audio_done and not self.ledger.playing(item_id)):
+                self._complete.discard(item_id)
+                text = self._transcripts.pop(item_id)
+                self._record(RecordKind.ASSISTANT_TRANSCRIPT, item_id=item_id, text=text, interrupted=False)
+                self.history.append(("assistant", text))
+
+    def _log_cut_transcript(self, item_id: str, sent_ms: int, heard_ms: int, cut_by: str) -> None:
+        self._complete.discard(item_id)
         text = self._transcripts.pop(item_id, "")
         if not text:
             return
@@ -476,6 +500,7 @@ class Call:
             text=heard_text.rstrip(),
             full_text=text,
             interrupted=True,
+            cut_by=cut_by,
             heard_ms=heard_ms,
         )
         if heard_text.strip():
@@ -507,7 +532,8 @@ class Call:
         self.needs_new_session = False
         if self.ledger.pending():
             self.to_carrier.append(ClearPlayback())
-            self.ledger.clear(now)
+            self._cut(self.ledger.clear(now), "session_replaced")
+        self._log_heard_transcripts(all_of_them=True)
         self._transcripts.clear()
         self.outbound.drop()
         self.to_upstream.append(codec.session_update(self.config.session))
@@ -523,6 +549,16 @@ class Call:
         if self.end_reason is None:
             self.records.append(loss.record())
         self._end("upstream_failure", hang_up=False)
+
+    def line_closed(self, now: float, reason: str) -> None:
+        """The line is closed (`reason`: how the call ended): what the caller was still hearing was
+        cut there, and the call's record keeps it. Called once, by the pump, as the call ends."""
+        active = self.responses.active
+        unfinished = [i for i in active.audio_items if i not in self._audio_done] if active else []
+        # The caller's hang-up reached us half a round trip after they stopped hearing anything.
+        stopped_at = None if self._line_closed_at is None else self._line_closed_at - self.ledger.half_rtt
+        self._cut(self.ledger.clear(now, unfinished, stopped_at), reason)
+        self._log_heard_transcripts(all_of_them=True)
 
     def post_call_summary(self, reason: str) -> PostCallSummary | None:
         """Once the call ended with `reason`: the summary to ask the still-open session for, or None

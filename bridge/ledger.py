@@ -204,14 +204,20 @@ class PlaybackLedger:
         """Audio was sent that the carrier has not yet confirmed played."""
         return bool(self._frames)
 
+    def playing(self, item_id: str) -> bool:
+        """Audio of `item_id` was sent that the carrier has not yet confirmed played."""
+        item = self._items.get(item_id)
+        return item is not None and item.played_bytes < item.sent_bytes
+
     def _frame_start(self, t: float, frame: _Frame) -> float:
         arrival = frame.sent_at + self.half_rtt
         return t if arrival <= t else arrival + self.playout_delay_ms
 
-    def heard(self, now: float) -> list[ItemPlayback]:
-        """Per item with unconfirmed audio: sent and heard by the time a clear sent `now` arrives."""
+    def heard(self, now: float, stopped_at: float | None = None) -> list[ItemPlayback]:
+        """Per item with unconfirmed audio: sent and heard by the time a clear sent `now` arrives, or
+        by `stopped_at` if the carrier stopped playing then (the caller hung up)."""
         # The clear's own trip is jittered like any message: expect a typical one, not the shortest.
-        clear_arrives = now + self._typical_half_rtt()
+        clear_arrives = now + self._typical_half_rtt() if stopped_at is None else stopped_at
         # A mark not yet echoed means its audio had not finished half a round trip ago: whatever the
         # clock model says, the caller cannot have heard more than that plus one round trip.
         ceiling = self._unconfirmed_ceiling()
@@ -259,12 +265,15 @@ class PlaybackLedger:
                 return upto + int(longest * self.bytes_per_ms)
         return upto
 
-    def clear(self, now: float, unfinished: Iterable[str] = ()) -> list[ItemPlayback]:
-        """We are sending `clear` now: settle what was heard; later echoes of these marks mean discarded.
+    def clear(
+        self, now: float, unfinished: Iterable[str] = (), stopped_at: float | None = None
+    ) -> list[ItemPlayback]:
+        """We are sending `clear` now (or playback stopped at `stopped_at`: the line closed): settle
+        what was heard; later echoes of these marks mean discarded.
 
         `unfinished`: items the model is still speaking. One whose audio so far was all confirmed
         played has nothing pending, yet the model has more to say: it is settled too, heard whole."""
-        result = self.heard(now)
+        result = self.heard(now, stopped_at)
         self._discarded.update(f.mark for f in self._frames if f.mark)
         self._frames.clear()
         self._anchor = None

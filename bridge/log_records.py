@@ -14,7 +14,9 @@ from typing import Any
 
 class RecordKind(StrEnum):
     CALLER_TRANSCRIPT = "caller_transcript"  # item_id, text
-    ASSISTANT_TRANSCRIPT = "assistant_transcript"  # item_id, text, interrupted (+ full_text, heard_ms)
+    # item_id, text, interrupted (+ full_text, heard_ms, cut_by: a barge-in, the line closing, a lost
+    # session): logged once heard to its end, or as far as heard
+    ASSISTANT_TRANSCRIPT = "assistant_transcript"
     BARGE_IN = "barge_in"  # reaction_ms, item_id, sent_ms, heard_ms, items_truncated, rtt_ms
     GREETING_LATENCY = "greeting_latency"  # ms: stream start -> the greeting's first audio sent
     TURN_LATENCY = "turn_latency"  # ms: the caller stopped speaking -> the reply's first audio sent

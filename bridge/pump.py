@@ -160,6 +160,11 @@ class CallPump:
         return self.call.end_reason or "caller_hangup"
 
     async def _close(self, reason: str) -> None:
+        call = self.call
+        if call is not None:  # before the apology: it clears whatever the caller was still hearing
+            call.line_closed(now_ms(), reason)
+            for record in call.drain()[2]:  # the line is gone: only the records are still wanted
+                self._record(record)
         if reason == "upstream_failure":
             self.ctx.stream_failed(self.call_id, reason)
             if not self.leg.closed:
@@ -168,7 +173,6 @@ class CallPump:
         if not self.leg.closed:  # the phone leg first: nothing below may keep the caller on the line
             with contextlib.suppress(Exception):
                 await self.leg.close(reason)
-        call = self.call
         self.ctx.call_log.call_ended(self.call_id, reason)  # the call ended when the line did
         self.ctx.metrics.call_ended(reason)
         self.log.info(
@@ -250,6 +254,8 @@ class CallPump:
             self.ctx.metrics.carrier_frame(time.perf_counter() - started)
             if isinstance(event, CallEnded) or call.end_reason is not None:
                 return
+        # The stream closed without saying the call ended (Vonage ends a call so): the caller is gone.
+        call.carrier_event(CallEnded(), now_ms())
 
     async def _upstream_loop(self) -> None:
         call = self.call

@@ -278,6 +278,84 @@ def test_interrupted_transcript_is_cut_where_the_caller_barged_in() -> None:
     assert records[0].data["full_text"] == "one two three four"
 
 
+def assistant_lines(call: Call) -> list[dict[str, Any]]:
+    return [r.data for r in call.drain()[2] if r.kind == "assistant_transcript"]
+
+
+def complete_reply(call: Call, carrier: IdealCarrier, text: str, ms: int) -> None:
+    """The model says `text` with `ms` of audio at time 0, all of it at once (faster than real time)."""
+    call.realtime_event(rt.ResponseCreated("r1"), 0)
+    call.realtime_event(rt.OutputTranscriptDelta("r1", "i1", text), 0)
+    call.realtime_event(rt.AudioDelta("r1", "i1", 0, tone_24k(ms)), 0)
+    call.realtime_event(rt.AudioDone("r1", "i1"), 0)
+    call.realtime_event(rt.OutputTranscriptDone("r1", "i1", text), 0)
+    call.realtime_event(rt.ResponseDone("r1", "completed", None, None), 0)
+    carrier.take(0)
+
+
+def test_a_complete_reply_is_logged_once_the_caller_heard_it_all() -> None:
+    call, carrier = started_call()
+    complete_reply(call, carrier, "one two three four", 1000)
+    assert assistant_lines(call) == []  # complete, but the caller has heard none of it yet
+    assert call.history == []
+    carrier.play_until(900)
+    assert assistant_lines(call) == []
+    carrier.play_until(1100)  # its last mark, after the resampler's tail
+    [line] = assistant_lines(call)
+    assert line == {"item_id": "i1", "text": "one two three four", "interrupted": False}
+    assert call.history == [("assistant", "one two three four")]
+
+
+def test_a_complete_reply_the_caller_barged_into_is_logged_as_far_as_heard() -> None:
+    call, carrier = started_call()
+    complete_reply(call, carrier, "one two three four", 1000)
+    carrier.play_until(500)
+    call.realtime_event(rt.SpeechStarted("u1", 0), 500)
+    [line] = assistant_lines(call)
+    assert (line["text"], line["interrupted"], line["cut_by"]) == ("one two t", True, "barge_in")
+    assert call.history == [("assistant", "one two t")]
+
+
+@pytest.mark.parametrize("complete", [False, True], ids=["still-speaking", "transcript-complete"])
+def test_a_reply_cut_by_the_callers_hang_up_is_logged_as_far_as_heard(complete: bool) -> None:
+    call, carrier = started_call()
+    if complete:
+        complete_reply(call, carrier, "one two three four", 1000)
+    else:
+        speak(call, carrier, 1000, at=0)
+        call.realtime_event(rt.OutputTranscriptDelta("r1", "i1", "one two three four"), 0)
+    carrier.play_until(500)
+    call.carrier_event(CallEnded(), 500)
+    assert assistant_lines(call) == []  # settled when the line is closed, not before
+    call.line_closed(510, "caller_hangup")
+    [line] = assistant_lines(call)
+    assert (line["text"], line["full_text"], line["interrupted"]) == ("one two t", "one two three four", True)
+    assert (line["cut_by"], line["heard_ms"]) == ("caller_hangup", 500)
+    assert call.history == [("assistant", "one two t")]
+
+
+def test_a_reply_heard_whole_before_the_line_closed_is_not_cut() -> None:
+    call, carrier = started_call()
+    complete_reply(call, carrier, "one two", 200)
+    carrier.play_until(200)
+    call.carrier_event(CallEnded(), 300)
+    call.line_closed(300, "caller_hangup")
+    [line] = assistant_lines(call)
+    assert line == {"item_id": "i1", "text": "one two", "interrupted": False}
+
+
+def test_a_reply_cut_by_a_lost_session_is_logged_and_handed_to_the_new_one() -> None:
+    call, carrier = started_call()
+    complete_reply(call, carrier, "one two three four", 1000)
+    carrier.play_until(500)
+    call.resume(RealtimeCodec("ga"), 500, "the connection dropped (close code 1011)")
+    _, upstream, records = call.drain()
+    [line] = [r.data for r in records if r.kind == "assistant_transcript"]
+    assert (line["text"], line["cut_by"]) == ("one two t", "session_replaced")
+    restored = [e["item"]["content"][0]["text"] for e in upstream if e["type"] == "conversation.item.create"]
+    assert restored == ["one two t"]
+
+
 def test_fatal_upstream_error_ends_the_call_for_the_pump_to_close() -> None:
     call = make_call()
     call.drain()
