@@ -116,10 +116,15 @@ class WebSocketLeg:
         data = self.codec.encode(command)
         if data is None or self.ws.closed:
             return
-        if isinstance(data, str):
-            await self.ws.send_str(data)
-        else:
-            await self.ws.send_bytes(data)
+        try:
+            if isinstance(data, str):
+                await self.ws.send_str(data)
+            else:
+                await self.ws.send_bytes(data)
+        except ConnectionError:
+            # The carrier closed the stream while we spoke (Vonage ends a call so): the caller is
+            # gone, which `events` reports as the socket closes; nothing here is worth failing for.
+            return
 
     async def close(self, reason: str, code: int = 1000) -> None:
         if not self.ws.closed:
