@@ -56,6 +56,24 @@ def assert_tried_for_the_whole_budget(error: dict[str, Any], emulator: RealtimeE
     assert tried[-1] <= error["spent_ms"] <= BUDGET_MS + 500
 
 
+async def call_without_the_model(bridge: RunningBridge, caller: TwilioCallerEmulator) -> dict[str, Any]:
+    """The caller calls and the model is never had: returns, once the line closed, the record's error."""
+    await caller.connect()
+    try:
+        await caller.wait_closed(timeout_s=20)
+    finally:
+        await caller.hangup()
+    return await lost_model(bridge, caller.call_sid)
+
+
+@pytest.fixture
+def short_apology(tmp_path: Path) -> str:
+    """A 200 ms FALLBACK_AUDIO, for the tests about the record rather than about the apology."""
+    path = tmp_path / "apology.wav"
+    write_wav(path, tone(200, 440), 8000)
+    return str(path)
+
+
 async def connect_done(base_url: str, call_sid: str) -> str:
     async with (
         aiohttp.ClientSession() as http,
@@ -71,13 +89,8 @@ async def test_a_refusing_service_is_retried_then_the_caller_hears_the_apology_a
         running_bridge(url, FALLBACK_NUMBER="+15550001111") as bridge,
     ):
         caller = TwilioCallerEmulator(bridge.media_url)
-        await caller.connect()
-        try:
-            await caller.wait_closed(timeout_s=20)
-        finally:
-            await caller.hangup()
+        error = await call_without_the_model(bridge, caller)
         # Retried for the whole budget from the start of the call, and the record says so.
-        error = await lost_model(bridge, caller.call_sid)
         assert error["code"] == "connect" and "HTTP 503" in error["message"]
         assert_tried_for_the_whole_budget(error, emulator)
         heard = caller.playout.heard_pcm(include_silence=False)
@@ -94,14 +107,9 @@ async def test_a_bad_key_is_not_retried() -> None:
         running_bridge(url) as bridge,
     ):
         caller = TwilioCallerEmulator(bridge.media_url)
-        await caller.connect()
-        try:
-            await caller.wait_closed(timeout_s=20)
-        finally:
-            await caller.hangup()
+        error = await call_without_the_model(bridge, caller)
         assert emulator.refused == 1
         assert caller.playout.played_ms_total > 3000  # the apology, not silence
-        error = await lost_model(bridge, caller.call_sid)
         assert (error["code"], error["attempts"]) == ("connect", 1) and "HTTP 401" in error["message"]
 
 
@@ -214,13 +222,11 @@ async def test_a_service_refusing_for_3_s_after_a_drop_gets_the_call_back() -> N
         assert restored["attempt_ms"][-1] < BUDGET_MS and "1011" in restored["lost"]
 
 
-async def test_a_session_lost_for_good_is_recorded_with_why(tmp_path: Path) -> None:
+async def test_a_session_lost_for_good_is_recorded_with_why(short_apology: str) -> None:
     """Each way a call can lose the model for good leaves an error event saying why, counted."""
-    apology = tmp_path / "apology.wav"
-    write_wav(apology, tone(200, 440), 8000)  # short: the record is the point here
     async with (
         running_emulator() as (emulator, url),
-        running_bridge(url, FALLBACK_AUDIO=str(apology)) as bridge,
+        running_bridge(url, FALLBACK_AUDIO=short_apology) as bridge,
     ):
         # A code after which the session is of no use: no new session is tried.
         async with TwilioCallerEmulator(bridge.media_url) as caller:
@@ -267,13 +273,11 @@ def server_error(code: str, message: str) -> dict[str, Any]:
 
 
 async def test_a_session_refused_while_the_webhook_was_answered_is_not_tried_for_a_second_budget(
-    tmp_path: Path,
+    short_apology: str,
 ) -> None:
-    apology = tmp_path / "apology.wav"
-    write_wav(apology, tone(200, 440), 8000)
     async with (
         running_emulator(EmulatorConfig(refuse_status=503)) as (emulator, url),
-        running_bridge(url, FALLBACK_AUDIO=str(apology)) as bridge,
+        running_bridge(url, FALLBACK_AUDIO=short_apology) as bridge,
     ):
         caller = TwilioCallerEmulator(bridge.media_url)
         form = {"CallSid": caller.call_sid, "From": "+14155550123", "To": "+18005551212"}
@@ -282,12 +286,7 @@ async def test_a_session_refused_while_the_webhook_was_answered_is_not_tried_for
             http.post(bridge.base_url + "/twilio/voice", data=form) as response,
         ):
             assert response.status == 200  # the session is being prepared: the caller's wait begins
-        await caller.connect()
-        try:
-            await caller.wait_closed(timeout_s=20)
-        finally:
-            await caller.hangup()
+        error = await call_without_the_model(bridge, caller)
         # The stream claimed the prepared session's failure: the caller waited for one budget, not two.
-        error = await lost_model(bridge, caller.call_sid)
         assert error["code"] == "connect"
         assert_tried_for_the_whole_budget(error, emulator)
