@@ -113,7 +113,8 @@ class Call:
         self._keypad = KeypadEntry()
         self._audio_done: set[str] = set()
         self._transcripts: dict[str, str] = {}  # assistant item -> its transcript so far, not yet logged
-        self._complete: set[str] = set()  # ... of which complete: logged once the caller heard it all
+        # ... of which complete (and since when): logged once the caller heard it all
+        self._complete: dict[str, float] = {}
         self._line_closed_at: float | None = None  # when the carrier told us the caller hung up
         self._speech_started_at: dict[str, float] = {}  # caller item -> when the caller began speaking
         self._pending_barge_in: _PendingBargeIn | None = None
@@ -209,7 +210,7 @@ class Call:
             if event.response_id not in self.responses.interrupted and event.item_id in self._transcripts:
                 # Logged once the caller heard it all; a barge-in or a hang-up first logs what was.
                 self._transcripts[event.item_id] = event.transcript
-                self._complete.add(event.item_id)
+                self._complete[event.item_id] = now
                 self._log_heard_transcripts()
         elif isinstance(event, rt.ResponseCreated):
             self.responses.created(event)
@@ -479,32 +480,33 @@ class Call:
     def _log_heard_transcripts(self, *, all_of_them: bool = False) -> None:
         """Log each complete transcript whose audio the caller has now heard to the end (`all_of_them`:
         the rest too, whose audio will not play any further)."""
-        for item_id in list(self._complete):
+        for item_id, complete_at in list(self._complete.items()):
             if all_of_them or (item_id in self._audio_done and not self.ledger.playing(item_id)):
-                self._complete.discard(item_id)
+                del self._complete[item_id]
                 text = self._transcripts.pop(item_id)
-                self._record(RecordKind.ASSISTANT_TRANSCRIPT, item_id=item_id, text=text, interrupted=False)
-                self.history.append(("assistant", text))
+                self._log_assistant_line(item_id, text, complete_at, interrupted=False)
 
     def _log_cut_transcript(self, item_id: str, sent_ms: int, heard_ms: int, cut_by: str) -> None:
-        self._complete.discard(item_id)
+        self._complete.pop(item_id, None)
         text = self._transcripts.pop(item_id, "")
         if not text:
             return
         # The transcript runs ahead of playback; cut it in proportion to what was heard.
         total = max(sent_ms, 1)
-        heard_text = text[: round(len(text) * min(heard_ms / total, 1.0))]
-        self._record(
-            RecordKind.ASSISTANT_TRANSCRIPT,
-            item_id=item_id,
-            text=heard_text.rstrip(),
-            full_text=text,
-            interrupted=True,
-            cut_by=cut_by,
-            heard_ms=heard_ms,
+        heard_text = text[: round(len(text) * min(heard_ms / total, 1.0))].rstrip()
+        self._log_assistant_line(
+            item_id, heard_text, None, full_text=text, interrupted=True, cut_by=cut_by, heard_ms=heard_ms
         )
-        if heard_text.strip():
-            self.history.append(("assistant", heard_text.rstrip()))
+
+    def _log_assistant_line(self, item_id: str, heard: str, at: float | None, **data: Any) -> None:
+        """An assistant line in the call log, placed `at` (None: now); what the caller heard of it
+        joins the history. A whole line is placed where its transcript was complete, as it was when
+        it was logged at once: after the reply's latency record, which the call page pairs it with."""
+        self.records.append(
+            LogRecord(RecordKind.ASSISTANT_TRANSCRIPT, {"item_id": item_id, "text": heard, **data}, at)
+        )
+        if heard:
+            self.history.append(("assistant", heard))
 
     # -- endings ----------------------------------------------------------------------------------
 

@@ -282,27 +282,30 @@ def assistant_lines(call: Call) -> list[dict[str, Any]]:
     return [r.data for r in call.drain()[2] if r.kind == "assistant_transcript"]
 
 
-def complete_reply(call: Call, carrier: IdealCarrier, text: str, ms: int) -> None:
-    """The model says `text` with `ms` of audio at time 0, all of it at once (faster than real time)."""
+def complete_reply(call: Call, carrier: IdealCarrier, text: str, ms: int, done_at: float = 0) -> None:
+    """The model says `text` with `ms` of audio from time 0, all of it by `done_at` (faster than
+    real time)."""
     call.realtime_event(rt.ResponseCreated("r1"), 0)
     call.realtime_event(rt.OutputTranscriptDelta("r1", "i1", text), 0)
     call.realtime_event(rt.AudioDelta("r1", "i1", 0, tone_24k(ms)), 0)
-    call.realtime_event(rt.AudioDone("r1", "i1"), 0)
-    call.realtime_event(rt.OutputTranscriptDone("r1", "i1", text), 0)
-    call.realtime_event(rt.ResponseDone("r1", "completed", None, None), 0)
     carrier.take(0)
+    call.realtime_event(rt.AudioDone("r1", "i1"), done_at)
+    call.realtime_event(rt.OutputTranscriptDone("r1", "i1", text), done_at)
+    call.realtime_event(rt.ResponseDone("r1", "completed", None, None), done_at)
+    carrier.take(done_at)
 
 
 def test_a_complete_reply_is_logged_once_the_caller_heard_it_all() -> None:
     call, carrier = started_call()
-    complete_reply(call, carrier, "one two three four", 1000)
-    assert assistant_lines(call) == []  # complete, but the caller has heard none of it yet
+    complete_reply(call, carrier, "one two three four", 1000, done_at=40)
+    assert assistant_lines(call) == []  # complete, but the caller has heard little of it yet
     assert call.history == []
     carrier.play_until(900)
     assert assistant_lines(call) == []
     carrier.play_until(1100)  # its last mark, after the resampler's tail
-    [line] = assistant_lines(call)
-    assert line == {"item_id": "i1", "text": "one two three four", "interrupted": False}
+    [record] = [r for r in call.drain()[2] if r.kind == "assistant_transcript"]
+    assert record.data == {"item_id": "i1", "text": "one two three four", "interrupted": False}
+    assert record.at == 40  # placed where it was complete, not where it was heard to the end
     assert call.history == [("assistant", "one two three four")]
 
 
