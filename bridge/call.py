@@ -39,7 +39,7 @@ from bridge.log_records import LogRecord, RecordKind
 from bridge.outbound_audio import FRAME_MS, OutboundAudio
 from bridge.realtime import events as rt
 from bridge.realtime.codec import RealtimeCodec
-from bridge.response_queue import Request, ResponseQueue
+from bridge.response_queue import Request, Response, ResponseQueue
 from bridge.summary import PostCallSummary
 from bridge.tools.builtin import END_CALL, TRANSFER_CALL, failure
 from bridge.upstream_loss import NOT_TRIED, ConnectReport, UpstreamLoss
@@ -434,8 +434,7 @@ class Call:
         self.to_carrier.append(ClearPlayback())  # First, before any bookkeeping: the caller hears this.
         interrupted_item = self.outbound.drop()
         active = responses.interrupt()
-        unfinished = [i for i in active.audio_items if i not in self._audio_done] if active else []
-        truncates = self._cut(self.ledger.clear(now, unfinished), "barge_in")
+        truncates = self._cut(self.ledger.clear(now, self._unfinished(active)), "barge_in")
         for p in truncates:
             self.to_upstream.append(self.codec.truncate(p.item_id, p.audio_end_ms, p.content_index))
         if active is not None and not self.config.session.interrupt_response:
@@ -465,13 +464,17 @@ class Call:
         data = {"reaction_ms": round(now - pending.detected_at, 2), **pending.record}
         return LogRecord(RecordKind.BARGE_IN, data)
 
+    def _unfinished(self, response: Response | None) -> list[str]:
+        """The items `response` is still speaking (`PlaybackLedger.clear`'s `unfinished`)."""
+        return [i for i in response.audio_items if i not in self._audio_done] if response else []
+
     def _cut(self, playbacks: list[ItemPlayback], cut_by: str) -> list[ItemPlayback]:
         """Playback stopped (a barge-in, a hang-up, a lost session): each item's transcript is logged
         as far as the caller heard it. Returns the items cut short, not heard whole."""
         cut = []
         for p in playbacks:
             if p.heard_ms >= p.sent_ms and p.item_id in self._audio_done:
-                continue  # The caller heard it all; truncating would make the model repeat itself.
+                continue  # Heard whole: not cut (and not truncated, or the model would repeat itself).
             cut.append(p)
             self._log_cut_transcript(p.item_id, p.sent_ms, p.heard_ms, cut_by)
         self._log_heard_transcripts()
@@ -555,11 +558,9 @@ class Call:
     def line_closed(self, now: float, reason: str) -> None:
         """The line is closed (`reason`: how the call ended): what the caller was still hearing was
         cut there, and the call's record keeps it. Called once, by the pump, as the call ends."""
-        active = self.responses.active
-        unfinished = [i for i in active.audio_items if i not in self._audio_done] if active else []
         # The caller's hang-up reached us half a round trip after they stopped hearing anything.
         stopped_at = None if self._line_closed_at is None else self._line_closed_at - self.ledger.half_rtt
-        self._cut(self.ledger.clear(now, unfinished, stopped_at), reason)
+        self._cut(self.ledger.clear(now, self._unfinished(self.responses.active), stopped_at), reason)
         self._log_heard_transcripts(all_of_them=True)
 
     def post_call_summary(self, reason: str) -> PostCallSummary | None:
