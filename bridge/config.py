@@ -127,9 +127,12 @@ class Settings(BaseSettings):
     # Processes: workers on this host, and this process among the replicas sharing the call log
     workers: int | Literal["auto"] = 1  # processes sharing PORT; auto = one per core this process may use
     replica_id: str = Field(default="", max_length=100)  # default: hostname:PORT; a worker adds /w<index>
-    internal_url: str = ""  # where sibling replicas reach this process; default http://POD_IP-or-host:PORT
+    # Where sibling processes reach this one's internal listener: default http://POD_IP-or-host:INTERNAL_PORT
+    internal_url: str = ""
     pod_ip: str = ""  # Kubernetes Downward API (status.podIP): the default host of INTERNAL_URL
-    internal_port: int = Field(default=0, ge=0, le=65535)  # WORKERS > 1: worker i on INTERNAL_PORT+i; 0 = any
+    internal_port: int = Field(default=0, ge=0, le=65535)  # worker i listens on INTERNAL_PORT+i; 0 = any
+    # Signs the requests processes forward to one another (bridge.cluster_auth); default: from ADMIN_TOKEN
+    cluster_secret: SecretStr | None = None
     lease_seconds: float = Field(default=15.0, gt=0)  # a replica silent this long has its calls closed
     lease_renew_seconds: float = Field(default=5.0, gt=0)  # heartbeat, and how often orphans are looked for
 
@@ -198,6 +201,13 @@ class Settings(BaseSettings):
             raise ValueError("LEASE_SECONDS must be at least twice LEASE_RENEW_SECONDS")
         if self.internal_port and self.internal_port + self.worker_count - 1 > 65535:
             raise ValueError("INTERNAL_PORT leaves no room for a port per worker below 65536")
+        if self.internal_port and self.internal_port <= self.port < self.internal_port + self.worker_count:
+            raise ValueError(
+                "INTERNAL_PORT must differ from PORT: the internal listener is a port of its own"
+            )
+        if self.internal_url and self.worker_count == 1 and not self.internal_port:
+            # The URL is advertised as given, so the listener must be on a port known in advance.
+            raise ValueError("INTERNAL_URL needs INTERNAL_PORT, the port it reaches this process on")
         return self
 
     @field_validator("log_level", mode="before")
