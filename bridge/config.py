@@ -69,7 +69,9 @@ class Settings(BaseSettings):
     transfer_allowlist: str = ""  # other numbers transfer_call may dial, comma-separated
     twilio_api_base: str = ""  # Twilio REST base URL override (a stand-in); empty = api.twilio.com
     tools_secret: SecretStr | None = None  # signs every tool request (X-Bridge-Signature)
-    prefetch_greeting: bool = True  # ask for it while the webhook is answered; see README
+    # Ask for the greeting while the webhook is answered: auto = only while this process is the only
+    # one sharing the call log (bridge.session_pool), so no greeting is made where no stream arrives.
+    prefetch_greeting: bool | Literal["auto"] = "auto"
 
     # HTTP server
     host: str = "0.0.0.0"
@@ -167,6 +169,20 @@ class Settings(BaseSettings):
             host, sep, port = value.rpartition(":")
             if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
                 raise ValueError("must be host:port, e.g. 0.0.0.0:5060")
+        return value
+
+    @field_validator("prefetch_greeting", mode="before")
+    @classmethod
+    def _auto_or_bool(cls, value: object) -> object:
+        if isinstance(value, str):
+            word = value.strip().lower()
+            if word == "auto":
+                return "auto"
+            if word in ("true", "1", "yes", "on"):
+                return True
+            if word in ("false", "0", "no", "off"):
+                return False
+            raise ValueError("must be auto, true or false")
         return value
 
     @field_validator("workers", mode="before")

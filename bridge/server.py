@@ -236,6 +236,7 @@ def create_app(
         metrics=metrics,
         recordings=recordings,
         call_log_health=health,
+        owners=owners,
         toolbox=toolbox or Toolbox(),
     )
     app[BRIDGE_KEY] = bridge

@@ -270,3 +270,39 @@ async def test_a_calls_stream_is_admitted_once_whichever_replica_it_reaches(
         assert replay.close_reason == "duplicate call"
         await replay.hangup()
     assert len(emulator.sessions) == 1  # nothing was opened for the refused streams
+
+
+async def test_the_greeting_is_made_once_by_the_replica_that_takes_the_stream(
+    two_replicas: tuple[RealtimeEmulator, RunningBridge, RunningBridge],
+) -> None:
+    emulator, a, b = two_replicas
+
+    async def webhook(replica: RunningBridge, call_sid: str) -> None:
+        form = {"CallSid": call_sid, "From": "+14155550123", "To": "+18005551212"}
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(replica.base_url + "/twilio/voice", data=form) as r,
+        ):
+            assert r.status == 200
+
+    # Webhook on A, stream on B: A's session is configured, never greeted, and closed once B takes
+    # the stream (well before the 30 s expiry); B greets.
+    elsewhere = TwilioCallerEmulator(b.media_url)
+    await webhook(a, elsewhere.call_sid)
+    prepared = await emulator.wait_for_session()
+    await eventually(lambda: [e["type"] for e in prepared.client_events] == ["session.update"])
+    async with elsewhere:
+        await elsewhere.wait_heard(min_ms=300, timeout_s=10)
+        await eventually(lambda: prepared.closed, timeout_s=3)
+        assert len(a.bridge.prepared) == 0 and not a.bridge.at_capacity
+    assert [e["type"] for e in prepared.client_events] == ["session.update"]
+    assert greetings(emulator) == 1 and len(emulator.sessions) == 2
+
+    # Webhook and stream on B: the stream claims the prepared session and only then asks for the greeting.
+    here = TwilioCallerEmulator(b.media_url)
+    await webhook(b, here.call_sid)
+    claimed = await emulator.wait_for_session(3)
+    async with here:
+        await here.wait_heard(min_ms=300, timeout_s=10)
+    assert [e["type"] for e in claimed.client_events][:2] == ["session.update", "response.create"]
+    assert greetings(emulator) == 2 and len(emulator.sessions) == 3
