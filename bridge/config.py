@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bridge.carrier.registry import CARRIERS
 from bridge.phone_numbers import valid_e164
+from bridge.stop_budget import DEFAULT_GOODBYE_S, FINAL_S, MIN_GOODBYE_S
 
 VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
 
@@ -121,6 +122,9 @@ class Settings(BaseSettings):
     max_calls: int = Field(default=40, ge=1)  # per process; the load benchmark saturates near 100
     max_call_seconds: int = Field(default=3600, ge=0)  # 0 = no limit
     drain_seconds: int = Field(default=30, ge=0)
+    # SIGTERM to exit, at most: the drain, the goodbyes, ending calls and writing the call log.
+    # None: DRAIN_SECONDS + 15 (bridge.stop_budget).
+    shutdown_budget_seconds: float | None = Field(default=None, gt=0)
     fallback_number: str = ""
     fallback_audio: Path | None = None  # WAV heard when the model cannot be reached; default: shipped
     audio_passthrough: bool = False
@@ -224,6 +228,13 @@ class Settings(BaseSettings):
         if self.internal_url and self.worker_count == 1 and not self.internal_port:
             # The URL is advertised as given, so the listener must be on a port known in advance.
             raise ValueError("INTERNAL_URL needs INTERNAL_PORT, the port it reaches this process on")
+        least = self.drain_seconds + MIN_GOODBYE_S + FINAL_S
+        if self.shutdown_budget_seconds is not None and self.shutdown_budget_seconds < least:
+            raise ValueError(
+                f"SHUTDOWN_BUDGET_SECONDS must be at least DRAIN_SECONDS + {MIN_GOODBYE_S + FINAL_S:g} "
+                f"({MIN_GOODBYE_S:g} s for the goodbyes, {FINAL_S:g} s to end the calls and write "
+                "the call log)"
+            )
         return self
 
     @field_validator("log_level", mode="before")
@@ -373,6 +384,13 @@ class Settings(BaseSettings):
     def demo_mode(self) -> bool:
         """No API key: relay to the in-process Realtime emulator instead of OpenAI."""
         return self.openai_api_key is None or not self.openai_api_key.get_secret_value()
+
+    @property
+    def shutdown_budget(self) -> float:
+        """SIGTERM to exit, at most (SHUTDOWN_BUDGET_SECONDS, else DRAIN_SECONDS + 15)."""
+        if self.shutdown_budget_seconds is not None:
+            return self.shutdown_budget_seconds
+        return self.drain_seconds + DEFAULT_GOODBYE_S + FINAL_S
 
     @property
     def worker_count(self) -> int:

@@ -25,6 +25,7 @@ from bridge.metrics import BridgeMetrics
 from bridge.pump import StreamContext
 from bridge.recording import Recordings
 from bridge.session_pool import PreparedSessions
+from bridge.stop_budget import StopClock
 from bridge.tools.toolbox import Toolbox
 from bridge.upstream import UpstreamSession, open_session_with_retry
 from bridge.wavfile import read_wav_mono
@@ -57,6 +58,7 @@ class Bridge:
     active_calls: CallRegistry = field(default_factory=CallRegistry)
     ready: bool = False
     draining: bool = False
+    stop: StopClock | None = None  # from the first stop signal: the deadlines of the stop
 
     def __post_init__(self) -> None:
         self.upstream_url = self.upstream_url or self.settings.realtime_url
@@ -166,15 +168,27 @@ class Bridge:
         # Calls whose webhook was answered count too: their media streams are on the way.
         return len(self.active_calls) + len(self.prepared) >= self.settings.max_calls
 
-    async def drain(self, goodbye_wait_s: float = 25.0) -> None:
-        """Take no new calls; let calls in progress go on for DRAIN_SECONDS, then say goodbye."""
+    def begin_stop(self, *, at_once: bool = False) -> StopClock:
+        """The stop's deadlines (bridge.stop_budget), set by the first call: a signal's, or the
+        server's shutdown (`at_once`: no drain, no goodbyes) when it stops without one."""
+        if self.stop is None:
+            self.stop = StopClock(self.settings.shutdown_budget, self.settings.drain_seconds)
+            if at_once:
+                self.stop.hurry()
+        return self.stop
+
+    async def drain(self) -> None:
+        """Take no new calls; let calls in progress go on for DRAIN_SECONDS, then say goodbye, within
+        the stop's budget (the calls still up after that are ended by the server's shutdown)."""
+        clock = self.begin_stop()
         self.draining = True
         log.warning(
             "draining: new calls are turned away",
             active_calls=len(self.active_calls),
             drain_seconds=self.settings.drain_seconds,
+            stop_budget_s=self.settings.shutdown_budget,
         )
-        await self.active_calls.wait_empty(self.settings.drain_seconds)
+        await self.active_calls.wait_empty(clock.drain_left())
         for pump in list(self.active_calls.values()):
             pump.say_goodbye("shutdown")
-        await self.active_calls.wait_empty(goodbye_wait_s)
+        await self.active_calls.wait_empty(clock.goodbye_left())

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import os
+import sys
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
@@ -39,6 +40,7 @@ from bridge.replica import internal_listen_port, replica_identity
 from bridge.resources import BRIDGE_KEY, Bridge
 from bridge.sip.endpoint import setup_sip
 from bridge.softphone import setup_softphone_routes
+from bridge.stop_budget import FINAL_S
 from bridge.tools.toolbox import Toolbox
 from bridge.workers import WorkerBoard, WorkerSlot, WorkerState, bound_socket
 
@@ -48,6 +50,13 @@ REPLICA_KEY: web.AppKey[ReplicaIdentity] = web.AppKey("replica")
 WORKERS_KEY: web.AppKey[WorkerBoard] = web.AppKey("workers")
 FORWARDER_KEY: web.AppKey[CallForwarder] = web.AppKey("forwarder")
 INTERNAL_APP_KEY: web.AppKey[web.Application] = web.AppKey("internal_app")
+
+# The final phase of a stop (bridge.stop_budget.FINAL_S), spent in this order: the lines of the calls
+# still up close; their handlers finish (a post-call summary still awaited is given up); recordings
+# are stored and the call log written with what is left.
+END_CALLS_WAIT_S = 2.0
+HANDLERS_WAIT_S = 1.0
+CALL_LOG_KEEP_S = 1.0  # of the final phase, kept for the call log's last writes and the lease
 HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
 
 
@@ -145,9 +154,10 @@ async def _end_calls(app: web.Application) -> None:
     record written as "shutdown", so the websocket handlers finish instead of being waited on."""
     bridge = app[BRIDGE_KEY]
     bridge.ready = False
+    clock = bridge.begin_stop(at_once=True)
     for pump in list(bridge.active_calls.values()):
         pump.end("shutdown")
-    await bridge.active_calls.wait_empty(5.0)
+    await bridge.active_calls.wait_empty(min(END_CALLS_WAIT_S, clock.left(keep_s=FINAL_S - END_CALLS_WAIT_S)))
 
 
 async def _call_log_lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -179,20 +189,22 @@ async def _call_log_lifecycle(app: web.Application) -> AsyncIterator[None]:
         await retention
     if bridge.call_log_health is not None:
         await bridge.call_log_health.close()
-    await recorder.stop()
+    await recorder.stop(timeout=max(bridge.begin_stop(at_once=True).left(), 0.5))
     await keeper.stop()  # after every end was written: what is still open then is an orphan
     await store.close()
 
 
 async def _recordings_lifecycle(app: web.Application) -> AsyncIterator[None]:
     """Recordings start after the call log (their status goes there) and are all stored before it stops."""
-    recordings = app[BRIDGE_KEY].recordings
+    bridge = app[BRIDGE_KEY]
+    recordings = bridge.recordings
     if recordings is None:
         yield
         return
     await recordings.start()
     yield
-    await recordings.stop()
+    # A recording not stored by then stays spooled; the next start on this host stores it.
+    await recordings.stop(timeout=max(bridge.begin_stop(at_once=True).left(keep_s=CALL_LOG_KEEP_S), 0.5))
 
 
 def _recordings(settings: Settings, call_log: CallRecorder) -> Recordings:
@@ -321,7 +333,8 @@ def setup_carrier_routes(app: web.Application, settings: Settings) -> None:
 
 async def serve(settings: Settings, toolbox: Toolbox | None = None, worker: WorkerSlot | None = None) -> None:
     """Run until stopped. SIGTERM drains (see `Bridge.drain`); a second signal, or SIGINT, stops at
-    once. Either way every call still in progress is ended and the call log is flushed.
+    once. Either way every call still in progress is ended and the call log is flushed, and the
+    process exits within the stop's budget (bridge.stop_budget).
 
     The ports are bound before the app starts, so a second server started on them by mistake fails
     there, before it claims this replica's id. A worker (`worker`) shares PORT with its siblings. Each
@@ -355,7 +368,7 @@ async def serve(settings: Settings, toolbox: Toolbox | None = None, worker: Work
     )
     try:
         runner = await start_server(
-            app, sockets=[listener], handle_signals=False, access_log=None, shutdown_timeout=5
+            app, sockets=[listener], handle_signals=False, access_log=None, shutdown_timeout=HANDLERS_WAIT_S
         )
     except BaseException:
         await internal_runner.cleanup()
@@ -371,17 +384,27 @@ async def serve(settings: Settings, toolbox: Toolbox | None = None, worker: Work
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     signals: list[int] = []
+    overdue: list[asyncio.TimerHandle] = []
 
     def on_signal(signum: int) -> None:
         signals.append(signum)
+        clock = bridge.begin_stop()
         if signum == signal.SIGTERM and len(signals) == 1:
-            log.warning("SIGTERM: draining", drain_seconds=settings.drain_seconds)
+            log.warning(
+                "SIGTERM: draining",
+                drain_seconds=settings.drain_seconds,
+                stop_budget_s=settings.shutdown_budget,
+            )
             publish("draining")
             drain = loop.create_task(bridge.drain())
             drain.add_done_callback(lambda _: stop.set())
         else:
             log.warning("stopping now", signal=signal.Signals(signum).name)
+            clock.hurry()
             stop.set()
+        for handle in overdue:
+            handle.cancel()
+        overdue[:] = [loop.call_later(clock.left(), _out_of_budget, settings.shutdown_budget)]
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
@@ -397,6 +420,15 @@ async def serve(settings: Settings, toolbox: Toolbox | None = None, worker: Work
         await runner.cleanup()
         await internal_runner.cleanup()  # last: a forwarded request finds the calls until they end
         log.info("stopped")
+
+
+def _out_of_budget(budget_s: float) -> None:
+    """The stop's deadline passed with the process still here: something hung. Exit now, saying so,
+    rather than be killed mid-write by the orchestrator a moment later."""
+    log.error("the stop took its whole budget: exiting now", stop_budget_s=budget_s)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)
 
 
 async def _drain_when_orphaned(drain: Callable[[], None], interval_s: float = 1.0) -> None:

@@ -23,6 +23,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from bridge.config import Settings, load_settings
 from bridge.metrics import ACTIVE_CALLS, BridgeMetrics
 from bridge.server import create_app
+from bridge.supervisor import STRAGGLER_GRACE_S
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -224,13 +225,28 @@ def test_probes_use_the_health_routes() -> None:
     assert len(healthcheck) == 1 and "/healthz" in healthcheck[0]
 
 
-def test_termination_grace_outlasts_the_drain() -> None:
-    drain = drain_seconds()
-    grace = k8s()["Deployment"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    assert grace > drain
-    assert seconds(bridge_service()["stop_grace_period"]) > drain
-    assert float(k8s_env().get("DRAIN_SECONDS", drain)) == drain
-    assert float(compose_env().get("DRAIN_SECONDS", drain)) == drain
+def test_the_kill_comes_after_the_whole_stop_budget() -> None:
+    # SIGTERM to exit takes at most the stop budget (bridge.stop_budget), with WORKERS the supervisor
+    # kills a straggler STRAGGLER_GRACE_S after it: the orchestrator's kill must come later still.
+    secrets = {k: v or f"placeholder-{k.lower()}" for k, v in k8s_env().items()}
+    for where, grace, env in (
+        (
+            "deploy/k8s terminationGracePeriodSeconds",
+            float(k8s()["Deployment"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]),
+            secrets,
+        ),
+        (
+            "docker-compose.yml stop_grace_period",
+            seconds(bridge_service()["stop_grace_period"]),
+            compose_env(),
+        ),
+        ("docker-compose.yml .env defaults", seconds(bridge_service()["stop_grace_period"]), {}),
+    ):
+        budget = load_settings(env).shutdown_budget
+        assert budget >= drain_seconds()
+        assert grace > budget + STRAGGLER_GRACE_S, (
+            f"{where} ({grace:g} s) must exceed the stop budget ({budget:g} s)"
+        )
 
 
 def test_compose_waits_for_a_healthy_database() -> None:
