@@ -42,6 +42,7 @@ from bridge.call_registry import CallRegistry
 from bridge.calllog.owners import CallOwner, CallOwners
 from bridge.cluster_auth import MISDIRECTED, REFUSED_HEADER, ClusterSigner, Target
 from bridge.logs import get_logger
+from bridge.metrics import BridgeMetrics
 
 if TYPE_CHECKING:
     from bridge.pump import CallPump
@@ -75,9 +76,10 @@ class OwnerAnswered(web.HTTPException):
 class CallForwarder:
     """Finds a call's owner in the call log and forwards requests to it."""
 
-    def __init__(self, owners: CallOwners, signer: ClusterSigner) -> None:
+    def __init__(self, owners: CallOwners, signer: ClusterSigner, metrics: BridgeMetrics) -> None:
         self.owners = owners
         self.signer = signer
+        self.metrics = metrics
         self._http: aiohttp.ClientSession | None = None
 
     async def close(self) -> None:
@@ -138,8 +140,10 @@ class CallForwarder:
         if refused == MISDIRECTED:
             # Another process answers at that address now: the owner is gone, and its calls with it.
             log.info("call's owner no longer at its address", call_id=call_id, owner=owner.replica_id)
+            self.metrics.control_forwarded("owner_gone")
             return None
         if refused:
+            self.metrics.control_forwarded("refused")
             log.error(
                 "the call's owner refused a forwarded request: do all processes share CLUSTER_SECRET "
                 "(or ADMIN_TOKEN)?",
@@ -152,6 +156,7 @@ class CallForwarder:
                 f"the call's owner ({owner.replica_id}) refused the forwarded request: {refused}",
             )
         log.debug("control request forwarded", call_id=call_id, owner=owner.replica_id, status=status)
+        self.metrics.control_forwarded("answered")
         return OwnerAnswered(status, answer, content_type, owner.replica_id)
 
     async def _unreachable(
@@ -163,7 +168,9 @@ class CallForwarder:
         except web.HTTPException:
             still = owner
         if still is None or still.incarnation != owner.incarnation:
+            self.metrics.control_forwarded("owner_gone")
             return None
+        self.metrics.control_forwarded("unreachable")
         log.warning(
             "the call's owner cannot be reached", call_id=call_id, owner=owner.replica_id, error=repr(exc)
         )
@@ -174,6 +181,7 @@ class CallForwarder:
         )
 
     def _timed_out(self, owner: CallOwner, call_id: str) -> web.HTTPException:
+        self.metrics.control_forwarded("timed_out")
         log.warning("the call's owner did not answer in time", call_id=call_id, owner=owner.replica_id)
         return _json_error(
             web.HTTPGatewayTimeout,

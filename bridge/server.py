@@ -286,7 +286,7 @@ def create_app(
     signer = ClusterSigner(cluster_key(cluster_secret, admin_token))
     forwarder = None
     if owners is not None:
-        forwarder = app[FORWARDER_KEY] = CallForwarder(owners, signer)
+        forwarder = app[FORWARDER_KEY] = CallForwarder(owners, signer, metrics)
     setup_control_routes(
         app,
         CallLocator(bridge.active_calls, forwarder),

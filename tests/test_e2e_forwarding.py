@@ -228,6 +228,13 @@ async def test_an_unreachable_or_gone_owner(
         assert status == 504 and "may or may not have been carried out" in json.loads(body)["error"]
     finally:
         silent.close()
+    outcomes = {
+        outcome: b.bridge.metrics.registry.get_sample_value(
+            "bridge_control_forwards_total", {"outcome": outcome}
+        )
+        for outcome in ("unreachable", "owner_gone", "timed_out")
+    }
+    assert outcomes == {"unreachable": 1, "owner_gone": 1, "timed_out": 1}
 
 
 async def test_processes_that_do_not_share_a_key_say_so(tmp_path: Path) -> None:
