@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -103,9 +104,15 @@ class Bridge:
         except BaseException:
             greet.cancel()
             raise
-        prefetch = await greet
-        for event in self.call_config.opening_events(session.codec, greet=prefetch):
-            await session.socket.send(session.codec.encode(event).decode())
+        try:
+            prefetch = await greet
+            for event in self.call_config.opening_events(session.codec, greet=prefetch):
+                await session.socket.send(session.codec.encode(event).decode())
+        except BaseException:
+            # Dropped while it was being configured (its stream started elsewhere), or it failed.
+            with contextlib.suppress(Exception):
+                await session.socket.close()
+            raise
         session.configured, session.greeted = True, prefetch
         return session
 

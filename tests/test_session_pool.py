@@ -8,7 +8,7 @@ import asyncio
 from bridge.config import load_settings
 from bridge.session_pool import PreparedSessions
 from bridge.upstream import UpstreamSession, open_session
-from tests.e2e import eventually, running_emulator
+from tests.e2e import eventually, running_bridge, running_emulator
 
 
 async def test_sessions_whose_stream_went_elsewhere_are_closed_and_the_rest_kept() -> None:
@@ -56,3 +56,22 @@ async def test_sessions_whose_stream_went_elsewhere_are_closed_and_the_rest_kept
             assert len(asked) == settled
         finally:
             await pool.close()
+
+
+async def test_a_session_dropped_while_it_is_being_configured_is_closed_not_leaked() -> None:
+    async with running_emulator() as (emulator, url), running_bridge(url) as running:
+        bridge = running.bridge
+        asked = asyncio.Event()
+
+        async def still_asking_the_call_log() -> bool:
+            asked.set()
+            await asyncio.Event().wait()  # the database is slow to say whether others are alive
+            return False
+
+        bridge.greets_ahead = still_asking_the_call_log  # type: ignore[method-assign]
+        bridge.prepared.prepare("CA-slow", bridge.open_prepared)
+        session = await emulator.wait_for_session()
+        await asyncio.wait_for(asked.wait(), 5)
+        await bridge.prepared.close()  # e.g. its stream was admitted by another process
+        await eventually(lambda: session.closed, timeout_s=3)
+        assert session.client_events == []

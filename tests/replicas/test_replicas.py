@@ -299,8 +299,8 @@ async def test_three_replicas_behind_haproxy_are_one_service(
         await until(
             "unused prepared sessions closed", lambda: _true(all(s.closed for s in prepared_elsewhere)), 5
         )
-        for session in prepared_elsewhere:
-            assert [e["type"] for e in session.client_events] == ["session.update"]
+        for session in prepared_elsewhere:  # configured (unless dropped before that), never asked anything
+            assert [e["type"] for e in session.client_events] in ([], ["session.update"])
 
         # ---- a rolling deploy: SIGTERM one replica ---------------------------------------------
         stopped, killed, survivor = sorted(REPLICAS, key=lambda r: -spread[r])
