@@ -166,8 +166,11 @@ class Supervisor:
 
     def _check_ports(self) -> None:
         """Bind each shared port alone for a moment: in use means another server (a second `bridge
-        serve` would otherwise join this one's workers through SO_REUSEPORT)."""
-        for port in (self.settings.port, self.settings.metrics_port):
+        serve` would otherwise join this one's workers through SO_REUSEPORT); and the workers'
+        internal ports, so a taken one is reported here rather than by a worker failing to start."""
+        first_internal = self.settings.internal_port
+        internal = range(first_internal, first_internal + self.count) if first_internal else range(0)
+        for port in (self.settings.port, self.settings.metrics_port, *internal):
             if port:
                 bound_socket(self.settings.host, port).close()
 
