@@ -66,11 +66,12 @@ def _json_error(exc: type[web.HTTPException], message: str, **headers: str) -> w
 class OwnerAnswered(web.HTTPException):
     """The owner's answer to a forwarded request, relayed to the operator as it is."""
 
-    def __init__(self, status: int, body: bytes, content_type: str, owner: str) -> None:
+    def __init__(self, status: int, body: bytes, content_type: str, charset: str | None, owner: str) -> None:
         self.status_code = status
         super().__init__(headers={OWNER_HEADER: owner})
         self.body = body
         self.content_type = content_type
+        self.charset = charset
 
 
 class CallForwarder:
@@ -130,7 +131,7 @@ class CallForwarder:
             ) as response:
                 answer = await response.read()
                 refused = response.headers.get(REFUSED_HEADER)
-                status, content_type = response.status, response.content_type
+                status, content_type, charset = response.status, response.content_type, response.charset
         except aiohttp.ConnectionTimeoutError as exc:  # no connection within CONNECT_TIMEOUT_S
             return await self._unreachable(owner, call_id, exc)
         except TimeoutError:  # connected, but no answer within FORWARD_TIMEOUT_S
@@ -157,7 +158,7 @@ class CallForwarder:
             )
         log.debug("control request forwarded", call_id=call_id, owner=owner.replica_id, status=status)
         self.metrics.control_forwarded("answered")
-        return OwnerAnswered(status, answer, content_type, owner.replica_id)
+        return OwnerAnswered(status, answer, content_type, charset, owner.replica_id)
 
     async def _unreachable(
         self, owner: CallOwner, call_id: str, exc: BaseException

@@ -109,6 +109,7 @@ async def test_any_replica_controls_a_call_another_carries_with_the_owners_own_a
             there = await post(b.base_url, f"{calls}/{path}", body)
             assert there[:2] == here[:2] and here[0] in (400, 502), (path, body, here, there)
             assert there[2]["X-Bridge-Call-Owner"] == "replica-a"
+            assert there[2]["Content-Type"] == here[2]["Content-Type"]
             assert "X-Bridge-Call-Owner" not in here[2]
         assert not caller.ended  # a refused action leaves the call as it was
 
