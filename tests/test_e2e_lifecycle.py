@@ -110,6 +110,7 @@ async def test_a_long_goodbye_at_sigterm_still_ends_within_the_stop_budget(
         emulator.script_reply(
             ScriptedReply(audio_pcm24k=tone(30_000, 500, rate=24000), transcript="Goodbye.")
         )
+        await every_worker_ready(server.base_url)  # a worker still starting has no handler for SIGTERM
         caller = TwilioCallerEmulator(server.media_url)
         await caller.connect()
         await emulator.wait_for_session()
@@ -127,6 +128,17 @@ async def test_a_long_goodbye_at_sigterm_still_ends_within_the_stop_budget(
     assert 2000 < caller.playout.played_ms_total < 20_000  # the goodbye was heard, and cut
     call = await stored_call(server.call_log_url, caller.call_sid)
     assert call is not None and (call["status"], call["end_reason"]) == ("ended", "shutdown")
+
+
+async def every_worker_ready(base_url: str) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(300):
+            async with http.get(base_url + "/readyz") as response:
+                body = await response.json()
+            if response.status == 200 and all(w["state"] == "ready" for w in body.get("workers", [])):
+                return
+            await asyncio.sleep(0.05)
+    pytest.fail("the workers never were all ready")
 
 
 async def test_a_flooding_stream_is_closed_and_a_good_call_beside_it_goes_on() -> None:
