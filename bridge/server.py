@@ -364,7 +364,11 @@ async def serve(settings: Settings, toolbox: Toolbox | None = None, worker: Work
     publish("starting")
     # Siblings may forward to a call of this process as soon as it takes one: listen for them first.
     internal_runner = await start_server(
-        app[INTERNAL_APP_KEY], sockets=[internal_socket], handle_signals=False, access_log=None
+        app[INTERNAL_APP_KEY],
+        sockets=[internal_socket],
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=HANDLERS_WAIT_S,
     )
     try:
         runner = await start_server(
