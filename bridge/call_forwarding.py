@@ -9,8 +9,9 @@ goes back to the operator unchanged (with `X-Bridge-Call-Owner` naming the owner
 the same between workers of one host (SQLite), replicas in docker compose and pods in Kubernetes: all
 it needs is the owner's address in the call log and a route to it.
 
-The internal listener (`setup_internal_control`) accepts nothing but signed forwards meant for this
-very process, and looks calls up here only: a forwarded request is never forwarded again.
+The internal listener (bridge.server.internal_app, behind `cluster_signature_check`) accepts nothing
+but signed forwards meant for this very process, and looks calls up here only: a forwarded request is
+never forwarded again.
 
 What the operator gets when the owner cannot help:
 
@@ -41,6 +42,7 @@ from yarl import URL
 from bridge.call_registry import CallRegistry
 from bridge.calllog.owners import CallOwner, CallOwners
 from bridge.cluster_auth import MISDIRECTED, REFUSED_HEADER, ClusterSigner, Target
+from bridge.http_guard import Handler
 from bridge.logs import get_logger
 from bridge.metrics import BridgeMetrics
 
@@ -55,7 +57,6 @@ CONNECT_TIMEOUT_S = 2.0  # to the owner, inside the cluster: longer means it is 
 FORWARD_TIMEOUT_S = 15.0  # a transfer waits for the carrier's REST API (10 s at most) within this
 RETRY_AFTER_S = "2"
 SIGNED_KEY: web.RequestKey[bool] = web.RequestKey("cluster_signed", bool)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 
