@@ -12,7 +12,11 @@ from bridge.log_records import RecordKind
 
 
 class CallLogSink(Protocol):
-    def call_started(self, **fields: Any) -> None: ...
+    async def claim_call(self, **fields: Any) -> bool:
+        """Record the call's start, naming this process its owner; False when its stream was
+        admitted before (here or by another process sharing the log): the stream must be refused."""
+        ...
+
     def event(
         self, call_id: str, kind: RecordKind, data: dict[str, Any], at: datetime | None = None
     ) -> None: ...
@@ -22,8 +26,8 @@ class CallLogSink(Protocol):
 
 
 class NoCallLog:
-    def call_started(self, **fields: Any) -> None:
-        pass
+    async def claim_call(self, **fields: Any) -> bool:
+        return True
 
     def event(self, call_id: str, kind: RecordKind, data: dict[str, Any], at: datetime | None = None) -> None:
         pass

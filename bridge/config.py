@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bridge.carrier.registry import CARRIERS
 from bridge.phone_numbers import valid_e164
+from bridge.stop_budget import DEFAULT_GOODBYE_S, FINAL_S, MIN_GOODBYE_S
 
 VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
 
@@ -71,7 +72,9 @@ class Settings(BaseSettings):
     transfer_allowlist: str = ""  # other numbers transfer_call may dial, comma-separated
     twilio_api_base: str = ""  # Twilio REST base URL override (a stand-in); empty = api.twilio.com
     tools_secret: SecretStr | None = None  # signs every tool request (X-Bridge-Signature)
-    prefetch_greeting: bool = True  # ask for it while the webhook is answered; see README
+    # Ask for the greeting while the webhook is answered: auto = only while this process is the only
+    # one sharing the call log (bridge.session_pool), so no greeting is made where no stream arrives.
+    prefetch_greeting: bool | Literal["auto"] = "auto"
 
     # HTTP server
     host: str = "0.0.0.0"
@@ -121,6 +124,9 @@ class Settings(BaseSettings):
     max_calls: int = Field(default=40, ge=1)  # per process; the load benchmark saturates near 100
     max_call_seconds: int = Field(default=3600, ge=0)  # 0 = no limit
     drain_seconds: int = Field(default=30, ge=0)
+    # SIGTERM to exit, at most: the drain, the goodbyes, ending calls and writing the call log.
+    # None: DRAIN_SECONDS + 15 (bridge.stop_budget).
+    shutdown_budget_seconds: float | None = Field(default=None, gt=0)
     fallback_number: str = ""
     fallback_audio: Path | None = None  # WAV heard when the model cannot be reached; default: shipped
     audio_passthrough: bool = False
@@ -129,9 +135,12 @@ class Settings(BaseSettings):
     # Processes: workers on this host, and this process among the replicas sharing the call log
     workers: int | Literal["auto"] = 1  # processes sharing PORT; auto = one per core this process may use
     replica_id: str = Field(default="", max_length=100)  # default: hostname:PORT; a worker adds /w<index>
-    internal_url: str = ""  # where sibling replicas reach this process; default http://POD_IP-or-host:PORT
+    # Where sibling processes reach this one's internal listener: default http://POD_IP-or-host:INTERNAL_PORT
+    internal_url: str = ""
     pod_ip: str = ""  # Kubernetes Downward API (status.podIP): the default host of INTERNAL_URL
-    internal_port: int = Field(default=0, ge=0, le=65535)  # WORKERS > 1: worker i on INTERNAL_PORT+i; 0 = any
+    internal_port: int = Field(default=0, ge=0, le=65535)  # worker i listens on INTERNAL_PORT+i; 0 = any
+    # Signs the requests processes forward to one another (bridge.cluster_auth); default: from ADMIN_TOKEN
+    cluster_secret: SecretStr | None = None
     lease_seconds: float = Field(default=15.0, gt=0)  # a replica silent this long has its calls closed
     lease_renew_seconds: float = Field(default=5.0, gt=0)  # heartbeat, and how often orphans are looked for
 
@@ -168,6 +177,20 @@ class Settings(BaseSettings):
                 raise ValueError("must be host:port, e.g. 0.0.0.0:5060")
         return value
 
+    @field_validator("prefetch_greeting", mode="before")
+    @classmethod
+    def _auto_or_bool(cls, value: object) -> object:
+        if isinstance(value, str):
+            word = value.strip().lower()
+            if word == "auto":
+                return "auto"
+            if word in ("true", "1", "yes", "on"):
+                return True
+            if word in ("false", "0", "no", "off"):
+                return False
+            raise ValueError("must be auto, true or false")
+        return value
+
     @field_validator("workers", mode="before")
     @classmethod
     def _workers(cls, value: object) -> object:
@@ -200,6 +223,20 @@ class Settings(BaseSettings):
             raise ValueError("LEASE_SECONDS must be at least twice LEASE_RENEW_SECONDS")
         if self.internal_port and self.internal_port + self.worker_count - 1 > 65535:
             raise ValueError("INTERNAL_PORT leaves no room for a port per worker below 65536")
+        if self.internal_port and self.internal_port <= self.port < self.internal_port + self.worker_count:
+            raise ValueError(
+                "INTERNAL_PORT must differ from PORT: the internal listener is a port of its own"
+            )
+        if self.internal_url and self.worker_count == 1 and not self.internal_port:
+            # The URL is advertised as given, so the listener must be on a port known in advance.
+            raise ValueError("INTERNAL_URL needs INTERNAL_PORT, the port it reaches this process on")
+        least = self.drain_seconds + MIN_GOODBYE_S + FINAL_S
+        if self.shutdown_budget_seconds is not None and self.shutdown_budget_seconds < least:
+            raise ValueError(
+                f"SHUTDOWN_BUDGET_SECONDS must be at least DRAIN_SECONDS + {MIN_GOODBYE_S + FINAL_S:g} "
+                f"({MIN_GOODBYE_S:g} s for the goodbyes, {FINAL_S:g} s to end the calls and write "
+                "the call log)"
+            )
         return self
 
     @field_validator("log_level", mode="before")
@@ -349,6 +386,13 @@ class Settings(BaseSettings):
     def demo_mode(self) -> bool:
         """No API key: relay to the in-process Realtime emulator instead of OpenAI."""
         return self.openai_api_key is None or not self.openai_api_key.get_secret_value()
+
+    @property
+    def shutdown_budget(self) -> float:
+        """SIGTERM to exit, at most (SHUTDOWN_BUDGET_SECONDS, else DRAIN_SECONDS + 15)."""
+        if self.shutdown_budget_seconds is not None:
+            return self.shutdown_budget_seconds
+        return self.drain_seconds + DEFAULT_GOODBYE_S + FINAL_S
 
     @property
     def worker_count(self) -> int:

@@ -1,4 +1,7 @@
-"""Live control of calls in progress, for operators and back-office systems (admin token)."""
+"""Live control of calls in progress, for operators and back-office systems (admin token).
+
+A request reaching a process that does not carry the call is forwarded to the one that does
+(`CallLocator`, bridge.call_forwarding), which answers it with these same handlers."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bridge.call_registry import CallRegistry
+from bridge.call_forwarding import CallLocator
 from bridge.carrier.transfer import TransferFailed
 from bridge.phone_numbers import valid_e164
 from bridge.pump import CallPump
@@ -36,12 +39,12 @@ def _image_problem(data_uri: str) -> str | None:
 
 
 def setup_control_routes(
-    app: web.Application, calls: CallRegistry, *, is_authorized: Callable[[web.Request], bool], dialect: str
+    app: web.Application, calls: CallLocator, *, is_authorized: Callable[[web.Request], bool], dialect: str
 ) -> None:
     async def body_of(request: web.Request) -> tuple[CallPump, dict[str, Any]]:
         if not is_authorized(request):
             raise web.HTTPUnauthorized(text="sign in with the admin token")
-        pump = calls.get(request.match_info["call_id"])
+        pump = await calls.find(request)  # raises the owner's own answer when another process has it
         if pump is None:
             raise web.HTTPNotFound(text="no call in progress with that id")
         try:

@@ -294,6 +294,13 @@ class BridgeMetrics:
         self.upstream_errors = Counter(
             "bridge_upstream_errors", "Errors from the Realtime service, by code.", ["code"], registry=reg
         )
+        self.control_forwards = Counter(
+            "bridge_control_forwards",
+            "Operators' requests for a call another process carries, forwarded to it, by outcome "
+            "(answered, owner_gone, unreachable, timed_out, refused).",
+            ["outcome"],
+            registry=reg,
+        )
         self.frame_processing = _TimingHistogram(
             "bridge_frame_processing_seconds",
             "Handling one message (decode, call rules, encode, send), by the side it came from.",
@@ -394,6 +401,9 @@ class BridgeMetrics:
 
     def upstream_error(self, code: str) -> None:
         self.upstream_errors.labels(self._code(code)).inc()
+
+    def control_forwarded(self, outcome: str) -> None:
+        self.control_forwards.labels(outcome).inc()
 
     def carrier_frame(self, seconds: float) -> None:
         self._frame_carrier.observe(seconds)

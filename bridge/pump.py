@@ -97,7 +97,9 @@ class CallPump:
             await self.leg.close("duplicate call", code=1008)
             return
         config = self.ctx.call_config
-        self.ctx.call_log.call_started(
+        # The call's row names this process its owner from here on; a stream for a call admitted
+        # before (live on another replica, or a replay of an ended one) is refused like the above.
+        claimed = await self.ctx.call_log.claim_call(
             call_id=self.call_id,
             call_sid=started.call_sid,
             stream_sid=started.stream_sid,
@@ -108,6 +110,11 @@ class CallPump:
             model=config.model,
             voice=config.session.voice,
         )
+        if not claimed:
+            self.ctx.active_calls.remove(self.call_id, self)
+            self.log.warning("stream for a call admitted before refused (live elsewhere, or a replay)")
+            await self.leg.close("duplicate call", code=1008)
+            return
         self.log.info(
             "call started", caller=mask_number(params.get("from")), callee=mask_number(params.get("to"))
         )

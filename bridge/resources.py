@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +17,7 @@ from bridge.call_log_sink import CallLogSink, NoCallLog
 from bridge.call_registry import CallRegistry
 from bridge.calllog import CallStore
 from bridge.calllog.health import CallLogHealth
+from bridge.calllog.owners import CallOwners
 from bridge.carrier.events import CallStarted
 from bridge.carrier.stream_tokens import StreamTokens
 from bridge.config import Settings
@@ -23,6 +26,7 @@ from bridge.metrics import BridgeMetrics
 from bridge.pump import StreamContext
 from bridge.recording import Recordings
 from bridge.session_pool import PreparedSessions
+from bridge.stop_budget import StopClock
 from bridge.tools.toolbox import Toolbox
 from bridge.upstream import UpstreamSession, open_session_with_retry
 from bridge.wavfile import read_wav_mono
@@ -32,6 +36,7 @@ log = get_logger("bridge.server")
 BRIDGE_KEY: web.AppKey[Bridge] = web.AppKey("bridge")
 APOLOGY_WAV = Path(__file__).parent / "assets" / "apology.wav"
 FAILED_CALLS_REMEMBERED = 1000
+ALONE_CHECK_TIMEOUT_S = 1.0  # the webhook's question "does any other process share the call log?"
 
 
 @dataclass
@@ -44,6 +49,7 @@ class Bridge:
     store: CallStore | None = None
     recordings: Recordings | None = None  # None without a call log to report to
     call_log_health: CallLogHealth | None = None  # with `store`: is its database answering
+    owners: CallOwners | None = None  # with `store`: who carries each call, seen by every process
     metrics: BridgeMetrics = field(default_factory=BridgeMetrics)
     failed_calls: OrderedDict[str, str] = field(default_factory=OrderedDict)  # call sid -> why
     stream_tokens: StreamTokens = field(default_factory=StreamTokens)  # bind a stream to its webhook
@@ -53,9 +59,12 @@ class Bridge:
     active_calls: CallRegistry = field(default_factory=CallRegistry)
     ready: bool = False
     draining: bool = False
+    stop: StopClock | None = None  # from the first stop signal: the deadlines of the stop
 
     def __post_init__(self) -> None:
         self.upstream_url = self.upstream_url or self.settings.realtime_url
+        if self.owners is not None:
+            self.prepared.claimed_elsewhere = self.owners.claimed_elsewhere
         # One key for every carrier's stream tokens; replicas agree when it comes from the settings.
         secret = self.settings.stream_token_secret
         if secret is not None and secret.get_secret_value():
@@ -87,13 +96,47 @@ class Bridge:
         return fallback
 
     async def open_prepared(self) -> UpstreamSession:
-        session = await self.open_upstream()
-        prefetch = self.settings.prefetch_greeting
-        # Without the prefetch the greeting is asked for once a stream claims the session.
-        for event in self.call_config.opening_events(session.codec, greet=prefetch):
-            await session.socket.send(session.codec.encode(event).decode())
+        """A session for a call whose webhook is being answered: opened and configured, and its
+        greeting asked for when the stream is sure to claim it here (`greets_ahead`); otherwise the
+        process that admits the stream asks for it, so each call is greeted exactly once."""
+        greet = asyncio.ensure_future(self.greets_ahead())
+        try:
+            session = await self.open_upstream()
+        except BaseException:
+            greet.cancel()
+            raise
+        try:
+            prefetch = await greet
+            for event in self.call_config.opening_events(session.codec, greet=prefetch):
+                await session.socket.send(session.codec.encode(event).decode())
+        except BaseException:
+            # Dropped while it was being configured (its stream started elsewhere), or it failed.
+            with contextlib.suppress(Exception):
+                await session.socket.close()
+            raise
         session.configured, session.greeted = True, prefetch
         return session
+
+    async def greets_ahead(self) -> bool:
+        """PREFETCH_GREETING: true, false, or (auto) while this process is the only one sharing the
+        call log. A new process claims its lease before it listens, so a stream cannot reach a
+        sibling this check has not seen. When the database cannot say, the answer is no: a greeting
+        made for a stream that lands elsewhere is paid for and never heard."""
+        mode = self.settings.prefetch_greeting
+        if mode != "auto":
+            return bool(mode)
+        if self.settings.worker_count > 1:
+            return False
+        if self.owners is None:
+            return True  # no shared call log: nothing else can take this call's stream
+        try:
+            async with asyncio.timeout(ALONE_CHECK_TIMEOUT_S):
+                return await self.owners.others_alive() == 0
+        except Exception as exc:
+            log.warning(
+                "greeting not prefetched: the call log cannot say if other processes run", error=repr(exc)
+            )
+            return False
 
     @property
     def twilio_token(self) -> str:
@@ -133,15 +176,27 @@ class Bridge:
         # Calls whose webhook was answered count too: their media streams are on the way.
         return len(self.active_calls) + len(self.prepared) >= self.settings.max_calls
 
-    async def drain(self, goodbye_wait_s: float = 25.0) -> None:
-        """Take no new calls; let calls in progress go on for DRAIN_SECONDS, then say goodbye."""
+    def begin_stop(self, *, at_once: bool = False) -> StopClock:
+        """The stop's deadlines (bridge.stop_budget), set by the first call: a signal's, or the
+        server's shutdown (`at_once`: no drain, no goodbyes) when it stops without one."""
+        if self.stop is None:
+            self.stop = StopClock(self.settings.shutdown_budget, self.settings.drain_seconds)
+            if at_once:
+                self.stop.hurry()
+        return self.stop
+
+    async def drain(self) -> None:
+        """Take no new calls; let calls in progress go on for DRAIN_SECONDS, then say goodbye, within
+        the stop's budget (the calls still up after that are ended by the server's shutdown)."""
+        clock = self.begin_stop()
         self.draining = True
         log.warning(
             "draining: new calls are turned away",
             active_calls=len(self.active_calls),
             drain_seconds=self.settings.drain_seconds,
+            stop_budget_s=self.settings.shutdown_budget,
         )
-        await self.active_calls.wait_empty(self.settings.drain_seconds)
+        await self.active_calls.wait_empty(clock.drain_left())
         for pump in list(self.active_calls.values()):
             pump.say_goodbye("shutdown")
-        await self.active_calls.wait_empty(goodbye_wait_s)
+        await self.active_calls.wait_empty(clock.goodbye_left())

@@ -22,10 +22,12 @@ from aiohttp import web
 from bridge.calllog import CallStore
 from bridge.config import load_settings
 from bridge.http_guard import HTTP_LIMITS_KEY, start_server
-from bridge.server import BRIDGE_KEY, Bridge, create_app
+from bridge.replica import replica_identity
+from bridge.server import BRIDGE_KEY, INTERNAL_APP_KEY, Bridge, create_app
 from bridge.sim.carrier_emulator import CallerEmulator
 from bridge.sim.realtime_emulator import EmulatedSession, EmulatorConfig, RealtimeEmulator, greeting_pcm24k
 from bridge.wavfile import read_wav_mono, write_wav
+from bridge.workers import bound_socket
 
 ADMIN_TOKEN = "test-admin-token"
 
@@ -80,6 +82,28 @@ async def running_bridge(realtime_url: str, **env: str) -> AsyncIterator[Running
             yield RunningBridge(base_url, app)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def running_replica(
+    realtime_url: str, call_log_url: str, replica_id: str, **env: str
+) -> AsyncIterator[RunningBridge]:
+    """One of several bridge processes sharing the call log `call_log_url`, run in this process: its
+    app on a loopback port, and its internal listener (where its siblings forward requests for its
+    calls) on another, as `bridge serve` runs them."""
+    env = {"CALL_LOG_URL": call_log_url, "ADMIN_TOKEN": ADMIN_TOKEN, "REPLICA_ID": replica_id, **env}
+    settings = load_settings(
+        {"REALTIME_URL": realtime_url, "OPENAI_API_KEY": "sk-test", "HOST": "127.0.0.1", **env}
+    )
+    internal = bound_socket("127.0.0.1", 0)
+    identity = replica_identity(settings, port=0, internal_port=internal.getsockname()[1])
+    app = create_app(settings, identity=identity)
+    internal_runner = await start_server(app[INTERNAL_APP_KEY], sockets=[internal], access_log=None)
+    try:
+        async with serving(app) as base_url:
+            yield RunningBridge(base_url, app)
+    finally:
+        await internal_runner.cleanup()
 
 
 @dataclass

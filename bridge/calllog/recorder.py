@@ -43,6 +43,9 @@ _LINGER_S = 0.25
 # Per-call state is kept a while after the end so a late event (a transcript that completes after the
 # hang-up) still gets the next seq and a late usage object still updates the totals.
 _ENDED_CALLS_KEPT = 1024
+# A stream waits at most this long for its call's row before it is admitted unchecked (the caller
+# hears nothing meanwhile; a claim takes a millisecond or two).
+CLAIM_TIMEOUT_S = 1.0
 
 
 @dataclass(slots=True)
@@ -139,7 +142,40 @@ class CallRecorder:
 
     # ---- recording (audio path: sync, O(1), never raises) -------------------------------------
 
-    def call_started(
+    def call_started(self, **fields: Any) -> None:
+        """Record a call's start (see `_start_op` for the fields), written with the next batch."""
+        try:
+            op = self._start_op(**fields)
+            self._calls[op.call_id] = _CallState(model=op.model)
+            self._put(op, essential=True)
+        except Exception:
+            log.exception("calllog.record_failed", method="call_started", call_id=fields.get("call_id"))
+
+    async def claim_call(self, **fields: Any) -> bool:
+        """A stream for this call is admitted here: its row is written now (not with the next batch),
+        naming this process its owner, so every process sees at once who carries it. False when the
+        call has a row already: a second stream for it, or a replayed one, wherever it landed.
+
+        The database cannot refuse calls: while it is unreachable (or slower than CLAIM_TIMEOUT_S) the
+        start is queued like any record and the call admitted, checked by this process alone."""
+        op = self._start_op(**fields)
+        claimed: bool | None = None
+        if self.outage_since is None:
+            try:
+                async with asyncio.timeout(CLAIM_TIMEOUT_S):
+                    claimed = await self.store.claim_call(op)
+            except Exception as exc:
+                log.warning(
+                    "calllog.claim_unchecked", call_id=op.call_id, error=repr(exc), backlog=self.backlog
+                )
+        if claimed is False:
+            return False
+        self._calls[op.call_id] = _CallState(model=op.model)
+        if claimed is None:
+            self._put(op, essential=True)
+        return True
+
+    def _start_op(
         self,
         *,
         call_id: str,
@@ -153,28 +189,23 @@ class CallRecorder:
         carrier: str = "twilio",
         started_at: datetime | None = None,
         metadata: dict[str, Any] | None = None,
-    ) -> None:
-        try:
-            self._calls[call_id] = _CallState(model=model)
-            op = CallStartedOp(
-                call_id=call_id,
-                call_sid=call_sid,
-                stream_sid=stream_sid,
-                carrier=carrier,
-                from_number=from_number,
-                to_number=to_number,
-                direction=direction,
-                model=model,
-                voice=voice,
-                started_at=_utc(started_at),
-                metadata=dict(metadata) if metadata else None,
-                owner_id=self.owner.replica_id if self.owner else None,
-                owner_incarnation=self.owner.incarnation if self.owner else None,
-                owner_url=self.owner.internal_url if self.owner else None,
-            )
-            self._put(op, essential=True)
-        except Exception:
-            log.exception("calllog.record_failed", method="call_started", call_id=call_id)
+    ) -> CallStartedOp:
+        return CallStartedOp(
+            call_id=call_id,
+            call_sid=call_sid,
+            stream_sid=stream_sid,
+            carrier=carrier,
+            from_number=from_number,
+            to_number=to_number,
+            direction=direction,
+            model=model,
+            voice=voice,
+            started_at=_utc(started_at),
+            metadata=dict(metadata) if metadata else None,
+            owner_id=self.owner.replica_id if self.owner else None,
+            owner_incarnation=self.owner.incarnation if self.owner else None,
+            owner_url=self.owner.internal_url if self.owner else None,
+        )
 
     def event(self, call_id: str, kind: str, data: dict[str, Any], at: datetime | None = None) -> None:
         try:

@@ -161,6 +161,16 @@ class CallStore:
 
     # ---- writes -------------------------------------------------------------------------------
 
+    async def claim_call(self, op: CallStartedOp) -> bool:
+        """Write the call's row now, naming its owner; False when the call has a row already (its
+        stream was admitted before, here or by another process sharing this database). One insert
+        that does nothing on a conflict: of two streams for one call, racing on two replicas, exactly
+        one gets the row."""
+        async with self.engine.begin() as conn:
+            insert = insert_ignoring_duplicates(self._dialect, calls, ["call_id"])
+            result = await conn.execute(insert, [_call_row(op)])
+        return result.rowcount == 1
+
     async def write_batch(self, ops: Sequence[LogOp]) -> None:
         """Apply a batch in one transaction. Safe to retry whole (see `bridge.calllog.ops`)."""
         starts: list[dict[str, Any]] = []

@@ -111,8 +111,9 @@ class RecordingCallLog:
     events: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     ended: list[tuple[str, str]] = field(default_factory=list)
 
-    def call_started(self, **fields: Any) -> None:
+    async def claim_call(self, **fields: Any) -> bool:
         self.started.append(fields)
+        return True
 
     def event(self, call_id: str, kind: str, data: dict[str, Any], at: datetime | None = None) -> None:
         self.events.append((call_id, kind, data))
