@@ -19,6 +19,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from bridge.carrier.registry import CARRIERS
 from bridge.phone_numbers import valid_e164
 
+# The caller's words in the call log, by default: OpenAI's small transcription model, about $0.003 a
+# minute of caller speech (README, "Configuration", gives the sources).
+DEFAULT_TRANSCRIPTION_MODEL = "gpt-4o-mini-transcribe"
+TRANSCRIPTION_OFF = ("", "off", "none")
+
 VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
 
 # PROTOCOLS.md B1: the SDK marks these deprecated with a shutdown announced for 2027-01-20.
@@ -56,7 +61,8 @@ class Settings(BaseSettings):
     vad_silence_duration_ms: int = Field(default=500, ge=0)
     vad_eagerness: Literal["low", "medium", "high", "auto"] = "auto"
     vad_interrupt_response: bool = True
-    input_transcription_model: str = ""
+    # Unset: DEFAULT_TRANSCRIPTION_MODEL (off on Azure, which needs a deployment's name); off / none: off.
+    input_transcription_model: str | None = None
     noise_reduction: Literal["near_field", "far_field", "off"] = "near_field"
     greeting: str = ""
     tools_file: Path | None = None  # HTTP webhook tools (JSON or YAML); see README
@@ -347,6 +353,14 @@ class Settings(BaseSettings):
     def demo_mode(self) -> bool:
         """No API key: relay to the in-process Realtime emulator instead of OpenAI."""
         return self.openai_api_key is None or not self.openai_api_key.get_secret_value()
+
+    @property
+    def transcription_model(self) -> str:
+        """The caller's speech is transcribed with this model; "" when it is not."""
+        value = self.input_transcription_model
+        if value is None:
+            return "" if self.is_azure else DEFAULT_TRANSCRIPTION_MODEL
+        return "" if value.strip().lower() in TRANSCRIPTION_OFF else value.strip()
 
     @property
     def worker_count(self) -> int:

@@ -13,7 +13,9 @@ from typing import Any
 
 
 class RecordKind(StrEnum):
-    CALLER_TRANSCRIPT = "caller_transcript"  # item_id, text
+    CALLER_TRANSCRIPT = "caller_transcript"  # item_id, text, spoken_ms
+    # The caller spoke but we have no words: item_id, spoken_ms, words: off | failed | empty (+ message)
+    CALLER_SPOKE = "caller_spoke"
     ASSISTANT_TRANSCRIPT = "assistant_transcript"  # item_id, text, interrupted (+ full_text, heard_ms)
     BARGE_IN = "barge_in"  # reaction_ms, item_id, sent_ms, heard_ms, items_truncated, rtt_ms
     GREETING_LATENCY = "greeting_latency"  # ms: stream start -> the greeting's first audio sent

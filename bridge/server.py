@@ -112,6 +112,11 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             model=settings.realtime_model,
             shutdown=settings.model_shutdown_date,
         )
+    if settings.is_azure and settings.input_transcription_model is None:
+        log.warning(
+            "the caller's words are not transcribed: on Azure, set INPUT_TRANSCRIPTION_MODEL to the name "
+            "of your transcription deployment (the call log shows only how long the caller spoke)"
+        )
     settle_heap()
     bridge.ready = True
     yield

@@ -25,6 +25,7 @@ from bridge.sim.realtime_emulator import (
     EmulatorConfig,
     RealtimeEmulator,
     ScriptedReply,
+    emulated_transcript,
 )
 from bridge.sim.realtime_schema import BETA_CLIENT_EVENT_TYPES, GA_CLIENT_EVENT_TYPES, merge_session
 from bridge.sim.vad import dbfs_to_amplitude
@@ -370,7 +371,9 @@ async def test_manual_commit_transcription_and_clear(start) -> None:
         committed = await client.until("input_audio_buffer.committed")
         transcribed = await client.until("conversation.item.input_audio_transcription.completed")
         assert transcribed["item_id"] == committed["item_id"]
-        assert transcribed["transcript"] == "(caller speech 0.50 s)"
+        # No words were scripted: it says it heard none, and how long the caller spoke.
+        assert transcribed["transcript"] == emulated_transcript(0.5)
+        assert "no speech recognition" in transcribed["transcript"] and "0.5 s" in transcribed["transcript"]
         assert transcribed["usage"]["type"] == "tokens"
         assert not client.of_type("input_audio_buffer.speech_started")
         assert not [e for e in await client.collect(0.2) if e["type"] == "response.created"]
@@ -385,6 +388,30 @@ async def test_manual_commit_transcription_and_clear(start) -> None:
         await client.send({"type": "input_audio_buffer.commit"})
         assert (await client.until("error"))["error"]["code"] == "input_audio_buffer_commit_empty"
     assert len(emulator.sessions[0].appended_pcm) == 2 * 2 * 12000
+
+
+async def test_scripted_caller_words_are_the_transcripts_of_the_next_turns(start) -> None:
+    emulator, url = await start(**FAST)
+    emulator.script_caller_words("I'd like a refund, please.")
+    async with connect(url, "ga") as client:
+        patch = {
+            "type": "realtime",
+            "audio": {
+                "input": {"turn_detection": None, "transcription": {"model": "gpt-4o-mini-transcribe"}}
+            },
+        }
+        await client.send({"type": "session.update", "session": patch})
+        await client.until("session.updated")
+        words = []
+        for _ in range(2):
+            await client.append(tone(24000, 0.4).tobytes(), chunk=4800)
+            await client.send({"type": "input_audio_buffer.commit"})
+            words.append(
+                (await client.until("conversation.item.input_audio_transcription.completed"))["transcript"]
+            )
+        assert words == ["I'd like a refund, please.", emulated_transcript(0.4)]
+        user_items = [i for i in emulator.sessions[0].conversation if i.get("role") == "user"]
+        assert user_items[0]["content"][0]["transcript"] == "I'd like a refund, please."
 
 
 async def test_greeting_when_no_caller_audio_yet(start) -> None:

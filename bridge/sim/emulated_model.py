@@ -63,6 +63,12 @@ class ScriptedReply:
     more_audio: tuple[bytes, ...] = ()  # further assistant message items (PCM16 24 kHz) in the same response
 
 
+def emulated_transcript(seconds: float) -> str:
+    """What the emulator's transcription says of caller speech it was given no words for: it has no
+    speech recognition, and says so rather than invent words."""
+    return f"[Demo: the emulator has no speech recognition. The caller spoke for {seconds:.1f} s]"
+
+
 Utterance = tuple[np.ndarray, int]  # PCM16 samples and their rate
 
 

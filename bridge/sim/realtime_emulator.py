@@ -6,7 +6,9 @@ in the behaviours a bridge depends on (event names and order, server VAD, barge-
 errors) and keeps per-session CPU low.
 
 What the "model" says: a queued `ScriptedReply` if any, else the caller's last utterance played back
-(echo), else a recorded greeting. Audio is streamed `speed` times faster than real time, like the real
+(echo), else a recorded greeting. With input transcription on, each caller turn is "transcribed" as
+the next scripted caller words if any, else as a line saying the emulator heard no words (it has no
+speech recognition). Audio is streamed `speed` times faster than real time, like the real
 model, so responses are usually done long before the caller has heard them.
 
 The same server also speaks the Live API (GPT-Live) at /v1/live/sessions: see `live_emulator`.
@@ -41,6 +43,7 @@ from bridge.sim.emulated_model import (
     GREETING_TRANSCRIPT,
     EmulatorConfig,
     ScriptedReply,
+    emulated_transcript,
     spoken_parts,
     upstream_line,
 )
@@ -57,6 +60,7 @@ __all__ = [
     "EmulatorConfig",
     "RealtimeEmulator",
     "ScriptedReply",
+    "emulated_transcript",
     "greeting_pcm24k",
 ]
 
@@ -140,8 +144,10 @@ class EmulatedSession(EmulatedConnection):
         next_script: Callable[[], ScriptedReply | None],
         validate: bool,
         network: DelayLine | None = None,
+        next_caller_words: Callable[[], str | None] = lambda: None,
     ) -> None:
         super().__init__(dialect, headers, query, validate, network)
+        self._next_caller_words = next_caller_words
         self.appended_pcm = bytearray()
         self.truncations: list[dict] = []
         self.responses: list[EmulatedResponse] = []
@@ -366,7 +372,7 @@ class EmulatedSession(EmulatedConnection):
         self._last_utterance = (spoken.copy(), self.input_rate)
         if self._view.transcription:
             seconds = spoken.size / self.input_rate
-            transcript = f"(caller speech {seconds:.2f} s)"
+            transcript = self._next_caller_words() or emulated_transcript(seconds)
             item["content"][0]["transcript"] = transcript
             audio_tokens = max(1, round(seconds * 10))
             self._emit(
@@ -886,6 +892,7 @@ class RealtimeEmulator:
         self.live_url = ""  # ws://.../v1/live/sessions once started
         self.refused = 0  # upgrades refused by `refuse_status`
         self._scripts: deque[ScriptedReply] = deque()
+        self._caller_words: deque[str] = deque()
         self._changed = asyncio.Condition()
         self._app: web.Application | None = None
         self._runner: web.AppRunner | None = None
@@ -924,6 +931,11 @@ class RealtimeEmulator:
 
     def script_reply(self, reply: ScriptedReply) -> None:
         self._scripts.append(reply)
+
+    def script_caller_words(self, *texts: str) -> None:
+        """What the caller's next turns said, in order: the transcripts of those turns (when the
+        session transcribes its input) instead of the emulator's confession that it heard no words."""
+        self._caller_words.extend(texts)
 
     async def wait_for_session(self, n: int = 1, timeout: float = 5) -> EmulatedSession:  # noqa: ASYNC109
         async with asyncio.timeout(timeout), self._changed:
@@ -979,6 +991,7 @@ class RealtimeEmulator:
             self._next_script,
             self._validate,
             upstream_line(self.config, len(self.sessions)),
+            lambda: self._caller_words.popleft() if self._caller_words else None,
         )
         log.debug("realtime_emulator.session_opened", dialect=dialect, model=request.query.get("model"))
         await self._serve(ws, session, self.sessions)
