@@ -18,7 +18,9 @@ class CallLogSink(Protocol):
     ) -> None: ...
     def usage(self, call_id: str, usage: dict[str, Any]) -> None: ...
     def call_ended(self, call_id: str, reason: str) -> None: ...
-    def summary(self, call_id: str, summary: str, disposition: str | None) -> None: ...
+    def summary(
+        self, call_id: str, summary: str, disposition: str | None, intent: str | None = None
+    ) -> None: ...
 
 
 class NoCallLog:
@@ -34,5 +36,7 @@ class NoCallLog:
     def call_ended(self, call_id: str, reason: str) -> None:
         pass
 
-    def summary(self, call_id: str, summary: str, disposition: str | None) -> None:
+    def summary(
+        self, call_id: str, summary: str, disposition: str | None, intent: str | None = None
+    ) -> None:
         pass

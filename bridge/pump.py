@@ -202,7 +202,7 @@ class CallPump:
                     if summary.receive(upstream.codec.decode(message)):
                         break
         if (result := summary.result) is not None:
-            self.ctx.call_log.summary(self.call_id, result.summary, result.disposition)
+            self.ctx.call_log.summary(self.call_id, result.summary, result.disposition, result.intent)
             self.log.info("post-call summary", disposition=result.disposition)
 
     def _apology(self) -> bytes:

@@ -22,7 +22,8 @@ from aiohttp import web
 from bridge.calllog.auth import AdminAuth
 from bridge.calllog.health import CallLogHealth, describe
 from bridge.calllog.present import CSV_COLUMNS, csv_row, public_call, to_json, transcript_text
-from bridge.calllog.store import END_REASONS, CallStore, check_search_text, database_unavailable
+from bridge.calllog.search import check_search_text
+from bridge.calllog.store import END_REASONS, CallStore, database_unavailable
 from bridge.recording.archive import ArchiveError, RecordingArchive, safe_name
 from bridge.recording.download import recording_response
 from bridge.recording.finish import FORMATS
@@ -174,12 +175,13 @@ class _CallLogRoutes:
         reveal = _reveal(request)
         limit = _int(query.get("limit"), default=50, low=1, high=MAX_LIMIT, name="limit")
         try:
+            filters = _filters(request)
             page, next_cursor = await self.store.list_calls(
-                **_filters(request), limit=limit, cursor=query.get("cursor") or None
+                **filters, limit=limit, cursor=query.get("cursor") or None, annotate=True
             )
         except ValueError as exc:
             raise _BadRequest(str(exc)) from None
-        calls = [public_call(call, reveal=reveal) for call in page]
+        calls = [public_call(call, reveal=reveal, searched=filters["text"]) for call in page]
         return _json({"calls": calls, "next_cursor": next_cursor})
 
     async def get_call(self, request: web.Request) -> web.StreamResponse:

@@ -71,6 +71,7 @@ class CallSummaryOp:
     call_id: str
     summary: str
     disposition: str | None
+    intent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

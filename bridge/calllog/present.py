@@ -31,15 +31,67 @@ def mask_number(number: str, keep: int = 4) -> str:
     return _DIGIT.sub(star, number)
 
 
-def public_call(call: dict[str, Any], *, reveal: bool) -> dict[str, Any]:
-    """A store call dict as the API shows it (numbers masked unless `reveal`)."""
-    out = {k: v for k, v in call.items() if k not in RECORDING_COLUMNS}
+# Stored for the queries alone.
+_INTERNAL_COLUMNS = frozenset({*RECORDING_COLUMNS, "search_text"})
+SNIPPET_CHARS = 120
+
+
+def public_call(call: dict[str, Any], *, reveal: bool, searched: str | None = None) -> dict[str, Any]:
+    """A store call dict as the API shows it (numbers masked unless `reveal`). `searched`: the search
+    that found it; its `match` then holds a snippet of the text around what was found."""
+    out = {k: v for k, v in call.items() if k not in _INTERNAL_COLUMNS}
     if not reveal:
         out["from_number"] = mask_number(call["from_number"])
         out["to_number"] = mask_number(call["to_number"])
     out["numbers_masked"] = not reveal
     out["recording"] = public_recording(call)
+    if (match := call.get("match")) is not None:
+        out["match"] = public_match(match, searched or "", reveal=reveal)
     return out
+
+
+def public_match(match: dict[str, Any], searched: str, *, reveal: bool) -> dict[str, Any]:
+    """Where a search found a call: the field, and the text to show (a snippet, a masked number)."""
+    out = dict(match)
+    if match["field"] in ("from_number", "to_number"):
+        out["text"] = match["text"] if reveal else mask_number(match["text"])
+    elif match["field"] in ("caller", "assistant", "summary"):
+        out["text"] = snippet(match["text"], searched)
+    return out
+
+
+def snippet(text: str, searched: str, width: int = SNIPPET_CHARS) -> str:
+    """`text` cut to about `width` characters around the first place `searched` occurs in it, with
+    an ellipsis where it was cut, on word boundaries."""
+    text = " ".join(text.split())
+    if len(text) <= width:
+        return text
+    found = _find_folded(text, " ".join(searched.split()))
+    at, length = found if found is not None else (0, 0)
+    start = max(0, min(at - (width - length) // 3, len(text) - width))
+    end = min(len(text), start + width)
+    if start > 0:
+        space = text.find(" ", start, at if at > start else end)
+        start = space + 1 if space != -1 else start
+    if end < len(text):
+        space = text.rfind(" ", max(at + length, start), end)
+        end = space if space != -1 else end
+    return ("…" if start > 0 else "") + text[start:end].strip() + ("…" if end < len(text) else "")
+
+
+def _find_folded(text: str, needle: str) -> tuple[int, int] | None:
+    """Where `needle` occurs in `text` ignoring case, as (start, length) in `text`."""
+    if not needle:
+        return None
+    match = re.search(re.escape(needle), text, re.IGNORECASE)
+    if match is not None:
+        return match.start(), match.end() - match.start()
+    folded = needle.casefold()  # "STRASSE" finds "Straße": casefold changes lengths, so walk
+    for start in range(len(text)):
+        for end in range(start + 1, min(len(text), start + len(folded) + 2) + 1):
+            if text[start:end].casefold() == folded:
+                return start, end - start
+    return None
 
 
 def public_recording(call: dict[str, Any]) -> dict[str, Any] | None:

@@ -23,7 +23,6 @@ from sqlalchemy import (
     bindparam,
     delete,
     event,
-    exists,
     or_,
     select,
     update,
@@ -45,6 +44,7 @@ from bridge.calllog.ops import (
     RecordingOp,
 )
 from bridge.calllog.schema import RECORDING_COLUMNS, TOTAL_COLUMNS, UTCDateTime, call_events, calls
+from bridge.calllog.search import CONTROL_CHARACTERS, finds, first_words, searchable, where_found
 from bridge.log_records import TRANSCRIPT_KINDS
 
 END_REASONS = (
@@ -64,8 +64,6 @@ _EXPORT_PAGE = 200
 # A recording still "recording" this long after its call ended has no process finishing it any more.
 RECORDING_FINISH_LIMIT = timedelta(hours=1)
 
-# C0 and C1 control characters but tab, newline and carriage return, which a line of text may hold.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 def database_unavailable(exc: BaseException) -> bool:
@@ -76,14 +74,6 @@ def database_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, StatementError) and not isinstance(exc, DBAPIError):
         return False  # failed inside SQLAlchemy (binding a value), before reaching the database
     return isinstance(exc, SQLAlchemyError | OSError | TimeoutError)
-
-
-def check_search_text(text: str) -> None:
-    """Raise ValueError for a transcript search holding control characters. None is typed by a person,
-    and NUL cannot be searched for at all: SQLite's LIKE reads the pattern only up to it (so it matched
-    every line) and PostgreSQL text cannot hold it (the query failed)."""
-    if _CONTROL.search(text):
-        raise ValueError("q must not contain control characters")
 
 
 def _json_dumps(value: Any) -> str:
@@ -202,9 +192,20 @@ class CallStore:
                 await conn.execute(
                     update(calls)
                     .where(calls.c.call_id == bindparam("b_call_id"))
-                    .values(summary=bindparam("b_summary"), disposition=bindparam("b_disposition")),
+                    .values(
+                        summary=bindparam("b_summary"),
+                        intent=bindparam("b_intent"),
+                        disposition=bindparam("b_disposition"),
+                        search_text=bindparam("b_search_text"),
+                    ),
                     [
-                        {"b_call_id": op.call_id, "b_summary": op.summary, "b_disposition": op.disposition}
+                        {
+                            "b_call_id": op.call_id,
+                            "b_summary": op.summary,
+                            "b_intent": op.intent,
+                            "b_disposition": op.disposition,
+                            "b_search_text": searchable(op.summary, op.intent),
+                        }
                         for op in summaries.values()
                     ],
                 )
@@ -293,10 +294,13 @@ class CallStore:
         text: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        annotate: bool = False,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """Newest first. `number` matches the last digits of either number, `text` is a
-        case-insensitive substring of any transcript line, `since` is inclusive and `until` exclusive.
-        Raises ValueError on a bad cursor or a number filter without digits."""
+        """Newest first. `number` matches the last digits of either number, `text` is what a search
+        finds (`bridge.calllog.search`: either side's words, the summary, the SIDs, the numbers),
+        `since` is inclusive and `until` exclusive. `annotate`: each call also gets what a list shows
+        at a glance, `first_words` and (with `text`) `match`. Raises ValueError on a bad cursor or a
+        number filter without digits."""
         if limit < 1:
             raise ValueError("limit must be at least 1")
         query = (
@@ -312,14 +316,18 @@ class CallStore:
             )
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
-        page = [dict(row) for row in rows[:limit]]
+            page = [dict(row) for row in rows[:limit]]
+            if annotate:
+                await first_words(conn, page)
+                if text:
+                    await where_found(conn, page, text)
         if len(rows) <= limit:
             return page, None
         return page, encode_cursor(page[-1]["started_at"], page[-1]["call_id"])
 
     async def get_call(self, call_id: str) -> dict[str, Any] | None:
         """The call with its events in the order they happened."""
-        if _CONTROL.search(call_id):
+        if CONTROL_CHARACTERS.search(call_id):
             return None  # no call id holds one (and PostgreSQL could not even be asked about NUL)
         async with self.engine.connect() as conn:
             row = (await conn.execute(select(calls).where(calls.c.call_id == call_id))).mappings().first()
@@ -387,15 +395,7 @@ def _filters(
     if end_reason:
         where.append(calls.c.end_reason == end_reason)
     if text:
-        check_search_text(text)
-        pattern = "%" + re.sub(r"([\\%_])", r"\\\1", text.casefold()) + "%"
-        where.append(
-            exists().where(
-                call_events.c.call_id == calls.c.call_id,
-                call_events.c.kind.in_(TRANSCRIPT_KINDS),
-                call_events.c.search_text.like(pattern, escape="\\"),
-            )
-        )
+        where.append(finds(text))
     return where
 
 
@@ -434,7 +434,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         started_at = datetime.fromisoformat(at)
     except (binascii.Error, ValueError, TypeError):
         raise ValueError("invalid cursor") from None
-    if started_at.tzinfo is None or not isinstance(call_id, str) or _CONTROL.search(call_id):
+    if started_at.tzinfo is None or not isinstance(call_id, str) or CONTROL_CHARACTERS.search(call_id):
         raise ValueError("invalid cursor")
     return started_at, call_id
 

@@ -70,3 +70,22 @@ def test_csv_cells_cannot_become_formulas_but_numbers_stay_numbers() -> None:
     assert "'=HYPERLINK(1)" in cells
     assert "+*******1234" in cells and "+15551231234" in cells
     assert "'+cmd|' /C calc'!A0" in cells and "'@SUM(1)" in cells
+
+
+def test_a_snippet_shows_the_words_around_what_was_found() -> None:
+    from bridge.calllog.present import snippet
+
+    short = "Hi, I'd like a refund."
+    assert snippet(short, "refund") == short
+    line = (
+        "Thanks for waiting. I have looked at your account and I can see the order from last Tuesday, "
+        "the one with the blue kettle, and I can offer you a full refund today or a replacement that "
+        "ships tomorrow morning, whichever you prefer."
+    )
+    cut = snippet(line, "FULL REFUND", width=60)
+    assert "full refund" in cut and cut.startswith("…") and cut.endswith("…")
+    assert len(cut) <= 62
+    assert not cut[1].isspace() and cut[1:].split()[0] in line.split()  # cut between words
+    assert snippet(line, "thanks", width=60).startswith("Thanks for waiting.")
+    assert snippet(line, "prefer", width=60).endswith("whichever you prefer.")
+    assert "Straße" in snippet("x " * 80 + "Die Straße ist gesperrt " + "y " * 80, "STRASSE", width=40)

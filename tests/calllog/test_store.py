@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
@@ -154,6 +155,52 @@ async def test_list_filters(store: CallStore, recorder: CallRecorder) -> None:
     assert await ids(store, text="refund", number="1234", end_reason="caller_hangup") == ["CA-a"]
 
 
+async def test_a_search_finds_calls_by_either_side_the_summary_the_sids_and_numbers(
+    store: CallStore, recorder: CallRecorder
+) -> None:
+    await seed_for_filters(recorder)
+    recorder.event("CA-b", "assistant_transcript", {"item_id": "a1", "text": "Your PARCEL is in the depot."})
+    recorder.event("CA-b", "caller_transcript", {"item_id": "u2", "text": "Which depot? My parcel is late."})
+    recorder.summary("CA-c", "Asked which discount code applies.", "resolved", "a discount code")
+    await recorder.flush()
+
+    async def found(text: str) -> dict[str, dict | None]:
+        calls, _ = await store.list_calls(text=text, annotate=True)
+        return {call["call_id"]: call["match"] for call in calls}
+
+    # Both sides' words: the first line that matched, and how many did.
+    parcel = await found("parcel")
+    assert list(parcel) == ["CA-b"]
+    assert parcel["CA-b"] is not None
+    assert parcel["CA-b"]["field"] == "caller" and parcel["CA-b"]["text"] == "Where is my parcel?"
+    assert parcel["CA-b"]["lines"] == 3
+    assert (await found("the depot"))["CA-b"]["field"] == "assistant"  # type: ignore[index]
+    # The summary and the intent.
+    assert await found("DISCOUNT CODE") == {
+        "CA-c": {"field": "summary", "text": "Asked which discount code applies."}
+    }
+    # The call SID, the stream SID, whole and trimmed.
+    assert await found(" CA-b ") == {"CA-b": {"field": "call_sid", "text": "CA-b"}}
+    assert await found("MZ-c") == {"CA-c": {"field": "stream_sid", "text": "MZ-c"}}
+    # The digits of either number, however they are written; too few digits find no number.
+    assert await found("+1 (555) 999-9999") == {"CA-b": {"field": "from_number", "text": "+15559999999"}}
+    assert list(await found("1234")) == ["CA-d", "CA-b", "CA-a"]
+    assert (await found("1234000"))["CA-b"] == {"field": "to_number", "text": "+15551234000"}
+    assert await found("12") == {}
+    # A list without a search says where nothing was found, but what each caller said first.
+    calls, _ = await store.list_calls(annotate=True)
+    assert "match" not in calls[0]
+    assert {c["call_id"]: (c["first_words"] or {}).get("text") for c in calls} == {
+        "CA-d": "Ich möchte eine Rückerstattung, ÄRGERLICH",
+        "CA-c": "100% sure, use code a_b",
+        "CA-b": "Where is my parcel?",
+        "CA-a": "I want a REFUND please",
+    }
+    # An export is the calls as stored, without what a list shows at a glance.
+    exported = [call async for call in store.export_calls(text="parcel")]
+    assert [c["call_id"] for c in exported] == ["CA-b"] and "match" not in exported[0]
+
+
 async def test_text_search_is_literal_and_refuses_control_characters(
     store: CallStore, recorder: CallRecorder
 ) -> None:
@@ -234,3 +281,51 @@ async def test_the_migrations_build_exactly_the_declared_schema(store: CallStore
 
     async with store.engine.connect() as conn:
         assert await conn.run_sync(compare) == []
+
+
+async def test_summaries_stored_before_the_intent_had_a_column_are_split_and_searchable(db_url: str) -> None:
+    store = CallStore.connect(db_url)
+    try:
+        async with store.engine.begin() as conn:
+            await conn.run_sync(migrate_to, "0003_call_owners")
+            started = T0.replace(tzinfo=None) if db_url.startswith("sqlite") else T0
+            for call_id, summary in [
+                ("CA-old", "Wanted a refund for a late parcel.\nCaller's intent: Rückerstattung"),
+                ("CA-plain", "Asked about the opening hours."),
+            ]:
+                await conn.execute(
+                    text(
+                        "INSERT INTO calls (call_id, carrier, from_number, to_number, direction, "
+                        "started_at, status, model, voice, summary) VALUES (:id, 'twilio', '+1', '+2', "
+                        "'inbound', :at, 'ended', 'gpt-realtime', 'marin', :summary)"
+                    ),
+                    {"id": call_id, "at": started, "summary": summary},
+                )
+        await store.migrate()
+        old, plain = await store.get_call("CA-old"), await store.get_call("CA-plain")
+        assert old is not None and plain is not None
+        assert (old["summary"], old["intent"]) == ("Wanted a refund for a late parcel.", "Rückerstattung")
+        assert (plain["summary"], plain["intent"]) == ("Asked about the opening hours.", None)
+        assert await ids(store, text="RÜCKERSTATTUNG") == ["CA-old"]
+        assert await ids(store, text="opening hours") == ["CA-plain"]
+        # And back: the intent is the summary's last line again.
+        async with store.engine.begin() as conn:
+            await conn.run_sync(downgrade_to, "0003_call_owners")
+            summary = (
+                await conn.execute(text("SELECT summary FROM calls WHERE call_id = 'CA-old'"))
+            ).scalar_one()
+        assert summary == "Wanted a refund for a late parcel.\nCaller's intent: Rückerstattung"
+    finally:
+        await store.close()
+
+
+def migrate_to(connection, revision: str) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
+def downgrade_to(connection, revision: str) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.downgrade(config, revision)
