@@ -30,7 +30,8 @@ def test_the_callers_words_are_transcribed_unless_turned_off() -> None:
         settings = load_settings({"INPUT_TRANSCRIPTION_MODEL": off})
         assert settings.transcription_model == ""
         assert not CallConfig.from_settings(settings).transcribed
-    assert load_settings({"INPUT_TRANSCRIPTION_MODEL": "gpt-transcribe"}).transcription_model == "gpt-transcribe"
+    chosen = load_settings({"INPUT_TRANSCRIPTION_MODEL": "gpt-transcribe"})
+    assert chosen.transcription_model == "gpt-transcribe"
     # Azure needs the name of a transcription deployment: nothing is assumed there.
     azure = {"REALTIME_URL": "wss://acme.openai.azure.com/openai/realtime"}
     assert load_settings(azure).transcription_model == ""
