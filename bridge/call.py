@@ -365,9 +365,9 @@ class Call:
         self.to_upstream.append(self.codec.function_output(request.call_id, output))
 
     def inject(self, text: str, image_url: str | None = None, *, respond: bool = False) -> None:
-        """Context from outside (an operator, a CRM): placed right after the caller's latest words."""
+        """Context from outside (an operator, a CRM): placed right after the caller's latest words.
+        Whoever added it puts it on record (`CallPump.operator_action`)."""
         self.to_upstream.append(self.codec.user_text(text, self._last_caller_item, image_url))
-        self._record(RecordKind.NOTE, text=text or "(image)", injected=True, image=bool(image_url))
         if respond:
             self._ask()
 

@@ -36,7 +36,5 @@ class NoCallLog:
     def call_ended(self, call_id: str, reason: str) -> None:
         pass
 
-    def summary(
-        self, call_id: str, summary: str, disposition: str | None, intent: str | None = None
-    ) -> None:
+    def summary(self, call_id: str, summary: str, disposition: str | None, intent: str | None = None) -> None:
         pass

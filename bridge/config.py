@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bridge.carrier.registry import CARRIERS
@@ -90,6 +90,7 @@ class Settings(BaseSettings):
     call_log_retention_days: int = Field(default=90, ge=0)
     call_log_prices: str = ""  # JSON price table, or a path to one; empty = built-in estimates
     admin_token: SecretStr | None = None
+    operator_tokens: SecretStr | None = None  # "alice:<token>,bob:<token>": operators besides the admin
 
     # Call recordings (see README, "Recordings")
     recording: Literal["off", "all", "requested"] = "off"
@@ -321,6 +322,17 @@ class Settings(BaseSettings):
                 raise ValueError(f"REALTIME_INSTRUCTIONS_FILE: cannot read {path}: {exc.strerror}") from None
         return self
 
+    @field_validator("operator_tokens")
+    @classmethod
+    def _operator_tokens(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        from bridge.calllog.auth import parse_operator_tokens
+
+        if value is not None:
+            admin = info.data.get("admin_token")
+            # The messages name entries and labels, never a token.
+            parse_operator_tokens(value.get_secret_value(), admin.get_secret_value() if admin else "")
+        return value
+
     @model_validator(mode="after")
     def _production_needs_secrets(self) -> Settings:
         if self.bridge_env == "production":
@@ -353,6 +365,15 @@ class Settings(BaseSettings):
     def demo_mode(self) -> bool:
         """No API key: relay to the in-process Realtime emulator instead of OpenAI."""
         return self.openai_api_key is None or not self.openai_api_key.get_secret_value()
+
+    @property
+    def operators(self) -> dict[str, str]:
+        """OPERATOR_TOKENS as {label: token}: the operators besides the admin (ADMIN_TOKEN)."""
+        from bridge.calllog.auth import parse_operator_tokens
+
+        if self.operator_tokens is None:
+            return {}
+        return parse_operator_tokens(self.operator_tokens.get_secret_value())
 
     @property
     def transcription_model(self) -> str:

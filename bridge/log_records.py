@@ -24,6 +24,9 @@ class RecordKind(StrEnum):
     TOOL_CALL = "tool_call"  # call_id, name, arguments
     TOOL_RESULT = "tool_result"  # call_id, name, ok, duration_ms, result | error
     NOTE = "note"  # text added from outside: injected, image, source
+    # What an operator did (bridge.control_api): operator (their label), action (say | inject | hangup |
+    # transfer), outcome (done | refused | failed), and its details: text, image, respond, number, error
+    OPERATOR_ACTION = "operator_action"
     ERROR = "error"  # source (carrier | upstream), code, message
     SESSION_RESTORED = "session_restored"  # items: the conversation handed to a new session
     USAGE = "usage"  # a response's token usage, as the service reports it (totals, not an event)

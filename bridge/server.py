@@ -22,7 +22,7 @@ from bridge.calllog import (
     run_retention,
     setup_calllog_routes,
 )
-from bridge.calllog.auth import AdminAuth
+from bridge.calllog.auth import OperatorAuth
 from bridge.calllog.health import CallLogHealth
 from bridge.carrier.registry import CARRIERS
 from bridge.carrier.twilio.routes import browser_media_socket
@@ -47,6 +47,11 @@ WORKERS_KEY: web.AppKey[WorkerBoard] = web.AppKey("workers")
 
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
+
+
+async def home(request: web.Request) -> web.Response:
+    """Someone opened the bridge's address in a browser: the call log is what there is to see."""
+    raise web.HTTPFound("/calls")
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -260,17 +265,16 @@ def create_app(
         setup_sip(app, bridge)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    auth = OperatorAuth(admin_token, settings.operators)
+    app.router.add_get("/", home)
     if store is not None:
-        setup_calllog_routes(app, store, admin_token, recordings.archive if recordings else None, health)
-    admin = AdminAuth(admin_token)
+        setup_calllog_routes(app, store, auth, recordings.archive if recordings else None, health)
     setup_control_routes(
-        app, bridge.active_calls, is_authorized=admin.authenticated, dialect=settings.realtime_dialect
+        app, bridge.active_calls, operator_of=auth.operator, dialect=settings.realtime_dialect
     )
-    setup_softphone_routes(app, media_handler=browser_media_socket, is_authorized=admin.authenticated)
+    setup_softphone_routes(app, media_handler=browser_media_socket, is_authorized=auth.authenticated)
     if settings.metrics_port == 0:  # otherwise served on its own, unexposed port
-        app.router.add_get(
-            "/metrics", metrics_handler(bridge.metrics.exposed, authorized=admin.authenticated)
-        )
+        app.router.add_get("/metrics", metrics_handler(bridge.metrics.exposed, authorized=auth.authenticated))
     return app
 
 

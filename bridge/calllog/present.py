@@ -43,11 +43,21 @@ def public_call(call: dict[str, Any], *, reveal: bool, searched: str | None = No
     if not reveal:
         out["from_number"] = mask_number(call["from_number"])
         out["to_number"] = mask_number(call["to_number"])
+        if "events" in call:
+            out["events"] = [_masked_event(event) for event in call["events"]]
     out["numbers_masked"] = not reveal
     out["recording"] = public_recording(call)
     if (match := call.get("match")) is not None:
         out["match"] = public_match(match, searched or "", reveal=reveal)
     return out
+
+
+def _masked_event(event: dict[str, Any]) -> dict[str, Any]:
+    """An event as shown with numbers masked: an operator's transfer names the number it went to."""
+    data = event["data"]
+    if event["kind"] != RecordKind.OPERATOR_ACTION or not isinstance(data.get("number"), str):
+        return event
+    return {**event, "data": {**data, "number": mask_number(data["number"])}}
 
 
 def public_match(match: dict[str, Any], searched: str, *, reveal: bool) -> dict[str, Any]:

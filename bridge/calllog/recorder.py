@@ -217,9 +217,7 @@ class CallRecorder:
         except Exception:
             log.exception("calllog.record_failed", method="call_ended", call_id=call_id)
 
-    def summary(
-        self, call_id: str, summary: str, disposition: str | None, intent: str | None = None
-    ) -> None:
+    def summary(self, call_id: str, summary: str, disposition: str | None, intent: str | None = None) -> None:
         """The model's post-call summary (it comes after the call ended)."""
         try:
             op = CallSummaryOp(call_id=call_id, summary=summary, disposition=disposition, intent=intent)

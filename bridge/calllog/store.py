@@ -65,7 +65,6 @@ _EXPORT_PAGE = 200
 RECORDING_FINISH_LIMIT = timedelta(hours=1)
 
 
-
 def database_unavailable(exc: BaseException) -> bool:
     """True when the database could not be reached or failed to answer, so trying again later can
     help; False when the request or its data is at fault (or the error is a bug of ours)."""

@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 from yarl import URL
 
 from bridge.calllog import CallRecorder, CallStore, setup_calllog_routes
-from bridge.calllog.auth import COOKIE_NAME
+from bridge.calllog.auth import COOKIE_NAME, OperatorAuth
 from bridge.calllog.health import CallLogHealth
 from bridge.calllog.store import encode_cursor
 from tests.calllog.conftest import ADMIN_TOKEN
@@ -117,7 +117,7 @@ async def test_static_assets_are_public_and_setup_needs_a_token(store: CallStore
     for asset in ("calllog.css", "common.js", "calls.js", "call.js"):
         assert (await client.get(f"/calls/static/{asset}")).status == 200
     with pytest.raises(ValueError):
-        setup_calllog_routes(web.Application(), store, "")
+        OperatorAuth("")
 
 
 @pytest.mark.usefixtures("seeded")
@@ -283,7 +283,7 @@ async def test_while_the_database_is_down_the_api_answers_503_and_logs_one_line_
     """Issue #16: with PostgreSQL down, GET /api/calls answered 500 and logged ~99 lines of traceback."""
     health = CallLogHealth(store)
     app = web.Application()
-    setup_calllog_routes(app, store, ADMIN_TOKEN, health=health)
+    setup_calllog_routes(app, store, OperatorAuth(ADMIN_TOKEN), health=health)
     paths = [
         "/api/calls",
         f"/api/calls/{REFUND}",
@@ -333,7 +333,7 @@ async def test_an_export_cut_short_by_an_outage_ends_as_a_broken_download(
 
     store.list_calls = second_read_meets_an_outage  # type: ignore[method-assign]
     app = web.Application()
-    setup_calllog_routes(app, store, ADMIN_TOKEN)
+    setup_calllog_routes(app, store, OperatorAuth(ADMIN_TOKEN))
     async with outage, TestClient(TestServer(app, host="127.0.0.1")) as client:
         with capture_logs() as logs:
             response = await client.get("/api/calls/export.jsonl", headers=auth_headers)
@@ -366,7 +366,7 @@ async def test_an_agent_cancelling_a_download_is_not_an_outage(
             handled.append(request)
 
     app = web.Application(middlewares=[note_when_handled])
-    setup_calllog_routes(app, store, ADMIN_TOKEN, health=health)
+    setup_calllog_routes(app, store, OperatorAuth(ADMIN_TOKEN), health=health)
     caplog.set_level(logging.INFO)
     with capture_logs() as logs:
         # Served as the bridge serves it (a test server would cancel the handler instead).

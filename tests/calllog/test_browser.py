@@ -18,6 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from bridge.calllog import CallRecorder, CallStore, setup_calllog_routes
+from bridge.calllog.auth import OperatorAuth
 from tests.calllog.cdp import Browser, Page, chromium_executable
 from tests.calllog.conftest import ADMIN_TOKEN, REPO
 from tests.calllog.sample_calls import record_day_of_calls
@@ -45,7 +46,7 @@ async def site(tmp_path: Path) -> AsyncIterator[tuple[str, CallRecorder]]:
     record_day_of_calls(recorder)
     await recorder.flush()
     app = web.Application()
-    setup_calllog_routes(app, store, ADMIN_TOKEN)
+    setup_calllog_routes(app, store, OperatorAuth(ADMIN_TOKEN))
     server = TestServer(app, host="127.0.0.1")
     await server.start_server()
     try:
