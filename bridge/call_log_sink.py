@@ -18,6 +18,7 @@ class CallLogSink(Protocol):
     ) -> None: ...
     def usage(self, call_id: str, usage: dict[str, Any]) -> None: ...
     def call_ended(self, call_id: str, reason: str) -> None: ...
+    def call_never_connected(self, **fields: Any) -> None: ...
     def summary(
         self, call_id: str, summary: str, disposition: str | None, intent: str | None = None
     ) -> None: ...
@@ -34,6 +35,9 @@ class NoCallLog:
         pass
 
     def call_ended(self, call_id: str, reason: str) -> None:
+        pass
+
+    def call_never_connected(self, **fields: Any) -> None:
         pass
 
     def summary(self, call_id: str, summary: str, disposition: str | None, intent: str | None = None) -> None:

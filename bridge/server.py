@@ -126,6 +126,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     bridge.ready = True
     yield
     bridge.ready = False
+    bridge.awaited.close()
     await bridge.prepared.close()
     await bridge.toolbox.close()
 

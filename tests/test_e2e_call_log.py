@@ -139,3 +139,39 @@ async def test_restarting_one_replica_leaves_a_siblings_live_call_alone(tmp_path
 def server_has_logged_greeting(workdir: Path) -> bool:
     """The greeting's latency record was queued; the recorder writes within a few ms."""
     return b'"greeting latency"' in (workdir / "server.log").read_bytes()
+
+
+async def test_a_webhook_whose_stream_never_connected_leaves_a_call_in_the_log() -> None:
+    async with running_emulator() as (_, url), running_bridge(url) as bridge:
+        bridge.bridge.awaited.ttl_s = 0.5  # the prepared session's life, shortened for the test
+
+        async def twilio(path: str, call_sid: str) -> str:
+            form = {"CallSid": call_sid, "From": "+14155550100", "To": "+18005551212", "Direction": "inbound"}
+            async with aiohttp.ClientSession() as http, http.post(bridge.base_url + path, data=form) as r:
+                assert r.status == 200
+                return await r.text()
+
+        # Twilio fetched the TwiML, then never opened the stream (a firewall, a proxy, a bad URL) ...
+        assert "<Stream" in await twilio("/twilio/voice", "CAnever-timed-out")
+        # ... or gave up on it at once and asked what next.
+        await twilio("/twilio/voice", "CAnever-asked")
+        assert "<Hangup" in await twilio("/twilio/connect-done", "CAnever-asked")
+        # A call whose stream did connect, asked about afterwards, keeps its own record.
+        async with TwilioCallerEmulator(bridge.media_url) as caller:
+            await eventually(lambda: caller.call_sid in bridge.bridge.active_calls)
+        await twilio("/twilio/connect-done", caller.call_sid)
+
+        await eventually(lambda: not bridge.bridge.awaited, timeout_s=5)
+        await eventually(lambda: not bridge.bridge.active_calls)
+        await bridge.bridge.call_log.flush()  # type: ignore[attr-defined]
+        listing = await get_json(bridge.base_url, "/api/calls?end_reason=stream_never_connected")
+        found = {call["call_id"]: call for call in listing["calls"]}
+        assert set(found) == {"CAnever-timed-out", "CAnever-asked"}
+        for call in found.values():
+            assert (call["status"], call["from_number"], call["direction"]) == (
+                "ended",
+                "+*******0100",
+                "inbound",
+            )
+        connected = await get_json(bridge.base_url, f"/api/calls/{caller.call_sid}")
+        assert connected["end_reason"] == "caller_hangup"

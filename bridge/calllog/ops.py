@@ -2,7 +2,8 @@
 
 Every op is safe to apply twice (a batch is retried whole when the database fails mid-way, and a
 commit whose acknowledgement was lost gets replayed): starts and events are keyed and inserted
-"on conflict do nothing", totals are absolute values, and an end only applies to a call in progress.
+"on conflict do nothing" (a start replaces only a never-connected record), totals are absolute
+values, and an end only applies to a call in progress.
 """
 
 from __future__ import annotations
@@ -65,6 +66,25 @@ class CallEndedOp:
 
 
 @dataclass(frozen=True, slots=True)
+class UnconnectedCallOp:
+    """A call whose webhook was answered but whose media stream never connected: recorded ended
+    (NEVER_CONNECTED) unless the call is already recorded, and replaced if its stream starts after all."""
+
+    call_id: str
+    carrier: str
+    from_number: str
+    to_number: str
+    direction: str
+    model: str
+    voice: str
+    answered_at: datetime
+    noticed_at: datetime
+    owner_id: str | None = None
+    owner_incarnation: str | None = None
+    owner_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CallSummaryOp:
     """The model's post-call summary; it arrives after the call ended."""
 
@@ -87,4 +107,4 @@ class RecordingOp:
     error: str | None = None
 
 
-LogOp = CallStartedOp | EventOp | CallTotalsOp | CallEndedOp | CallSummaryOp | RecordingOp
+LogOp = CallStartedOp | EventOp | CallTotalsOp | CallEndedOp | CallSummaryOp | RecordingOp | UnconnectedCallOp

@@ -28,6 +28,7 @@ from bridge.calllog.ops import (
     EventOp,
     LogOp,
     RecordingOp,
+    UnconnectedCallOp,
 )
 from bridge.calllog.pricing import PriceTable, TokenUsage
 from bridge.calllog.store import CallStore, database_unavailable
@@ -216,6 +217,40 @@ class CallRecorder:
                 self._ended.popitem(last=False)
         except Exception:
             log.exception("calllog.record_failed", method="call_ended", call_id=call_id)
+
+    def call_never_connected(
+        self,
+        *,
+        call_id: str,
+        carrier: str,
+        from_number: str,
+        to_number: str,
+        direction: str,
+        model: str,
+        voice: str,
+        answered_at: datetime,
+        noticed_at: datetime,
+    ) -> None:
+        """A call whose webhook was answered and whose media stream never connected (see
+        `bridge.awaited_streams`): ended before it began, unless it is recorded already."""
+        try:
+            op = UnconnectedCallOp(
+                call_id=call_id,
+                carrier=carrier,
+                from_number=from_number,
+                to_number=to_number,
+                direction=direction,
+                model=model,
+                voice=voice,
+                answered_at=_utc(answered_at),
+                noticed_at=_utc(noticed_at),
+                owner_id=self.owner.replica_id if self.owner else None,
+                owner_incarnation=self.owner.incarnation if self.owner else None,
+                owner_url=self.owner.internal_url if self.owner else None,
+            )
+            self._put(op, essential=True)
+        except Exception:
+            log.exception("calllog.record_failed", method="call_never_connected", call_id=call_id)
 
     def summary(self, call_id: str, summary: str, disposition: str | None, intent: str | None = None) -> None:
         """The model's post-call summary (it comes after the call ended)."""

@@ -42,6 +42,7 @@ from bridge.calllog.ops import (
     EventOp,
     LogOp,
     RecordingOp,
+    UnconnectedCallOp,
 )
 from bridge.calllog.schema import RECORDING_COLUMNS, TOTAL_COLUMNS, UTCDateTime, call_events, calls
 from bridge.calllog.search import CONTROL_CHARACTERS, finds, first_words, searchable, where_found
@@ -57,7 +58,9 @@ END_REASONS = (
     "interrupted",
     "timeout",
     "operator_ended",
+    "stream_never_connected",
 )
+NEVER_CONNECTED = "stream_never_connected"  # the webhook was answered; its media stream never came
 
 
 _EXPORT_PAGE = 200
@@ -152,7 +155,8 @@ class CallStore:
 
     async def write_batch(self, ops: Sequence[LogOp]) -> None:
         """Apply a batch in one transaction. Safe to retry whole (see `bridge.calllog.ops`)."""
-        starts: list[dict[str, Any]] = []
+        starts: dict[str, dict[str, Any]] = {}
+        unconnected: list[dict[str, Any]] = []
         events: list[dict[str, Any]] = []
         totals: dict[str, CallTotalsOp] = {}
         ends: dict[str, CallEndedOp] = {}
@@ -164,17 +168,22 @@ class CallStore:
             elif isinstance(op, CallTotalsOp):
                 totals[op.call_id] = op  # the last one is the current state
             elif isinstance(op, CallStartedOp):
-                starts.append(_call_row(op))
+                starts.setdefault(op.call_id, _call_row(op))  # one row each: an upsert takes no twins
             elif isinstance(op, CallEndedOp):
                 ends.setdefault(op.call_id, op)  # the first end is the real one
             elif isinstance(op, CallSummaryOp):
                 summaries[op.call_id] = op
             elif isinstance(op, RecordingOp):
                 recordings[op.call_id] = op  # the last one is the current state
+            elif isinstance(op, UnconnectedCallOp):
+                unconnected.append(_unconnected_row(op))
         async with self.engine.begin() as conn:
             # Starts first: a batch may hold a call's start and everything after it.
             if starts:
-                await conn.execute(insert_ignoring_duplicates(self._dialect, calls, ["call_id"]), starts)
+                rows = list(starts.values())
+                await conn.execute(_insert_starts(self._dialect, rows[0].keys()), rows)
+            if unconnected:  # after the starts: a call recorded by its stream keeps that record
+                await conn.execute(insert_ignoring_duplicates(self._dialect, calls, ["call_id"]), unconnected)
             if events:
                 insert_events = insert_ignoring_duplicates(self._dialect, call_events, ["call_id", "seq"])
                 await conn.execute(insert_events, events)
@@ -456,6 +465,41 @@ def _call_row(op: CallStartedOp) -> dict[str, Any]:
         "started_at": op.started_at,
         "status": "in_progress",
         "metadata": op.metadata,
+        "owner_id": op.owner_id,
+        "owner_incarnation": op.owner_incarnation,
+        "owner_url": op.owner_url,
+    }
+
+
+def _insert_starts(dialect: str, columns: Collection[str]) -> Insert:
+    """Insert calls as their streams start; a call recorded as never connected (its stream came after
+    the wait, or to a sibling that recorded it first) becomes the call that did connect."""
+    if dialect not in ("postgresql", "sqlite"):
+        raise RuntimeError(f"call log supports SQLite and PostgreSQL, not {dialect}")
+    insert = postgresql.insert(calls) if dialect == "postgresql" else sqlite.insert(calls)
+    replaced = {name: insert.excluded[name] for name in columns if name != "call_id"}
+    replaced.update(ended_at=None, end_reason=None, duration_s=None)
+    return insert.on_conflict_do_update(
+        index_elements=["call_id"], set_=replaced, where=calls.c.end_reason == NEVER_CONNECTED
+    )
+
+
+def _unconnected_row(op: UnconnectedCallOp) -> dict[str, Any]:
+    return {
+        "call_id": op.call_id,
+        "call_sid": op.call_id,
+        "stream_sid": "",
+        "carrier": op.carrier,
+        "from_number": op.from_number,
+        "to_number": op.to_number,
+        "direction": op.direction,
+        "model": op.model,
+        "voice": op.voice,
+        "started_at": op.answered_at,
+        "ended_at": op.noticed_at,
+        "status": "ended",
+        "end_reason": NEVER_CONNECTED,
+        "metadata": None,
         "owner_id": op.owner_id,
         "owner_incarnation": op.owner_incarnation,
         "owner_url": op.owner_url,

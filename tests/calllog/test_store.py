@@ -329,3 +329,55 @@ def downgrade_to(connection, revision: str) -> None:
     config = alembic_config()
     config.attributes["connection"] = connection
     command.downgrade(config, revision)
+
+
+async def test_a_call_that_never_connected_is_recorded_once_and_a_stream_that_comes_after_all_wins(
+    store: CallStore, recorder: CallRecorder
+) -> None:
+    def never_connected(call_id: str, noticed: datetime) -> None:
+        recorder.call_never_connected(
+            call_id=call_id,
+            carrier="twilio",
+            from_number="+15551231234",
+            to_number="+15557654321",
+            direction="inbound",
+            model="gpt-realtime-2.1",
+            voice="marin",
+            answered_at=T0,
+            noticed_at=noticed,
+        )
+
+    never_connected("CA-lost", T0 + timedelta(seconds=30))
+    never_connected("CA-lost", T0 + timedelta(seconds=31))  # the after-stream request too: no second row
+    await recorder.flush()
+    lost = await store.get_call("CA-lost")
+    assert lost is not None
+    assert (lost["status"], lost["end_reason"], lost["started_at"], lost["ended_at"]) == (
+        "ended",
+        "stream_never_connected",
+        T0,
+        T0 + timedelta(seconds=30),
+    )
+    assert lost["from_number"] == "+15551231234" and lost["events"] == []
+    assert await ids(store, end_reason="stream_never_connected") == ["CA-lost"]
+
+    # Its stream came after all (late, or to a sibling that had not written yet): the call it became.
+    record_simple_call(recorder, "CA-lost", T0 + timedelta(seconds=40), said="Hello?", reason=None)
+    await recorder.flush()
+    late = await store.get_call("CA-lost")
+    assert late is not None
+    assert (late["status"], late["end_reason"], late["ended_at"]) == ("in_progress", None, None)
+    assert late["started_at"] == T0 + timedelta(seconds=40)
+    recorder.call_ended("CA-lost", "caller_hangup", at=T0 + timedelta(seconds=90))
+    await recorder.flush()
+    done = await store.get_call("CA-lost")
+    assert done is not None and (done["end_reason"], done["duration_s"]) == ("caller_hangup", 50.0)
+
+    # A call recorded by its stream is never overwritten by a replica that waited for it in vain.
+    record_simple_call(recorder, "CA-here", T0, reason=None)
+    await recorder.flush()
+    never_connected("CA-here", T0 + timedelta(seconds=30))
+    await recorder.flush()
+    here = await store.get_call("CA-here")
+    assert here is not None and (here["status"], here["end_reason"]) == ("in_progress", None)
+    assert [e["kind"] for e in here["events"]] == ["caller_transcript"]
