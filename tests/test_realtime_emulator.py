@@ -19,7 +19,7 @@ import websockets
 from pydantic import ValidationError
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from bridge.sim.emulator_audio import decode_g711, encode_output, resample
+from bridge.sim.emulator_audio import decode_g711, encode_output, murmur_pcm24k, resample
 from bridge.sim.realtime_emulator import (
     GREETING_TRANSCRIPT,
     EmulatorConfig,
@@ -651,6 +651,45 @@ async def test_scripted_audio_reply(start) -> None:
     assert second[0]["transcript"] == GREETING_TRANSCRIPT
     sent = bytes(emulator.sessions[0].responses[0].items[0].audio)
     assert sent == encode_output(np.frombuffer(audio, np.int16), 24000, "g711_ulaw")
+
+
+async def test_given_words_are_said_once_and_a_summary_request_answered_as_the_emulators(start) -> None:
+    emulator, url = await start(**FAST)
+    async with connect(url, "ga") as client:
+        await client.send(update_event("ga"))
+        await client.until("session.updated")
+
+        async def reply(response: dict) -> str:
+            await client.send({"type": "response.create", "response": response})
+            done = await client.until("response.done")
+            output = done["response"]["output"][0]["content"][0]
+            return output.get("transcript") or output.get("text")
+
+        say = "Say exactly this to the caller, nothing else: Please hold, an agent is coming."
+        assert await reply({"instructions": say}) == "Please hold, an agent is coming."
+        sent = emulator.sessions[0].responses[0].items[0].audio
+        assert len(sent) == murmur_pcm24k("Please hold, an agent is coming.").size * 2  # pcm16 at 24 kHz
+        # An operator's note, then an answer: the note is said back, once.
+        note = {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "A VIP caller."}],
+        }
+        await client.send({"type": "conversation.item.create", "item": note})
+        assert await reply({}) == "A VIP caller."
+        assert await reply({}) == GREETING_TRANSCRIPT  # nothing new to say back
+        summary = json.loads(
+            await reply(
+                {
+                    "conversation": "none",
+                    "output_modalities": ["text"],
+                    "instructions": 'JSON: {"summary": "...", "intent": "...", "disposition": one of '
+                    '["follow_up_needed", "resolved"]}',
+                }
+            )
+        )
+        assert summary["disposition"] == "resolved" and summary["intent"] == "trying the bridge demo"
+        assert "summarised by the emulator" in summary["summary"] and "answered 3 times" in summary["summary"]
 
 
 async def test_scripted_reply_with_several_audio_items(start) -> None:

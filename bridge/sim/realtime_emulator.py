@@ -43,11 +43,14 @@ from bridge.sim.emulated_model import (
     GREETING_TRANSCRIPT,
     EmulatorConfig,
     ScriptedReply,
+    emulated_summary,
     emulated_transcript,
+    said_words,
     spoken_parts,
     upstream_line,
+    words_to_say,
 )
-from bridge.sim.emulator_audio import bytes_per_ms, encode_output, greeting_pcm24k
+from bridge.sim.emulator_audio import bytes_per_ms, encode_output, greeting_pcm24k, murmur_pcm24k
 from bridge.sim.live_emulator import EmulatedLiveSession
 from bridge.sim.realtime_schema import ProtocolError
 from bridge.sim.vad import EnergyVad, SpeechStarted, SpeechStopped, VadEvent
@@ -163,6 +166,7 @@ class EmulatedSession(EmulatedConnection):
         self._buffer_start = 0  # VAD sample of _buffer[0]
         self._speech: _Speech | None = None
         self._last_utterance: tuple[np.ndarray, int] | None = None
+        self._last_text: str | None = None  # what it was given last, when that was a text message
         self._committed_ms = 0.0
         self._conversation_id = schema.new_id("conv")
         self._active: _Run | None = None  # the response writing to the default conversation
@@ -370,6 +374,7 @@ class EmulatedSession(EmulatedConnection):
         self._insert_item(item, previous)
         self._committed_ms += committed.size * 1000 / self.input_rate
         self._last_utterance = (spoken.copy(), self.input_rate)
+        self._last_text = None
         if self._view.transcription:
             seconds = spoken.size / self.input_rate
             transcript = self._next_caller_words() or emulated_transcript(seconds)
@@ -449,6 +454,9 @@ class EmulatedSession(EmulatedConnection):
         item.setdefault("object", "realtime.item")
         item["status"] = "completed"
         self._insert_item(item, event.get("previous_item_id"))
+        if item.get("type") == "message" and item.get("role") == "user":
+            parts = [c.get("text") or "" for c in item.get("content") or [] if c.get("type") == "input_text"]
+            self._last_text = " ".join(p.strip() for p in parts if p.strip()) or None
 
     def _on_item_retrieve(self, event: dict) -> None:
         self._emit({"type": "conversation.item.retrieved", "item": self._find(event["item_id"])})
@@ -540,7 +548,7 @@ class EmulatedSession(EmulatedConnection):
                 )
             )
         modality, output_format, voice = self._response_output(params)
-        plan = self._plan(modality, output_format)
+        plan = self._plan(modality, output_format, conversation, params.get("instructions"))
         loop = asyncio.get_running_loop()
         response = EmulatedResponse(
             id=schema.new_id("resp"),
@@ -584,16 +592,31 @@ class EmulatedSession(EmulatedConnection):
         modality = schema.response_modality(modalities) if modalities else view.modality
         return modality, output_format or view.output_format, str(voice or view.voice)
 
-    def _plan(self, modality: str, output_format: str) -> _Plan:
+    def _plan(self, modality: str, output_format: str, conversation: str, instructions: str | None) -> _Plan:
         script = self._next_script()
         if script is not None and script.tool_call is not None:
             return _Plan(tool_call=script.tool_call)
+        parts = spoken_parts(script, self._last_utterance)
+        if script is None:
+            words = words_to_say(instructions)
+            if words is None and conversation == "auto" and self._last_text is not None:
+                words, self._last_text = self._last_text, None  # said back once
+            if words is not None:
+                parts = said_words(words)
+            elif conversation == "none" and (summary := self._summary(instructions)) is not None:
+                parts = [(np.zeros(0, dtype="<i2"), 24000, summary)]
         return _Plan(
             segments=[
                 (encode_output(pcm, rate, output_format) if modality == "audio" else b"", text)
-                for pcm, rate, text in spoken_parts(script, self._last_utterance)
+                for pcm, rate, text in parts
             ]
         )
+
+    def _summary(self, instructions: str | None) -> str | None:
+        users = [i for i in self.conversation if i.get("role") == "user" and i.get("type") == "message"]
+        spoke = sum(1 for i in users if any(c.get("type") == "input_audio" for c in i.get("content") or []))
+        answers = sum(1 for i in self.conversation if i.get("role") == "assistant")
+        return emulated_summary(instructions, spoke, answers)
 
     def _open_item(self, run: _Run) -> EmulatedItem:
         response = run.response
@@ -958,6 +981,7 @@ class RealtimeEmulator:
         if self._validate_live:
             schema.client_types("live")
         greeting_pcm24k()
+        murmur_pcm24k("Warm up every syllable. Once and again, a b c d e f.")
 
     async def _close_sessions(self) -> None:
         sessions = [*self.sessions, *self.live_sessions]
