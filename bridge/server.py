@@ -323,6 +323,8 @@ async def serve(settings: Settings, toolbox: Toolbox | None = None, worker: Work
         replica=identity.replica_id,
         internal_url=identity.internal_url,
     )
+    if worker is None or worker.index == 0:  # once per host
+        log.info("pages", **page_urls(settings, port))
     publish("ready")
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -352,6 +354,16 @@ async def serve(settings: Settings, toolbox: Toolbox | None = None, worker: Work
         publish("stopping")
         await runner.cleanup()
         log.info("stopped")
+
+
+def page_urls(settings: Settings, port: int) -> dict[str, str]:
+    """Where a person finds the bridge's pages: under PUBLIC_URL, else this host as it listens (a
+    wildcard address is reached as localhost)."""
+    base = settings.public_url
+    if not base:
+        host = settings.host if settings.host not in ("0.0.0.0", "::", "") else "localhost"
+        base = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    return {"call_log": f"{base}/calls", "live_board": f"{base}/calls/live", "softphone": f"{base}/phone"}
 
 
 async def _drain_when_orphaned(drain: Callable[[], None], interval_s: float = 1.0) -> None:

@@ -5,6 +5,7 @@ live call on the same database is left alone."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 from pathlib import Path
 
@@ -175,3 +176,18 @@ async def test_a_webhook_whose_stream_never_connected_leaves_a_call_in_the_log()
             )
         connected = await get_json(bridge.base_url, f"/api/calls/{caller.call_sid}")
         assert connected["end_reason"] == "caller_hangup"
+
+
+async def test_the_start_up_log_names_the_pages_and_the_address_alone_leads_to_them(tmp_path: Path) -> None:
+    async with running_emulator() as (_, url), bridge_process(tmp_path, url) as server:
+        port = server.base_url.rsplit(":", 1)[1]
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(server.base_url + "/", allow_redirects=False) as r,
+        ):
+            assert (r.status, r.headers["Location"]) == (302, "/calls")
+        log = (tmp_path / "server.log").read_text()
+    pages = next(json.loads(line) for line in log.splitlines() if '"event": "pages"' in line)
+    assert pages["call_log"] == f"http://127.0.0.1:{port}/calls"
+    assert pages["live_board"] == f"http://127.0.0.1:{port}/calls/live"
+    assert pages["softphone"] == f"http://127.0.0.1:{port}/phone"

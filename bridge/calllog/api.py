@@ -71,6 +71,7 @@ def setup_calllog_routes(
     router.add_get("/api/calls", api(routes.list_calls))
     router.add_get("/api/calls/export.jsonl", api(routes.export_jsonl))
     router.add_get("/api/calls/export.csv", api(routes.export_csv))
+    router.add_get("/api/calls/live", api(routes.live_calls))
     router.add_get("/api/calls/{call_id}/transcript", api(routes.transcript))
     router.add_get("/api/calls/{call_id}/recording", api(routes.recording))
     router.add_get("/api/calls/{call_id}", api(routes.get_call))
@@ -79,6 +80,7 @@ def setup_calllog_routes(
     router.add_post("/calls/login", routes.login)
     router.add_post("/calls/logout", routes.logout)
     router.add_get("/calls", page(routes.list_page))
+    router.add_get("/calls/live", page(routes.live_page))  # before {call_id}, which would take it
     router.add_get("/calls/{call_id}", page(routes.call_page))
 
 
@@ -92,6 +94,7 @@ class _CallLogRoutes:
         self.health = health
         self.list_html = _page_template("calls.html")
         self.call_html = _page_template("call.html")
+        self.live_html = _page_template("live.html")
         self.login_template = Template((WEB_DIR / "login.html").read_text(encoding="utf-8"))
 
     # ---- auth wrappers ------------------------------------------------------------------------
@@ -177,6 +180,9 @@ class _CallLogRoutes:
     async def call_page(self, request: web.Request) -> web.StreamResponse:
         return self._page(request, self.call_html)
 
+    async def live_page(self, request: web.Request) -> web.StreamResponse:
+        return self._page(request, self.live_html)
+
     def _page(self, request: web.Request, template: Template) -> web.Response:
         text = template.substitute(operator=escape(self.auth.operator(request) or ""))
         return web.Response(text=text, content_type="text/html", headers=_PAGE_HEADERS)
@@ -197,6 +203,15 @@ class _CallLogRoutes:
         calls = [public_call(call, reveal=reveal, searched=filters["text"]) for call in page]
         return _json({"calls": calls, "next_cursor": next_cursor})
 
+    async def live_calls(self, request: web.Request) -> web.StreamResponse:
+        """The live board's data: calls in progress on every replica (from the shared call log, not
+        this process's memory), and those that ended in the last two minutes."""
+        reveal = _reveal(request)
+        calls = await self.store.live_calls()
+        return _json(
+            {"calls": [public_call(call, reveal=reveal) for call in calls], "now": datetime.now(UTC)}
+        )
+
     async def get_call(self, request: web.Request) -> web.StreamResponse:
         call = await self.store.get_call(request.match_info["call_id"])
         if call is None:
@@ -207,7 +222,8 @@ class _CallLogRoutes:
         call = await self.store.get_call(request.match_info["call_id"])
         if call is None:
             return web.Response(text="no such call\n", status=404, headers=_NO_STORE)
-        return web.Response(text=transcript_text(call), content_type="text/plain", headers=_NO_STORE)
+        text = transcript_text(public_call(call, reveal=_reveal(request)))
+        return web.Response(text=text, content_type="text/plain", headers=_NO_STORE)
 
     async def recording(self, request: web.Request) -> web.StreamResponse:
         """The call's recording, `?format=` wav or flac (default flac), with range requests."""

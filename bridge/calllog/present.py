@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import quote
 
 from bridge.calllog.schema import RECORDING_COLUMNS, TOTAL_COLUMNS
-from bridge.log_records import TRANSCRIPT_KINDS, RecordKind
+from bridge.log_records import RecordKind
 
 _DIGIT = re.compile(r"\d")
 _PHONE_LIKE = re.compile(r"[+\-]?[\d*\s().\-]*")
@@ -145,20 +145,43 @@ def clock(offset_s: float) -> str:
 
 
 def transcript_text(call: dict[str, Any]) -> str:
-    """One line per utterance: `[00:03.2] Caller: ...`, `[00:04.0] Assistant: ... [cut off]`."""
+    """One line per turn, and per operator action: `[00:03.2] Caller: ...`, `[00:04.0] Assistant: ...
+    [cut off; not heard: ...]`, `[00:05.1] Caller: (spoke 4.3 s, not transcribed)`,
+    `[00:07.0] Operator alice, say: "Please hold."`."""
     lines = []
     started: datetime = call["started_at"]
     for event in call["events"]:
-        kind, data = event["kind"], event["data"]
-        if kind not in TRANSCRIPT_KINDS:
-            continue
-        text = str(data.get("text") or "").strip()
-        if not text:
-            continue
-        who = "Caller" if kind == RecordKind.CALLER_TRANSCRIPT else "Assistant"
-        cut = " [cut off]" if kind == RecordKind.ASSISTANT_TRANSCRIPT and data.get("interrupted") else ""
-        lines.append(f"[{clock((event['at'] - started).total_seconds())}] {who}: {text}{cut}")
+        line = _transcript_line(event["kind"], event["data"])
+        if line:
+            lines.append(f"[{clock((event['at'] - started).total_seconds())}] {line}")
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+_WORDLESS = {"off": "not transcribed", "failed": "the transcription failed", "empty": "no words made out"}
+
+
+def _transcript_line(kind: str, data: dict[str, Any]) -> str:
+    text = str(data.get("text") or "").strip()
+    if kind == RecordKind.CALLER_TRANSCRIPT:
+        return f"Caller: {text}" if text else ""
+    if kind == RecordKind.ASSISTANT_TRANSCRIPT:
+        if not data.get("interrupted"):
+            return f"Assistant: {text}" if text else ""
+        full = str(data.get("full_text") or "")
+        rest = full[len(text) :].strip() if full.startswith(text) else ""
+        unheard = f"; not heard: {rest}" if rest else ""
+        return f"Assistant: {text + ' ' if text else ''}[cut off{unheard}]"
+    if kind == RecordKind.CALLER_SPOKE:
+        spoken = data.get("spoken_ms")
+        how_long = f"spoke {spoken / 1000:.1f} s" if isinstance(spoken, int | float) else "spoke"
+        return f"Caller: ({how_long}, {_WORDLESS.get(str(data.get('words')), 'no words')})"
+    if kind == RecordKind.OPERATOR_ACTION:
+        said = f' "{text}"' if text else ""
+        to = f" to {data['number']}" if data.get("number") else ""
+        why = f": {data['error']}" if data.get("error") else ""
+        how = "" if data.get("outcome") == "done" else f" ({data.get('outcome')}{why})"
+        return f"Operator {data.get('operator')}, {data.get('action')}:{said}{to}{how}".rstrip(":")
+    return ""
 
 
 CSV_COLUMNS = (
@@ -176,6 +199,7 @@ CSV_COLUMNS = (
     "voice",
     *TOTAL_COLUMNS,
     "disposition",
+    "intent",
     "summary",
     "call_sid",
     "stream_sid",

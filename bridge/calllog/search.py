@@ -1,5 +1,5 @@
-"""What "search the calls" means, for the store's queries: which calls a search text finds, and where
-in each it was found.
+"""What "search the calls" means, for the store's queries: which calls a search text finds, where in
+each it was found, and the lines a list of calls shows at a glance (the first, the latest).
 
 One search box finds a call by what either side said, by its summary or the caller's intent, by its
 call SID (or the call id, or the stream SID), and by the digits of either phone number. Every text
@@ -129,6 +129,37 @@ async def _first_lines(conn: AsyncConnection, ids: list[str], pattern: str) -> d
         }
         for row in rows
     }
+
+
+# What a call's latest line can be: either side's words, or that the caller spoke (no words).
+SAID_KINDS = (*TRANSCRIPT_KINDS, RecordKind.CALLER_SPOKE)
+
+
+async def last_lines(conn: AsyncConnection, page: Sequence[dict[str, Any]]) -> None:
+    """Set each call's `last_line`: the latest thing said in it ({"kind", "data", "at"}), or None."""
+    if not page:
+        return
+    e = call_events.c
+    ranked = (
+        select(
+            e.call_id,
+            e.at,
+            e.kind,
+            e.data,
+            func.row_number()
+            .over(partition_by=e.call_id, order_by=(e.at.desc(), e.seq.desc()))
+            .label("rank"),
+        )
+        .where(e.call_id.in_([call["call_id"] for call in page]), e.kind.in_(SAID_KINDS))
+        .subquery()
+    )
+    query = select(ranked.c.call_id, ranked.c.at, ranked.c.kind, ranked.c.data).where(ranked.c.rank == 1)
+    found = {
+        row["call_id"]: {"kind": row["kind"], "data": row["data"], "at": row["at"]}
+        for row in (await conn.execute(query)).mappings().all()
+    }
+    for call in page:
+        call["last_line"] = found.get(call["call_id"])
 
 
 async def first_words(conn: AsyncConnection, page: Sequence[dict[str, Any]]) -> None:

@@ -45,7 +45,7 @@ from bridge.calllog.ops import (
     UnconnectedCallOp,
 )
 from bridge.calllog.schema import RECORDING_COLUMNS, TOTAL_COLUMNS, UTCDateTime, call_events, calls
-from bridge.calllog.search import CONTROL_CHARACTERS, finds, first_words, searchable, where_found
+from bridge.calllog.search import CONTROL_CHARACTERS, finds, first_words, last_lines, searchable, where_found
 from bridge.log_records import TRANSCRIPT_KINDS
 
 END_REASONS = (
@@ -64,6 +64,7 @@ NEVER_CONNECTED = "stream_never_connected"  # the webhook was answered; its medi
 
 
 _EXPORT_PAGE = 200
+MAX_LIVE_CALLS = 1000  # on the live board at once
 # A recording still "recording" this long after its call ended has no process finishing it any more.
 RECORDING_FINISH_LIMIT = timedelta(hours=1)
 
@@ -332,6 +333,27 @@ class CallStore:
         if len(rows) <= limit:
             return page, None
         return page, encode_cursor(page[-1]["started_at"], page[-1]["call_id"])
+
+    async def live_calls(
+        self, *, ended_within: timedelta = timedelta(minutes=2), now: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """The floor: every call in progress, whichever replica carries it, and those that ended in the
+        last `ended_within`, newest first, each with the last line said in it (`last_line`)."""
+        now = now or datetime.now(UTC)
+        recently = and_(
+            calls.c.started_at >= now - timedelta(days=1),  # within the index; calls last an hour at most
+            calls.c.ended_at >= now - ended_within,
+        )
+        query = (
+            select(calls)
+            .where(or_(calls.c.status == "in_progress", recently))
+            .order_by(calls.c.started_at.desc(), calls.c.call_id.desc())
+            .limit(MAX_LIVE_CALLS)
+        )
+        async with self.engine.connect() as conn:
+            page = [dict(row) for row in (await conn.execute(query)).mappings().all()]
+            await last_lines(conn, page)
+        return page
 
     async def get_call(self, call_id: str) -> dict[str, Any] | None:
         """The call with its events in the order they happened."""

@@ -50,11 +50,53 @@ def test_transcript_lines() -> None:
                 "data": {"text": "Hi there, how can", "interrupted": True},
             },
             {"at": start + timedelta(seconds=5), "kind": "caller_transcript", "data": {"text": "  "}},
+            {
+                "at": start + timedelta(seconds=6),
+                "kind": "assistant_transcript",
+                "data": {
+                    "text": "Sure, your",
+                    "full_text": "Sure, your order ships today.",
+                    "interrupted": True,
+                },
+            },
+            {
+                "at": start + timedelta(seconds=7),
+                "kind": "caller_spoke",
+                "data": {"item_id": "u3", "spoken_ms": 4300, "words": "off"},
+            },
+            {
+                "at": start + timedelta(seconds=8),
+                "kind": "operator_action",
+                "data": {"operator": "bob", "action": "say", "outcome": "done", "text": "Please hold."},
+            },
+            {
+                "at": start + timedelta(seconds=9),
+                "kind": "operator_action",
+                "data": {
+                    "operator": "alice",
+                    "action": "transfer",
+                    "outcome": "refused",
+                    "number": "+*******1111",
+                    "error": "no Twilio credentials are configured (TWILIO_AUTH_TOKEN)",
+                },
+            },
+            {
+                "at": start + timedelta(seconds=10),
+                "kind": "operator_action",
+                "data": {"operator": "bob", "action": "hangup", "outcome": "done"},
+            },
         ],
     }
-    assert transcript_text(call) == (
-        "[00:03.2] Caller: Hello?\n[00:04.0] Assistant: Hi there, how can [cut off]\n"
-    )
+    assert transcript_text(call).splitlines() == [
+        "[00:03.2] Caller: Hello?",
+        "[00:04.0] Assistant: Hi there, how can [cut off]",
+        "[00:06.0] Assistant: Sure, your [cut off; not heard: order ships today.]",
+        "[00:07.0] Caller: (spoke 4.3 s, not transcribed)",
+        '[00:08.0] Operator bob, say: "Please hold."',
+        "[00:09.0] Operator alice, transfer: to +*******1111 (refused: no Twilio credentials are configured "
+        "(TWILIO_AUTH_TOKEN))",
+        "[00:10.0] Operator bob, hangup",
+    ]
 
 
 def test_csv_cells_cannot_become_formulas_but_numbers_stay_numbers() -> None:
