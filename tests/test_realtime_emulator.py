@@ -162,6 +162,16 @@ def audio_ms(events: list[dict], dialect: str, fmt: str = "pcm16") -> float:
     return total / (48 if fmt == "pcm16" else 8)
 
 
+async def transcribed_without_vad(client: Client) -> None:
+    """The session transcribes its input, and turns are committed by hand."""
+    patch = {
+        "type": "realtime",
+        "audio": {"input": {"turn_detection": None, "transcription": {"model": "gpt-4o-mini-transcribe"}}},
+    }
+    await client.send({"type": "session.update", "session": patch})
+    await client.until("session.updated")
+
+
 async def greeting_done(client: Client) -> dict:
     await client.send({"type": "response.create"})
     return await client.until("response.done")
@@ -353,14 +363,7 @@ async def test_ga_turn_event_sequence_follows_b8(start) -> None:
 async def test_manual_commit_transcription_and_clear(start) -> None:
     emulator, url = await start(**FAST)
     async with connect(url, "ga") as client:
-        patch = {
-            "type": "realtime",
-            "audio": {
-                "input": {"turn_detection": None, "transcription": {"model": "gpt-4o-mini-transcribe"}}
-            },
-        }
-        await client.send({"type": "session.update", "session": patch})
-        await client.until("session.updated")
+        await transcribed_without_vad(client)
         await client.send({"type": "input_audio_buffer.commit", "event_id": "evt_c"})
         error = await client.until("error")
         assert error["error"]["code"] == "input_audio_buffer_commit_empty"
@@ -394,14 +397,7 @@ async def test_scripted_caller_words_are_the_transcripts_of_the_next_turns(start
     emulator, url = await start(**FAST)
     emulator.script_caller_words("I'd like a refund, please.")
     async with connect(url, "ga") as client:
-        patch = {
-            "type": "realtime",
-            "audio": {
-                "input": {"turn_detection": None, "transcription": {"model": "gpt-4o-mini-transcribe"}}
-            },
-        }
-        await client.send({"type": "session.update", "session": patch})
-        await client.until("session.updated")
+        await transcribed_without_vad(client)
         words = []
         for _ in range(2):
             await client.append(tone(24000, 0.4).tobytes(), chunk=4800)

@@ -95,6 +95,7 @@ class _CallLogRoutes:
         self.list_html = _page_template("calls.html")
         self.call_html = _page_template("call.html")
         self.live_html = _page_template("live.html")
+        self.topbar = _page_template("topbar.html")
         self.login_template = Template((WEB_DIR / "login.html").read_text(encoding="utf-8"))
 
     # ---- auth wrappers ------------------------------------------------------------------------
@@ -184,7 +185,8 @@ class _CallLogRoutes:
         return self._page(request, self.live_html)
 
     def _page(self, request: web.Request, template: Template) -> web.Response:
-        text = template.substitute(operator=escape(self.auth.operator(request) or ""))
+        topbar = self.topbar.substitute(operator=escape(self.auth.operator(request) or ""))
+        text = template.substitute(topbar=topbar)
         return web.Response(text=text, content_type="text/html", headers=_PAGE_HEADERS)
 
     # ---- API ----------------------------------------------------------------------------------

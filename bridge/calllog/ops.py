@@ -70,18 +70,12 @@ class UnconnectedCallOp:
     """A call whose webhook was answered but whose media stream never connected: recorded ended
     (NEVER_CONNECTED) unless the call is already recorded, and replaced if its stream starts after all."""
 
-    call_id: str
-    carrier: str
-    from_number: str
-    to_number: str
-    direction: str
-    model: str
-    voice: str
-    answered_at: datetime
-    noticed_at: datetime
-    owner_id: str | None = None
-    owner_incarnation: str | None = None
-    owner_url: str | None = None
+    call: CallStartedOp  # as it would have started: when its webhook was answered, by whom
+    noticed_at: datetime  # when its stream was given up on
+
+    @property
+    def call_id(self) -> str:
+        return self.call.call_id
 
 
 @dataclass(frozen=True, slots=True)

@@ -169,13 +169,19 @@ class CallRecorder:
                 voice=voice,
                 started_at=_utc(started_at),
                 metadata=dict(metadata) if metadata else None,
-                owner_id=self.owner.replica_id if self.owner else None,
-                owner_incarnation=self.owner.incarnation if self.owner else None,
-                owner_url=self.owner.internal_url if self.owner else None,
+                **self._owner(),
             )
             self._put(op, essential=True)
         except Exception:
             log.exception("calllog.record_failed", method="call_started", call_id=call_id)
+
+    def _owner(self) -> dict[str, str | None]:
+        owner = self.owner
+        return {
+            "owner_id": owner.replica_id if owner else None,
+            "owner_incarnation": owner.incarnation if owner else None,
+            "owner_url": owner.internal_url if owner else None,
+        }
 
     def event(self, call_id: str, kind: str, data: dict[str, Any], at: datetime | None = None) -> None:
         try:
@@ -234,21 +240,21 @@ class CallRecorder:
         """A call whose webhook was answered and whose media stream never connected (see
         `bridge.awaited_streams`): ended before it began, unless it is recorded already."""
         try:
-            op = UnconnectedCallOp(
+            call = CallStartedOp(
                 call_id=call_id,
+                call_sid=call_id,
+                stream_sid="",
                 carrier=carrier,
                 from_number=from_number,
                 to_number=to_number,
                 direction=direction,
                 model=model,
                 voice=voice,
-                answered_at=_utc(answered_at),
-                noticed_at=_utc(noticed_at),
-                owner_id=self.owner.replica_id if self.owner else None,
-                owner_incarnation=self.owner.incarnation if self.owner else None,
-                owner_url=self.owner.internal_url if self.owner else None,
+                started_at=_utc(answered_at),
+                metadata=None,
+                **self._owner(),
             )
-            self._put(op, essential=True)
+            self._put(UnconnectedCallOp(call, noticed_at=_utc(noticed_at)), essential=True)
         except Exception:
             log.exception("calllog.record_failed", method="call_never_connected", call_id=call_id)
 

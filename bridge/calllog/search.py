@@ -13,7 +13,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, exists, func, or_, select
+from sqlalchemy import ColumnElement, exists, func, or_, select
+from sqlalchemy.engine import RowMapping
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from bridge.calllog.schema import call_events, calls
@@ -103,31 +104,16 @@ def _summary_line(call: dict[str, Any], needle: str) -> str:
 
 async def _first_lines(conn: AsyncConnection, ids: list[str], pattern: str) -> dict[str, dict[str, Any]]:
     e = call_events.c
-    ranked = (
-        select(
-            e.call_id,
-            e.at,
-            e.kind,
-            e.data,
-            func.row_number().over(partition_by=e.call_id, order_by=(e.at, e.seq)).label("rank"),
-            func.count().over(partition_by=e.call_id).label("lines"),
-        )
-        .where(
-            e.call_id.in_(ids),
-            e.kind.in_(TRANSCRIPT_KINDS),
-            e.search_text.like(pattern, escape="\\"),
-        )
-        .subquery()
-    )
-    rows = (await conn.execute(select(ranked).where(ranked.c.rank == 1))).mappings().all()
+    matching = (e.call_id.in_(ids), e.kind.in_(TRANSCRIPT_KINDS), e.search_text.like(pattern, escape="\\"))
+    rows = await _one_per_call(conn, matching, latest=False, count=True)
     return {
-        row["call_id"]: {
+        call_id: {
             "field": "caller" if row["kind"] == RecordKind.CALLER_TRANSCRIPT else "assistant",
-            "text": str((row["data"] or {}).get("text") or ""),
+            "text": _text(row),
             "at": row["at"],
             "lines": row["lines"],
         }
-        for row in rows
+        for call_id, row in rows.items()
     }
 
 
@@ -140,26 +126,11 @@ async def last_lines(conn: AsyncConnection, page: Sequence[dict[str, Any]]) -> N
     if not page:
         return
     e = call_events.c
-    ranked = (
-        select(
-            e.call_id,
-            e.at,
-            e.kind,
-            e.data,
-            func.row_number()
-            .over(partition_by=e.call_id, order_by=(e.at.desc(), e.seq.desc()))
-            .label("rank"),
-        )
-        .where(e.call_id.in_([call["call_id"] for call in page]), e.kind.in_(SAID_KINDS))
-        .subquery()
-    )
-    query = select(ranked.c.call_id, ranked.c.at, ranked.c.kind, ranked.c.data).where(ranked.c.rank == 1)
-    found = {
-        row["call_id"]: {"kind": row["kind"], "data": row["data"], "at": row["at"]}
-        for row in (await conn.execute(query)).mappings().all()
-    }
+    said = (e.call_id.in_([call["call_id"] for call in page]), e.kind.in_(SAID_KINDS))
+    rows = await _one_per_call(conn, said, latest=True)
     for call in page:
-        call["last_line"] = found.get(call["call_id"])
+        row = rows.get(call["call_id"])
+        call["last_line"] = {"kind": row["kind"], "data": row["data"], "at": row["at"]} if row else None
 
 
 async def first_words(conn: AsyncConnection, page: Sequence[dict[str, Any]]) -> None:
@@ -167,24 +138,34 @@ async def first_words(conn: AsyncConnection, page: Sequence[dict[str, Any]]) -> 
     What a call without a summary (live, or unsummarised) was about, at a glance."""
     if not page:
         return
-    rows = (await conn.execute(_first_caller_lines([call["call_id"] for call in page]))).mappings().all()
-    found = {
-        row["call_id"]: {"text": str((row["data"] or {}).get("text") or ""), "at": row["at"]} for row in rows
-    }
-    for call in page:
-        call["first_words"] = found.get(call["call_id"])
-
-
-def _first_caller_lines(ids: list[str]) -> Select[Any]:
     e = call_events.c
-    ranked = (
-        select(
-            e.call_id,
-            e.at,
-            e.data,
-            func.row_number().over(partition_by=e.call_id, order_by=(e.at, e.seq)).label("rank"),
-        )
-        .where(e.call_id.in_(ids), e.kind == RecordKind.CALLER_TRANSCRIPT)
-        .subquery()
-    )
-    return select(ranked.c.call_id, ranked.c.at, ranked.c.data).where(ranked.c.rank == 1)
+    spoken = (e.call_id.in_([call["call_id"] for call in page]), e.kind == RecordKind.CALLER_TRANSCRIPT)
+    rows = await _one_per_call(conn, spoken, latest=False)
+    for call in page:
+        row = rows.get(call["call_id"])
+        call["first_words"] = {"text": _text(row), "at": row["at"]} if row else None
+
+
+async def _one_per_call(
+    conn: AsyncConnection, where: Sequence[ColumnElement[bool]], *, latest: bool, count: bool = False
+) -> dict[str, RowMapping]:
+    """Of the events `where` picks, each call's first (or `latest`) one in the order they happened;
+    with `count`, how many it had (`lines`)."""
+    e = call_events.c
+    order = (e.at.desc(), e.seq.desc()) if latest else (e.at, e.seq)
+    columns = [
+        e.call_id,
+        e.at,
+        e.kind,
+        e.data,
+        func.row_number().over(partition_by=e.call_id, order_by=order).label("rank"),
+    ]
+    if count:
+        columns.append(func.count().over(partition_by=e.call_id).label("lines"))
+    ranked = select(*columns).where(*where).subquery()
+    rows = (await conn.execute(select(ranked).where(ranked.c.rank == 1))).mappings().all()
+    return {row["call_id"]: row for row in rows}
+
+
+def _text(row: RowMapping) -> str:
+    return str((row["data"] or {}).get("text") or "")

@@ -507,25 +507,7 @@ def _insert_starts(dialect: str, columns: Collection[str]) -> Insert:
 
 
 def _unconnected_row(op: UnconnectedCallOp) -> dict[str, Any]:
-    return {
-        "call_id": op.call_id,
-        "call_sid": op.call_id,
-        "stream_sid": "",
-        "carrier": op.carrier,
-        "from_number": op.from_number,
-        "to_number": op.to_number,
-        "direction": op.direction,
-        "model": op.model,
-        "voice": op.voice,
-        "started_at": op.answered_at,
-        "ended_at": op.noticed_at,
-        "status": "ended",
-        "end_reason": NEVER_CONNECTED,
-        "metadata": None,
-        "owner_id": op.owner_id,
-        "owner_incarnation": op.owner_incarnation,
-        "owner_url": op.owner_url,
-    }
+    return {**_call_row(op.call), "status": "ended", "end_reason": NEVER_CONNECTED, "ended_at": op.noticed_at}
 
 
 def _recording_row(op: RecordingOp) -> dict[str, Any]:

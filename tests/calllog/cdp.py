@@ -100,6 +100,15 @@ class Page:
         url = await self.evaluate("location.href")
         raise AssertionError(f"timed out waiting for {expression!r} on {url} (last error: {last_error})")
 
+    async def set_viewport(self, width: int, height: int, *, mobile: bool = False) -> None:
+        await self.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=mobile,
+        )
+
     async def screenshot(self, path: Path, width: int = VIEWPORT[0]) -> None:
         """The whole page, not only the viewport, as PNG; `width`: the viewport's, when it was changed."""
         metrics = await self.send("Page.getLayoutMetrics")
@@ -195,13 +204,7 @@ class Browser:
         page = Page(self.session, ws)
         await page.send("Page.enable")
         await page.send("Runtime.enable")
-        await page.send(
-            "Emulation.setDeviceMetricsOverride",
-            width=VIEWPORT[0],
-            height=VIEWPORT[1],
-            deviceScaleFactor=1,
-            mobile=False,
-        )
+        await page.set_viewport(*VIEWPORT)
         return page
 
     async def close(self) -> None:

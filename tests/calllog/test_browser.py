@@ -198,22 +198,14 @@ async def test_the_list_says_what_each_call_was_about_and_finds_calls_by_words_s
     assert (await page.evaluate("document.querySelector('mark').innerText")).lower() == "opening hours"
 
     # On a phone the list is a column of cards: nothing scrolls sideways.
-    await page.send(
-        "Emulation.setDeviceMetricsOverride", width=390, height=844, deviceScaleFactor=1, mobile=True
-    )
+    await page.set_viewport(390, 844, mobile=True)
     await page.goto(f"{base}/calls")
     await page.wait_for("document.querySelectorAll('#calls tbody.call').length === 8")
     width = await page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
     assert width[0] <= width[1], width
     assert await page.evaluate(PLACEHOLDERS_CUT) == []
     await page.screenshot(SCREENSHOTS / "calls-list-phone.png", width=390)
-    await page.send(
-        "Emulation.setDeviceMetricsOverride",
-        width=VIEWPORT[0],
-        height=VIEWPORT[1],
-        deviceScaleFactor=1,
-        mobile=False,
-    )
+    await page.set_viewport(*VIEWPORT)
 
 
 # Inputs whose placeholder is wider than the room it has (the cut-off placeholders of issue #17).
@@ -398,7 +390,7 @@ async def board_on_two_replicas(page: Page, recorder: CallRecorder) -> None:
     )
 
 
-async def test_the_live_boards_hang_up_ends_a_real_call(chromium: str, tmp_path: Path) -> None:
+async def test_the_live_boards_hang_up_ends_a_real_call(page: Page) -> None:
     tokens = f"alice:{ALICE}"
     async with (
         running_emulator() as (_, url),
@@ -407,22 +399,15 @@ async def test_the_live_boards_hang_up_ends_a_real_call(chromium: str, tmp_path:
     ):
         calls = bridge.bridge.active_calls
         await eventually(lambda: getattr(calls.get(caller.call_sid), "call", None) is not None)
-        browser = await Browser.launch(chromium, tmp_path / "chromium")
-        try:
-            page = await browser.first_page()
-            await sign_in(page, f"{bridge.base_url}/calls/live", ALICE)
-            card = f"document.querySelector('.live-card[data-call-id=\"{caller.call_sid}\"]')"
-            await page.wait_for(f"{card} !== null")
-            await page.evaluate(f"{card}.querySelector('.hangup').click()")
-            assert await page.evaluate(f"{card}.querySelector('.hangup').innerText") == "Really hang up?"
-            assert not caller.ended  # one click only arms it
-            await page.evaluate(f"{card}.querySelector('.hangup').click()")
-            await caller.wait_closed(timeout_s=5)
-            await page.wait_for(f"{card}.innerText.includes('An operator hung up')", within=8)
-            await page.close()
-            assert page.errors == []
-        finally:
-            await browser.close()
+        await sign_in(page, f"{bridge.base_url}/calls/live", ALICE)
+        card = f"document.querySelector('.live-card[data-call-id=\"{caller.call_sid}\"]')"
+        await page.wait_for(f"{card} !== null")
+        await page.evaluate(f"{card}.querySelector('.hangup').click()")
+        assert await page.evaluate(f"{card}.querySelector('.hangup').innerText") == "Really hang up?"
+        assert not caller.ended  # one click only arms it
+        await page.evaluate(f"{card}.querySelector('.hangup').click()")
+        await caller.wait_closed(timeout_s=5)
+        await page.wait_for(f"{card}.innerText.includes('An operator hung up')", within=8)
         logged = await bridge.logged_call(caller.call_sid)
     assert logged is not None and logged["end_reason"] == "operator_ended"
     [action] = [e["data"] for e in logged["events"] if e["kind"] == "operator_action"]

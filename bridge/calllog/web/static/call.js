@@ -26,20 +26,8 @@
     document.getElementById(id).textContent = text;
   }
 
-  // The search words, marked inside a transcript line (built from text nodes, never HTML).
-  function marked(text) {
-    if (!highlight) return [text];
-    const parts = [];
-    const lower = text.toLowerCase();
-    const needle = highlight.toLowerCase();
-    let from = 0;
-    for (let at = lower.indexOf(needle); at !== -1 && needle; at = lower.indexOf(needle, from)) {
-      parts.push(text.slice(from, at), el("mark", { text: text.slice(at, at + needle.length) }));
-      from = at + needle.length;
-    }
-    parts.push(text.slice(from));
-    return parts;
-  }
+  // The words searched for, marked wherever they were found.
+  const marked = (text) => CallLog.marked(text, highlight);
 
   function renderOverview() {
     const title = callTitle(call);

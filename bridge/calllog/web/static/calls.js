@@ -1,7 +1,10 @@
 "use strict";
 
 (() => {
-  const { el, getJSON, formatWhen, liveDuration, formatCost, reasonBadge, dispositionBadge, party, plural, poll, END_REASONS } = CallLog;
+  const {
+    el, getJSON, formatWhen, liveDuration, formatCost, reasonBadge, dispositionBadge, party, plural, marked, poll,
+    END_REASONS,
+  } = CallLog;
   const form = document.getElementById("filters");
   const table = document.getElementById("calls");
   const status = document.getElementById("status");
@@ -56,21 +59,6 @@
       if (value) applied.set(field.name, value);
       field.value = "time" in field.dataset ? (value ? toLocalInput(value) : "") : value;
     }
-  }
-
-  // `text` with the searched words marked (built from text nodes, never HTML).
-  function marked(text, searched) {
-    if (!searched) return [text];
-    const parts = [];
-    const lower = text.toLowerCase();
-    const needle = searched.toLowerCase();
-    let from = 0;
-    for (let at = lower.indexOf(needle); at !== -1 && needle; at = lower.indexOf(needle, from)) {
-      parts.push(text.slice(from, at), el("mark", { text: text.slice(at, at + needle.length) }));
-      from = at + needle.length;
-    }
-    parts.push(text.slice(from));
-    return parts;
   }
 
   // The one line that says what the call was about: the search hit, else the summary's gist, else

@@ -155,6 +155,21 @@ const CallLog = (() => {
     return el("span", { class: `${cls} disposition`, title: `Disposition: ${disposition}` }, DISPOSITIONS[disposition] || disposition.replaceAll("_", " "));
   }
 
+  // `text` with each occurrence of `searched` marked, ignoring case (built from text nodes, never HTML).
+  function marked(text, searched) {
+    if (!searched) return [text];
+    const parts = [];
+    const lower = text.toLowerCase();
+    const needle = searched.toLowerCase();
+    let from = 0;
+    for (let at = lower.indexOf(needle); at !== -1; at = lower.indexOf(needle, from)) {
+      parts.push(text.slice(from, at), el("mark", { text: text.slice(at, at + needle.length) }));
+      from = at + needle.length;
+    }
+    parts.push(text.slice(from));
+    return parts;
+  }
+
   // What an operator did, in words: "said “Please hold.”", "hung up the call".
   function operatorAction(data) {
     const quote = (text) => `“${text}”`;
@@ -184,6 +199,11 @@ const CallLog = (() => {
     return "";
   }
 
+  // The top bar marks the page it is on.
+  for (const link of document.querySelectorAll(".topnav a")) {
+    if (link.pathname === window.location.pathname) link.setAttribute("aria-current", "page");
+  }
+
   // Poll `tick` every 2 s while `wanted()` holds and the tab is visible; simple and self-healing.
   function poll(tick, wanted = () => true) {
     let timer = null;
@@ -205,6 +225,6 @@ const CallLog = (() => {
 
   return {
     END_REASONS, DISPOSITIONS, el, getJSON, postJSON, formatWhen, formatDuration, liveDuration, formatCost,
-    formatMs, formatSpoken, plural, clock, party, callTitle, reasonBadge, dispositionBadge, operatorAction, lineText, poll,
+    formatMs, formatSpoken, plural, clock, marked, party, callTitle, reasonBadge, dispositionBadge, operatorAction, lineText, poll,
   };
 })();
