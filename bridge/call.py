@@ -255,9 +255,10 @@ class Call:
         if turn is None:
             return
         # The service's figures include the padding before the speech and the silence that ended it
-        # (docs/protocols.md §R6): what is left is how long the caller spoke.
+        # (docs/protocols.md §R6): what is left is how long the caller spoke. Speech at the very start
+        # of the session has its padding cut short (it starts at 0): none is subtracted then.
         session = self.config.session
-        padding = session.vad_prefix_padding_ms
+        padding = session.vad_prefix_padding_ms if turn.audio_start_ms > 0 else 0
         if session.turn_detection == "server_vad":
             padding += session.vad_silence_duration_ms
         turn.spoken_ms = max(event.audio_end_ms - turn.audio_start_ms - padding, 0)

@@ -644,8 +644,8 @@ def test_with_transcription_the_words_are_logged_where_the_caller_began() -> Non
 
 def test_a_turn_whose_transcription_failed_or_was_empty_still_shows_the_caller_spoke() -> None:
     call, _ = started_call(transcribed=True)
-    call.realtime_event(rt.SpeechStarted("u1", 0), 100)
-    call.realtime_event(rt.SpeechStopped("u1", 2000), 1900)
+    call.realtime_event(rt.SpeechStarted("u1", 100), 100)
+    call.realtime_event(rt.SpeechStopped("u1", 2100), 1900)
     call.realtime_event(rt.InputTranscriptFailed("u1", "audio unreadable"), 2500)
     call.realtime_event(rt.SpeechStarted("u2", 3000), 3100)
     call.realtime_event(rt.SpeechStopped("u2", 4000), 3900)
@@ -668,3 +668,10 @@ def test_semantic_vad_figures_hold_only_the_padding_before_the_speech() -> None:
     call.realtime_event(rt.SpeechStarted("u1", 1000), 1000)
     call.realtime_event(rt.SpeechStopped("u1", 3300), 3400)
     assert caller_turns(call.drain()[2])[0][2]["spoken_ms"] == 2000
+
+
+def test_speech_at_the_very_start_has_no_padding_before_it_to_subtract() -> None:
+    call, _ = started_call()
+    call.realtime_event(rt.SpeechStarted("u1", 0), 300)
+    call.realtime_event(rt.SpeechStopped("u1", 2000), 2300)
+    assert caller_turns(call.drain()[2])[0][2]["spoken_ms"] == 1500

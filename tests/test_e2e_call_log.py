@@ -191,3 +191,16 @@ async def test_the_start_up_log_names_the_pages_and_the_address_alone_leads_to_t
     assert pages["call_log"] == f"http://127.0.0.1:{port}/calls"
     assert pages["live_board"] == f"http://127.0.0.1:{port}/calls/live"
     assert pages["softphone"] == f"http://127.0.0.1:{port}/phone"
+
+
+async def test_without_transcription_the_log_says_how_long_the_caller_spoke() -> None:
+    async with running_emulator() as (_, url), running_bridge(url, INPUT_TRANSCRIPTION_MODEL="off") as bridge:
+        async with TwilioCallerEmulator(bridge.media_url) as caller:
+            utterance = caller.say(tone(1500, 400), at_ms=1000)  # after a second of silence
+            await caller.wait_said(utterance, timeout_s=5)
+            await caller.wait_heard(min_ms=1000, timeout_s=10)  # the echo: the turn is over
+        call = await bridge.logged_call(caller.call_sid)
+    assert call is not None
+    [turn] = [e for e in call["events"] if e["kind"] in ("caller_spoke", "caller_transcript")]
+    assert turn["kind"] == "caller_spoke" and turn["data"]["words"] == "off"
+    assert abs(turn["data"]["spoken_ms"] - 1500) <= 150, turn["data"]
