@@ -73,6 +73,13 @@ class _PendingBargeIn:
 
 
 @dataclass(slots=True)
+class _CallerTurn:
+    began_at: float  # when the service said the caller began speaking (our clock)
+    audio_start_ms: int
+    spoken_ms: int | None = None  # known once they stopped
+
+
+@dataclass(slots=True)
 class _WaitingTransfer:
     transfer: TransferRequest
     since: float
@@ -116,7 +123,7 @@ class Call:
         # ... of which complete (and since when): logged once the caller heard it all
         self._complete: dict[str, float] = {}
         self._line_closed_at: float | None = None  # when the carrier told us the caller hung up
-        self._speech_started_at: dict[str, float] = {}  # caller item -> when the caller began speaking
+        self._caller_turns: dict[str, _CallerTurn] = {}  # caller item -> when they spoke, how long
         self._pending_barge_in: _PendingBargeIn | None = None
         self._waiting_transfer: _WaitingTransfer | None = None
         self._last_probe = float("-inf")
@@ -194,10 +201,11 @@ class Call:
         if isinstance(event, rt.AudioDelta):
             self._assistant_audio(event, now)
         elif isinstance(event, rt.SpeechStarted):
-            self._speech_started_at[event.item_id] = now
+            self._caller_turns[event.item_id] = _CallerTurn(now, event.audio_start_ms)
             self._speech_started(now)
         elif isinstance(event, rt.SpeechStopped):
             self.outbound.await_reply(now)
+            self._caller_stopped(event)
         elif isinstance(event, rt.OutputTranscriptDelta):
             if event.response_id not in self.responses.interrupted:
                 self._transcripts[event.item_id] = self._transcripts.get(event.item_id, "") + event.delta
@@ -222,17 +230,23 @@ class Call:
         elif isinstance(event, rt.InputTranscript):
             if self.config.review_turns and self.config.transcribed:
                 self.jobs.append(TurnReview(event.item_id, event.transcript.strip()))
-            if event.transcript.strip():
+            text = event.transcript.strip()
+            if text:
+                turn = self._caller_turns.pop(event.item_id, None)
+                data: dict[str, Any] = {"item_id": event.item_id, "text": text}
+                if turn is not None and turn.spoken_ms is not None:
+                    data["spoken_ms"] = turn.spoken_ms
                 # Transcripts arrive late; the line belongs where the caller began to speak.
-                at = self._speech_started_at.pop(event.item_id, None)
-                text = event.transcript.strip()
                 self.records.append(
-                    LogRecord(RecordKind.CALLER_TRANSCRIPT, {"item_id": event.item_id, "text": text}, at)
+                    LogRecord(RecordKind.CALLER_TRANSCRIPT, data, turn.began_at if turn else None)
                 )
                 self.history.append(("user", text))
+            else:
+                self._caller_spoke(event.item_id, "empty")
         elif isinstance(event, rt.InputTranscriptFailed):
             if self.config.review_turns and self.config.transcribed:
                 self.jobs.append(TurnReview(event.item_id, ""))  # unheard words still get an answer
+            self._caller_spoke(event.item_id, "failed", message=event.message)
         elif isinstance(event, rt.ServerError):
             self._server_error(event)
         elif isinstance(event, rt.ItemAdded):
@@ -242,6 +256,30 @@ class Call:
             self._function_call(event, now)
         elif isinstance(event, rt.ItemTruncated):
             pass  # Confirms our truncate; nothing left to do.
+
+    def _caller_stopped(self, event: rt.SpeechStopped) -> None:
+        turn = self._caller_turns.get(event.item_id)
+        if turn is None:
+            return
+        # The service's figures include the padding before the speech and the silence that ended it
+        # (docs/protocols.md §R6): what is left is how long the caller spoke. Speech at the very start
+        # of the session has its padding cut short (it starts at 0): none is subtracted then.
+        session = self.config.session
+        padding = session.vad_prefix_padding_ms if turn.audio_start_ms > 0 else 0
+        if session.turn_detection == "server_vad":
+            padding += session.vad_silence_duration_ms
+        turn.spoken_ms = max(event.audio_end_ms - turn.audio_start_ms - padding, 0)
+        if not self.config.transcribed:
+            self._caller_spoke(event.item_id, "off")
+
+    def _caller_spoke(self, item_id: str, words: str, **details: Any) -> None:
+        """A caller turn without its words (transcription off, failed or empty): how long they spoke,
+        where they spoke, so the timeline still reads as a conversation."""
+        turn = self._caller_turns.pop(item_id, None)
+        if turn is None:
+            return
+        data = {"item_id": item_id, "spoken_ms": turn.spoken_ms, "words": words, **details}
+        self.records.append(LogRecord(RecordKind.CALLER_SPOKE, data, turn.began_at))
 
     def _assistant_audio(self, event: rt.AudioDelta, now: float) -> None:
         responses = self.responses
@@ -336,9 +374,9 @@ class Call:
         self.to_upstream.append(self.codec.function_output(request.call_id, output))
 
     def inject(self, text: str, image_url: str | None = None, *, respond: bool = False) -> None:
-        """Context from outside (an operator, a CRM): placed right after the caller's latest words."""
+        """Context from outside (an operator, a CRM): placed right after the caller's latest words.
+        Whoever added it puts it on record (`CallPump.operator_action`)."""
         self.to_upstream.append(self.codec.user_text(text, self._last_caller_item, image_url))
-        self._record(RecordKind.NOTE, text=text or "(image)", injected=True, image=bool(image_url))
         if respond:
             self._ask()
 

@@ -41,7 +41,7 @@ from yarl import URL
 
 from bridge.call_registry import CallRegistry
 from bridge.calllog.owners import CallOwner, CallOwners
-from bridge.cluster_auth import MISDIRECTED, REFUSED_HEADER, ClusterSigner, Target
+from bridge.cluster_auth import MISDIRECTED, OPERATOR_HEADER, REFUSED_HEADER, ClusterSigner, Target
 from bridge.http_guard import Handler
 from bridge.logs import get_logger
 from bridge.metrics import BridgeMetrics
@@ -112,14 +112,17 @@ class CallForwarder:
             return None
         return owner
 
-    async def forward(self, owner: CallOwner, request: web.Request) -> web.HTTPException | None:
-        """The owner's answer to `request` (to raise), or what to answer when there is none; None when
-        the owner turns out gone, and the call with it."""
+    async def forward(
+        self, owner: CallOwner, request: web.Request, operator: str
+    ) -> web.HTTPException | None:
+        """The owner's answer to `request` from `operator` (to raise), or what to answer when there is
+        none; None when the owner turns out gone, and the call with it."""
         call_id = request.match_info.get("call_id", "")
         body = await request.read()
         path = request.raw_path
         target = Target(owner.replica_id, owner.incarnation)
-        headers = self.signer.sign(request.method, path, body, target, request.headers)
+        given = {**request.headers, OPERATOR_HEADER: operator}
+        headers = self.signer.sign(request.method, path, body, target, given)
         timeout = aiohttp.ClientTimeout(total=FORWARD_TIMEOUT_S, sock_connect=CONNECT_TIMEOUT_S)
         try:
             async with self._session().request(
@@ -205,15 +208,15 @@ class CallLocator:
         self.calls = calls
         self.forwarder = forwarder
 
-    async def find(self, request: web.Request) -> CallPump | None:
+    async def find(self, request: web.Request, operator: str) -> CallPump | None:
         """The call's pump when it is live here; None when it is live nowhere. When another process
-        carries it, raises that process's answer to the request (or why there is none)."""
+        carries it, raises that process's answer to `operator`'s request (or why there is none)."""
         call_id = request.match_info["call_id"]
         pump = self.calls.get(call_id)
         if pump is not None or self.forwarder is None:
             return pump
         owner = await self.forwarder.owner_of(call_id)
-        answer = await self.forwarder.forward(owner, request) if owner is not None else None
+        answer = await self.forwarder.forward(owner, request, operator) if owner is not None else None
         if answer is not None:
             raise answer
         return None
@@ -239,6 +242,9 @@ def cluster_signature_check(signer: ClusterSigner, me: Target, open_paths: froze
     return check
 
 
-def signed_by_a_sibling(request: web.Request) -> bool:
-    """The control API's check on the internal listener: the middleware verified the signature."""
-    return request.get(SIGNED_KEY, False)
+def forwarded_operator(request: web.Request) -> str | None:
+    """Who the control API acts for on the internal listener: the operator the forwarding process
+    signed in, named in a header the middleware verified with the signature."""
+    if not request.get(SIGNED_KEY, False):
+        return None
+    return request.headers.get(OPERATOR_HEADER) or None

@@ -22,7 +22,10 @@ class CallLogSink(Protocol):
     ) -> None: ...
     def usage(self, call_id: str, usage: dict[str, Any]) -> None: ...
     def call_ended(self, call_id: str, reason: str) -> None: ...
-    def summary(self, call_id: str, summary: str, disposition: str | None) -> None: ...
+    def call_never_connected(self, **fields: Any) -> None: ...
+    def summary(
+        self, call_id: str, summary: str, disposition: str | None, intent: str | None = None
+    ) -> None: ...
 
 
 class NoCallLog:
@@ -38,5 +41,8 @@ class NoCallLog:
     def call_ended(self, call_id: str, reason: str) -> None:
         pass
 
-    def summary(self, call_id: str, summary: str, disposition: str | None) -> None:
+    def call_never_connected(self, **fields: Any) -> None:
+        pass
+
+    def summary(self, call_id: str, summary: str, disposition: str | None, intent: str | None = None) -> None:
         pass

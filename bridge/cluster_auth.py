@@ -31,9 +31,10 @@ TARGET_HEADER = "X-Bridge-Cluster-Target"
 SIGNATURE_HEADER = "X-Bridge-Cluster-Signature"
 REFUSED_HEADER = "X-Bridge-Cluster-Refused"  # on the internal listener's refusal: why
 MISDIRECTED = "meant for another process"  # a refusal that means: the process it was for is gone
-# Request headers the owner needs besides the body; they are signed with it. (An operator's identity,
-# should the owner record one, belongs here too.)
-SIGNED_HEADERS = ("Content-Type",)
+OPERATOR_HEADER = "X-Bridge-Operator"  # the label of the operator the receiving process signed in
+# Request headers the owner needs besides the body; they are signed with it: the owner records the
+# action as the operator's, who signed in on the process that forwarded it.
+SIGNED_HEADERS = ("Content-Type", OPERATOR_HEADER)
 # Clocks of hosts kept by NTP agree to well within this; a request this old is refused.
 MAX_AGE_S = 30.0
 _DERIVATION = b"bridge cluster key v1"

@@ -13,12 +13,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bridge.carrier.registry import CARRIERS
 from bridge.phone_numbers import valid_e164
 from bridge.stop_budget import DEFAULT_GOODBYE_S, FINAL_S, MIN_GOODBYE_S
+
+# The caller's words in the call log, by default: OpenAI's small transcription model, about $0.003 a
+# minute of caller speech (README, "Configuration", gives the sources).
+DEFAULT_TRANSCRIPTION_MODEL = "gpt-4o-mini-transcribe"
+TRANSCRIPTION_OFF = ("", "off", "none")
 
 VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
 
@@ -59,7 +64,8 @@ class Settings(BaseSettings):
     vad_silence_duration_ms: int = Field(default=500, ge=0)
     vad_eagerness: Literal["low", "medium", "high", "auto"] = "auto"
     vad_interrupt_response: bool = True
-    input_transcription_model: str = ""
+    # Unset: DEFAULT_TRANSCRIPTION_MODEL (off on Azure, which needs a deployment's name); off / none: off.
+    input_transcription_model: str | None = None
     noise_reduction: Literal["near_field", "far_field", "off"] = "near_field"
     greeting: str = ""
     tools_file: Path | None = None  # HTTP webhook tools (JSON or YAML); see README
@@ -89,6 +95,7 @@ class Settings(BaseSettings):
     call_log_retention_days: int = Field(default=90, ge=0)
     call_log_prices: str = ""  # JSON price table, or a path to one; empty = built-in estimates
     admin_token: SecretStr | None = None
+    operator_tokens: SecretStr | None = None  # "alice:<token>,bob:<token>": operators besides the admin
 
     # Call recordings (see README, "Recordings")
     recording: Literal["off", "all", "requested"] = "off"
@@ -354,6 +361,17 @@ class Settings(BaseSettings):
                 raise ValueError(f"REALTIME_INSTRUCTIONS_FILE: cannot read {path}: {exc.strerror}") from None
         return self
 
+    @field_validator("operator_tokens")
+    @classmethod
+    def _operator_tokens(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        from bridge.calllog.auth import parse_operator_tokens
+
+        if value is not None:
+            admin = info.data.get("admin_token")
+            # The messages name entries and labels, never a token.
+            parse_operator_tokens(value.get_secret_value(), admin.get_secret_value() if admin else "")
+        return value
+
     @model_validator(mode="after")
     def _production_needs_secrets(self) -> Settings:
         if self.bridge_env == "production":
@@ -393,6 +411,23 @@ class Settings(BaseSettings):
         if self.shutdown_budget_seconds is not None:
             return self.shutdown_budget_seconds
         return self.drain_seconds + DEFAULT_GOODBYE_S + FINAL_S
+
+    @property
+    def operators(self) -> dict[str, str]:
+        """OPERATOR_TOKENS as {label: token}: the operators besides the admin (ADMIN_TOKEN)."""
+        from bridge.calllog.auth import parse_operator_tokens
+
+        if self.operator_tokens is None:
+            return {}
+        return parse_operator_tokens(self.operator_tokens.get_secret_value())
+
+    @property
+    def transcription_model(self) -> str:
+        """The caller's speech is transcribed with this model; "" when it is not."""
+        value = self.input_transcription_model
+        if value is None:
+            return "" if self.is_azure else DEFAULT_TRANSCRIPTION_MODEL
+        return "" if value.strip().lower() in TRANSCRIPTION_OFF else value.strip()
 
     @property
     def worker_count(self) -> int:

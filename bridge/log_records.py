@@ -13,7 +13,9 @@ from typing import Any
 
 
 class RecordKind(StrEnum):
-    CALLER_TRANSCRIPT = "caller_transcript"  # item_id, text
+    CALLER_TRANSCRIPT = "caller_transcript"  # item_id, text, spoken_ms
+    # The caller spoke but we have no words: item_id, spoken_ms, words: off | failed | empty (+ message)
+    CALLER_SPOKE = "caller_spoke"
     # item_id, text, interrupted (+ full_text, heard_ms, cut_by: a barge-in, the line closing, a lost
     # session): logged once heard to its end, or as far as heard
     ASSISTANT_TRANSCRIPT = "assistant_transcript"
@@ -24,6 +26,9 @@ class RecordKind(StrEnum):
     TOOL_CALL = "tool_call"  # call_id, name, arguments
     TOOL_RESULT = "tool_result"  # call_id, name, ok, duration_ms, result | error
     NOTE = "note"  # text added from outside: injected, image, source
+    # What an operator did (bridge.control_api): operator (their label), action (say | inject | hangup |
+    # transfer), outcome (done | refused | failed), and its details: text, image, respond, number, error
+    OPERATOR_ACTION = "operator_action"
     ERROR = "error"  # source (carrier | upstream), code, message (+ attempts, attempt_ms, spent_ms: the
     # model was lost for good, `UpstreamLoss`)
     SESSION_RESTORED = "session_restored"  # items (the conversation handed to a new session), lost (why

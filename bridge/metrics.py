@@ -467,7 +467,7 @@ def _scaled(unit: float, *bounds: float) -> tuple[float, ...]:
 def metrics_handler(
     registry: CollectorRegistry, *, authorized: Callable[[web.Request], bool] | None = None
 ) -> Callable[[web.Request], Any]:
-    """An aiohttp handler for GET /metrics. `authorized`: e.g. `AdminAuth(token).authenticated`."""
+    """An aiohttp handler for GET /metrics. `authorized`: e.g. `OperatorAuth(token).authenticated`."""
 
     async def handle(request: web.Request) -> web.Response:
         if authorized is not None and not authorized(request):

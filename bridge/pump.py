@@ -211,7 +211,7 @@ class CallPump:
                     if summary.receive(upstream.codec.decode(message)):
                         break
         if (result := summary.result) is not None:
-            self.ctx.call_log.summary(self.call_id, result.summary, result.disposition)
+            self.ctx.call_log.summary(self.call_id, result.summary, result.disposition, result.intent)
             self.log.info("post-call summary", disposition=result.disposition)
 
     def _apology(self) -> bytes:
@@ -222,17 +222,41 @@ class CallPump:
 
     # -- what operators and the server do to a live call ------------------------------------------
 
-    def end(self, reason: str) -> None:
-        """End the call now (shutdown, an operator's hang-up): the hang-up goes out with the next flush."""
-        if self.call is not None:
-            self.call.hang_up(reason)
-            self._wake.set()
+    def end(self, reason: str) -> bool:
+        """End the call now (shutdown, an operator's hang-up): the hang-up goes out with the next flush.
+        False when there is nothing to end: the call has not connected yet, or is ending already."""
+        if self.call is None or self.call.end_reason is not None:
+            return False
+        self.call.hang_up(reason)
+        self._wake.set()
+        return True
 
-    def control(self, action: Callable[[Call], None]) -> None:
-        """Apply an operator's action to the call; what it produces goes out with the next flush."""
-        if self.call is not None and self.call.end_reason is None:
-            action(self.call)
-            self._wake.set()
+    def control(self, action: Callable[[Call], None]) -> bool:
+        """Apply an operator's action to the call; what it produces goes out with the next flush.
+        False (nothing done) when the call has not connected yet or is ending."""
+        if self.call is None or self.call.end_reason is not None:
+            return False
+        action(self.call)
+        self._wake.set()
+        return True
+
+    def operator_action(self, operator: str, action: str, outcome: str, **details: Any) -> dict[str, Any]:
+        """Put what an operator did to this call on record: in its call log, where the timeline shows
+        it as theirs, and in the process log (the words they had said or added are counted there, not
+        written, like everything said on a call). Returns the record, with when it happened (`at`)."""
+        data = {"operator": operator, "action": action, "outcome": outcome, **details}
+        at = datetime.now(UTC)
+        self.ctx.call_log.event(self.call_id, RecordKind.OPERATOR_ACTION, data, at)
+        logged: dict[str, Any] = {k: v for k, v in details.items() if k not in ("text", "number")}
+        if isinstance(text := details.get("text"), str):
+            logged["chars"] = len(text)
+        if "number" in details:
+            logged["to"] = mask_number(details["number"])
+        level = "info" if outcome == "done" else "warning"
+        getattr(self.log, level)(
+            "operator action", operator=operator, action=action, outcome=outcome, **logged
+        )
+        return {**data, "at": at}
 
     def say_goodbye(self, reason: str) -> None:
         """End the call after the assistant's goodbye has been heard (shutdown)."""
@@ -245,7 +269,6 @@ class CallPump:
         if self.call is None:
             raise TransferFailed("the call has not started")
         await self.leg.transfer(number)
-        self.log.info("call transferred by an operator", to=mask_number(number))
         self.call.transferred()
         self._wake.set()
 

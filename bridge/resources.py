@@ -12,6 +12,7 @@ from pathlib import Path
 from aiohttp import web
 
 from bridge.audio import pcm16_to_ulaw
+from bridge.awaited_streams import AwaitedStreams, UnconnectedCall
 from bridge.call_config import CallConfig
 from bridge.call_log_sink import CallLogSink, NoCallLog
 from bridge.call_registry import CallRegistry
@@ -21,7 +22,7 @@ from bridge.calllog.owners import CallOwners
 from bridge.carrier.events import CallStarted
 from bridge.carrier.stream_tokens import StreamTokens
 from bridge.config import Settings
-from bridge.logs import get_logger
+from bridge.logs import get_logger, mask_number
 from bridge.metrics import BridgeMetrics
 from bridge.pump import StreamContext
 from bridge.recording import Recordings
@@ -56,6 +57,7 @@ class Bridge:
     toolbox: Toolbox = field(default_factory=Toolbox)
     upstream_url: str = ""  # where sessions are opened: REALTIME_URL, or the in-process emulator
     prepared: PreparedSessions = field(default_factory=PreparedSessions)
+    awaited: AwaitedStreams = field(init=False)  # answered webhooks whose stream has not started
     active_calls: CallRegistry = field(default_factory=CallRegistry)
     ready: bool = False
     draining: bool = False
@@ -75,6 +77,34 @@ class Bridge:
             self.stream_tokens = StreamTokens()
         self.apology = pcm16_to_ulaw(read_wav_mono(self.settings.fallback_audio or APOLOGY_WAV, 8000))
         self.call_config = CallConfig.from_settings(self.settings, self.toolbox.definitions())
+        # As long as the prepared session waits for the stream: then the call never connected.
+        self.awaited = AwaitedStreams(self._never_connected, ttl_s=self.prepared.ttl_s)
+
+    def _never_connected(self, unconnected: UnconnectedCall) -> None:
+        call = unconnected.call
+        log.warning(
+            "the call's media stream never connected",
+            call_sid=call.call_id,
+            carrier=unconnected.carrier,
+            caller=mask_number(call.caller),
+            waited_s=round((unconnected.noticed_at - unconnected.answered_at).total_seconds(), 1),
+        )
+        self.call_log.call_never_connected(
+            call_id=call.call_id,
+            carrier=unconnected.carrier,
+            from_number=call.caller,
+            to_number=call.callee,
+            direction=call.direction,
+            model=self.call_config.model,
+            voice=self.call_config.session.voice,
+            answered_at=unconnected.answered_at,
+            noticed_at=unconnected.noticed_at,
+        )
+
+    async def claim_prepared(self, call_sid: str) -> UpstreamSession | None:
+        """The call's stream started: it is no longer awaited, and takes its prepared session if any."""
+        self.awaited.started(call_sid)
+        return await self.prepared.claim(call_sid)
 
     async def open_upstream(self, since: float | None = None) -> UpstreamSession:
         """A session, tried for the connect budget counted from `since` (default now)."""
@@ -148,7 +178,7 @@ class Bridge:
         return StreamContext(
             call_config=self.call_config,
             open_upstream=self.open_upstream,
-            claim_prepared=self.prepared.claim,
+            claim_prepared=self.claim_prepared,
             call_log=self.call_log,
             active_calls=self.active_calls,
             metrics=self.metrics,

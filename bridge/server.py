@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from bridge.call_forwarding import CallForwarder, CallLocator, cluster_signature_check, signed_by_a_sibling
+from bridge.call_forwarding import CallForwarder, CallLocator, cluster_signature_check, forwarded_operator
 from bridge.call_log_sink import CallLogSink
 from bridge.calllog import (
     CallRecorder,
@@ -24,7 +24,7 @@ from bridge.calllog import (
     run_retention,
     setup_calllog_routes,
 )
-from bridge.calllog.auth import AdminAuth
+from bridge.calllog.auth import OperatorAuth
 from bridge.calllog.health import CallLogHealth
 from bridge.calllog.owners import CallOwners
 from bridge.carrier.registry import CARRIERS
@@ -62,6 +62,11 @@ HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
 
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
+
+
+async def home(request: web.Request) -> web.Response:
+    """Someone opened the bridge's address in a browser: the call log is what there is to see."""
+    raise web.HTTPFound("/calls")
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -127,10 +132,16 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             model=settings.realtime_model,
             shutdown=settings.model_shutdown_date,
         )
+    if settings.is_azure and settings.input_transcription_model is None:
+        log.warning(
+            "the caller's words are not transcribed: on Azure, set INPUT_TRANSCRIPTION_MODEL to the name "
+            "of your transcription deployment (the call log shows only how long the caller spoke)"
+        )
     settle_heap()
     bridge.ready = True
     yield
     bridge.ready = False
+    bridge.awaited.close()
     await bridge.prepared.close()
     await bridge.toolbox.close()
     if (forwarder := app.get(FORWARDER_KEY)) is not None:
@@ -279,9 +290,10 @@ def create_app(
         setup_sip(app, bridge)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    auth = OperatorAuth(admin_token, settings.operators)
+    app.router.add_get("/", home)
     if store is not None:
-        setup_calllog_routes(app, store, admin_token, recordings.archive if recordings else None, health)
-    admin = AdminAuth(admin_token)
+        setup_calllog_routes(app, store, auth, recordings.archive if recordings else None, health)
     cluster_secret = settings.cluster_secret.get_secret_value() if settings.cluster_secret else ""
     signer = ClusterSigner(cluster_key(cluster_secret, admin_token))
     forwarder = None
@@ -290,14 +302,12 @@ def create_app(
     setup_control_routes(
         app,
         CallLocator(bridge.active_calls, forwarder),
-        is_authorized=admin.authenticated,
+        operator_of=auth.operator,
         dialect=settings.realtime_dialect,
     )
-    setup_softphone_routes(app, media_handler=browser_media_socket, is_authorized=admin.authenticated)
+    setup_softphone_routes(app, media_handler=browser_media_socket, is_authorized=auth.authenticated)
     if settings.metrics_port == 0:  # otherwise served on its own, unexposed port
-        app.router.add_get(
-            "/metrics", metrics_handler(bridge.metrics.exposed, authorized=admin.authenticated)
-        )
+        app.router.add_get("/metrics", metrics_handler(bridge.metrics.exposed, authorized=auth.authenticated))
     app[INTERNAL_APP_KEY] = internal_app(app, signer)
     return app
 
@@ -319,7 +329,7 @@ def internal_app(app: web.Application, signer: ClusterSigner) -> web.Application
     setup_control_routes(
         internal,
         CallLocator(bridge.active_calls),  # calls here only: a forwarded request goes no further
-        is_authorized=signed_by_a_sibling,
+        operator_of=forwarded_operator,
         dialect=bridge.settings.realtime_dialect,
     )
     return internal
@@ -384,6 +394,8 @@ async def serve(settings: Settings, toolbox: Toolbox | None = None, worker: Work
         replica=identity.replica_id,
         internal_url=identity.internal_url,
     )
+    if worker is None or worker.index == 0:  # once per host
+        log.info("pages", **page_urls(settings, port))
     publish("ready")
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -433,6 +445,16 @@ def _out_of_budget(budget_s: float) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(1)
+
+
+def page_urls(settings: Settings, port: int) -> dict[str, str]:
+    """Where a person finds the bridge's pages: under PUBLIC_URL, else this host as it listens (a
+    wildcard address is reached as localhost)."""
+    base = settings.public_url
+    if not base:
+        host = settings.host if settings.host not in ("0.0.0.0", "::", "") else "localhost"
+        base = f"http://{f'[{host}]' if ':' in host else host}:{port}"
+    return {"call_log": f"{base}/calls", "live_board": f"{base}/calls/live", "softphone": f"{base}/phone"}
 
 
 async def _drain_when_orphaned(drain: Callable[[], None], interval_s: float = 1.0) -> None:

@@ -21,6 +21,7 @@ SUMMARY_METADATA = {"purpose": "post_call_summary"}
 class CallSummary:
     summary: str
     disposition: str | None
+    intent: str | None = None  # what the caller wanted, in a few words
 
 
 def summary_instructions(dispositions: tuple[str, ...]) -> str:
@@ -46,9 +47,9 @@ def parse_summary(text: str, dispositions: tuple[str, ...]) -> CallSummary | Non
     summary = str(answer.get("summary") or "").strip()
     intent = str(answer.get("intent") or "").strip()
     disposition = answer.get("disposition")
-    if intent:
-        summary = f"{summary}\nCaller's intent: {intent}".strip()
-    return CallSummary(summary[:2000], disposition if disposition in dispositions else None)
+    return CallSummary(
+        summary[:2000], disposition if disposition in dispositions else None, intent[:200] or None
+    )
 
 
 class PostCallSummary:

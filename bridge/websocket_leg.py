@@ -22,7 +22,7 @@ from bridge.carrier.events import (
     PlayAudio,
     PlaybackMark,
 )
-from bridge.carrier.transfer import TransferFailed
+from bridge.carrier.transfer import TransferUnavailable
 from bridge.carrier_leg import Transfer
 from bridge.clock import now_ms
 from bridge.message_rate import MAX_MESSAGES_PER_S, MessageRate
@@ -148,7 +148,7 @@ class WebSocketLeg:
 
     async def transfer(self, number: str) -> None:
         if self._transfer is None or self.started is None:
-            raise TransferFailed(f"transfers are not available on {self.carrier} calls")
+            raise TransferUnavailable(f"transfers are not available on {self.carrier} calls")
         await self._transfer(self.started, number)
 
     def _bad(self, reason: str) -> None:

@@ -696,3 +696,63 @@ def test_an_operators_announcement_waits_for_the_greeting_it_would_collide_with(
     assert (
         greeting["response"]["instructions"] == "Hello." and "Please hold." in say["response"]["instructions"]
     )
+
+
+def caller_turns(records: list) -> list[tuple[str, float | None, dict]]:
+    return [(r.kind, r.at, r.data) for r in records if r.kind in ("caller_transcript", "caller_spoke")]
+
+
+def test_without_transcription_a_caller_turn_is_logged_as_how_long_they_spoke() -> None:
+    call, _ = started_call()
+    # Server VAD's figures hold 300 ms of padding before the speech and 500 ms of silence after it.
+    call.realtime_event(rt.SpeechStarted("u1", 1200), 2000)
+    call.realtime_event(rt.SpeechStopped("u1", 6300), 6800)
+    assert caller_turns(call.drain()[2]) == [
+        ("caller_spoke", 2000, {"item_id": "u1", "spoken_ms": 4300, "words": "off"}),
+    ]
+
+
+def test_with_transcription_the_words_are_logged_where_the_caller_began() -> None:
+    call, _ = started_call(transcribed=True)
+    call.realtime_event(rt.SpeechStarted("u1", 1200), 2000)
+    call.realtime_event(rt.SpeechStopped("u1", 6300), 6800)
+    assert caller_turns(call.drain()[2]) == []  # the words are on their way
+    call.realtime_event(rt.InputTranscript("u1", " I need a refund. "), 7400)
+    assert caller_turns(call.drain()[2]) == [
+        ("caller_transcript", 2000, {"item_id": "u1", "text": "I need a refund.", "spoken_ms": 4300}),
+    ]
+
+
+def test_a_turn_whose_transcription_failed_or_was_empty_still_shows_the_caller_spoke() -> None:
+    call, _ = started_call(transcribed=True)
+    call.realtime_event(rt.SpeechStarted("u1", 100), 100)
+    call.realtime_event(rt.SpeechStopped("u1", 2100), 1900)
+    call.realtime_event(rt.InputTranscriptFailed("u1", "audio unreadable"), 2500)
+    call.realtime_event(rt.SpeechStarted("u2", 3000), 3100)
+    call.realtime_event(rt.SpeechStopped("u2", 4000), 3900)
+    call.realtime_event(rt.InputTranscript("u2", "  "), 4200)
+    assert caller_turns(call.drain()[2]) == [
+        (
+            "caller_spoke",
+            100,
+            {"item_id": "u1", "spoken_ms": 1200, "words": "failed", "message": "audio unreadable"},
+        ),
+        ("caller_spoke", 3100, {"item_id": "u2", "spoken_ms": 200, "words": "empty"}),
+    ]
+
+
+def test_semantic_vad_figures_hold_only_the_padding_before_the_speech() -> None:
+    opts = SessionOptions(instructions="x", voice="marin", turn_detection="semantic_vad")
+    started = CallStarted(stream_sid="MZ1", call_sid="CA1")
+    call = Call(CallConfig(session=opts), RealtimeCodec("ga"), started, 0)
+    call.drain()
+    call.realtime_event(rt.SpeechStarted("u1", 1000), 1000)
+    call.realtime_event(rt.SpeechStopped("u1", 3300), 3400)
+    assert caller_turns(call.drain()[2])[0][2]["spoken_ms"] == 2000
+
+
+def test_speech_at_the_very_start_has_no_padding_before_it_to_subtract() -> None:
+    call, _ = started_call()
+    call.realtime_event(rt.SpeechStarted("u1", 0), 300)
+    call.realtime_event(rt.SpeechStopped("u1", 2000), 2300)
+    assert caller_turns(call.drain()[2])[0][2]["spoken_ms"] == 1500

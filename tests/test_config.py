@@ -20,6 +20,25 @@ def test_defaults_are_a_working_demo() -> None:
     assert settings.model_shutdown_date is None
 
 
+def test_the_callers_words_are_transcribed_unless_turned_off() -> None:
+    from bridge.call_config import CallConfig
+
+    default = load_settings({})
+    assert default.transcription_model == "gpt-4o-mini-transcribe"
+    assert CallConfig.from_settings(default).session.transcription_model == "gpt-4o-mini-transcribe"
+    assert CallConfig.from_settings(default).transcribed
+    for off in ("off", "none", "", " OFF "):
+        settings = load_settings({"INPUT_TRANSCRIPTION_MODEL": off})
+        assert settings.transcription_model == ""
+        assert not CallConfig.from_settings(settings).transcribed
+    chosen = load_settings({"INPUT_TRANSCRIPTION_MODEL": "gpt-transcribe"})
+    assert chosen.transcription_model == "gpt-transcribe"
+    # Azure needs the name of a transcription deployment: nothing is assumed there.
+    azure = {"REALTIME_URL": "wss://acme.openai.azure.com/openai/realtime"}
+    assert load_settings(azure).transcription_model == ""
+    assert load_settings({**azure, "INPUT_TRANSCRIPTION_MODEL": "stt"}).transcription_model == "stt"
+
+
 def test_every_bad_value_is_named_on_its_own_line() -> None:
     with pytest.raises(ConfigError) as info:
         load_settings(

@@ -23,7 +23,7 @@ from bridge import call_forwarding
 from bridge.calllog import CallRecorder
 from bridge.calllog.leases import ReplicaIdentity, ReplicaLeases
 from bridge.calllog.schema import replica_leases
-from bridge.cluster_auth import REFUSED_HEADER, ClusterSigner, Target, cluster_key
+from bridge.cluster_auth import OPERATOR_HEADER, REFUSED_HEADER, ClusterSigner, Target, cluster_key
 from bridge.server import REPLICA_KEY
 from bridge.sim.carrier_emulator import TwilioCallerEmulator
 from bridge.sim.realtime_emulator import EmulatedSession, RealtimeEmulator
@@ -40,6 +40,8 @@ from tests.e2e import (
 pytestmark = pytest.mark.e2e
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+ALICE_TOKEN = "alice-operator-token-0123"
+ALICE = {"Authorization": f"Bearer {ALICE_TOKEN}"}
 GREETING = "Greet the caller."
 
 
@@ -76,10 +78,11 @@ async def two_replicas(
     tmp_path: Path,
 ) -> AsyncIterator[tuple[RealtimeEmulator, RunningBridge, RunningBridge]]:
     url = f"sqlite+aiosqlite:///{tmp_path}/calls.db"
+    operators = f"alice:{ALICE_TOKEN}"
     async with (
         running_emulator() as (emulator, realtime_url),
-        running_replica(realtime_url, url, "replica-a", GREETING=GREETING) as a,
-        running_replica(realtime_url, url, "replica-b", GREETING=GREETING) as b,
+        running_replica(realtime_url, url, "replica-a", GREETING=GREETING, OPERATOR_TOKENS=operators) as a,
+        running_replica(realtime_url, url, "replica-b", GREETING=GREETING, OPERATOR_TOKENS=operators) as b,
     ):
         yield emulator, a, b
 
@@ -103,11 +106,11 @@ async def test_any_replica_controls_a_call_another_carries_with_the_owners_own_a
             ("inject", {}),
             ("say", {"text": " "}),
             ("transfer", {"number": "555-1234"}),
-            ("transfer", {"number": "+15550001111"}),  # no Twilio credentials: 502, the owner's reason
+            ("transfer", {"number": "+15550001111"}),  # no Twilio credentials: 409, the owner's reason
         ):
             here = await post(a.base_url, f"{calls}/{path}", body)
             there = await post(b.base_url, f"{calls}/{path}", body)
-            assert there[:2] == here[:2] and here[0] in (400, 502), (path, body, here, there)
+            assert there[:2] == here[:2] and here[0] in (400, 409), (path, body, here, there)
             assert there[2]["X-Bridge-Call-Owner"] == "replica-a"
             assert there[2]["Content-Type"] == here[2]["Content-Type"]
             assert "X-Bridge-Call-Owner" not in here[2]
@@ -116,7 +119,9 @@ async def test_any_replica_controls_a_call_another_carries_with_the_owners_own_a
         status, _, headers = await post(b.base_url, f"{calls}/inject", {"text": "VIP customer"})
         assert (status, headers["X-Bridge-Call-Owner"]) == (200, "replica-a")
         await eventually(lambda: "VIP customer" in message_texts(session))
-        assert (await post(b.base_url, f"{calls}/say", {"text": "Please hold."}))[0] == 200
+        # The owner records the action as the operator's who signed in where the request arrived.
+        status, answer, _ = await post(b.base_url, f"{calls}/say", {"text": "Please hold."}, headers=ALICE)
+        assert status == 200 and json.loads(answer)["operator"] == "alice"
         await eventually(lambda: any("Please hold." in text for text in said(session)))
 
         # A hang-up has no body at all; forwarded just the same.
@@ -141,7 +146,7 @@ async def test_the_internal_listener_takes_only_signed_forwards_for_its_own_call
         to_a = Target(a_id.replica_id, a_id.incarnation)
         to_b = Target(b_id.replica_id, b_id.incarnation)
         signer = ClusterSigner(cluster_key("", ADMIN_TOKEN))  # the key both derive from ADMIN_TOKEN
-        json_type = {"Content-Type": "application/json"}
+        json_type = {"Content-Type": "application/json", OPERATOR_HEADER: "alice"}
 
         async def internal(replica: RunningBridge, headers: dict[str, str]) -> tuple[int, str]:
             async with (
@@ -158,6 +163,10 @@ async def test_the_internal_listener_takes_only_signed_forwards_for_its_own_call
         status, why = await internal(a, stranger.sign("POST", path, body, to_a, json_type))
         assert status == 403 and why.startswith("bad signature")
 
+        # The operator named is signed with the request: another name breaks the signature.
+        impostor = {**signer.sign("POST", path, body, to_a, json_type), OPERATOR_HEADER: "admin"}
+        status, why = await internal(a, impostor)
+        assert status == 403 and why.startswith("bad signature")
         # A forward signed for A is carried out by A, once.
         headers = signer.sign("POST", path, body, to_a, json_type)
         assert (await internal(a, headers))[0] == 200

@@ -221,7 +221,9 @@ async def inject(base_url: str, call_sid: str, text: str) -> tuple[int, str | No
 
 async def _noted(base_url: str, call_sid: str, count: int) -> bool:
     row = await logged(base_url, call_sid)
-    notes = [e["data"]["text"] for e in (row or {}).get("events", []) if e["kind"] == "note"]
+    events = (row or {}).get("events", [])
+    actions = [e["data"] for e in events if e["kind"] == "operator_action"]
+    notes = [data["text"] for data in actions if data["action"] == "inject"]
     return notes == [f"note {n}" for n in range(1, count + 1)]
 
 

@@ -28,6 +28,7 @@ from bridge.calllog.ops import (
     EventOp,
     LogOp,
     RecordingOp,
+    UnconnectedCallOp,
 )
 from bridge.calllog.pricing import PriceTable, TokenUsage
 from bridge.calllog.store import CallStore, database_unavailable
@@ -202,10 +203,16 @@ class CallRecorder:
             voice=voice,
             started_at=_utc(started_at),
             metadata=dict(metadata) if metadata else None,
-            owner_id=self.owner.replica_id if self.owner else None,
-            owner_incarnation=self.owner.incarnation if self.owner else None,
-            owner_url=self.owner.internal_url if self.owner else None,
+            **self._owner(),
         )
+
+    def _owner(self) -> dict[str, str | None]:
+        owner = self.owner
+        return {
+            "owner_id": owner.replica_id if owner else None,
+            "owner_incarnation": owner.incarnation if owner else None,
+            "owner_url": owner.internal_url if owner else None,
+        }
 
     def event(self, call_id: str, kind: str, data: dict[str, Any], at: datetime | None = None) -> None:
         try:
@@ -248,12 +255,45 @@ class CallRecorder:
         except Exception:
             log.exception("calllog.record_failed", method="call_ended", call_id=call_id)
 
-    def summary(self, call_id: str, summary: str, disposition: str | None) -> None:
+    def call_never_connected(
+        self,
+        *,
+        call_id: str,
+        carrier: str,
+        from_number: str,
+        to_number: str,
+        direction: str,
+        model: str,
+        voice: str,
+        answered_at: datetime,
+        noticed_at: datetime,
+    ) -> None:
+        """A call whose webhook was answered and whose media stream never connected (see
+        `bridge.awaited_streams`): ended before it began, unless it is recorded already."""
+        try:
+            call = CallStartedOp(
+                call_id=call_id,
+                call_sid=call_id,
+                stream_sid="",
+                carrier=carrier,
+                from_number=from_number,
+                to_number=to_number,
+                direction=direction,
+                model=model,
+                voice=voice,
+                started_at=_utc(answered_at),
+                metadata=None,
+                **self._owner(),
+            )
+            self._put(UnconnectedCallOp(call, noticed_at=_utc(noticed_at)), essential=True)
+        except Exception:
+            log.exception("calllog.record_failed", method="call_never_connected", call_id=call_id)
+
+    def summary(self, call_id: str, summary: str, disposition: str | None, intent: str | None = None) -> None:
         """The model's post-call summary (it comes after the call ended)."""
         try:
-            self._put(
-                CallSummaryOp(call_id=call_id, summary=summary, disposition=disposition), essential=True
-            )
+            op = CallSummaryOp(call_id=call_id, summary=summary, disposition=disposition, intent=intent)
+            self._put(op, essential=True)
         except Exception:
             log.exception("calllog.record_failed", method="summary", call_id=call_id)
 

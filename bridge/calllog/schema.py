@@ -94,7 +94,10 @@ calls = Table(
     Column("barge_in_count", Integer, nullable=False, server_default="0"),
     Column("error_count", Integer, nullable=False, server_default="0"),
     Column("summary", Text),
+    Column("intent", Text),  # what the caller wanted, in a few words (from the post-call summary)
     Column("disposition", String(64)),
+    # The summary and intent, casefolded: text search is one plain LIKE, as for events' search_text.
+    Column("search_text", Text),
     Column("metadata", json_type()),
     # The call's recording (bridge.recording), if it was recorded: recording | ready | failed.
     Column("recording_status", String(16)),
@@ -109,6 +112,7 @@ calls = Table(
     Column("owner_incarnation", String(32)),
     Column("owner_url", String(256)),
     Index(None, "started_at", "call_id"),
+    Index(None, "call_sid"),
     Index(None, "status"),
     Index(None, "end_reason"),
 )

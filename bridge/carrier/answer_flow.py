@@ -147,6 +147,7 @@ class CarrierRoutes:
             )
         if call.call_id:
             bridge.prepared.prepare(call.call_id, bridge.open_prepared)
+            bridge.awaited.answered(call, name)
         log.info(
             "call webhook answered",
             carrier=name,
@@ -165,6 +166,7 @@ class CarrierRoutes:
         """The carrier asks what next once our stream ended: the fallback number if we failed the call,
         else hang up."""
         call = self._incoming_call(await self.signed_webhook(request))
+        self.bridge.awaited.after_stream(call, self.carrier.name)
         fallback = self.bridge.fallback_after_stream(call.call_id)
         return self.document(self.documents.turn_away("", fallback))
 

@@ -100,15 +100,26 @@ class Page:
         url = await self.evaluate("location.href")
         raise AssertionError(f"timed out waiting for {expression!r} on {url} (last error: {last_error})")
 
-    async def screenshot(self, path: Path) -> None:
-        """The whole page, not only the viewport, as PNG."""
+    async def set_viewport(self, width: int, height: int, *, mobile: bool = False) -> None:
+        await self.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=mobile,
+        )
+
+    async def screenshot(self, path: Path, width: int = VIEWPORT[0]) -> None:
+        """The whole page, not only the viewport, as PNG; `width`: the viewport's, when it was changed."""
         metrics = await self.send("Page.getLayoutMetrics")
-        height = max(math.ceil(metrics["cssContentSize"]["height"]), VIEWPORT[1])
+        height = max(
+            math.ceil(metrics["cssContentSize"]["height"]), VIEWPORT[1] if width == VIEWPORT[0] else 0
+        )
         shot = await self.send(
             "Page.captureScreenshot",
             format="png",
             captureBeyondViewport=True,
-            clip={"x": 0, "y": 0, "width": VIEWPORT[0], "height": height, "scale": 1},
+            clip={"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
         )
         _write(path, base64.b64decode(shot["data"]))
 
@@ -193,13 +204,7 @@ class Browser:
         page = Page(self.session, ws)
         await page.send("Page.enable")
         await page.send("Runtime.enable")
-        await page.send(
-            "Emulation.setDeviceMetricsOverride",
-            width=VIEWPORT[0],
-            height=VIEWPORT[1],
-            deviceScaleFactor=1,
-            mobile=False,
-        )
+        await page.set_viewport(*VIEWPORT)
         return page
 
     async def close(self) -> None:

@@ -19,7 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from bridge.audio import StreamingResampler
-from bridge.calllog.auth import COOKIE_NAME, AdminAuth
+from bridge.calllog.auth import COOKIE_NAME, OperatorAuth
 from bridge.config import load_settings
 from bridge.server import BRIDGE_KEY, create_app
 from bridge.sim.realtime_emulator import RealtimeEmulator
@@ -27,14 +27,14 @@ from tests.calllog.cdp import Browser, Page, chromium_executable
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "softphone-test-token-0123456789"
-AUTH = AdminAuth(ADMIN_TOKEN)
+AUTH = OperatorAuth(ADMIN_TOKEN)
 MIC_RATE = 48000
 
 
 def session_cookie() -> str:
     """The call log's sign-in cookie for ADMIN_TOKEN, as its login form would set it."""
     response = web.Response()
-    AUTH.set_session(make_mocked_request("POST", "/calls/login"), response)
+    AUTH.set_session(make_mocked_request("POST", "/calls/login"), response, "admin")
     return response.cookies[COOKIE_NAME].value
 
 

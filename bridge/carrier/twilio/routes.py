@@ -35,7 +35,9 @@ def setup_routes(app: web.Application, carrier: Carrier) -> None:
     if token := setting_text(bridge.settings.twilio_auth_token):
         transfer = rest_transfer(token, bridge.settings.twilio_api_base)
     else:
-        transfer = transfers_unavailable("no Twilio credentials are configured (TWILIO_AUTH_TOKEN)")
+        transfer = transfers_unavailable(
+            "no Twilio credentials are configured (TWILIO_AUTH_TOKEN)", "TWILIO_AUTH_TOKEN"
+        )
     CarrierRoutes(bridge, carrier, TwimlAnswers(PATHS), TwilioSignature, transfer).mount(app)
 
 

@@ -311,6 +311,11 @@ class Call {
     showFigures(this);
     eventLog.add(state === "failed" ? "problem" : "info", text);
     setState(state, state === "failed" ? "Call failed" : "Call ended");
+    if (this.connectedAt) {
+      // The bridge logs a browser call under the call SID this page made up.
+      $("call-link").querySelector("a").href = `/calls/${encodeURIComponent(this.callSid)}`;
+      $("call-link").hidden = false;
+    }
   }
 
   release() {
@@ -329,6 +334,7 @@ $("call").addEventListener("click", async () => {
   $("mute").textContent = "Mute";
   $("mute").setAttribute("aria-pressed", "false");
   eventLog.clear(performance.now());
+  $("call-link").hidden = true;
   setState("connecting", "Connecting…");
   eventLog.add("info", "Starting the microphone and calling the bridge");
   current = new Call();
