@@ -24,6 +24,14 @@ class RecordKind(StrEnum):
     NOTE = "note"  # text added from outside: injected, image, source
     ERROR = "error"  # source (carrier | upstream), code, message
     SESSION_RESTORED = "session_restored"  # items: the conversation handed to a new session
+    # A call we placed: who answered and what the call did about it (answered_by, message_end,
+    # carrier_value, assumed: no verdict in time, action: converse | hang_up | await_message_end |
+    # leave_message).
+    ANSWERING = "answering"
+    # A call we placed, as its carrier reports it (status: queued, ringing, answered, completed, busy,
+    # no_answer, failed, canceled; or answered_by). Written by whichever process the carrier's callback
+    # reaches, not by the call's owner (bridge.calllog.placed_calls).
+    CALL_PROGRESS = "call_progress"
     USAGE = "usage"  # a response's token usage, as the service reports it (totals, not an event)
 
 
@@ -35,6 +43,7 @@ LOGGED_KINDS = frozenset(
         RecordKind.GREETING_LATENCY,
         RecordKind.TURN_LATENCY,
         RecordKind.DTMF,
+        RecordKind.ANSWERING,
     }
 )
 TRANSCRIPT_KINDS = (RecordKind.CALLER_TRANSCRIPT, RecordKind.ASSISTANT_TRANSCRIPT)
