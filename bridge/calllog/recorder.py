@@ -153,7 +153,10 @@ class CallRecorder:
         carrier: str = "twilio",
         started_at: datetime | None = None,
         metadata: dict[str, Any] | None = None,
+        placed: bool = False,
     ) -> None:
+        """`placed`: a call we placed, whose row was written when it was (bridge.calllog.placed_calls);
+        its stream and owner are recorded on it, the rest of that row is left as it is."""
         try:
             self._calls[call_id] = _CallState(model=model)
             op = CallStartedOp(
@@ -171,6 +174,7 @@ class CallRecorder:
                 owner_id=self.owner.replica_id if self.owner else None,
                 owner_incarnation=self.owner.incarnation if self.owner else None,
                 owner_url=self.owner.internal_url if self.owner else None,
+                placed=placed,
             )
             self._put(op, essential=True)
         except Exception:

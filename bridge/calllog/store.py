@@ -57,6 +57,14 @@ END_REASONS = (
     "interrupted",
     "timeout",
     "operator_ended",
+    # Calls we placed (bridge.outbound): a message left on a machine, a machine hung up on, and the
+    # calls that never connected, as the carrier reports them.
+    "voicemail",
+    "machine",
+    "busy",
+    "no_answer",
+    "failed",
+    "canceled",
 )
 
 
@@ -164,6 +172,7 @@ class CallStore:
     async def write_batch(self, ops: Sequence[LogOp]) -> None:
         """Apply a batch in one transaction. Safe to retry whole (see `bridge.calllog.ops`)."""
         starts: list[dict[str, Any]] = []
+        placed_starts: list[dict[str, Any]] = []
         events: list[dict[str, Any]] = []
         totals: dict[str, CallTotalsOp] = {}
         ends: dict[str, CallEndedOp] = {}
@@ -175,7 +184,7 @@ class CallStore:
             elif isinstance(op, CallTotalsOp):
                 totals[op.call_id] = op  # the last one is the current state
             elif isinstance(op, CallStartedOp):
-                starts.append(_call_row(op))
+                (placed_starts if op.placed else starts).append(_call_row(op))
             elif isinstance(op, CallEndedOp):
                 ends.setdefault(op.call_id, op)  # the first end is the real one
             elif isinstance(op, CallSummaryOp):
@@ -186,6 +195,8 @@ class CallStore:
             # Starts first: a batch may hold a call's start and everything after it.
             if starts:
                 await conn.execute(insert_ignoring_duplicates(self._dialect, calls, ["call_id"]), starts)
+            if placed_starts:
+                await conn.execute(self._claim_placed_call(), placed_starts)
             if events:
                 insert_events = insert_ignoring_duplicates(self._dialect, call_events, ["call_id", "seq"])
                 await conn.execute(insert_events, events)
@@ -217,6 +228,15 @@ class CallStore:
                     ),
                     [_recording_row(op) for op in recordings.values()],
                 )
+
+    def _claim_placed_call(self) -> Insert:
+        """A placed call's stream started: its row (written when we placed it) takes the stream, the
+        model and the owner. Inserted whole if the row is missing (a call log that lost it)."""
+        insert = (postgresql.insert if self._dialect == "postgresql" else sqlite.insert)(calls)
+        claimed = ("call_sid", "stream_sid", "model", "voice", "owner_id", "owner_incarnation", "owner_url")
+        return insert.on_conflict_do_update(
+            index_elements=["call_id"], set_={name: insert.excluded[name] for name in claimed}
+        )
 
     async def _end_calls(self, conn: AsyncConnection, ends: list[CallEndedOp]) -> None:
         ids = [op.call_id for op in ends]
