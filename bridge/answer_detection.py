@@ -46,7 +46,6 @@ class Verdict:
     # The machine's greeting is over ("beep", "silence", "other"): a message left now is recorded
     # whole. "" while it may still be playing (or for anything but a machine).
     message_end: str = ""
-    carrier_value: str = ""  # as the carrier said it, for the call log (e.g. Twilio's machine_end_beep)
 
 
 @dataclass(frozen=True, slots=True)

@@ -392,11 +392,7 @@ class Call:
         assert answer is not None
         record: dict[str, Any] = {"action": step.value, "after_ms": round(now - self.started_at)}
         if verdict is not None:
-            record.update(
-                answered_by=verdict.answered_by.value,
-                carrier_value=verdict.carrier_value,
-                message_end=verdict.message_end,
-            )
+            record.update(answered_by=verdict.answered_by.value, message_end=verdict.message_end)
         else:
             record["assumed"] = True  # no verdict in time: the call goes on as with a person
         self._record(RecordKind.ANSWERING, **record)
@@ -404,6 +400,8 @@ class Call:
             if self.config.greeting:
                 self.outbound.await_greeting(now)
                 self._ask(self.config.greeting)
+        elif step is Step.AWAIT_MESSAGE_END:
+            self.jobs.append(AwaitVerdict(verdict))
         elif step is Step.HANG_UP:
             self._end("machine")
         elif step is Step.LEAVE_MESSAGE:

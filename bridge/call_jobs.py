@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bridge.answer_detection import Verdict
+
 
 @dataclass(frozen=True, slots=True)
 class ToolRequest:
@@ -37,7 +39,10 @@ class TransferRequest:
 @dataclass(frozen=True, slots=True)
 class AwaitVerdict:
     """A call we placed waits for the carrier to say who answered (`Call.answered`), wherever its
-    word arrives (it may reach another replica first)."""
+    word arrives (it may reach another replica first); after `seen`, for the next word (a machine's
+    message end)."""
+
+    seen: Verdict | None = None
 
 
 CallJob = ToolRequest | TurnReview | TransferRequest | AwaitVerdict

@@ -24,9 +24,9 @@ class RecordKind(StrEnum):
     NOTE = "note"  # text added from outside: injected, image, source
     ERROR = "error"  # source (carrier | upstream), code, message
     SESSION_RESTORED = "session_restored"  # items: the conversation handed to a new session
-    # A call we placed: who answered and what the call did about it (answered_by, message_end,
-    # carrier_value, assumed: no verdict in time, action: converse | hang_up | await_message_end |
-    # leave_message).
+    # A call we placed: who answered and what the call did about it (answered_by, message_end, or
+    # assumed: no verdict in time; action: converse | hang_up | await_message_end | leave_message |
+    # none; after_ms: since the stream started).
     ANSWERING = "answering"
     # A call we placed, as its carrier reports it (status: queued, ringing, answered, completed, busy,
     # no_answer, failed, canceled; or answered_by). Written by whichever process the carrier's callback

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +23,7 @@ from bridge.carrier.stream_tokens import StreamTokens
 from bridge.config import Settings
 from bridge.logs import get_logger
 from bridge.metrics import BridgeMetrics
+from bridge.outbound.calls import OutboundCalls
 from bridge.pump import StreamContext
 from bridge.recording import Recordings
 from bridge.session_pool import PreparedSessions
@@ -51,6 +55,7 @@ class Bridge:
     upstream_url: str = ""  # where sessions are opened: REALTIME_URL, or the in-process emulator
     prepared: PreparedSessions = field(default_factory=PreparedSessions)
     active_calls: CallRegistry = field(default_factory=CallRegistry)
+    outbound: OutboundCalls | None = None  # calls we place; None without a call log to follow them in
     ready: bool = False
     draining: bool = False
 
@@ -85,19 +90,33 @@ class Bridge:
             log.warning("call sent to the fallback number", call_sid=call_sid, reason=failed)
         return fallback
 
-    async def open_prepared(self) -> UpstreamSession:
+    async def open_prepared(self, config: CallConfig | None = None) -> UpstreamSession:
+        """A session for a call whose webhook is being answered, configured for it (`config`: a call
+        we placed brings its own) and, with PREFETCH_GREETING, already asked for its greeting."""
+        config = config or self.call_config
         session = await self.open_upstream()
-        prefetch = self.settings.prefetch_greeting
-        # Without the prefetch the greeting is asked for once a stream claims the session.
-        for event in self.call_config.opening_events(session.codec, greet=prefetch):
+        # Without the prefetch the greeting is asked for once a stream claims the session; a placed
+        # call waiting to hear who answered asks for it then.
+        greet = self.settings.prefetch_greeting and config.greets_at_once
+        for event in config.opening_events(session.codec, greet=greet):
             await session.socket.send(session.codec.encode(event).decode())
-        session.configured, session.greeted = True, prefetch
+        session.configured, session.greeted = True, greet
         return session
 
     @property
     def twilio_token(self) -> str:
         token = self.settings.twilio_auth_token
         return token.get_secret_value() if token is not None else ""
+
+    def shared_key(self, purpose: bytes) -> bytes:
+        """A key for `purpose` that every replica derives alike from a secret they share
+        (STREAM_TOKEN_SECRET, else TWILIO_AUTH_TOKEN, else the admin token), never the secret itself."""
+        settings = self.settings
+        secret = settings.stream_token_secret.get_secret_value() if settings.stream_token_secret else ""
+        base = secret or self.twilio_token or self.admin_token
+        if not base:
+            return secrets.token_bytes(32)  # no server: nothing to share
+        return hmac.new(base.encode(), purpose, hashlib.sha256).digest()
 
     def stream_context(self, authorize: Callable[[CallStarted], bool] | None) -> StreamContext:
         """What a media stream's call needs; `authorize` checks its start (None: trusted already)."""
@@ -112,6 +131,7 @@ class Bridge:
             stream_failed=self.stream_failed,
             authorize=authorize,
             tools=self.toolbox,
+            placed_calls=self.outbound,
         )
 
     def turned_away(self, call_id: str, carrier: str) -> bool:
@@ -129,8 +149,10 @@ class Bridge:
 
     @property
     def at_capacity(self) -> bool:
-        # Calls whose webhook was answered count too: their media streams are on the way.
-        return len(self.active_calls) + len(self.prepared) >= self.settings.max_calls
+        # Calls whose webhook was answered count too: their media streams are on the way; and so do
+        # calls this process placed, until their answer comes.
+        placed = self.outbound.reserved if self.outbound is not None else 0
+        return len(self.active_calls) + len(self.prepared) + placed >= self.settings.max_calls
 
     async def drain(self, goodbye_wait_s: float = 25.0) -> None:
         """Take no new calls; let calls in progress go on for DRAIN_SECONDS, then say goodbye."""

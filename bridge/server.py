@@ -24,6 +24,7 @@ from bridge.calllog import (
 )
 from bridge.calllog.auth import AdminAuth
 from bridge.calllog.health import CallLogHealth
+from bridge.calllog.placed_calls import PlacedCallStore
 from bridge.carrier.registry import CARRIERS
 from bridge.carrier.twilio.routes import browser_media_socket
 from bridge.config import Settings, admin_token_for
@@ -31,6 +32,9 @@ from bridge.control_api import setup_control_routes
 from bridge.http_guard import HttpLimits, guard_app, start_server
 from bridge.logs import get_logger
 from bridge.metrics import BridgeMetrics, metrics_context, metrics_handler
+from bridge.outbound.calls import OutboundCalls
+from bridge.outbound.routes import setup_outbound_routes
+from bridge.outbound.status_events import StatusEvents
 from bridge.recording import RecordingArchive, Recordings
 from bridge.replica import replica_identity
 from bridge.resources import BRIDGE_KEY, Bridge
@@ -118,6 +122,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     bridge.ready = False
     await bridge.prepared.close()
     await bridge.toolbox.close()
+    if bridge.outbound is not None:
+        await bridge.outbound.close()
 
 
 def settle_heap() -> None:
@@ -228,6 +234,15 @@ def create_app(
         toolbox=toolbox or Toolbox(),
     )
     app[BRIDGE_KEY] = bridge
+    if store is not None:
+        secret = settings.tools_secret.get_secret_value() if settings.tools_secret else ""
+        bridge.outbound = OutboundCalls(
+            settings,
+            PlacedCallStore(store),
+            bridge.call_config,
+            bridge.shared_key(b"bridge placed calls v1"),
+            StatusEvents(secret),
+        )
     guard_app(
         app,
         HttpLimits(
@@ -257,6 +272,7 @@ def create_app(
     app.router.add_get("/readyz", readyz)
     if store is not None:
         setup_calllog_routes(app, store, admin_token, recordings.archive if recordings else None, health)
+        setup_outbound_routes(app, bridge)
     admin = AdminAuth(admin_token)
     setup_control_routes(
         app, bridge.active_calls, is_authorized=admin.authenticated, dialect=settings.realtime_dialect

@@ -18,11 +18,11 @@ from bridge.call_jobs import AwaitVerdict
 from bridge.carrier.events import CallerAudio, Hangup
 from tests.test_call import FRAME_BYTES, IdealCarrier, finish, make_call, speak, upstream_types
 
-HUMAN = Verdict(AnsweredBy.HUMAN, carrier_value="human")
-MACHINE = Verdict(AnsweredBy.MACHINE, carrier_value="machine_start")
-BEEP = Verdict(AnsweredBy.MACHINE, message_end="beep", carrier_value="machine_end_beep")
-FAX = Verdict(AnsweredBy.FAX, carrier_value="fax")
-UNKNOWN = Verdict(AnsweredBy.UNKNOWN, carrier_value="unknown")
+HUMAN = Verdict(AnsweredBy.HUMAN)
+MACHINE = Verdict(AnsweredBy.MACHINE)
+BEEP = Verdict(AnsweredBy.MACHINE, message_end="beep")
+FAX = Verdict(AnsweredBy.FAX)
+UNKNOWN = Verdict(AnsweredBy.UNKNOWN)
 LEAVE = DetectionPlan(MachineDetection.LEAVE_MESSAGE, "Your table is ready.", wait_ms=4000)
 HANG_UP = DetectionPlan(MachineDetection.HANG_UP, wait_ms=4000)
 
@@ -121,7 +121,6 @@ def test_a_placed_call_says_nothing_and_hears_nothing_until_the_verdict() -> Non
         "action": "converse",
         "after_ms": 1500,
         "answered_by": "human",
-        "carrier_value": "human",
         "message_end": "",
     }
     call.carrier_event(CallerAudio(b"\xff" * FRAME_BYTES), 1600)
@@ -138,6 +137,7 @@ def test_a_machine_hears_the_voicemail_after_its_beep_then_the_line_closes() -> 
     call.answered(MACHINE, 2000)  # Twilio with DetectMessageEnd says nothing until the beep; others do
     _, upstream, records = call.drain()
     assert upstream == [] and [r.data["action"] for r in records] == ["await_message_end"]
+    assert call.take_jobs() == [AwaitVerdict(), AwaitVerdict(MACHINE)]  # then for the message end
     call.carrier_event(CallerAudio(b"\xff" * FRAME_BYTES), 3000)  # the beep: never sent to the model
     assert call.drain()[1] == []
 

@@ -177,10 +177,11 @@ class PlacedCallStore:
         message_end: str | None = None,
         end_reason: str | None = None,
         at: datetime | None = None,
-    ) -> dict[str, Any] | None:
+    ) -> tuple[dict[str, Any], dict[str, Any]] | None:
         """Record a carrier's report on a placed call: `event` goes to its timeline; `status`,
         `answered_by` and `message_end` update the call as the module docstring says; `end_reason`
-        ends it if its stream never started. Returns the row as it now stands (None: no such call)."""
+        ends it if its stream never started. Returns the row as it now stands and what the report
+        changed in it (None: no such call)."""
         at = at or datetime.now(UTC)
         async with self.engine.begin() as conn:
             query = select(calls).where(calls.c.call_id == call_id, calls.c.outbound_status.is_not(None))
@@ -206,7 +207,7 @@ class PlacedCallStore:
             if values:
                 await conn.execute(update(calls).where(calls.c.call_id == call_id).values(**values))
             await self._event(conn, call_id, event, at)
-        return {**row, **values}
+        return {**row, **values}, values
 
     async def _event(self, conn: AsyncConnection, call_id: str, data: dict[str, Any], at: datetime) -> None:
         lowest = await conn.scalar(

@@ -116,8 +116,8 @@ async def test_an_answer_before_the_create_returned_still_binds(placed: PlacedCa
 async def test_progress_only_moves_forward_and_keeps_a_machine(placed: PlacedCallStore) -> None:
     await placed.admit(placed_row("out_1"), max_concurrent=5, per_minute=5)
     await placed.progress("out_1", {"status": "answered"}, status="answered")
-    row = await placed.progress("out_1", {"status": "ringing"}, status="ringing")  # arrived late
-    assert row is not None and row["outbound_status"] == "answered"
+    late = await placed.progress("out_1", {"status": "ringing"}, status="ringing")  # arrived late
+    assert late is not None and late[0]["outbound_status"] == "answered" and late[1] == {}
     await placed.progress("out_1", {"answered_by": "machine"}, answered_by="machine")
     await placed.progress("out_1", {"answered_by": "unknown"}, answered_by="unknown")
     assert await placed.verdict("out_1") == ("machine", None)
