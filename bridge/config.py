@@ -415,19 +415,31 @@ class Settings(BaseSettings):
         return tuple(dict.fromkeys(n for n in (self.transfer_number, *listed) if n))
 
     @property
-    def recording_directory(self) -> Path:
-        """RECORDING_DIR, or "recordings" beside the SQLite call log, or data/recordings (PostgreSQL,
-        or an in-memory SQLite): where recordings go without RECORDING_URL, and where they are spooled."""
-        if self.recording_dir is not None:
-            return self.recording_dir
+    def data_directory(self) -> Path:
+        """Where this bridge keeps its files: beside the SQLite call log, else data/ (PostgreSQL, or an
+        in-memory SQLite)."""
         from sqlalchemy.engine import make_url
 
         url = make_url(self.call_log_url)
         database = url.database or ""
         on_disk = database not in ("", ":memory:") and url.query.get("mode") != "memory"
         if url.get_backend_name() == "sqlite" and on_disk:
-            return Path(database.removeprefix("file:")).expanduser().parent / "recordings"
-        return Path("data") / "recordings"
+            return Path(database.removeprefix("file:")).expanduser().parent
+        return Path("data")
+
+    @property
+    def admin_token_file(self) -> Path:
+        """Where a run without ADMIN_TOKEN keeps the token it made, readable by its user alone, so
+        `bridge call` on the same machine finds it."""
+        return self.data_directory / "admin-token"
+
+    @property
+    def recording_directory(self) -> Path:
+        """RECORDING_DIR, or "recordings" beside the SQLite call log, or data/recordings (PostgreSQL,
+        or an in-memory SQLite): where recordings go without RECORDING_URL, and where they are spooled."""
+        if self.recording_dir is not None:
+            return self.recording_dir
+        return self.data_directory / "recordings"
 
     @property
     def is_azure(self) -> bool:
@@ -477,9 +489,21 @@ def admin_token_for(settings: Settings) -> str:
     if settings.admin_token is not None and settings.admin_token.get_secret_value():
         return settings.admin_token.get_secret_value()
     token = secrets.token_urlsafe(24)
-    # Shown once, on the terminal, never through the logger: the operator needs it to sign in.
+    # Shown once, on the terminal, never through the logger: the operator needs it to sign in. Kept
+    # for this user alone beside the call log (which holds every transcript anyway), for `bridge call`.
+    path = settings.admin_token_file
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # a file left by an earlier run keeps no wider mode
+        with os.fdopen(fd, "w") as file:
+            file.write(token + "\n")
+        kept = f" (kept in {path} for `bridge call`)"
+    except OSError:
+        kept = ""
     print(
-        f"ADMIN_TOKEN is not set; this run's admin token (call log at /calls, softphone at /phone): {token}",
+        f"ADMIN_TOKEN is not set; this run's admin token (call log at /calls, softphone at /phone): "
+        f"{token}{kept}",
         file=sys.stderr,
         flush=True,
     )
