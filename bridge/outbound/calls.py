@@ -126,14 +126,21 @@ class OutboundCalls:
             del self._reserved[call_id]
         return len(self._reserved)
 
-    async def place(self, request: OutboundRequest, public_base: str, *, at_capacity: bool) -> PlacedCall:
-        """Place the call. BadOutboundRequest (400), OutboundUnavailable (503), LimitReached (429),
-        CallNotPlaced (502: the carrier refused it; the call log has it as failed)."""
+    async def place(self, request: OutboundRequest, reached_at: str, *, at_capacity: bool) -> PlacedCall:
+        """Place the call (`reached_at`: the base URL its request reached us at). BadOutboundRequest
+        (400), OutboundUnavailable (503), LimitReached (429), CallNotPlaced (502: the carrier refused
+        it; the call log has it as failed)."""
         settings = self.settings
         carrier = request.carrier or settings.outbound_carrier
         route = self._routes.get(carrier)
         if route is None:
             raise OutboundUnavailable(self._why_unavailable(carrier))
+        # Where the carrier reaches us: PUBLIC_URL; the simulated callee is on this machine.
+        public_base = settings.public_url or (reached_at if settings.simulated_callee else "")
+        if not public_base:
+            raise OutboundUnavailable(
+                "set PUBLIC_URL: the carrier reaches this bridge there to connect the call"
+            )
         prefixes = settings.allowed_prefixes
         if prefixes and not request.to.startswith(prefixes):
             raise BadOutboundRequest(f"to: calls may only go to numbers starting {', '.join(prefixes)}")

@@ -66,15 +66,9 @@ def setup_outbound_routes(app: web.Application, bridge: Bridge) -> None:
         except ValueError as exc:  # not JSON, or BadOutboundRequest
             message = str(exc) if isinstance(exc, BadOutboundRequest) else "the body must be JSON"
             return _error(400, message)
-        settings = bridge.settings
-        if settings.public_url:
-            public = settings.public_url
-        elif settings.simulated_callee:
-            public = http_url(public_base_url(settings, request))  # the simulated callee is local
-        else:
-            return _error(503, "set PUBLIC_URL: the carrier reaches this bridge there to connect the call")
+        here = http_url(public_base_url(bridge.settings, request))
         try:
-            placed = await outbound.place(wanted, public, at_capacity=bridge.at_capacity)
+            placed = await outbound.place(wanted, here, at_capacity=bridge.at_capacity)
         except BadOutboundRequest as exc:
             return _error(400, str(exc))
         except LimitReached as exc:

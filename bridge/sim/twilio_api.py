@@ -131,6 +131,9 @@ class TwilioApiStandIn(LoopbackApi):
     # Silence after a person's first words before detection says "human" (Twilio's default).
     speech_end_threshold_ms: float = 1200.0
     line: LineConditions | None = None  # the callee's phone line (delay, jitter, playout buffering)
+    # Where status and detection callbacks really land: a load balancer sending them to another
+    # replica than the one that placed the call (None: where the call asked).
+    callbacks_via: Callable[[str], str] | None = None
     calls: dict[str, SimulatedCall] = field(default_factory=dict)
     _http: aiohttp.ClientSession | None = field(default=None, init=False, repr=False)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set, init=False, repr=False)
@@ -302,6 +305,8 @@ class TwilioApiStandIn(LoopbackApi):
         }
 
     async def _post(self, call: SimulatedCall, url: str, form: dict[str, str]) -> None:
+        if self.callbacks_via is not None:
+            url = self.callbacks_via(url)
         headers = {SIGNATURE_HEADER: RequestValidator(self.auth_token).compute_signature(url, form)}
         status = None
         with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):

@@ -1,7 +1,7 @@
 "use strict";
 
 (() => {
-  const { el, getJSON, formatWhen, liveDuration, formatCost, formatMs, clock, reasonBadge, poll } = CallLog;
+  const { el, getJSON, formatWhen, liveDuration, formatCost, formatMs, clock, reasonBadge, directionBadge, poll } = CallLog;
   const callId = decodeURIComponent(window.location.pathname.split("/").pop());
   const highlight = new URLSearchParams(window.location.search).get("q") || "";
   const status = document.getElementById("status");
@@ -37,7 +37,8 @@
     const who = call.direction === "outbound" ? `Call to ${call.to_number}` : `Call from ${call.from_number}`;
     set("title", who);
     document.title = `${who} · Call log`;
-    document.getElementById("badge").replaceChildren(reasonBadge(call));
+    const direction = directionBadge(call);
+    document.getElementById("badge").replaceChildren(reasonBadge(call), ...(direction ? [" ", direction] : []));
     set("from", call.from_number);
     set("to", call.to_number);
     set("started", formatWhen(call.started_at));
@@ -65,6 +66,11 @@
       ["Output tokens", `${n(call.output_text_tokens)} text, ${n(call.output_audio_tokens)} audio`],
       ["Errors", String(call.error_count)],
     ];
+    if (call.outbound_status) {
+      const asked = call.outbound_request || {};
+      const answered = call.answered_by ? `answered by ${call.answered_by}${call.message_end ? ` (greeting ended: ${call.message_end})` : ""}` : "not answered yet";
+      facts.push(["Placed call", `${call.outbound_status} · ${answered} · machine detection ${asked.machine_detection || "off"}`]);
+    }
     if (call.ended_at) facts.push(["Ended", formatWhen(call.ended_at)]);
     if (call.disposition) facts.push(["Disposition", call.disposition]);
     if (call.summary) facts.push(["Summary", call.summary]);
@@ -177,6 +183,12 @@
         case "note":
           nodes.push(note(e, "quiet", String(d.text || "")));
           break;
+        case "call_progress":
+          nodes.push(note(e, d.status === "failed" ? "problem" : "quiet", progressText(d)));
+          break;
+        case "answering":
+          nodes.push(note(e, "quiet", answeringText(d)));
+          break;
         default:
           nodes.push(note(e, "quiet", `${e.kind}: ${json(d)}`));
       }
@@ -188,6 +200,25 @@
     }
     if (!events.length && call.status !== "in_progress") nodes.unshift(el("p", { class: "muted", text: "Nothing was recorded for this call." }));
     timeline.replaceChildren(...nodes);
+  }
+
+  // A placed call's progress as the carrier reported it.
+  function progressText(d) {
+    if (d.answered_by) return `Carrier: answered by ${d.answered_by}${d.message_end ? `, greeting ended (${d.message_end})` : ""}`;
+    const status = d.status || d.carrier_status || "";
+    return `Carrier: ${status.replace("_", " ")}${d.error ? ` — ${d.error}` : ""}`;
+  }
+
+  // What the call did once it knew (or stopped waiting to know) who answered.
+  function answeringText(d) {
+    const action = {
+      converse: "the assistant speaks",
+      leave_message: "the assistant leaves its message",
+      await_message_end: "waiting for the machine's beep",
+      hang_up: "hung up on the machine",
+    }[d.action];
+    if (!action) return `Answered by ${d.answered_by || "?"}`;
+    return d.assumed ? `No answer type in time: ${action}, as to a person` : `Answered by ${d.answered_by}: ${action}`;
   }
 
   function toolOutcome(result) {

@@ -1,7 +1,7 @@
 "use strict";
 
 (() => {
-  const { el, getJSON, formatWhen, liveDuration, formatCost, reasonBadge, poll, END_REASONS } = CallLog;
+  const { el, getJSON, formatWhen, liveDuration, formatCost, reasonBadge, directionBadge, poll, END_REASONS } = CallLog;
   const form = document.getElementById("filters");
   const tbody = document.querySelector("#calls tbody");
   const status = document.getElementById("status");
@@ -52,7 +52,8 @@
     const notes = [];
     if (call.barge_in_count) notes.push(`${call.barge_in_count} barge-in${call.barge_in_count > 1 ? "s" : ""}`);
     if (call.error_count) notes.push(`${call.error_count} error${call.error_count > 1 ? "s" : ""}`);
-    if (call.direction && call.direction !== "inbound") notes.push(call.direction);
+    if (call.direction && call.direction !== "inbound" && !call.outbound_status) notes.push(call.direction);
+    const direction = directionBadge(call);
     const tr = el(
       "tr",
       { class: call.status === "in_progress" ? "clickable live-row" : "clickable", dataset: { href } },
@@ -60,7 +61,7 @@
       el("td", { class: "number", text: call.from_number }),
       el("td", { class: "number", text: call.to_number }),
       el("td", { text: liveDuration(call) }),
-      el("td", {}, reasonBadge(call)),
+      el("td", {}, reasonBadge(call), direction && " ", direction),
       el("td", { class: "num", text: formatCost(call.cost_usd) }),
       el("td", { class: call.error_count ? "notes problem-text" : "notes", text: notes.join(" · ") }),
     );

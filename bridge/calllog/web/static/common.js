@@ -12,8 +12,16 @@ const CallLog = (() => {
     shutdown: "Server shut down",
     interrupted: "Cut short (server restart)",
     timeout: "Timed out",
+    operator_ended: "Ended by an operator",
+    voicemail: "Left a voicemail",
+    machine: "Answering machine: hung up",
+    busy: "Busy",
+    no_answer: "No answer",
+    failed: "Could not be placed",
+    canceled: "Canceled",
   };
-  const PROBLEM_REASONS = new Set(["error", "upstream_failure", "interrupted", "timeout", "shutdown"]);
+  const PROBLEM_REASONS = new Set(["error", "upstream_failure", "interrupted", "timeout", "shutdown", "failed"]);
+  const ANSWERED_BY = { human: "person", machine: "machine", fax: "fax", unknown: "unknown" };
   const POLL_MS = 2000;
 
   function el(tag, props = {}, ...children) {
@@ -101,6 +109,14 @@ const CallLog = (() => {
     return el("span", { class: cls, title: reason }, END_REASONS[reason] || reason || "Ended");
   }
 
+  // A call we placed: "Outbound", and who answered once the carrier said. Nothing for other calls.
+  function directionBadge(call) {
+    if (!call.outbound_status) return null;
+    const answered = ANSWERED_BY[call.answered_by];
+    const text = answered ? `Outbound · ${answered}` : "Outbound";
+    return el("span", { class: "badge info", title: `Placed by the bridge: ${call.outbound_status}`, dataset: { direction: "outbound" } }, text);
+  }
+
   // Poll `tick` every 2 s while `wanted()` holds and the tab is visible; simple and self-healing.
   function poll(tick, wanted) {
     let timer = null;
@@ -120,5 +136,5 @@ const CallLog = (() => {
     schedule();
   }
 
-  return { END_REASONS, el, getJSON, formatWhen, formatDuration, liveDuration, formatCost, formatMs, clock, reasonBadge, poll };
+  return { END_REASONS, el, getJSON, formatWhen, formatDuration, liveDuration, formatCost, formatMs, clock, reasonBadge, directionBadge, poll };
 })();
