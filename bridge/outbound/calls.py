@@ -86,13 +86,14 @@ class OutboundCalls:
         settings: Settings,
         store: PlacedCallStore,
         base_config: CallConfig,
-        secret: bytes,
+        token_key: bytes,
         events: StatusEvents,
     ) -> None:
+        """`token_key`: keys the placed-call tokens; every replica must derive the same one."""
         self.settings = settings
         self.store = store
         self.base_config = base_config
-        self.tokens = PlacedCallTokens(secret)
+        self.tokens = PlacedCallTokens(token_key)
         self.events = events
         self._routes: dict[str, _Route] = {}
         self._unavailable: dict[str, str] = {}  # carrier -> why it cannot place calls
