@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestServer
 
 from bridge.calllog import CallRecorder, CallStore, setup_calllog_routes
 from bridge.calllog.placed_calls import PlacedCallStore
-from tests.calllog.cdp import Browser, Page, chromium_executable
+from tests.calllog.cdp import Page
 from tests.calllog.conftest import ADMIN_TOKEN
 
 pytestmark = pytest.mark.browser
@@ -74,18 +74,6 @@ async def site(tmp_path: Path) -> AsyncIterator[str]:
         await server.close()
         await recorder.stop()
         await store.close()
-
-
-@pytest.fixture
-async def page(tmp_path: Path) -> AsyncIterator[Page]:
-    browser = await Browser.launch(chromium_executable(), tmp_path / "chromium")
-    try:
-        page = await browser.first_page()
-        yield page
-        await page.close()
-        assert page.errors == [], f"the page logged errors: {page.errors}"
-    finally:
-        await browser.close()
 
 
 async def test_a_placed_call_shows_as_outbound_with_who_answered(site: str, page: Page) -> None:
