@@ -12,7 +12,9 @@ A call we place with machine detection waits, silent and deaf, until the carrier
 
 A verdict may still come after the wait ran out and the call went on as with a person: a machine then
 changes course as above (the carrier's detection is the better judge than our patience), a person
-changes nothing. Only the first machine verdict counts; a fax is a machine that takes no message.
+changes nothing. Only the first machine verdict counts; a fax is a machine that takes no message. A
+machine whose greeting's end is never reported gets its message `MESSAGE_END_WAIT_MS` after it was
+found (a message half-recorded beats none, and the call must end).
 
 Sans-IO: `verdict` and `tick` return the `Step` the call takes; the call does the talking.
 """
@@ -21,6 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum, StrEnum
+
+MESSAGE_END_WAIT_MS = 30_000.0  # a machine found mid-greeting gets its message by then, beep or not
 
 
 class MachineDetection(StrEnum):
@@ -90,6 +94,7 @@ class AnswerDetection:
         self.plan = plan
         self.state = AnswerState.WAITING
         self.deadline = now + plan.wait_ms
+        self.message_deadline = float("inf")  # once a machine was found: when to stop waiting for its beep
         self.assumed_human = False  # the wait ran out before any verdict
 
     @property
@@ -103,9 +108,12 @@ class AnswerDetection:
             self.state = AnswerState.CONVERSING
             self.assumed_human = True
             return Step.CONVERSE
+        if self.state is AnswerState.AWAITING_MESSAGE_END and now >= self.message_deadline:
+            self.state = AnswerState.LEAVING_MESSAGE
+            return Step.LEAVE_MESSAGE
         return Step.NONE
 
-    def verdict(self, verdict: Verdict) -> Step:
+    def verdict(self, verdict: Verdict, now: float) -> Step:
         """The carrier's verdict (or a later one: a machine's message end)."""
         state = self.state
         if state in (AnswerState.HANGING_UP, AnswerState.LEAVING_MESSAGE):
@@ -126,4 +134,5 @@ class AnswerDetection:
         if state is AnswerState.AWAITING_MESSAGE_END:
             return Step.NONE
         self.state = AnswerState.AWAITING_MESSAGE_END
+        self.message_deadline = now + MESSAGE_END_WAIT_MS
         return Step.AWAIT_MESSAGE_END

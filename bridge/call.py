@@ -385,7 +385,7 @@ class Call:
         """The carrier said who answered (or, later, that a machine's greeting ended)."""
         if self.answer is None or self.end_reason is not None:
             return
-        self._answer_step(self.answer.verdict(verdict), verdict, now)
+        self._answer_step(self.answer.verdict(verdict, now), verdict, now)
 
     def _answer_step(self, step: Step, verdict: Verdict | None, now: float) -> None:
         answer = self.answer
@@ -394,7 +394,7 @@ class Call:
         if verdict is not None:
             record.update(answered_by=verdict.answered_by.value, message_end=verdict.message_end)
         else:
-            record["assumed"] = True  # no verdict in time: the call goes on as with a person
+            record["assumed"] = True  # no word in time: as with a person, or as if the beep had come
         self._record(RecordKind.ANSWERING, **record)
         if step is Step.CONVERSE:
             if self.config.greeting:

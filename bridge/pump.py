@@ -412,7 +412,11 @@ class CallPump:
         """A call we placed waits for who answered; the call log brings the verdict from whichever
         replica the carrier told."""
         assert self.call is not None and self.ctx.placed_calls is not None
-        verdict = await self.ctx.placed_calls.verdict(self.call_id, job.seen)
+        try:
+            verdict = await self.ctx.placed_calls.verdict(self.call_id, job.seen)
+        except Exception as exc:  # the call's own wait runs out, and it speaks as to a person
+            self.log.error("verdict not read", error=f"{type(exc).__name__}: {exc}")
+            return
         self.log.info("who answered", answered_by=verdict.answered_by.value, message_end=verdict.message_end)
         self.call.answered(verdict, now_ms())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bridge.answer_detection import (
+    MESSAGE_END_WAIT_MS,
     AnswerDetection,
     AnsweredBy,
     AnswerState,
@@ -34,32 +35,40 @@ HANG_UP = DetectionPlan(MachineDetection.HANG_UP, wait_ms=4000)
 def test_a_person_or_nobody_can_tell_means_a_conversation(verdict: Verdict) -> None:
     detection = AnswerDetection(LEAVE, now=0)
     assert not detection.hears_callee
-    assert detection.verdict(verdict) is Step.CONVERSE
+    assert detection.verdict(verdict, 0) is Step.CONVERSE
     assert detection.hears_callee and not detection.assumed_human
 
 
 def test_hang_up_on_a_machine_at_once() -> None:
     detection = AnswerDetection(HANG_UP, now=0)
-    assert detection.verdict(MACHINE) is Step.HANG_UP
-    assert detection.verdict(BEEP) is Step.NONE and detection.state is AnswerState.HANGING_UP
+    assert detection.verdict(MACHINE, 0) is Step.HANG_UP
+    assert detection.verdict(BEEP, 0) is Step.NONE and detection.state is AnswerState.HANGING_UP
 
 
 def test_a_message_waits_for_the_machine_greeting_to_end() -> None:
     detection = AnswerDetection(LEAVE, now=0)
-    assert detection.verdict(MACHINE) is Step.AWAIT_MESSAGE_END
+    assert detection.verdict(MACHINE, 0) is Step.AWAIT_MESSAGE_END
     assert not detection.hears_callee  # the greeting and the beep never reach the model
-    assert detection.verdict(MACHINE) is Step.NONE
+    assert detection.verdict(MACHINE, 0) is Step.NONE
     assert detection.tick(10_000) is Step.NONE  # a machine was heard: no talking to it as to a person
-    assert detection.verdict(BEEP) is Step.LEAVE_MESSAGE
-    assert detection.verdict(BEEP) is Step.NONE and detection.verdict(HUMAN) is Step.NONE
+    assert detection.verdict(BEEP, 12_000) is Step.LEAVE_MESSAGE
+    assert detection.verdict(BEEP, 0) is Step.NONE and detection.verdict(HUMAN, 0) is Step.NONE
+
+
+def test_a_machine_whose_greeting_end_never_comes_gets_its_message_all_the_same() -> None:
+    detection = AnswerDetection(LEAVE, now=0)
+    assert detection.verdict(MACHINE, 2000) is Step.AWAIT_MESSAGE_END
+    assert detection.tick(2000 + MESSAGE_END_WAIT_MS - 1) is Step.NONE
+    assert detection.tick(2000 + MESSAGE_END_WAIT_MS) is Step.LEAVE_MESSAGE
+    assert detection.verdict(BEEP, 40_000) is Step.NONE
 
 
 def test_a_machine_whose_greeting_already_ended_gets_the_message_at_once() -> None:
-    assert AnswerDetection(LEAVE, now=0).verdict(BEEP) is Step.LEAVE_MESSAGE
+    assert AnswerDetection(LEAVE, now=0).verdict(BEEP, 0) is Step.LEAVE_MESSAGE
 
 
 def test_a_fax_takes_no_message() -> None:
-    assert AnswerDetection(LEAVE, now=0).verdict(FAX) is Step.HANG_UP
+    assert AnswerDetection(LEAVE, now=0).verdict(FAX, 0) is Step.HANG_UP
 
 
 def test_no_verdict_in_time_means_talking_as_to_a_person() -> None:
@@ -68,7 +77,7 @@ def test_no_verdict_in_time_means_talking_as_to_a_person() -> None:
     assert detection.tick(5000) is Step.CONVERSE
     assert detection.assumed_human and detection.hears_callee
     assert detection.tick(9000) is Step.NONE
-    assert detection.verdict(HUMAN) is Step.NONE  # as assumed
+    assert detection.verdict(HUMAN, 0) is Step.NONE  # as assumed
 
 
 @pytest.mark.parametrize(
@@ -82,7 +91,7 @@ def test_no_verdict_in_time_means_talking_as_to_a_person() -> None:
 def test_a_late_machine_verdict_changes_course(plan: DetectionPlan, verdict: Verdict, step: Step) -> None:
     detection = AnswerDetection(plan, now=0)
     assert detection.tick(plan.wait_ms) is Step.CONVERSE
-    assert detection.verdict(verdict) is step
+    assert detection.verdict(verdict, plan.wait_ms) is step
     assert not detection.hears_callee
 
 
@@ -205,3 +214,14 @@ def test_an_empty_greeting_lets_the_person_speak_first() -> None:
     assert upstream == []
     call.carrier_event(CallerAudio(b"\xff" * FRAME_BYTES), 900)
     assert upstream_types(call.drain()[1]) == ["input_audio_buffer.append"]
+
+
+def test_a_call_leaves_its_message_when_the_machines_beep_is_never_reported() -> None:
+    call, _ = placed_call(LEAVE)
+    call.drain()
+    call.answered(MACHINE, 2000)
+    call.drain()
+    call.tick(2000 + MESSAGE_END_WAIT_MS)
+    _, upstream, records = call.drain()
+    assert upstream_types(upstream) == ["response.create"]
+    assert [(r.data["action"], r.data.get("assumed")) for r in records] == [("leave_message", True)]

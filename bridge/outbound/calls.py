@@ -195,7 +195,13 @@ class OutboundCalls:
             log.error("call not placed", call_id=call_id, carrier=carrier, error=str(exc))
             await self.progress(call_id, CallProgress("not placed", FAILED, detail={"error": str(exc)}))
             raise
-        await self.store.record_placed(call_id, carrier_call_id)
+        try:
+            await self.store.record_placed(call_id, carrier_call_id)
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            # The call is on its way: its answer binds the carrier's id all the same.
+            log.warning("the carrier's id of a placed call not recorded", call_id=call_id, error=repr(exc))
         log.info(
             "call placed",
             call_id=call_id,
