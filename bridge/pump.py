@@ -105,9 +105,6 @@ class CallPump:
                 self.log.warning("stream refused: it names a call we did not place", placed_call=placed_id)
                 await self.leg.close("not a placed call", code=1008)
                 return
-            self.call_id, self.config = placed.call_id, placed.config
-            self.log = self.log.bind(call_id=placed.call_id)
-            self.leg.log = self.log
         self._tool_context = {"call_id": self.call_id}
         if placed is not None and placed.metadata:
             self._tool_context["metadata"] = placed.metadata
@@ -139,14 +136,19 @@ class CallPump:
             self.ctx.active_calls.remove(self.call_id, self)
 
     async def _placed_call(self, placed_id: str, started: CallStarted) -> PlacedCall | None:
-        """The call we placed that this stream carries, or None (not ours, or not this carrier call)."""
+        """The call we placed that this stream carries (from now on the call's id and configuration
+        are its own), or None (not ours, or not this carrier call)."""
         if self.ctx.placed_calls is None:
             return None
         try:
-            return await self.ctx.placed_calls.for_stream(placed_id, started.call_sid)
+            placed = await self.ctx.placed_calls.for_stream(placed_id, started.call_sid)
         except Exception as exc:
             self.log.error("placed call not readable", error=f"{type(exc).__name__}: {exc}")
             return None
+        if placed is not None:
+            self.call_id, self.config = placed.call_id, placed.config
+            self.log = self.leg.log = self.log.bind(call_id=placed.call_id)
+        return placed
 
     async def _connected(self, started: CallStarted) -> str:
         try:
