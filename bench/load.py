@@ -159,8 +159,8 @@ async def watch_lag(lags: list[float], interval_ms: float = 20.0) -> None:
 async def one_call(
     http: Any, args: argparse.Namespace, index: int, start_at: float, rng: random.Random
 ) -> dict[str, Any]:
-    from bridge.dial import answer_call, stream_headers
     from bridge.sim.carrier_emulator import TwilioCallerEmulator, random_sid, sleep_until
+    from bridge.sim.twilio_voice import answer_call, stream_headers
 
     await sleep_until(start_at)
     result: dict[str, Any] = {"ok": False, "error": None}

@@ -8,7 +8,8 @@ the time limit and the goodbye are decided here.
 
 Its parts, each with its own state: `OutboundAudio` (the model's audio on its way to the caller and
 its marks), `PlaybackLedger` (what the caller heard), `ResponseQueue` (one response at a time),
-`Goodbye` (the last word), `KeypadEntry` (digits into entries).
+`Goodbye` (the last word), `KeypadEntry` (digits into entries), and on a call we placed with machine
+detection `AnswerDetection` (who answered, and what to do about it).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import json
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from bridge.answer_detection import AnswerDetection, Step, Verdict
 from bridge.audio import L16_24K, PCMU_8K, Transcoder
 from bridge.call_config import CallConfig
-from bridge.call_jobs import CallJob, ToolRequest, TransferRequest, TurnReview
+from bridge.call_jobs import AwaitVerdict, CallJob, ToolRequest, TransferRequest, TurnReview
 from bridge.carrier.events import (
     CallEnded,
     CallerAudio,
@@ -32,7 +34,7 @@ from bridge.carrier.events import (
     Mark,
     PlaybackMark,
 )
-from bridge.goodbye import Goodbye, GoodbyeState
+from bridge.goodbye import GOODBYE_LIMIT_MS, Goodbye, GoodbyeState
 from bridge.keypad import KeypadEntry
 from bridge.ledger import ItemPlayback, PlaybackLedger
 from bridge.log_records import LogRecord, RecordKind
@@ -46,6 +48,7 @@ from bridge.upstream_loss import NOT_TRIED, ConnectReport, UpstreamLoss
 
 PROBE_INTERVAL_MS = 2000.0  # while idle: keeps the round-trip window fresh at no audible cost
 TRANSFER_WAIT_MS = 15_000.0  # the preamble may take a while to be heard; the transfer goes at the latest then
+VOICEMAIL_LIMIT_MS = 60_000.0  # a message on a machine may run longer than a goodbye
 
 # Errors after which the session is of no further use (docs/protocols.md §R10).
 FATAL_ERROR_CODES = frozenset(
@@ -133,10 +136,14 @@ class Call:
         self.sessions_restored = 0
         self.barge_ins = 0
         self.frames_in = 0
+        # A call we placed says nothing, and hears nothing, until the carrier says who answered.
+        self.answer = AnswerDetection(config.detection, now) if config.detection is not None else None
 
         if not configured:
             self.to_upstream.append(codec.session_update(config.session))
-        if config.greeting:
+        if self.answer is not None:
+            self.jobs.append(AwaitVerdict())
+        elif config.greeting:
             self.outbound.await_greeting(now)
             if not greeted:
                 self._ask(config.greeting)
@@ -152,7 +159,8 @@ class Call:
         if isinstance(event, CallerAudio):
             if event.payload and self.end_reason is None:
                 self.frames_in += 1
-                self._relay_caller_audio(event.payload)
+                if self.answer is None or self.answer.hears_callee:
+                    self._relay_caller_audio(event.payload)
         elif isinstance(event, PlaybackMark):
             if self.ledger.acked(event.name, now):
                 if self._complete:
@@ -187,6 +195,8 @@ class Call:
         limit = self.config.max_call_seconds
         if limit and now - self.started_at >= limit * 1000:
             self.say_goodbye("timeout", now)
+        if self.answer is not None and (step := self.answer.tick(now)) is not Step.NONE:
+            self._answer_step(step, None, now)
         self._line_went_quiet(now)
 
     def _probe(self, now: float) -> None:
@@ -415,6 +425,35 @@ class Call:
         self.history.append(("user", f"[keypad: {digits}]"))
         self._ask()
 
+    # -- a call we placed: who answered ------------------------------------------------------------
+
+    def answered(self, verdict: Verdict, now: float) -> None:
+        """The carrier said who answered (or, later, that a machine's greeting ended)."""
+        if self.answer is None or self.end_reason is not None:
+            return
+        self._answer_step(self.answer.verdict(verdict, now), verdict, now)
+
+    def _answer_step(self, step: Step, verdict: Verdict | None, now: float) -> None:
+        answer = self.answer
+        assert answer is not None
+        record: dict[str, Any] = {"action": step.value, "after_ms": round(now - self.started_at)}
+        if verdict is not None:
+            record.update(answered_by=verdict.answered_by.value, message_end=verdict.message_end)
+        else:
+            record["assumed"] = True  # no word in time: as with a person, or as if the beep had come
+        self._record(RecordKind.ANSWERING, **record)
+        if step is Step.CONVERSE:
+            if self.config.greeting:
+                self.outbound.await_greeting(now)
+                self._ask(self.config.greeting)
+        elif step is Step.AWAIT_MESSAGE_END:
+            self.jobs.append(AwaitVerdict(verdict))
+        elif step is Step.HANG_UP:
+            self._end("machine")
+        elif step is Step.LEAVE_MESSAGE:
+            instructions = answer.plan.voicemail_instructions()
+            self.say_goodbye("voicemail", now, instructions=instructions, limit_ms=VOICEMAIL_LIMIT_MS)
+
     # -- transfers --------------------------------------------------------------------------------
 
     def _transfer_requested(self, request: ToolRequest, now: float) -> None:
@@ -551,10 +590,13 @@ class Call:
 
     # -- endings ----------------------------------------------------------------------------------
 
-    def say_goodbye(self, reason: str, now: float) -> bool:
-        """Let the model say a last word (`goodbye.GOODBYES[reason]`); the call ends with `reason` once
-        the caller has heard it, or at the goodbye's deadline. False: the call is ending already."""
-        if self.end_reason is not None or not self.goodbye.begin(reason, now):
+    def say_goodbye(
+        self, reason: str, now: float, *, instructions: str = "", limit_ms: float = GOODBYE_LIMIT_MS
+    ) -> bool:
+        """Let the model say a last word (`instructions`, else `goodbye.GOODBYES[reason]`); the call
+        ends with `reason` once the caller has heard it, or at the goodbye's deadline. False: the
+        call is ending already."""
+        if self.end_reason is not None or not self.goodbye.begin(reason, now, instructions, limit_ms):
             return False
         self._ask(self.goodbye.instructions, last=True)
         return True

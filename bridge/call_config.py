@@ -7,9 +7,10 @@ Nothing else copies a setting for a call.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
+from bridge.answer_detection import DetectionPlan
 from bridge.realtime.codec import RealtimeCodec, SessionOptions
 from bridge.tools.builtin import end_call_definition, transfer_call_definition
 
@@ -34,6 +35,9 @@ class CallConfig:
     transfer_numbers: tuple[str, ...] = ()  # where transfer_call may send the caller, the default first
     max_call_seconds: int = 0  # 0: no limit
     dispositions: tuple[str, ...] = ()  # the post-call summary's choices; empty: no summary
+    # A call we placed with machine detection: the model waits for the carrier's verdict. None: it
+    # speaks at once (every inbound call, and outbound calls without detection).
+    detection: DetectionPlan | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, tools: tuple[dict[str, Any], ...] = ()) -> CallConfig:
@@ -76,11 +80,30 @@ class CallConfig:
             dispositions=settings.disposition_list if settings.post_call_summary else (),
         )
 
+    def for_placed_call(
+        self, *, instructions: str = "", greeting: str | None = None, detection: DetectionPlan | None = None
+    ) -> CallConfig:
+        """This configuration for one call we place: its own instructions and greeting (each
+        replacing the server's when given; an empty greeting means the model waits for the callee)
+        and how it waits for the carrier's answering-machine verdict."""
+        session = replace(self.session, instructions=instructions) if instructions else self.session
+        return replace(
+            self,
+            session=session,
+            greeting=self.greeting if greeting is None else greeting,
+            detection=detection,
+        )
+
+    @property
+    def greets_at_once(self) -> bool:
+        """Is the greeting asked for as soon as the call connects (not after a verdict)?"""
+        return bool(self.greeting) and self.detection is None
+
     def opening_events(self, codec: RealtimeCodec, *, greet: bool) -> list[dict[str, Any]]:
         """What a session opened before its call's stream starts is sent: its configuration, then
         (`greet`) the greeting, so that its first audio is waiting when the caller arrives. A session
         the `Call` opens itself is configured and greeted by the call."""
         events = [codec.session_update(self.session)]
-        if self.greeting and greet:
+        if self.greets_at_once and greet:
             events.append(codec.create_response(self.greeting))
         return events

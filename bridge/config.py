@@ -108,6 +108,8 @@ class Settings(BaseSettings):
     carriers: str = "twilio"  # comma-separated names from bridge.carrier.registry.CARRIERS
     stream_token_secret: SecretStr | None = None  # keys one-time stream tokens; shared by replicas
     twilio_auth_token: SecretStr | None = None
+    twilio_account_sid: str = ""  # places calls (REST); unset outside production: the simulated callee
+    twilio_from_number: str = ""  # the caller id of calls we place when the request names none
     signalwire_signing_key: SecretStr | None = None
     telnyx_public_key: str = ""  # base64 Ed25519 key from the Telnyx portal (webhook signatures)
     telnyx_api_key: SecretStr | None = None  # Call Control REST (transfer)
@@ -116,6 +118,15 @@ class Settings(BaseSettings):
     plivo_auth_token: SecretStr | None = None
     plivo_api_base: str = ""  # Plivo REST base URL override (a stand-in); empty = api.plivo.com
     vonage_signature_secret: SecretStr | None = None  # signed webhooks (JWT, HS256)
+
+    # Calls we place (POST /api/calls, `bridge call`; see README "Place a call")
+    outbound_carrier: str = "twilio"  # the carrier that places them (its routes must be served: CARRIERS)
+    outbound_max_concurrent: int = Field(default=10, ge=1)  # placed calls in progress, all replicas
+    outbound_calls_per_minute: int = Field(default=30, ge=1)  # placements in any minute, all replicas
+    outbound_allowed_prefixes: str = ""  # comma-separated E.164 prefixes calls may go to; empty: any
+    outbound_machine_detection: Literal["off", "hang_up", "leave_message"] = "leave_message"
+    outbound_answer_wait: float = Field(default=5.0, gt=0, le=60)  # seconds to wait for the verdict
+    outbound_ring_timeout: int = Field(default=30, ge=5, le=600)  # seconds it rings before no_answer
 
     # Direct SIP (off unless SIP_LISTEN is set)
     sip_listen: str = ""  # host:port for SIP over UDP, e.g. 0.0.0.0:5060
@@ -273,7 +284,23 @@ class Settings(BaseSettings):
             raise ValueError("must be the http(s) base URL the carrier reaches this server at")
         return value.rstrip("/")
 
-    @field_validator("transfer_number", "fallback_number", "transfer_allowlist")
+    @field_validator("outbound_carrier")
+    @classmethod
+    def _outbound_carrier(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in CARRIERS:
+            raise ValueError(f"unknown carrier {value}; known: {', '.join(CARRIERS)}")
+        return value
+
+    @field_validator("outbound_allowed_prefixes")
+    @classmethod
+    def _prefixes(cls, value: str) -> str:
+        prefixes = [p.strip() for p in value.split(",") if p.strip()]
+        if not all(p.startswith("+") and p[1:].isdigit() and 1 < len(p) <= 16 for p in prefixes):
+            raise ValueError("must be E.164 prefixes like +1,+4420 (a + and digits, comma-separated)")
+        return ",".join(prefixes)
+
+    @field_validator("transfer_number", "fallback_number", "transfer_allowlist", "twilio_from_number")
     @classmethod
     def _e164(cls, value: str) -> str:
         if not all(valid_e164(n.strip()) for n in value.split(",") if n.strip()):
@@ -448,6 +475,17 @@ class Settings(BaseSettings):
         return int(low), int(high)
 
     @property
+    def allowed_prefixes(self) -> tuple[str, ...]:
+        return tuple(p for p in self.outbound_allowed_prefixes.split(",") if p)
+
+    @property
+    def simulated_callee(self) -> bool:
+        """Outside production, with no Twilio account to place calls through, calls we place go to
+        the package's own simulated callee (bridge.sim), so placing one works on a fresh machine."""
+        no_account = self.outbound_carrier == "twilio" and not self.twilio_account_sid
+        return self.bridge_env != "production" and no_account
+
+    @property
     def disposition_list(self) -> tuple[str, ...]:
         return tuple(d.strip() for d in self.dispositions.split(",") if d.strip())
 
@@ -458,19 +496,31 @@ class Settings(BaseSettings):
         return tuple(dict.fromkeys(n for n in (self.transfer_number, *listed) if n))
 
     @property
-    def recording_directory(self) -> Path:
-        """RECORDING_DIR, or "recordings" beside the SQLite call log, or data/recordings (PostgreSQL,
-        or an in-memory SQLite): where recordings go without RECORDING_URL, and where they are spooled."""
-        if self.recording_dir is not None:
-            return self.recording_dir
+    def data_directory(self) -> Path:
+        """Where this bridge keeps its files: beside the SQLite call log, else data/ (PostgreSQL, or an
+        in-memory SQLite)."""
         from sqlalchemy.engine import make_url
 
         url = make_url(self.call_log_url)
         database = url.database or ""
         on_disk = database not in ("", ":memory:") and url.query.get("mode") != "memory"
         if url.get_backend_name() == "sqlite" and on_disk:
-            return Path(database.removeprefix("file:")).expanduser().parent / "recordings"
-        return Path("data") / "recordings"
+            return Path(database.removeprefix("file:")).expanduser().parent
+        return Path("data")
+
+    @property
+    def admin_token_file(self) -> Path:
+        """Where a run without ADMIN_TOKEN keeps the token it made, readable by its user alone, so
+        `bridge call` on the same machine finds it."""
+        return self.data_directory / "admin-token"
+
+    @property
+    def recording_directory(self) -> Path:
+        """RECORDING_DIR, or "recordings" beside the SQLite call log, or data/recordings (PostgreSQL,
+        or an in-memory SQLite): where recordings go without RECORDING_URL, and where they are spooled."""
+        if self.recording_dir is not None:
+            return self.recording_dir
+        return self.data_directory / "recordings"
 
     @property
     def is_azure(self) -> bool:
@@ -520,9 +570,21 @@ def admin_token_for(settings: Settings) -> str:
     if settings.admin_token is not None and settings.admin_token.get_secret_value():
         return settings.admin_token.get_secret_value()
     token = secrets.token_urlsafe(24)
-    # Shown once, on the terminal, never through the logger: the operator needs it to sign in.
+    # Shown once, on the terminal, never through the logger: the operator needs it to sign in. Kept
+    # for this user alone beside the call log (which holds every transcript anyway), for `bridge call`.
+    path = settings.admin_token_file
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # a file left by an earlier run keeps no wider mode
+        with os.fdopen(fd, "w") as file:
+            file.write(token + "\n")
+        kept = f" (kept in {path} for `bridge call`)"
+    except OSError:
+        kept = ""
     print(
-        f"ADMIN_TOKEN is not set; this run's admin token (call log at /calls, softphone at /phone): {token}",
+        f"ADMIN_TOKEN is not set; this run's admin token (call log at /calls, softphone at /phone): "
+        f"{token}{kept}",
         file=sys.stderr,
         flush=True,
     )

@@ -17,24 +17,17 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from xml.etree import ElementTree
 
 import aiohttp
-from twilio.request_validator import RequestValidator
 
 from bridge.clock import now_ms
 from bridge.sim.carrier_emulator import LineConditions, TwilioCallerEmulator, random_sid
-from bridge.sim.playout import Playout
+from bridge.sim.twilio_voice import NotConnected, answer_call, stream_headers
 from bridge.wavfile import read_wav_mono, write_wav
 
 RATE = 8000
 SAMPLE_WAV = Path(__file__).parent / "sim" / "assets" / "caller.wav"
 DEFAULT_URL = "http://127.0.0.1:8080/twilio/voice"
-SIGNATURE_HEADER = "X-Twilio-Signature"
-
-
-class NotConnected(Exception):
-    """The voice webhook did not connect the call to a media stream (refused, busy, an error)."""
 
 
 @dataclass
@@ -88,61 +81,6 @@ class DialReport:
         lines = [f"{name:<22}{value}" for name, value in rows]
         lines += [f"  error: {error}" for error in self.protocol_errors]
         return lines
-
-
-def twiml_stream(twiml: str) -> tuple[str, dict[str, str]]:
-    """What Twilio reads from the TwiML's <Stream>: the URL it connects to, and its <Parameter name=
-    value=> pairs, which arrive as start.customParameters (the one-time stream token among them)."""
-    try:
-        root = ElementTree.fromstring(twiml)
-    except ElementTree.ParseError as exc:
-        raise NotConnected(f"the voice webhook's answer is not TwiML ({exc})") from None
-    stream = next(root.iter("Stream"), None)
-    if stream is None or not stream.attrib.get("url"):
-        said = " ".join(" ".join(say.itertext()).strip() for say in root.iter("Say"))
-        dialled = " ".join(" ".join(dial.itertext()).strip() for dial in root.iter("Dial"))
-        detail = f': "{said}"' if said else ""
-        detail += f" (sent on to {dialled})" if dialled else ""
-        raise NotConnected(f"the bridge did not connect the call to a media stream{detail}")
-    parameters = {p.attrib["name"]: p.attrib.get("value", "") for p in stream.iter("Parameter")}
-    return stream.attrib["url"], parameters
-
-
-async def answer_call(
-    http: aiohttp.ClientSession,
-    voice_url: str,
-    form: dict[str, str],
-    auth_token: str = "",
-    headers: dict[str, str] | None = None,
-) -> tuple[str, dict[str, str]]:
-    """POST the voice webhook as Twilio does (signed with `auth_token`, if given); returns the media
-    stream's URL and parameters from the TwiML answer."""
-    sent = dict(headers or {})
-    if auth_token:
-        sent[SIGNATURE_HEADER] = RequestValidator(auth_token).compute_signature(voice_url, form)
-    async with http.post(voice_url, data=form, headers=sent) as response:
-        twiml = await response.text()
-        if response.status != 200:
-            raise NotConnected(f"the voice webhook answered HTTP {response.status}: {twiml.strip()[:200]}")
-    return twiml_stream(twiml)
-
-
-def stream_headers(
-    stream_url: str, auth_token: str = "", headers: dict[str, str] | None = None
-) -> dict[str, str]:
-    """The media stream upgrade's headers: Twilio signs the URL alone (docs/protocols.md §T7)."""
-    sent = dict(headers or {})
-    if auth_token:
-        sent[SIGNATURE_HEADER] = RequestValidator(auth_token).compute_signature(stream_url, {})
-    return sent
-
-
-def reply_started_ms(playout: Playout, after_ms: float) -> float | None:
-    """When the first audio the bridge sent after `after_ms` started playing to the caller."""
-    starts = [
-        a.started_ms for a in playout.arrivals if a.received_at_ms >= after_ms and a.started_ms is not None
-    ]
-    return min(starts) if starts else None
 
 
 async def dial(
@@ -211,7 +149,7 @@ async def dial(
         assert end is not None
         stage = "before the reply was heard"
         await caller.wait_until(
-            lambda: reply_started_ms(caller.playout, end) is not None, left(), "reply audio"
+            lambda: caller.playout.reply_started_ms(end) is not None, left(), "reply audio"
         )
         stage = "while the reply was playing"
         await caller.wait_quiet(quiet * 1000.0, left())
@@ -226,7 +164,7 @@ async def dial(
     write_wav(wav_out, playout.heard_pcm(include_silence=True), RATE)
     first = playout.first_heard_ms()
     greeting = first if first is not None and (spoken_start is None or first < spoken_start) else None
-    reply = reply_started_ms(playout, spoken_end) if spoken_end is not None else None
+    reply = playout.reply_started_ms(spoken_end) if spoken_end is not None else None
     return DialReport(
         url=url,
         wav_out=wav_out,

@@ -33,6 +33,14 @@ class RecordKind(StrEnum):
     # model was lost for good, `UpstreamLoss`)
     SESSION_RESTORED = "session_restored"  # items (the conversation handed to a new session), lost (why
     # the old one ended), attempts, attempt_ms, spent_ms (`ConnectReport`)
+    # A call we placed: who answered and what the call did about it (answered_by, message_end, or
+    # assumed: no verdict in time; action: converse | hang_up | await_message_end | leave_message |
+    # none; after_ms: since the stream started).
+    ANSWERING = "answering"
+    # A call we placed, as its carrier reports it (status: queued, ringing, answered, completed, busy,
+    # no_answer, failed, canceled; or answered_by). Written by whichever process the carrier's callback
+    # reaches, not by the call's owner (bridge.calllog.placed_calls).
+    CALL_PROGRESS = "call_progress"
     USAGE = "usage"  # a response's token usage, as the service reports it (totals, not an event)
 
 
@@ -44,6 +52,7 @@ LOGGED_KINDS = frozenset(
         RecordKind.GREETING_LATENCY,
         RecordKind.TURN_LATENCY,
         RecordKind.DTMF,
+        RecordKind.ANSWERING,
     }
 )
 TRANSCRIPT_KINDS = (RecordKind.CALLER_TRANSCRIPT, RecordKind.ASSISTANT_TRANSCRIPT)

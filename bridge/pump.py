@@ -18,15 +18,16 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.audio import PCMU_8K, Transcoder
 from bridge.call import Call
 from bridge.call_config import CallConfig
-from bridge.call_jobs import CallJob, ToolRequest, TransferRequest, TurnReview
+from bridge.call_jobs import AwaitVerdict, CallJob, ToolRequest, TransferRequest, TurnReview
 from bridge.call_log_sink import CallLogSink
 from bridge.call_registry import CallRegistry
 from bridge.carrier.events import CallEnded, CallStarted, ClearPlayback, Hangup, Mark, PlayAudio
+from bridge.carrier.outbound import PLACED_CALL_PARAMETER
 from bridge.carrier.transfer import TransferFailed
 from bridge.carrier_leg import CarrierLeg
 from bridge.clock import now_ms
@@ -39,6 +40,9 @@ from bridge.tools.builtin import failure
 from bridge.tools.toolbox import TOOL_TIMEOUT_S, Toolbox
 from bridge.upstream import UpstreamClosed, UpstreamRefused, UpstreamSession
 from bridge.upstream_loss import UpstreamLoss
+
+if TYPE_CHECKING:
+    from bridge.outbound.calls import OutboundCalls, PlacedCall
 
 TICK_S = 0.5
 SUMMARY_TIMEOUT_S = 15.0  # the phone leg is already closed; this only bounds the session's life
@@ -63,6 +67,7 @@ class StreamContext:
     stream_failed: Callable[[str, str], None]
     authorize: Callable[[CallStarted], bool] | None = None  # None: the stream was authenticated already
     tools: Toolbox | None = None
+    placed_calls: OutboundCalls | None = None  # the calls we placed (None: no call log to find them in)
 
 
 class CallPump:
@@ -73,6 +78,8 @@ class CallPump:
         self.call: Call | None = None
         self.upstream: UpstreamSession | None = None
         self.call_id = ""
+        self.config = ctx.call_config  # a call we placed brings its own
+        self._tool_context: dict[str, Any] = {}  # what tools and the before-response hook are told
         self._carrier_lock = asyncio.Lock()
         self._upstream_lock = asyncio.Lock()
         self._wake = asyncio.Event()  # the call has something to send that no pump loop will flush
@@ -92,11 +99,21 @@ class CallPump:
             self.log.warning("stream token rejected: not a stream this server's webhook answered")
             await self.leg.close("unauthorized", code=1008)
             return
+        placed = None
+        if placed_id := params.get(PLACED_CALL_PARAMETER):
+            placed = await self._placed_call(placed_id, started)
+            if placed is None:
+                self.log.warning("stream refused: it names a call we did not place", placed_call=placed_id)
+                await self.leg.close("not a placed call", code=1008)
+                return
+        self._tool_context = {"call_id": self.call_id}
+        if placed is not None and placed.metadata:
+            self._tool_context["metadata"] = placed.metadata
         if not self.ctx.active_calls.add(self.call_id, self):
             self.log.warning("second stream for a call already in progress refused")
             await self.leg.close("duplicate call", code=1008)
             return
-        config = self.ctx.call_config
+        config = self.config
         # The call's row names this process its owner from here on; a stream for a call admitted
         # before (live on another replica, or a replay of an ended one) is refused like the above.
         claimed = await self.ctx.call_log.claim_call(
@@ -105,10 +122,11 @@ class CallPump:
             stream_sid=started.stream_sid,
             from_number=params.get("from", ""),
             to_number=params.get("to", ""),
-            direction=params.get("direction", "inbound"),
+            direction="outbound" if placed is not None else params.get("direction", "inbound"),
             carrier="browser" if params.get("direction") == "browser" else self.leg.carrier,
             model=config.model,
             voice=config.session.voice,
+            placed=placed is not None,
         )
         if not claimed:
             self.ctx.active_calls.remove(self.call_id, self)
@@ -125,6 +143,21 @@ class CallPump:
             await self._close(reason)
             self.ctx.active_calls.remove(self.call_id, self)
 
+    async def _placed_call(self, placed_id: str, started: CallStarted) -> PlacedCall | None:
+        """The call we placed that this stream carries (from now on the call's id and configuration
+        are its own), or None (not ours, or not this carrier call)."""
+        if self.ctx.placed_calls is None:
+            return None
+        try:
+            placed = await self.ctx.placed_calls.for_stream(placed_id, started.call_sid)
+        except Exception as exc:
+            self.log.error("placed call not readable", error=f"{type(exc).__name__}: {exc}")
+            return None
+        if placed is not None:
+            self.call_id, self.config = placed.call_id, placed.config
+            self.log = self.leg.log = self.log.bind(call_id=placed.call_id)
+        return placed
+
     async def _connected(self, started: CallStarted) -> str:
         try:
             prepared = await self.ctx.claim_prepared(started.call_sid)
@@ -134,7 +167,7 @@ class CallPump:
             return "upstream_failure"
         self.ctx.metrics.upstream_connected(self.upstream.connect_ms)
         self.call = Call(
-            self.ctx.call_config,
+            self.config,
             self.upstream.codec,
             started,
             now_ms(),
@@ -419,19 +452,33 @@ class CallPump:
             await self._run_tool(job)
         elif isinstance(job, TurnReview):
             await self._review(job)
+        elif isinstance(job, AwaitVerdict):
+            await self._await_verdict(job)
         else:
             await self._transfer(job)
         await self._flush()
+
+    async def _await_verdict(self, job: AwaitVerdict) -> None:
+        """A call we placed waits for who answered; the call log brings the verdict from whichever
+        replica the carrier told."""
+        assert self.call is not None and self.ctx.placed_calls is not None
+        try:
+            verdict = await self.ctx.placed_calls.verdict(self.call_id, job.seen)
+        except Exception as exc:  # the call's own wait runs out, and it speaks as to a person
+            self.log.error("verdict not read", error=f"{type(exc).__name__}: {exc}")
+            return
+        self.log.info("who answered", answered_by=verdict.answered_by.value, message_end=verdict.message_end)
+        self.call.answered(verdict, now_ms())
 
     async def _review(self, review: TurnReview) -> None:
         """RESPONSE_MODE=manual: the hook sees the caller's turn before the model answers it."""
         assert self.call is not None
         context = ""
-        url = self.ctx.call_config.before_response_url
+        url = self.config.before_response_url
         if self.ctx.tools is not None and url:
             turn = {"item_id": review.item_id, "transcript": review.transcript}
             try:
-                context = await self.ctx.tools.before_response(url, turn, {"call_id": self.call_id})
+                context = await self.ctx.tools.before_response(url, turn, self._tool_context)
             except Exception as exc:
                 self.log.error("before-response hook failed", error=f"{type(exc).__name__}: {exc}")
         self.call.turn_reviewed(review, context)
@@ -445,9 +492,7 @@ class CallPump:
         else:
             try:
                 async with asyncio.timeout(TOOL_TIMEOUT_S):
-                    result = await self.ctx.tools.run(
-                        request.name, request.arguments, {"call_id": self.call_id}
-                    )
+                    result = await self.ctx.tools.run(request.name, request.arguments, self._tool_context)
                 ok, output = result.ok, result.output
             except TimeoutError:
                 ok, output = False, failure("the tool did not answer in time")

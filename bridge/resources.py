@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
+import secrets
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +27,7 @@ from bridge.carrier.stream_tokens import StreamTokens
 from bridge.config import Settings
 from bridge.logs import get_logger, mask_number
 from bridge.metrics import BridgeMetrics
+from bridge.outbound.calls import OutboundCalls
 from bridge.pump import StreamContext
 from bridge.recording import Recordings
 from bridge.session_pool import PreparedSessions
@@ -59,6 +63,7 @@ class Bridge:
     prepared: PreparedSessions = field(default_factory=PreparedSessions)
     awaited: AwaitedStreams = field(init=False)  # answered webhooks whose stream has not started
     active_calls: CallRegistry = field(default_factory=CallRegistry)
+    outbound: OutboundCalls | None = None  # calls we place; None without a call log to follow them in
     ready: bool = False
     draining: bool = False
     stop: StopClock | None = None  # from the first stop signal: the deadlines of the stop
@@ -125,10 +130,12 @@ class Bridge:
             log.warning("call sent to the fallback number", call_sid=call_sid, reason=failed)
         return fallback
 
-    async def open_prepared(self) -> UpstreamSession:
-        """A session for a call whose webhook is being answered: opened and configured, and its
-        greeting asked for when the stream is sure to claim it here (`greets_ahead`); otherwise the
-        process that admits the stream asks for it, so each call is greeted exactly once."""
+    async def open_prepared(self, config: CallConfig | None = None) -> UpstreamSession:
+        """A session for a call whose webhook is being answered, configured for it (`config`: a call
+        we placed brings its own), and its greeting asked for when the stream is sure to claim it here
+        (`greets_ahead`); otherwise the process that admits the stream asks for it, so each call is
+        greeted exactly once. A placed call waiting to hear who answered asks for it then."""
+        config = config or self.call_config
         greet = asyncio.ensure_future(self.greets_ahead())
         try:
             session = await self.open_upstream()
@@ -136,8 +143,8 @@ class Bridge:
             greet.cancel()
             raise
         try:
-            prefetch = await greet
-            for event in self.call_config.opening_events(session.codec, greet=prefetch):
+            prefetch = await greet and config.greets_at_once
+            for event in config.opening_events(session.codec, greet=prefetch):
                 await session.socket.send(session.codec.encode(event).decode())
         except BaseException:
             # Dropped while it was being configured (its stream started elsewhere), or it failed.
@@ -173,6 +180,16 @@ class Bridge:
         token = self.settings.twilio_auth_token
         return token.get_secret_value() if token is not None else ""
 
+    def shared_key(self, purpose: bytes) -> bytes:
+        """A key for `purpose` that every replica derives alike from a secret they share
+        (STREAM_TOKEN_SECRET, else TWILIO_AUTH_TOKEN, else the admin token), never the secret itself."""
+        settings = self.settings
+        secret = settings.stream_token_secret.get_secret_value() if settings.stream_token_secret else ""
+        base = secret or self.twilio_token or self.admin_token
+        if not base:
+            return secrets.token_bytes(32)  # no server: nothing to share
+        return hmac.new(base.encode(), purpose, hashlib.sha256).digest()
+
     def stream_context(self, authorize: Callable[[CallStarted], bool] | None) -> StreamContext:
         """What a media stream's call needs; `authorize` checks its start (None: trusted already)."""
         return StreamContext(
@@ -186,6 +203,7 @@ class Bridge:
             stream_failed=self.stream_failed,
             authorize=authorize,
             tools=self.toolbox,
+            placed_calls=self.outbound,
         )
 
     def turned_away(self, call_id: str, carrier: str) -> bool:
@@ -203,8 +221,10 @@ class Bridge:
 
     @property
     def at_capacity(self) -> bool:
-        # Calls whose webhook was answered count too: their media streams are on the way.
-        return len(self.active_calls) + len(self.prepared) >= self.settings.max_calls
+        # Calls whose webhook was answered count too: their media streams are on the way; and so do
+        # calls this process placed, until their answer comes.
+        placed = self.outbound.reserved if self.outbound is not None else 0
+        return len(self.active_calls) + len(self.prepared) + placed >= self.settings.max_calls
 
     def begin_stop(self, *, at_once: bool = False) -> StopClock:
         """The stop's deadlines (bridge.stop_budget), set by the first call: a signal's, or the

@@ -27,6 +27,7 @@ from bridge.calllog import (
 from bridge.calllog.auth import OperatorAuth
 from bridge.calllog.health import CallLogHealth
 from bridge.calllog.owners import CallOwners
+from bridge.calllog.placed_calls import PlacedCallStore
 from bridge.carrier.registry import CARRIERS
 from bridge.carrier.twilio.routes import browser_media_socket
 from bridge.cluster_auth import ClusterSigner, Target, cluster_key
@@ -35,6 +36,9 @@ from bridge.control_api import setup_control_routes
 from bridge.http_guard import HTTP_LIMITS_KEY, HttpLimits, guard_app, start_server
 from bridge.logs import get_logger
 from bridge.metrics import BridgeMetrics, metrics_context, metrics_handler
+from bridge.outbound.calls import OutboundCalls
+from bridge.outbound.routes import setup_outbound_routes
+from bridge.outbound.status_events import StatusEvents
 from bridge.recording import RecordingArchive, Recordings
 from bridge.replica import internal_listen_port, replica_identity
 from bridge.resources import BRIDGE_KEY, Bridge
@@ -146,6 +150,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     await bridge.toolbox.close()
     if (forwarder := app.get(FORWARDER_KEY)) is not None:
         await forwarder.close()
+    if bridge.outbound is not None:
+        await bridge.outbound.close()
 
 
 def settle_heap() -> None:
@@ -263,6 +269,15 @@ def create_app(
         toolbox=toolbox or Toolbox(),
     )
     app[BRIDGE_KEY] = bridge
+    if store is not None:
+        secret = settings.tools_secret.get_secret_value() if settings.tools_secret else ""
+        bridge.outbound = OutboundCalls(
+            settings,
+            PlacedCallStore(store),
+            bridge.call_config,
+            bridge.shared_key(b"bridge placed calls v1"),
+            StatusEvents(secret),
+        )
     guard_app(
         app,
         HttpLimits(
@@ -294,6 +309,7 @@ def create_app(
     app.router.add_get("/", home)
     if store is not None:
         setup_calllog_routes(app, store, auth, recordings.archive if recordings else None, health)
+        setup_outbound_routes(app, bridge)
     cluster_secret = settings.cluster_secret.get_secret_value() if settings.cluster_secret else ""
     signer = ClusterSigner(cluster_key(cluster_secret, admin_token))
     forwarder = None

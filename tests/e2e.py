@@ -26,6 +26,7 @@ from bridge.replica import replica_identity
 from bridge.server import BRIDGE_KEY, INTERNAL_APP_KEY, Bridge, create_app
 from bridge.sim.carrier_emulator import CallerEmulator
 from bridge.sim.realtime_emulator import EmulatedSession, EmulatorConfig, RealtimeEmulator, greeting_pcm24k
+from bridge.tools.toolbox import Toolbox
 from bridge.wavfile import read_wav_mono, write_wav
 from bridge.workers import bound_socket
 
@@ -53,15 +54,15 @@ class RunningBridge:
 
 
 @contextlib.asynccontextmanager
-async def serving(app: web.Application) -> AsyncIterator[str]:
-    """Serve `app` on a free loopback port, as `bridge serve` does when it is the bridge's app (with
-    its HTTP limits); yields its base URL (http://127.0.0.1:PORT)."""
+async def serving(app: web.Application, port: int = 0) -> AsyncIterator[str]:
+    """Serve `app` on a loopback port (`port`, else a free one), as `bridge serve` does when it is the
+    bridge's app (with its HTTP limits); yields its base URL (http://127.0.0.1:PORT)."""
     if HTTP_LIMITS_KEY in app:
-        runner = await start_server(app, "127.0.0.1", 0, access_log=None)
+        runner = await start_server(app, "127.0.0.1", port, access_log=None)
     else:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
     host, port = runner.addresses[0][:2]
     try:
         yield f"http://{host}:{port}"
@@ -70,15 +71,17 @@ async def serving(app: web.Application) -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def running_bridge(realtime_url: str, **env: str) -> AsyncIterator[RunningBridge]:
+async def running_bridge(
+    realtime_url: str, *, port: int = 0, toolbox: Toolbox | None = None, **env: str
+) -> AsyncIterator[RunningBridge]:
     # A file, as in production: in-memory SQLite is one connection shared by every transaction, so
     # the retention purge at start-up could interleave with the writer's first batch.
     workdir = tempfile.mkdtemp(prefix="bridge-e2e-")
     env = {"CALL_LOG_URL": f"sqlite+aiosqlite:///{workdir}/calls.db", "ADMIN_TOKEN": ADMIN_TOKEN, **env}
     settings = load_settings({"REALTIME_URL": realtime_url, "OPENAI_API_KEY": "sk-test", **env})
-    app = create_app(settings)
+    app = create_app(settings, toolbox=toolbox)
     try:
-        async with serving(app) as base_url:
+        async with serving(app, port) as base_url:
             yield RunningBridge(base_url, app)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

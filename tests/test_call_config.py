@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from bridge.answer_detection import DetectionPlan, MachineDetection
 from bridge.call_config import DEMO_GREETING, CallConfig
 from bridge.config import load_settings
 from bridge.realtime.codec import SessionOptions
@@ -51,7 +52,8 @@ def test_every_call_rule_comes_from_a_setting() -> None:
     config = CallConfig.from_settings(load_settings(EVERYTHING))
     defaults = CallConfig(session=config.session)
     for option in dataclasses.fields(CallConfig):
-        if option.name != "session":
+        # `detection` belongs to one placed call (for_placed_call), never to every call.
+        if option.name not in ("session", "detection"):
             assert getattr(config, option.name) != getattr(defaults, option.name), option.name
     assert config.transfer_numbers == ("+15550001111", "+15550002222")
     assert config.dispositions == ("resolved", "spam") and config.max_call_seconds == 600
@@ -66,3 +68,17 @@ def test_demo_mode_greets_unless_told_otherwise() -> None:
     assert CallConfig.from_settings(load_settings({})).greeting == DEMO_GREETING
     assert CallConfig.from_settings(load_settings({"GREETING": "Hi."})).greeting == "Hi."
     assert CallConfig.from_settings(load_settings({"OPENAI_API_KEY": "sk-test"})).greeting == ""
+
+
+def test_a_placed_call_brings_its_own_instructions_greeting_and_detection() -> None:
+    base = CallConfig.from_settings(load_settings(EVERYTHING))
+    plan = DetectionPlan(MachineDetection.LEAVE_MESSAGE, "Call us back.", wait_ms=3000)
+    placed = base.for_placed_call(
+        instructions="Remind Ann of her 3 pm visit.", greeting="Greet Ann.", detection=plan
+    )
+    assert placed.session.instructions == "Remind Ann of her 3 pm visit." and placed.greeting == "Greet Ann."
+    assert placed.detection == plan and not placed.greets_at_once
+    assert dataclasses.replace(placed.session, instructions=base.session.instructions) == base.session
+    # Nothing given: the server's own; an empty greeting: the model waits for the callee to speak.
+    assert base.for_placed_call() == base and base.greets_at_once
+    assert base.for_placed_call(greeting="").greeting == ""

@@ -30,6 +30,8 @@ class CallStartedOp:
     owner_id: str | None = None
     owner_incarnation: str | None = None
     owner_url: str | None = None
+    # A call we placed: its row exists since we placed it; the start names its stream and its owner.
+    placed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

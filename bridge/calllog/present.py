@@ -192,6 +192,8 @@ CSV_COLUMNS = (
     "status",
     "end_reason",
     "direction",
+    "outbound_status",  # calls we placed: how far they got, and who answered
+    "answered_by",
     "from_number",
     "to_number",
     "carrier",

@@ -190,7 +190,10 @@ class CallRecorder:
         carrier: str = "twilio",
         started_at: datetime | None = None,
         metadata: dict[str, Any] | None = None,
+        placed: bool = False,
     ) -> CallStartedOp:
+        """`placed`: a call we placed, whose row was written when it was (bridge.calllog.placed_calls);
+        its stream and owner are recorded on it, the rest of that row is left as it is."""
         return CallStartedOp(
             call_id=call_id,
             call_sid=call_sid,
@@ -204,6 +207,7 @@ class CallRecorder:
             started_at=_utc(started_at),
             metadata=dict(metadata) if metadata else None,
             **self._owner(),
+            placed=placed,
         )
 
     def _owner(self) -> dict[str, str | None]:

@@ -111,6 +111,14 @@ calls = Table(
     Column("owner_id", String(128)),
     Column("owner_incarnation", String(32)),
     Column("owner_url", String(256)),
+    # A call we placed (bridge.outbound): its progress at the carrier (queued | ringing | answered |
+    # completed | busy | no_answer | failed | canceled), who answered (human | machine | fax |
+    # unknown), how a machine's greeting ended (beep | silence | other), and what was asked of it.
+    # All NULL for calls that reached us.
+    Column("outbound_status", String(16)),
+    Column("answered_by", String(16)),
+    Column("message_end", String(16)),
+    Column("outbound_request", json_type()),
     Index(None, "started_at", "call_id"),
     Index(None, "call_sid"),
     Index(None, "status"),
@@ -122,6 +130,8 @@ call_events = Table(
     metadata,
     Column("id", big_id(), primary_key=True, autoincrement=True),
     Column("call_id", String(64), ForeignKey("calls.call_id", ondelete="CASCADE"), nullable=False),
+    # 1, 2, 3... as the call's owner records them. Events recorded elsewhere (a carrier's callback
+    # about a call we placed may reach any process) take -1, -2, ..., so the two never collide.
     Column("seq", Integer, nullable=False),
     Column("at", UTCDateTime(), nullable=False),
     Column("kind", String(32), nullable=False),

@@ -59,6 +59,14 @@ END_REASONS = (
     "timeout",
     "operator_ended",
     "stream_never_connected",
+    # Calls we placed (bridge.outbound): a message left on a machine, a machine hung up on, and the
+    # calls that never connected, as the carrier reports them.
+    "voicemail",
+    "machine",
+    "busy",
+    "no_answer",
+    "failed",
+    "canceled",
 )
 NEVER_CONNECTED = "stream_never_connected"  # the webhook was answered; its media stream never came
 
@@ -156,17 +164,17 @@ class CallStore:
 
     async def claim_call(self, op: CallStartedOp) -> bool:
         """Write the call's row now, naming its owner; False when the call has a row already (its
-        stream was admitted before, here or by another process sharing this database). One insert
-        that does nothing on a conflict: of two streams for one call, racing on two replicas, exactly
-        one gets the row."""
+        stream was admitted before, here or by another process sharing this database). One upsert that
+        does nothing on a conflict but with a row waiting for this stream (`_insert_start`): of two
+        streams for one call, racing on two replicas, exactly one gets the row."""
+        row = _call_row(op)
         async with self.engine.begin() as conn:
-            insert = insert_ignoring_duplicates(self._dialect, calls, ["call_id"])
-            result = await conn.execute(insert, [_call_row(op)])
+            result = await conn.execute(_insert_start(self._dialect, row.keys(), placed=op.placed), [row])
         return result.rowcount == 1
 
     async def write_batch(self, ops: Sequence[LogOp]) -> None:
         """Apply a batch in one transaction. Safe to retry whole (see `bridge.calllog.ops`)."""
-        starts: dict[str, dict[str, Any]] = {}
+        starts: dict[str, CallStartedOp] = {}
         unconnected: list[dict[str, Any]] = []
         events: list[dict[str, Any]] = []
         totals: dict[str, CallTotalsOp] = {}
@@ -179,7 +187,7 @@ class CallStore:
             elif isinstance(op, CallTotalsOp):
                 totals[op.call_id] = op  # the last one is the current state
             elif isinstance(op, CallStartedOp):
-                starts.setdefault(op.call_id, _call_row(op))  # one row each: an upsert takes no twins
+                starts.setdefault(op.call_id, op)  # one row each: an upsert takes no twins
             elif isinstance(op, CallEndedOp):
                 ends.setdefault(op.call_id, op)  # the first end is the real one
             elif isinstance(op, CallSummaryOp):
@@ -191,8 +199,10 @@ class CallStore:
         async with self.engine.begin() as conn:
             # Starts first: a batch may hold a call's start and everything after it.
             if starts:
-                rows = list(starts.values())
-                await conn.execute(_insert_starts(self._dialect, rows[0].keys()), rows)
+                for placed in (False, True):
+                    rows = [_call_row(op) for op in starts.values() if op.placed == placed]
+                    if rows:
+                        await conn.execute(_insert_start(self._dialect, rows[0].keys(), placed=placed), rows)
             if unconnected:  # after the starts: a call recorded by its stream keeps that record
                 await conn.execute(insert_ignoring_duplicates(self._dialect, calls, ["call_id"]), unconnected)
             if events:
@@ -503,12 +513,22 @@ def _call_row(op: CallStartedOp) -> dict[str, Any]:
     }
 
 
-def _insert_starts(dialect: str, columns: Collection[str]) -> Insert:
-    """Insert calls as their streams start; a call recorded as never connected (its stream came after
-    the wait, or to a sibling that recorded it first) becomes the call that did connect."""
+def _insert_start(dialect: str, columns: Collection[str], *, placed: bool) -> Insert:
+    """Insert calls as their streams start, over the rows waiting for them. A call we placed has its
+    row since it was placed (bridge.calllog.placed_calls): its first stream takes the stream, the
+    model and the owner. A call recorded as never connected (its stream came after the wait, or to a
+    sibling that recorded it first) becomes the call that did connect. Any other row is left alone:
+    the stream is a second one for the call."""
     if dialect not in ("postgresql", "sqlite"):
         raise RuntimeError(f"call log supports SQLite and PostgreSQL, not {dialect}")
     insert = postgresql.insert(calls) if dialect == "postgresql" else sqlite.insert(calls)
+    if placed:
+        taken = ("call_sid", "stream_sid", "model", "voice", "owner_id", "owner_incarnation", "owner_url")
+        return insert.on_conflict_do_update(
+            index_elements=["call_id"],
+            set_={name: insert.excluded[name] for name in taken},
+            where=(calls.c.stream_sid == "") & calls.c.end_reason.is_(None),
+        )
     replaced = {name: insert.excluded[name] for name in columns if name != "call_id"}
     replaced.update(ended_at=None, end_reason=None, duration_s=None)
     return insert.on_conflict_do_update(

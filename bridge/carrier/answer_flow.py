@@ -4,8 +4,11 @@ after a stream, and serve the media socket.
 A call webhook is answered in this order: is it signed (403 if not) → is the bridge draining or full
 (then the busy message, and the fallback number if one is set) → prepare the upstream session while
 the carrier reads our answer → the answer connecting the call to our media socket, carrying the
-call's details and, when webhooks are checked, a one-time stream token. The media socket then checks
-that token at the stream's start (`stream_authorized`), the one token check for every carrier.
+call's details and, when webhooks are checked, a one-time stream token. A call we placed comes back
+to the same webhook with its token in the URL (`?placed=`): it was admitted when it was placed (only
+draining turns it away, silently), and its session and stream get the call's own configuration.
+The media socket then checks the stream token at the stream's start (`stream_authorized`), the one
+token check for every carrier.
 
 What differs per carrier comes in as parts (`bridge.carrier.webhook`): how its webhooks are read and
 its answers written, how it signs, and how it transfers a call.
@@ -22,6 +25,7 @@ from multidict import MultiDict
 from pydantic import SecretStr
 
 from bridge.carrier.events import CallStarted
+from bridge.carrier.outbound import PLACED_CALL_QUERY
 from bridge.carrier.public_url import http_url, public_base, public_url
 from bridge.carrier.stream_tokens import STREAM_TOKEN_PARAMETER
 from bridge.carrier.transfer import CarrierTransfer
@@ -42,6 +46,7 @@ from bridge.websocket_leg import CarrierCodec
 
 if TYPE_CHECKING:
     from bridge.carrier.registry import Carrier
+    from bridge.outbound.calls import PlacedCall
 
 log = get_logger("bridge.carrier")
 
@@ -139,14 +144,22 @@ class CarrierRoutes:
     async def answer(self, request: web.Request) -> web.Response:
         """The call webhook: the busy message when the bridge cannot take the call, else the answer
         connecting it to our media socket, its upstream session opening meanwhile."""
-        call = self._incoming_call(await self.signed_webhook(request))
+        webhook = await self.signed_webhook(request)
+        call = self._incoming_call(webhook)
         bridge, name = self.bridge, self.carrier.name
-        if bridge.turned_away(call.call_id, name):
+        placed = None
+        if (placed_token := webhook.query.get(PLACED_CALL_QUERY)) is not None:
+            placed = await self._placed_call(placed_token, call.call_id, request)
+            if bridge.draining:
+                log.warning("placed call answered while draining: hung up", call_id=placed.call_id)
+                return self.document(self.documents.turn_away("", ""))
+        elif bridge.turned_away(call.call_id, name):
             return self.document(
                 self.documents.turn_away(BUSY_MESSAGE, bridge.settings.fallback_number, call.callee)
             )
+        config = placed.config if placed is not None else bridge.call_config
         if call.call_id:
-            bridge.prepared.prepare(call.call_id, bridge.open_prepared)
+            bridge.prepared.prepare(call.call_id, lambda: bridge.open_prepared(config))
             bridge.awaited.answered(call, name)
         log.info(
             "call webhook answered",
@@ -155,12 +168,24 @@ class CarrierRoutes:
             caller=mask_number(call.caller),
             callee=mask_number(call.callee),
             direction=call.direction,
+            placed_call=placed.call_id if placed is not None else None,
         )
         token = (
             bridge.stream_tokens.issue(call.call_id) if self.signature is not None and call.call_id else ""
         )
         public = http_url(public_base_url(bridge.settings, request))
-        return self.document(self.documents.connect(StreamAnswer(call, public, token)))
+        answer = StreamAnswer(call, public, token, placed_call=placed.call_id if placed is not None else "")
+        return self.document(self.documents.connect(answer))
+
+    async def _placed_call(self, token: str, carrier_call_id: str, request: web.Request) -> PlacedCall:
+        """The call we placed whose answer this is; 403 for a token that names none of ours (or one
+        another of the carrier's calls already answered)."""
+        outbound = self.bridge.outbound
+        placed = await outbound.answering(token, carrier_call_id) if outbound is not None else None
+        if placed is None:
+            log.warning("answer refused: no call we placed", carrier=self.carrier.name, remote=request.remote)
+            raise web.HTTPForbidden()
+        return placed
 
     async def after_stream(self, request: web.Request) -> web.Response:
         """The carrier asks what next once our stream ended: the fallback number if we failed the call,

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from multidict import MultiDict, MultiMapping
 
+from bridge.carrier.outbound import PLACED_CALL_PARAMETER
 from bridge.carrier.stream_tokens import STREAM_TOKEN_PARAMETER
 
 
@@ -68,6 +69,7 @@ class StreamAnswer:
     call: IncomingCall
     public_base: str  # http(s) base URL the carrier reaches us at; the documents name our paths under it
     stream_token: str = ""  # the one-time token the stream must present; empty when webhooks are unchecked
+    placed_call: str = ""  # our id of the call, when we placed it (the stream finds its configuration)
 
     def parameters(self) -> dict[str, str]:
         """The stream's parameters, handed back by the carrier in the stream's start message."""
@@ -80,6 +82,8 @@ class StreamAnswer:
         }
         if self.stream_token:
             parameters[STREAM_TOKEN_PARAMETER] = self.stream_token
+        if self.placed_call:
+            parameters[PLACED_CALL_PARAMETER] = self.placed_call
         return parameters
 
 

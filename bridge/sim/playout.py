@@ -216,6 +216,14 @@ class Playout:
                 return max(piece.start_ms, after_ms)
         return None
 
+    def reply_started_ms(self, after_ms: float) -> float | None:
+        """When the first audio that arrived after `after_ms` started playing (a reply to what was
+        said until then), or None if none has."""
+        starts = [
+            a.started_ms for a in self.arrivals if a.received_at_ms >= after_ms and a.started_ms is not None
+        ]
+        return min(starts) if starts else None
+
     def audio_received_after_clear(self, clear_index: int) -> int:
         """Bytes of media that arrived after the given clear (check `arrivals` for when)."""
         index = self.clears[clear_index].media_index

@@ -3,7 +3,7 @@
 (() => {
   const {
     el, getJSON, formatWhen, liveDuration, formatCost, formatMs, formatSpoken, clock, party, callTitle,
-    reasonBadge, dispositionBadge, operatorAction, poll, END_REASONS,
+    reasonBadge, directionBadge, dispositionBadge, operatorAction, poll, END_REASONS,
   } = CallLog;
   const callId = decodeURIComponent(window.location.pathname.split("/").pop());
   const highlight = new URLSearchParams(window.location.search).get("q") || "";
@@ -33,7 +33,8 @@
     const title = callTitle(call);
     set("title", title);
     document.title = `${title} · Call log`;
-    document.getElementById("badge").replaceChildren(reasonBadge(call));
+    const direction = directionBadge(call);
+    document.getElementById("badge").replaceChildren(reasonBadge(call), ...(direction ? [" ", direction] : []));
     document.getElementById("disposition").replaceChildren(dispositionBadge(call.disposition) || "");
 
     // The gist first: what the caller wanted and what happened, before any figure.
@@ -87,6 +88,11 @@
       ["Errors", String(call.error_count)],
       ["Ended", call.ended_at ? formatWhen(call.ended_at) : "—"],
     ];
+    if (call.outbound_status) {
+      const asked = call.outbound_request || {};
+      const answered = call.answered_by ? `answered by ${call.answered_by}${call.message_end ? ` (greeting ended: ${call.message_end})` : ""}` : "not answered yet";
+      facts.push(["Placed call", `${call.outbound_status} · ${answered} · machine detection ${asked.machine_detection || "off"}`]);
+    }
     document.getElementById("tech").replaceChildren(
       ...facts.map(([k, v]) => el("div", {}, el("dt", { text: k }), el("dd", { text: v }))),
     );
@@ -246,6 +252,12 @@
         case "session_restored":
           nodes.push(note(e, "quiet", `The AI session was replaced; the conversation so far (${d.items} lines) went on in the new one`));
           break;
+        case "call_progress":
+          nodes.push(note(e, d.status === "failed" ? "problem" : "quiet", progressText(d)));
+          break;
+        case "answering":
+          nodes.push(note(e, "quiet", answeringText(d)));
+          break;
         default:
           nodes.push(note(e, "quiet", `${e.kind}: ${json(d)}`));
       }
@@ -257,6 +269,25 @@
     }
     if (!events.length && call.status !== "in_progress") nodes.unshift(el("p", { class: "muted", text: "Nothing was said on this call." }));
     timeline.replaceChildren(...nodes);
+  }
+
+  // A placed call's progress as the carrier reported it.
+  function progressText(d) {
+    if (d.answered_by) return `Carrier: answered by ${d.answered_by}${d.message_end ? `, greeting ended (${d.message_end})` : ""}`;
+    const status = d.status || d.carrier_status || "";
+    return `Carrier: ${status.replace("_", " ")}${d.error ? ` — ${d.error}` : ""}`;
+  }
+
+  // What the call did once it knew (or stopped waiting to know) who answered.
+  function answeringText(d) {
+    const action = {
+      converse: "the assistant speaks",
+      leave_message: "the assistant leaves its message",
+      await_message_end: "waiting for the machine's beep",
+      hang_up: "hung up on the machine",
+    }[d.action];
+    if (!action) return `Answered by ${d.answered_by || "?"}`;
+    return d.assumed ? `No answer type in time: ${action}, as to a person` : `Answered by ${d.answered_by}: ${action}`;
   }
 
   function toolOutcome(result) {

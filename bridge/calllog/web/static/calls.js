@@ -2,7 +2,7 @@
 
 (() => {
   const {
-    el, getJSON, formatWhen, liveDuration, formatCost, reasonBadge, dispositionBadge, party, plural, marked, poll,
+    el, getJSON, formatWhen, liveDuration, formatCost, reasonBadge, dispositionBadge, directionBadge, party, plural, marked, poll,
     END_REASONS,
   } = CallLog;
   const form = document.getElementById("filters");
@@ -90,7 +90,7 @@
     const notes = [];
     if (call.barge_in_count) notes.push(plural(call.barge_in_count, "barge-in"));
     if (call.error_count) notes.push(plural(call.error_count, "error"));
-    if (call.direction && call.direction !== "inbound" && call.direction !== "browser") notes.push(call.direction);
+    if (call.direction && call.direction !== "inbound" && call.direction !== "browser" && !call.outbound_status) notes.push(call.direction);
     if (notes.length) parts.push(el("span", { class: call.error_count ? "notes problem-text" : "notes", text: notes.join(" · ") }));
     return parts;
   }
@@ -98,6 +98,7 @@
   function callRows(call, query) {
     const searched = query.get("q") || "";
     const href = `/calls/${encodeURIComponent(call.call_id)}${searched ? `?q=${encodeURIComponent(searched)}` : ""}`;
+    const direction = directionBadge(call);
     const tbody = el(
       "tbody",
       { class: call.status === "in_progress" ? "call clickable live-row" : "call clickable", dataset: { href, callId: call.call_id } },
@@ -108,7 +109,7 @@
         el("td", { class: "number", "data-label": "Caller", text: party(call, "from") }),
         el("td", { class: "number", "data-label": "Called", text: party(call, "to") }),
         el("td", { "data-label": "Duration", text: liveDuration(call) }),
-        el("td", { "data-label": "How it ended" }, reasonBadge(call)),
+        el("td", { "data-label": "How it ended" }, reasonBadge(call), direction && " ", direction),
         el("td", { class: "num", "data-label": "Cost (est.)", text: formatCost(call.cost_usd) }),
       ),
       el("tr", { class: "gist" }, el("td", { colspan: "6" }, el("div", { class: "gist-line" }, ...gist(call, searched)))),

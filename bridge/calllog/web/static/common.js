@@ -14,10 +14,17 @@ const CallLog = (() => {
     interrupted: "Cut short (server restart)",
     timeout: "Timed out",
     stream_never_connected: "Never connected",
+    voicemail: "Left a voicemail",
+    machine: "Answering machine: hung up",
+    busy: "Busy",
+    no_answer: "No answer",
+    failed: "Could not be placed",
+    canceled: "Canceled",
   };
   const PROBLEM_REASONS = new Set([
-    "error", "upstream_failure", "interrupted", "timeout", "shutdown", "stream_never_connected",
+    "error", "upstream_failure", "interrupted", "timeout", "shutdown", "stream_never_connected", "failed",
   ]);
+  const ANSWERED_BY = { human: "person", machine: "machine", fax: "fax", unknown: "unknown" };
   const DISPOSITIONS = {
     resolved: "Resolved",
     follow_up_needed: "Follow-up needed",
@@ -149,6 +156,14 @@ const CallLog = (() => {
     return el("span", { class: cls, title: reason }, END_REASONS[reason] || reason || "Ended");
   }
 
+  // A call we placed: "Outbound", and who answered once the carrier said. Nothing for other calls.
+  function directionBadge(call) {
+    if (!call.outbound_status) return null;
+    const answered = ANSWERED_BY[call.answered_by];
+    const text = answered ? `Outbound · ${answered}` : "Outbound";
+    return el("span", { class: "badge info", title: `Placed by the bridge: ${call.outbound_status}`, dataset: { direction: "outbound" } }, text);
+  }
+
   function dispositionBadge(disposition) {
     if (!disposition) return null;
     const cls = disposition === "resolved" ? "badge ok" : disposition === "spam" ? "badge" : "badge attention";
@@ -225,6 +240,7 @@ const CallLog = (() => {
 
   return {
     END_REASONS, DISPOSITIONS, el, getJSON, postJSON, formatWhen, formatDuration, liveDuration, formatCost,
-    formatMs, formatSpoken, plural, clock, marked, party, callTitle, reasonBadge, dispositionBadge, operatorAction, lineText, poll,
+    formatMs, formatSpoken, plural, clock, marked, party, callTitle, reasonBadge, dispositionBadge, directionBadge,
+    operatorAction, lineText, poll,
   };
 })();
