@@ -9,13 +9,19 @@ the time limit and the goodbye are decided here.
 Its parts, each with its own state: `OutboundAudio` (the model's audio on its way to the caller and
 its marks), `PlaybackLedger` (what the caller heard), `ResponseQueue` (one response at a time),
 `Goodbye` (the last word), `KeypadEntry` (digits into entries).
+
+A recorded call has a `tap` (its `CallRecording`): the caller's frames as received, and the
+assistant's audio as the caller hears it (placed by the ledger's playout clock, cut where a clear
+discarded it). Its recording notice, if one is configured, plays before anything of the model's and
+is never cut by a barge-in: the model's audio waits for it, and the caller's words still reach the
+model meanwhile.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from bridge.audio import L16_24K, PCMU_8K, Transcoder
 from bridge.call_config import CallConfig
@@ -43,8 +49,14 @@ from bridge.response_queue import Request, ResponseQueue
 from bridge.summary import PostCallSummary
 from bridge.tools.builtin import END_CALL, TRANSFER_CALL, failure
 
+if TYPE_CHECKING:
+    from bridge.recording.call_recording import CallRecording
+
 PROBE_INTERVAL_MS = 2000.0  # while idle: keeps the round-trip window fresh at no audible cost
 TRANSFER_WAIT_MS = 15_000.0  # the preamble may take a while to be heard; the transfer goes at the latest then
+# A carrier that never echoes the notice's marks does not hold the model back for longer than the notice
+# plus this.
+NOTICE_GRACE_MS = 5000.0
 
 # Errors after which the session is of no further use (PROTOCOLS.md B5.4, B7).
 FATAL_ERROR_CODES = frozenset(
@@ -88,9 +100,11 @@ class Call:
         configured: bool = False,
         greeted: bool = False,
         play_chunk_ms: int = FRAME_MS,
+        tap: CallRecording | None = None,
     ) -> None:
         """`configured`/`greeted`: a pre-opened session was already sent its configuration/greeting.
-        `play_chunk_ms`: the most audio the carrier takes in one message (`CarrierLeg.play_chunk_ms`)."""
+        `play_chunk_ms`: the most audio the carrier takes in one message (`CarrierLeg.play_chunk_ms`).
+        `tap`: the call's recording, when it is recorded (then the recording notice plays first)."""
         self.config = config
         self.codec = codec
         self.started = started
@@ -104,8 +118,9 @@ class Call:
         line = started.line
         model = PCMU_8K if config.audio_passthrough else L16_24K
         self._inbound = Transcoder(line, model)
+        self._tap = tap
         self.ledger = PlaybackLedger(bytes_per_ms=line.bytes_per_ms)
-        self.outbound = OutboundAudio(model, line, self.ledger, play_chunk_ms)
+        self.outbound = OutboundAudio(model, line, self.ledger, play_chunk_ms, tap)
         self.ledger.output_lag_ms = self.outbound.output_lag_ms
         self.responses = ResponseQueue()
         self.goodbye = Goodbye()
@@ -122,6 +137,9 @@ class Call:
         self.sessions_restored = 0
         self.barge_ins = 0
         self.frames_in = 0
+        # Caller audio appended to the current session (line bytes): where its VAD's times fall.
+        self._caller_bytes = 0
+        self._notice_until: float | None = None  # the notice is playing; the model waits until then
 
         if not configured:
             self.to_upstream.append(codec.session_update(config.session))
@@ -129,7 +147,9 @@ class Call:
             self.outbound.await_greeting(now)
             if not greeted:
                 self._ask(config.greeting)
-        self._probe(now)
+        self._probe(now)  # before the notice: its echo must not wait behind it
+        if tap is not None and config.recording_notice:
+            self._play_notice(config.recording_notice, now)
 
     @property
     def frames_out(self) -> int:
@@ -141,10 +161,20 @@ class Call:
         if isinstance(event, CallerAudio):
             if event.payload and self.end_reason is None:
                 self.frames_in += 1
+                self._caller_bytes += len(event.payload)
+                if self._tap is not None:
+                    # The frame left the carrier half a round trip before it reached us.
+                    self._tap.caller(event.payload, now - self.ledger.half_rtt)
                 self._relay_caller_audio(event.payload)
         elif isinstance(event, PlaybackMark):
-            if self.ledger.acked(event.name, now) and self._waiting_for_silence:
-                self._line_went_quiet(now)
+            ledger = self.ledger
+            if ledger.acked(event.name, now):
+                if (moved := ledger.take_projection_shift()) is not None:
+                    self.outbound.projection_moved(*moved)
+                if self._notice_until is not None and not ledger.pending():
+                    self._notice_heard(now, whole=True)
+                if self._waiting_for_silence:
+                    self._line_went_quiet(now)
         elif isinstance(event, Dtmf):
             self._record(RecordKind.DTMF, digit=event.digit)
             if (entry := self._keypad.press(event.digit, now)) is not None:
@@ -168,6 +198,8 @@ class Call:
             self._probe(now)
         if (entry := self._keypad.due(now)) is not None:
             self._keyed(entry)
+        if self._notice_until is not None and now >= self._notice_until:
+            self._notice_heard(now, whole=False)
         limit = self.config.max_call_seconds
         if limit and now - self.started_at >= limit * 1000:
             self.say_goodbye("timeout", now)
@@ -185,7 +217,7 @@ class Call:
         if isinstance(event, rt.AudioDelta):
             self._assistant_audio(event, now)
         elif isinstance(event, rt.SpeechStarted):
-            self._speech_started_at[event.item_id] = now
+            self._speech_started_at[event.item_id] = self._caller_spoke_at(event.audio_start_ms, now)
             self._speech_started(now)
         elif isinstance(event, rt.SpeechStopped):
             self.outbound.await_reply(now)
@@ -198,12 +230,11 @@ class Call:
         elif isinstance(event, rt.OutputTranscriptDone):
             if event.response_id not in self.responses.interrupted and event.item_id in self._transcripts:
                 self._transcripts.pop(event.item_id)
-                self._record(
-                    RecordKind.ASSISTANT_TRANSCRIPT,
-                    item_id=event.item_id,
-                    text=event.transcript,
-                    interrupted=False,
-                )
+                # Transcripts come as the audio is made, far ahead of the caller hearing it: the line
+                # belongs where the caller began to hear it.
+                data = {"item_id": event.item_id, "text": event.transcript, "interrupted": False}
+                at = self.outbound.play_started.pop(event.item_id, None)
+                self.records.append(LogRecord(RecordKind.ASSISTANT_TRANSCRIPT, data, at))
                 self.history.append(("assistant", event.transcript))
         elif isinstance(event, rt.ResponseCreated):
             self.responses.created(event)
@@ -267,6 +298,7 @@ class Call:
         if response is not None:
             for item_id in response.audio_items:
                 self.ledger.forget(item_id)
+                self.outbound.play_started.pop(item_id, None)
 
     def _server_error(self, event: rt.ServerError) -> None:
         code = event.code or ""
@@ -419,8 +451,19 @@ class Call:
 
     # -- barge-in ---------------------------------------------------------------------------------
 
+    def _caller_spoke_at(self, audio_start_ms: int, now: float) -> float:
+        """When the caller began the speech the model's VAD found at `audio_start_ms` of the audio we
+        appended, on our clock as a recording places caller audio; `now` if that does not fit."""
+        behind = self._caller_bytes / self.ledger.bytes_per_ms - audio_start_ms
+        if not 0 <= behind <= now - self.started_at:
+            return now  # the service's clock is not ours to read (a session that restarted it)
+        return now - behind - self.ledger.half_rtt
+
     def _speech_started(self, now: float) -> None:
         responses = self.responses
+        if self._notice_until is not None:
+            self._talked_over_notice()
+            return
         if not self.ledger.pending() and not responses.generating:
             return  # An ordinary turn: nothing of ours is playing.
         self.to_carrier.append(ClearPlayback())  # First, before any bookkeeping: the caller hears this.
@@ -428,7 +471,10 @@ class Call:
         active = responses.interrupt()
         unfinished = [i for i in active.audio_items if i not in self._audio_done] if active else []
         truncates = []
-        for p in self.ledger.clear(now, unfinished):
+        playbacks = self.ledger.clear(now, unfinished)
+        if self._tap is not None:
+            self._tap.cleared(sum(p.unheard_bytes for p in playbacks))
+        for p in playbacks:
             if p.heard_ms >= p.sent_ms and p.item_id in self._audio_done:
                 continue  # The caller heard it all; truncating would make the model repeat itself.
             self.to_upstream.append(self.codec.truncate(p.item_id, p.audio_end_ms, p.content_index))
@@ -463,19 +509,20 @@ class Call:
 
     def _log_cut_transcript(self, item_id: str, sent_ms: int, heard_ms: int) -> None:
         text = self._transcripts.pop(item_id, "")
+        at = self.outbound.play_started.pop(item_id, None)
         if not text:
             return
         # The transcript runs ahead of playback; cut it in proportion to what was heard.
         total = max(sent_ms, 1)
         heard_text = text[: round(len(text) * min(heard_ms / total, 1.0))]
-        self._record(
-            RecordKind.ASSISTANT_TRANSCRIPT,
-            item_id=item_id,
-            text=heard_text.rstrip(),
-            full_text=text,
-            interrupted=True,
-            heard_ms=heard_ms,
-        )
+        data = {
+            "item_id": item_id,
+            "text": heard_text.rstrip(),
+            "full_text": text,
+            "interrupted": True,
+            "heard_ms": heard_ms,
+        }
+        self.records.append(LogRecord(RecordKind.ASSISTANT_TRANSCRIPT, data, at))
         if heard_text.strip():
             self.history.append(("assistant", heard_text.rstrip()))
 
@@ -500,9 +547,14 @@ class Call:
         of the old session and not heard is asked of the new one."""
         self.codec = codec
         self.needs_new_session = False
-        if self.ledger.pending():
+        if self._notice_until is not None:
+            self.outbound.drop_held()  # the notice plays on; what the old session said is gone
+        elif self.ledger.pending():
             self.to_carrier.append(ClearPlayback())
-            self.ledger.clear(now)
+            playbacks = self.ledger.clear(now)
+            if self._tap is not None:
+                self._tap.cleared(sum(p.unheard_bytes for p in playbacks))
+        self._caller_bytes = 0  # the new session's clock starts at its first append
         self._transcripts.clear()
         self.outbound.drop()
         self.to_upstream.append(codec.session_update(self.config.session))
@@ -515,6 +567,48 @@ class Call:
     def upstream_lost(self) -> None:
         """The model's session is gone; the pump apologises to the caller and closes the line."""
         self._end("upstream_failure", hang_up=False)
+
+    def apologising(self, audio: bytes, now: float) -> None:
+        """The leg clears what was playing and plays `audio` (line format) instead: the recording
+        keeps what was heard of the one and all of the other."""
+        playbacks = self.ledger.clear(now)
+        if self._tap is not None:
+            ledger = self.ledger
+            self._tap.cleared(sum(p.unheard_bytes for p in playbacks))
+            self._tap.assistant(audio, now + ledger.half_rtt + ledger.playout_delay_ms)
+
+    # -- the recording notice ---------------------------------------------------------------------
+
+    def _play_notice(self, notice_pcm24k: bytes, now: float) -> None:
+        line = self.started.line
+        to_line = Transcoder(L16_24K, line)
+        audio = to_line.process(notice_pcm24k) + to_line.flush()
+        self.outbound.notice(audio, now, self.to_carrier)
+        self._notice_until = now + len(audio) / line.bytes_per_ms + NOTICE_GRACE_MS
+
+    def _notice_heard(self, now: float, *, whole: bool) -> None:
+        """The notice played to its end (or its marks never came back): the model may speak."""
+        self._notice_until = None
+        for record in self.outbound.release(now, self.to_carrier):
+            self.records.append(record)
+        text = "Recording notice played" if whole else "Recording notice sent; the carrier never confirmed it"
+        self._record(RecordKind.NOTE, text=text, source="recording_notice", heard_whole=whole)
+
+    def _talked_over_notice(self) -> None:
+        """The caller spoke during the notice, which plays on: whatever the model said meanwhile is
+        dropped unheard (the model hears it was not heard), and its answer to the caller waits behind
+        the notice."""
+        items = self.outbound.drop_held()
+        active = self.responses.interrupt()
+        if active is not None:
+            for item_id in active.audio_items:
+                items.setdefault(item_id, 0)
+        for item_id, content_index in items.items():
+            self.to_upstream.append(self.codec.truncate(item_id, 0, content_index))
+            self._log_cut_transcript(item_id, 1, 0)
+        if active is not None and not self.config.session.interrupt_response:
+            self.to_upstream.append(self.codec.cancel_response(active.response_id))
+        self.outbound.greeting_interrupted()
 
     def post_call_summary(self, reason: str) -> PostCallSummary | None:
         """Once the call ended with `reason`: the summary to ask the still-open session for, or None
@@ -530,6 +624,14 @@ class Call:
         if self.end_reason is not None:
             return
         self.end_reason = reason
+        if self._notice_until is not None:
+            self._notice_until = None
+            self._record(
+                RecordKind.NOTE,
+                text="The call ended during the recording notice",
+                source="recording_notice",
+                heard_whole=False,
+            )
         if hang_up:
             self.to_carrier.append(Hangup(reason))
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from bridge.realtime.codec import RealtimeCodec, SessionOptions
 from bridge.tools.builtin import end_call_definition, transfer_call_definition
+from bridge.wavfile import read_wav_mono
 
 if TYPE_CHECKING:
     from bridge.config import Settings
@@ -34,6 +35,7 @@ class CallConfig:
     transfer_numbers: tuple[str, ...] = ()  # where transfer_call may send the caller, the default first
     max_call_seconds: int = 0  # 0: no limit
     dispositions: tuple[str, ...] = ()  # the post-call summary's choices; empty: no summary
+    recording_notice: bytes = b""  # PCM16 24 kHz played first on a recorded call (RECORDING_NOTICE)
 
     @classmethod
     def from_settings(cls, settings: Settings, tools: tuple[dict[str, Any], ...] = ()) -> CallConfig:
@@ -74,6 +76,7 @@ class CallConfig:
             transfer_numbers=settings.transfer_numbers,
             max_call_seconds=settings.max_call_seconds,
             dispositions=settings.disposition_list if settings.post_call_summary else (),
+            recording_notice=read_wav_mono(notice, 24000) if (notice := settings.recording_notice) else b"",
         )
 
     def opening_events(self, codec: RealtimeCodec, *, greet: bool) -> list[dict[str, Any]]:

@@ -59,6 +59,13 @@ class ItemPlayback:
     heard_ms: int
     started: bool  # any of it reached the caller's ear
     audio_end_ms: int  # what the caller heard on the model's clock: the truncate's audio_end_ms
+    sent_bytes: int = 0  # the same two figures in line bytes, exact: what a recording keeps is cut by them
+    heard_bytes: int = 0
+
+    @property
+    def unheard_bytes(self) -> int:
+        """What was sent of it and never played: the tail a clear discarded."""
+        return self.sent_bytes - self.heard_bytes
 
 
 @dataclass(slots=True)
@@ -83,6 +90,9 @@ class PlaybackLedger:
         self._items: dict[str, _Item] = {}
         self._anchor: float | None = None  # when the carrier finished the last confirmed frame
         self._burst_start: float | None = None  # send time of the first frame after the buffer was idle
+        self._queue_end = float("-inf")  # when what was sent will have played, as projected when sent
+        self._burst_projected = 0.0  # the projected start of the burst's first frame
+        self._projection_shift: tuple[float, float] | None = None
         self._marks_sent = 0
         self._probes: dict[str, float] = {}
         self._discarded: set[str] = set()  # marks whose echo means "cleared", not "played"
@@ -94,15 +104,33 @@ class PlaybackLedger:
         received = self._received_ms
         received[item_id] = received.get(item_id, 0.0) + model_ms
 
-    def sent(self, item_id: str, content_index: int, size: int, now: float) -> None:
-        """`size` bytes of `item_id` were handed to the carrier."""
+    def sent(self, item_id: str, content_index: int, size: int, now: float) -> float:
+        """`size` bytes of `item_id` were handed to the carrier. Returns when the caller will start
+        hearing them, projected as they leave (the playout clock below, without the echoes still to
+        come): what a recording places them by."""
         item = self._items.get(item_id)
         if item is None:
             item = self._items[item_id] = _Item(content_index)
-        if not self._frames:
+        burst = not self._frames
+        if burst:
             self._burst_start = now  # every earlier frame was confirmed played: the carrier is idle
         self._frames.append(_Frame(item_id, content_index, item.sent_bytes, size, now))
         item.sent_bytes += size
+        # `_frame_start`'s rule, frame after frame: behind what is queued, or, reaching a carrier that
+        # ran dry (a model stall), after its start-up buffering.
+        arrival = now + self.half_rtt
+        queued = self._queue_end
+        start = queued if arrival <= queued else arrival + self.playout_delay_ms
+        self._queue_end = start + size / self.bytes_per_ms
+        if burst:
+            self._burst_projected = start
+        return start
+
+    def take_projection_shift(self) -> tuple[float, float] | None:
+        """(the start `sent` projected for a burst, how far the burst's first echo moved it: later
+        when positive), once; None when nothing moved since the last call."""
+        shift, self._projection_shift = self._projection_shift, None
+        return shift
 
     def mark(self) -> str | None:
         """Name for a mark covering every frame sent since the previous mark (None if there are none)."""
@@ -157,6 +185,12 @@ class PlaybackLedger:
             self.playout_delay_ms += weight * (sample - self.playout_delay_ms)
             self._playout_samples += 1
             self._anchor = candidate
+            # When the burst really began: this echo's trip back taken as a typical one (the shortest
+            # would place it late by the jitter). The projection of what follows moves with it.
+            began = now - self._typical_half_rtt() - played / self.bytes_per_ms
+            shift = began - self._burst_projected
+            self._queue_end += shift
+            self._projection_shift = (self._burst_projected, shift)
         else:
             # A late echo says less than an early one: keep the earlier of this echo and what the
             # last anchor projects, but no earlier than the jitter seen on this line allows.
@@ -246,6 +280,8 @@ class PlaybackLedger:
             heard_ms=heard_ms,
             started=heard_bytes > 0,
             audio_end_ms=audio_end_ms,
+            sent_bytes=item.sent_bytes,
+            heard_bytes=heard_bytes,
         )
 
     def _unconfirmed_ceiling(self) -> int:
@@ -269,6 +305,7 @@ class PlaybackLedger:
         self._frames.clear()
         self._anchor = None
         self._burst_start = None
+        self._queue_end = float("-inf")
         for p in result:
             del self._items[p.item_id]
             self._received_ms.pop(p.item_id, None)

@@ -8,6 +8,10 @@ Nothing the call produces can be lost: each flush takes the call's outboxes once
 took; whatever the call produces while a flush is sending waits in the outboxes for the next one.
 What an operator does to a live call wakes the pump's own flusher, and jobs run as tasks the pump
 holds and cancels when the call ends.
+
+A recorded call's recording begins with the call (sample 0 is the call log's `started_at`) and ends
+when the line closed; the `Call` feeds it as the call goes (its tap), and what happens after the call
+(rendering, storing) is `Recordings`' business, off this loop.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.audio import PCMU_8K, Transcoder
 from bridge.call import Call
@@ -38,6 +42,9 @@ from bridge.summary import PostCallSummary
 from bridge.tools.builtin import failure
 from bridge.tools.toolbox import TOOL_TIMEOUT_S, Toolbox
 from bridge.upstream import UpstreamClosed, UpstreamRefused, UpstreamSession
+
+if TYPE_CHECKING:
+    from bridge.recording import CallRecording, Recordings
 
 TICK_S = 0.5
 SUMMARY_TIMEOUT_S = 15.0  # the phone leg is already closed; this only bounds the session's life
@@ -62,6 +69,7 @@ class StreamContext:
     stream_failed: Callable[[str, str], None]
     authorize: Callable[[CallStarted], bool] | None = None  # None: the stream was authenticated already
     tools: Toolbox | None = None
+    recordings: Recordings | None = None  # None: no call is recorded
 
 
 class CallPump:
@@ -71,6 +79,7 @@ class CallPump:
         self.log = logger
         self.call: Call | None = None
         self.upstream: UpstreamSession | None = None
+        self.recording: CallRecording | None = None
         self.call_id = ""
         self._carrier_lock = asyncio.Lock()
         self._upstream_lock = asyncio.Lock()
@@ -96,6 +105,7 @@ class CallPump:
             await self.leg.close("duplicate call", code=1008)
             return
         config = self.ctx.call_config
+        started_at = datetime.now(UTC)  # the call log's start and the recording's first sample alike
         self.ctx.call_log.call_started(
             call_id=self.call_id,
             call_sid=started.call_sid,
@@ -106,7 +116,11 @@ class CallPump:
             carrier="browser" if params.get("direction") == "browser" else self.leg.carrier,
             model=config.model,
             voice=config.session.voice,
+            started_at=started_at,
         )
+        recordings = self.ctx.recordings
+        if recordings is not None and recordings.wanted(params):
+            self.recording = recordings.begin(self.call_id, started.line, now_ms(), started_at)
         self.log.info(
             "call started", caller=mask_number(params.get("from")), callee=mask_number(params.get("to"))
         )
@@ -136,6 +150,7 @@ class CallPump:
             configured=self.upstream.configured,
             greeted=self.upstream.greeted,
             play_chunk_ms=self.leg.play_chunk_ms,
+            tap=self.recording,
         )
         self.log.info(
             "upstream session open",
@@ -170,6 +185,8 @@ class CallPump:
         if not self.leg.closed:  # the phone leg first: nothing below may keep the caller on the line
             with contextlib.suppress(Exception):
                 await self.leg.close(reason)
+        if self.recording is not None and self.ctx.recordings is not None:
+            self.ctx.recordings.end(self.recording, now_ms())
         call = self.call
         self.ctx.call_log.call_ended(self.call_id, reason)  # the call ended when the line did
         self.ctx.metrics.call_ended(reason)
@@ -206,10 +223,15 @@ class CallPump:
             self.log.info("post-call summary", disposition=result.disposition)
 
     def _apology(self) -> bytes:
-        """The apology (µ-law 8 kHz) in this call's line format."""
+        """The apology (µ-law 8 kHz) in this call's line format, as the recording keeps it too."""
         assert self.leg.started is not None
         converter = Transcoder(PCMU_8K, self.leg.started.line)
-        return converter.process(self.ctx.apology) + converter.flush()
+        audio = converter.process(self.ctx.apology) + converter.flush()
+        if self.call is not None:
+            self.call.apologising(audio, now_ms())
+        elif self.recording is not None:  # the model never answered: nothing played before it
+            self.recording.assistant(audio, now_ms())
+        return audio
 
     # -- what operators and the server do to a live call ------------------------------------------
 

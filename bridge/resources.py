@@ -112,6 +112,7 @@ class Bridge:
             stream_failed=self.stream_failed,
             authorize=authorize,
             tools=self.toolbox,
+            recordings=self.recordings,
         )
 
     def turned_away(self, call_id: str, carrier: str) -> bool:

@@ -26,12 +26,14 @@ from bridge.carrier.public_url import http_url, public_base, public_url
 from bridge.carrier.stream_tokens import STREAM_TOKEN_PARAMETER
 from bridge.carrier.transfer import CarrierTransfer
 from bridge.carrier.webhook import (
+    RECORD_PARAMETER,
     AnswerDocuments,
     IncomingCall,
     StreamAnswer,
     UnusableWebhook,
     WebhookRequest,
     WebhookSignature,
+    record_requested,
 )
 from bridge.carrier_leg import Transfer
 from bridge.config import Settings
@@ -45,6 +47,8 @@ if TYPE_CHECKING:
 
 log = get_logger("bridge.carrier")
 
+# What a stream token vouches for beside its call: that the webhook asked for a recording.
+RECORD_CLAIM = f"{RECORD_PARAMETER}=1"
 BUSY_MESSAGE = "Sorry, all our lines are busy right now. Please call again in a few minutes."
 MAX_WEBHOOK_BYTES = 64 * 1024  # a call webhook is a few hundred bytes of form or JSON
 
@@ -139,7 +143,8 @@ class CarrierRoutes:
     async def answer(self, request: web.Request) -> web.Response:
         """The call webhook: the busy message when the bridge cannot take the call, else the answer
         connecting it to our media socket, its upstream session opening meanwhile."""
-        call = self._incoming_call(await self.signed_webhook(request))
+        webhook = await self.signed_webhook(request)
+        call = self._incoming_call(webhook)
         bridge, name = self.bridge, self.carrier.name
         if bridge.turned_away(call.call_id, name):
             return self.document(
@@ -147,6 +152,9 @@ class CarrierRoutes:
             )
         if call.call_id:
             bridge.prepared.prepare(call.call_id, bridge.open_prepared)
+        # An operator asks for a call's recording (RECORDING=requested) with `record=1` on the webhook
+        # URL the carrier is given: a number's webhook, or an outbound call's.
+        record = record_requested(webhook.query)
         log.info(
             "call webhook answered",
             carrier=name,
@@ -154,12 +162,13 @@ class CarrierRoutes:
             caller=mask_number(call.caller),
             callee=mask_number(call.callee),
             direction=call.direction,
+            record=record,
         )
-        token = (
-            bridge.stream_tokens.issue(call.call_id) if self.signature is not None and call.call_id else ""
-        )
+        token = ""
+        if self.signature is not None and call.call_id:
+            token = bridge.stream_tokens.issue(call.call_id, RECORD_CLAIM if record else "")
         public = http_url(public_base_url(bridge.settings, request))
-        return self.document(self.documents.connect(StreamAnswer(call, public, token)))
+        return self.document(self.documents.connect(StreamAnswer(call, public, token, record)))
 
     async def after_stream(self, request: web.Request) -> web.Response:
         """The carrier asks what next once our stream ended: the fallback number if we failed the call,
@@ -179,11 +188,13 @@ class CarrierRoutes:
 
     def stream_authorized(self, started: CallStarted) -> bool:
         """Does the stream carry the one-time token its webhook was answered with (so a captured
-        stream URL cannot place a call)? Always, when webhooks are not checked."""
+        stream URL cannot place a call, nor switch its recording on or off)? Always, when webhooks
+        are not checked."""
         if self.signature is None:
             return True
-        token = started.custom_parameters.get(STREAM_TOKEN_PARAMETER)
-        return self.bridge.stream_tokens.redeem(started.call_sid, token)
+        params = started.custom_parameters
+        claims = RECORD_CLAIM if record_requested(params) else ""
+        return self.bridge.stream_tokens.redeem(started.call_sid, params.get(STREAM_TOKEN_PARAMETER), claims)
 
     async def signed_webhook(self, request: web.Request) -> WebhookRequest:
         """The request, once the carrier's signature over it checked out (403 otherwise)."""

@@ -12,11 +12,10 @@ S3-compatible bucket, served with range requests at /api/calls/{id}/recording, d
 from bridge.recording.archive import ArchiveError, RecordingArchive, StoredFile
 from bridge.recording.call_recording import CallRecording
 from bridge.recording.finish import FORMATS, RecordingFailed, render
-from bridge.recording.recordings import RECORD_PARAMETER, RecordingLog, Recordings, recording_wanted
+from bridge.recording.recordings import RecordingLog, Recordings, recording_wanted
 
 __all__ = [
     "FORMATS",
-    "RECORD_PARAMETER",
     "ArchiveError",
     "CallRecording",
     "RecordingArchive",
