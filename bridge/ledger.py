@@ -91,7 +91,11 @@ class PlaybackLedger:
         self._anchor: float | None = None  # when the carrier finished the last confirmed frame
         self._burst_start: float | None = None  # send time of the first frame after the buffer was idle
         self._queue_end = float("-inf")  # when what was sent will have played, as projected when sent
-        self._burst_projected = 0.0  # the projected start of the burst's first frame
+        # The last frame projected to reach a carrier that had run dry, until an echo confirms it; when
+        # the run of audio it began started playing, as best known; bytes of it confirmed played so far.
+        self._restart: _Frame | None = None
+        self._run_began = 0.0
+        self._run_played: int | None = None
         self._projection_shift: tuple[float, float] | None = None
         self._marks_sent = 0
         self._probes: dict[str, float] = {}
@@ -111,19 +115,21 @@ class PlaybackLedger:
         item = self._items.get(item_id)
         if item is None:
             item = self._items[item_id] = _Item(content_index)
-        burst = not self._frames
-        if burst:
+        if not self._frames:
             self._burst_start = now  # every earlier frame was confirmed played: the carrier is idle
-        self._frames.append(_Frame(item_id, content_index, item.sent_bytes, size, now))
+        frame = _Frame(item_id, content_index, item.sent_bytes, size, now)
+        self._frames.append(frame)
         item.sent_bytes += size
         # `_frame_start`'s rule, frame after frame: behind what is queued, or, reaching a carrier that
-        # ran dry (a model stall), after its start-up buffering.
+        # ran dry (a model stall, the first audio after silence), after its start-up buffering.
         arrival = now + self.half_rtt
         queued = self._queue_end
-        start = queued if arrival <= queued else arrival + self.playout_delay_ms
+        if arrival <= queued:
+            start = queued
+        else:
+            start = arrival + self.playout_delay_ms
+            self._restart, self._run_began, self._run_played = frame, start, None
         self._queue_end = start + size / self.bytes_per_ms
-        if burst:
-            self._burst_projected = start
         return start
 
     def take_projection_shift(self) -> tuple[float, float] | None:
@@ -167,10 +173,15 @@ class PlaybackLedger:
         projected = self._projected_end(name) if self._burst_start is None else None
         burst_start = self._burst_start
         played = 0
+        first = False  # this echo is the first of the run that began at the restart frame
         while self._frames:
             frame = self._frames.popleft()
             self._items[frame.item_id].played_bytes = frame.item_offset + frame.size
             played += frame.size
+            if frame is self._restart:
+                self._restart, self._run_played, first = None, 0, True
+            if self._run_played is not None:
+                self._run_played += frame.size
             if frame.mark == name:
                 break
         if burst_start is not None:
@@ -185,18 +196,26 @@ class PlaybackLedger:
             self.playout_delay_ms += weight * (sample - self.playout_delay_ms)
             self._playout_samples += 1
             self._anchor = candidate
-            # When the burst really began: this echo's trip back taken as a typical one (the shortest
-            # would place it late by the jitter). The projection of what follows moves with it.
-            began = now - self._typical_half_rtt() - played / self.bytes_per_ms
-            shift = began - self._burst_projected
-            self._queue_end += shift
-            self._projection_shift = (self._burst_projected, shift)
         else:
             # A late echo says less than an early one: keep the earlier of this echo and what the
             # last anchor projects, but no earlier than the jitter seen on this line allows.
             self._anchor = max(min(candidate, projected or candidate), candidate - self.rtt_spread_ms)
         self._burst_start = None
+        if self._run_played is not None:
+            self._run_moved(now - half - self._run_played / self.bytes_per_ms, first)
         return True
+
+    def _run_moved(self, began: float, first: bool) -> None:
+        """An echo says the current run of audio (since the carrier last ran dry) began at `began`.
+
+        The first echo of it replaces the projection; later ones only move it earlier: a late echo
+        says less than an early one (as with the round trip, every delay only adds), so the run's
+        start is that of its least-delayed echo. What follows moves with it."""
+        if first or began < self._run_began:
+            shift = began - self._run_began
+            self._queue_end += shift
+            self._projection_shift = (self._run_began, shift)
+            self._run_began = began
 
     def _projected_end(self, mark: str) -> float | None:
         """When the carrier finishes the frames up to `mark`, projected from the current anchor."""
@@ -306,6 +325,7 @@ class PlaybackLedger:
         self._anchor = None
         self._burst_start = None
         self._queue_end = float("-inf")
+        self._restart, self._run_played = None, None
         for p in result:
             del self._items[p.item_id]
             self._received_ms.pop(p.item_id, None)

@@ -140,7 +140,7 @@ class CallRecording:
         if negative): its run moves, what follows it keeps following it."""
         run = self._assistant
         if self.active and run is not None:
-            run.start = max(0, run.start + round(by_ms * self._per_ms))
+            run.start += round(by_ms * self._per_ms)
 
     def cleared(self, unheard_bytes: int) -> None:
         """Playback was cleared and the last `unheard_bytes` of what was sent were never heard."""

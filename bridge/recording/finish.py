@@ -136,15 +136,19 @@ def _lay_out(spool: BinaryIO, header: SpoolHeader) -> tuple[list[list[_Segment]]
                 length = min(length, run.keep)
             if length <= 0:
                 continue
-            start = max(run.start, 0)
+            # A run may begin before the recording did (the caller was talking as the stream started):
+            # what came before sample 0 is left out, the rest stays where it was.
+            start = run.start
             if previous_end is not None:
                 start = max(start, previous_end)
                 if channel == CALLER and start - previous_end < gap:
                     start = previous_end  # jitter split the run, the carrier did not pause
             for offset, file_offset, size in sorted(run.pieces):
                 samples = min(size // width, length - offset)
-                if samples > 0:
-                    segments[channel].append(_Segment(start + offset, samples, file_offset))
+                early = max(0, -(start + offset))
+                if samples > early:
+                    at, skip = start + offset + early, early * width
+                    segments[channel].append(_Segment(at, samples - early, file_offset + skip))
             previous_end = start + length
     return segments, end
 

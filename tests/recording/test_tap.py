@@ -18,7 +18,7 @@ from bridge.log_records import RecordKind
 from bridge.realtime import events as rt
 from bridge.realtime.codec import RealtimeCodec, SessionOptions
 from bridge.recording import CallRecording
-from tests.recording.helpers import STARTED_AT, T0, noise, pcm, rendered
+from tests.recording.helpers import STARTED_AT, T0, kept, noise, pcm, placed, rendered
 from tests.test_call import tone_24k
 
 
@@ -129,22 +129,6 @@ def runs(channel: np.ndarray, gap: int = 40) -> list[tuple[int, int]]:
     starts = [nonzero[0], *nonzero[breaks + 1]]
     ends = [*nonzero[breaks], nonzero[-1]]
     return [(int(a), int(b) + 1) for a, b in zip(starts, ends, strict=True)]
-
-
-def placed(channel: np.ndarray, samples: np.ndarray, near: int, within: int) -> int:
-    """Where `samples` lie in `channel` exactly, searched within `within` samples of `near`."""
-    for offset in sorted(range(-within, within + 1), key=abs):
-        at = near + offset
-        if at >= 0 and np.array_equal(channel[at : at + samples.size], samples):
-            return at
-    raise AssertionError(f"those samples are nowhere within {within} samples of {near}")
-
-
-def kept(channel: np.ndarray, at: int, samples: np.ndarray) -> int:
-    """How many of `samples` the channel holds from `at` on, before it differs."""
-    window = channel[at : at + samples.size]
-    differ = np.flatnonzero(window != samples[: window.size])
-    return int(differ[0]) if differ.size else window.size
 
 
 def test_the_caller_channel_holds_every_frame_where_it_left_the_phone(tmp_path: Path) -> None:

@@ -1,0 +1,165 @@
+"""Recorded calls end to end over real loopback sockets, on a line with delay, jitter and carrier
+buffering: the recording, fetched as a browser would (GET /api/calls/{id}/recording?format=wav), holds
+on its right channel the very samples the carrier emulator played to the caller, where it played them,
+with the silence of a model stall and the cut of a barge-in; on its left channel the very samples the
+caller sent, where they were spoken."""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bridge.sim.carrier_emulator import CallerEmulator, LineConditions, TwilioCallerEmulator
+from bridge.sim.realtime_emulator import EmulatorConfig, ScriptedReply
+from tests.carriers.test_vonage_e2e import answered_caller
+from tests.e2e import ADMIN_TOKEN, running_bridge, running_emulator, voice_like
+from tests.recording.helpers import ReadBack, kept, pcm, placed, read_back
+
+pytestmark = pytest.mark.e2e
+
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+MOBILE = LineConditions(uplink_delay_ms=40, downlink_delay_ms=40, jitter_ms=15, playout_delay_ms=60, seed=7)
+STALL = EmulatorConfig(stall_after_ms=800, stall_ms=1500, speed=4.0)  # 800 ms of audio, then 1.5 s of nothing
+ALIGNED_MS = 20  # both channels within this of where the caller heard / said them
+LEDGER_MS = (
+    40  # a barge-in's cut: the ledger's bound on what it thinks was heard (tests/test_e2e_barge_in.py)
+)
+
+
+@dataclass
+class Alignment:
+    assistant_ms: list[float]  # per stretch the caller heard: recording's place minus the carrier's
+    caller_ms: list[float]  # per utterance: recording's place minus when it was spoken
+
+    def line(self, name: str) -> str:
+        def figures(values: list[float]) -> str:
+            worst = max(values, key=abs)
+            return f"median {statistics.median(values):+.1f} ms, worst {worst:+.1f} ms ({len(values)})"
+
+        return f"{name}: assistant {figures(self.assistant_ms)}; caller {figures(self.caller_ms)}"
+
+
+def assert_recorded_as_heard(back: ReadBack, caller: CallerEmulator) -> Alignment:
+    """Every stretch the carrier emulator played is in the assistant channel sample for sample, within
+    ALIGNED_MS of when it played; a stretch a clear cut short is cut within LEDGER_MS of where it was
+    cut, and the channel holds nothing else. Every utterance is in the caller channel, sample for
+    sample, within ALIGNED_MS of when it was spoken."""
+    line, per_ms = caller.line, back.per_ms
+    assert back.rate == line.rate
+    within = round(ALIGNED_MS * per_ms)
+    covered = np.zeros(back.assistant.size, dtype=bool)
+    assistant_ms = []
+    for played_slice in caller.playout.slices:
+        played = pcm(line, bytes(played_slice.audio))
+        near = back.sample(played_slice.start_ms)
+        at = placed(back.assistant, played[: round(100 * per_ms)], near, within)
+        assistant_ms.append((at - near) / per_ms)
+        n = kept(back.assistant, at, played)
+        assert played.size - n <= LEDGER_MS * per_ms, (
+            f"{(played.size - n) / per_ms:.1f} ms heard but not recorded"
+        )
+        covered[at : at + n] = True
+    extra = np.flatnonzero(back.assistant[~covered])
+    clears = len(caller.playout.clears)
+    assert extra.size <= clears * LEDGER_MS * per_ms, f"{extra.size / per_ms:.1f} ms recorded but never heard"
+    caller_ms = []
+    for utterance in caller.utterances:
+        assert utterance.spoken_start_ms is not None
+        said = pcm(line, utterance.audio)
+        near = back.sample(utterance.spoken_start_ms)
+        caller_ms.append((placed(back.caller, said, near, within) - near) / per_ms)
+    return Alignment(assistant_ms, caller_ms)
+
+
+async def stall_then_barge_in(caller: CallerEmulator) -> None:
+    """The greeting stalls after 800 ms; 1.5 s of it heard, the caller talks over it; the model's
+    answer (its echo of the caller) is heard out; the caller hangs up."""
+    start = caller.started_ms or 0.0
+    await caller.wait_heard(min_ms=1500, timeout_s=20, since_ms=start)
+    utterance = caller.say(voice_like(400, seed=2))
+    await caller.wait_said(utterance, timeout_s=5)
+    await caller.wait_until(lambda: len(caller.playout.clears) >= 1, timeout_s=5)
+    await caller.wait_heard(min_ms=300, timeout_s=10, since_ms=caller.playout.clears[0].received_at_ms)
+    await caller.wait_quiet(500, timeout_s=10)
+
+
+def announcement() -> ScriptedReply:
+    return ScriptedReply(audio_pcm24k=voice_like(8000, rate=24000, seed=1), transcript="announcement")
+
+
+async def test_a_twilio_call_is_recorded_as_the_caller_heard_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = {"RECORDING": "all", "RECORDING_DIR": str(tmp_path), "GREETING": "Read the long announcement."}
+    async with running_emulator(STALL) as (emulator, url), running_bridge(url, **env) as bridge:
+        emulator.script_reply(announcement())
+        caller = TwilioCallerEmulator(bridge.media_url, line=MOBILE)
+        async with caller:
+            await stall_then_barge_in(caller)
+        back = await read_back(bridge.base_url, caller.call_sid, AUTH)
+    assert caller.protocol_errors == []
+    # What the caller heard: the greeting until the stall, its rest until they cut in, the answer.
+    assert len(caller.playout.slices) == 3 and len(caller.playout.clears) == 1
+    alignment = assert_recorded_as_heard(back, caller)
+    with capsys.disabled():
+        print("\n" + alignment.line("twilio, 8 kHz µ-law"))
+    # The recording lasts until the line closed: the trailing silence is kept.
+    assert back.call["recording"]["duration_s"] >= (caller.playout.now_ms - back.started_ms) / 1000 - 0.2
+
+
+async def test_a_vonage_wideband_call_asked_to_be_recorded_is_recorded_at_16_khz(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    env = {
+        "CARRIERS": "vonage",
+        "RECORDING": "requested",
+        "RECORDING_DIR": str(tmp_path),
+        "GREETING": "Read the long announcement.",
+    }
+    async with running_emulator(STALL) as (emulator, url), running_bridge(url, **env) as bridge:
+        emulator.script_reply(announcement())
+        uuid = "aaaaaaaa-0000-0000-0000-00000000ec01"
+        caller = await answered_caller(bridge, uuid, line=MOBILE, record=True)
+        async with caller:
+            await stall_then_barge_in(caller)
+        back = await read_back(bridge.base_url, uuid, AUTH)
+    assert caller.protocol_errors == []
+    assert back.rate == 16000
+    alignment = assert_recorded_as_heard(back, caller)
+    with capsys.disabled():
+        print("\n" + alignment.line("vonage, 16 kHz L16"))
+
+
+async def test_under_requested_a_call_that_does_not_ask_is_not_recorded(tmp_path: Path) -> None:
+    env = {"CARRIERS": "vonage", "RECORDING": "requested", "RECORDING_DIR": str(tmp_path)}
+    async with running_emulator() as (_, url), running_bridge(url, **env) as bridge:
+        uuid = "aaaaaaaa-0000-0000-0000-00000000ec02"
+        caller = await answered_caller(bridge, uuid)
+        async with caller:
+            await caller.wait_until(lambda: caller.sent_frames >= 25, timeout_s=5)
+        row = await bridge.logged_call(uuid)
+        await asyncio.sleep(0.2)
+    assert row is not None and row["recording_status"] is None
+    assert not any(
+        path.suffix == ".wav" for path in await asyncio.to_thread(lambda: list(tmp_path.rglob("*")))
+    )
+
+
+async def test_the_apology_is_recorded_after_what_was_heard_of_the_greeting(tmp_path: Path) -> None:
+    env = {"RECORDING": "all", "RECORDING_DIR": str(tmp_path), "GREETING": "Greet."}
+    async with running_emulator() as (emulator, url), running_bridge(url, **env) as bridge:
+        caller = TwilioCallerEmulator(bridge.media_url)
+        async with caller:
+            await caller.wait_heard(min_ms=300, timeout_s=10)
+            emulator.config.refuse_status = 503  # the session is lost for good: no replacement
+            await emulator.sessions[0].close(1011)
+            await caller.wait_closed(timeout_s=20)
+        back = await read_back(bridge.base_url, caller.call_sid, AUTH)
+    heard_after_clear = caller.playout.played_ms_since(caller.playout.clears[0].received_at_ms)
+    assert heard_after_clear > 3000  # the apology, whole
+    assert_recorded_as_heard(back, caller)
