@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import statistics
 import time
 import wave
 from dataclasses import dataclass
@@ -132,3 +133,58 @@ def kept(channel: np.ndarray, at: int, samples: np.ndarray) -> int:
     window = channel[at : at + samples.size]
     differ = np.flatnonzero(window != samples[: window.size])
     return int(differ[0]) if differ.size else window.size
+
+
+ALIGNED_MS = 20  # both channels within this of where the caller heard / said it
+LEDGER_MS = (
+    40  # a barge-in's cut: the ledger's bound on what it thinks was heard (tests/test_e2e_barge_in.py)
+)
+
+
+@dataclass
+class Stretch:
+    """Audio heard or said without a break, from `start_ms` (the monotonic clock), as PCM16."""
+
+    start_ms: float
+    samples: np.ndarray
+
+
+@dataclass
+class Alignment:
+    assistant_ms: list[float]  # per stretch the caller heard: the recording's place minus the line's
+    caller_ms: list[float]  # per stretch the caller said: the same
+
+    def line(self, name: str) -> str:
+        def figures(values: list[float]) -> str:
+            worst = max(values, key=abs)
+            return f"median {statistics.median(values):+.1f} ms, worst {worst:+.1f} ms ({len(values)})"
+
+        return f"{name}: assistant {figures(self.assistant_ms)}; caller {figures(self.caller_ms)}"
+
+
+def assert_recorded_as_heard(
+    back: ReadBack, heard: list[Stretch], said: list[Stretch], clears: int
+) -> Alignment:
+    """Every stretch the caller heard is in the assistant channel sample for sample, within ALIGNED_MS
+    of when they heard it; one a clear cut short is cut within LEDGER_MS of where it was cut, and the
+    channel holds nothing else. Every stretch the caller said is in the caller channel, sample for
+    sample, within ALIGNED_MS of when they said it."""
+    per_ms = back.per_ms
+    within = round(ALIGNED_MS * per_ms)
+    covered = np.zeros(back.assistant.size, dtype=bool)
+    assistant_ms = []
+    for stretch in heard:
+        near = back.sample(stretch.start_ms)
+        at = placed(back.assistant, stretch.samples[: round(100 * per_ms)], near, within)
+        assistant_ms.append((at - near) / per_ms)
+        n = kept(back.assistant, at, stretch.samples)
+        missing = (stretch.samples.size - n) / per_ms
+        assert missing <= LEDGER_MS, f"{missing:.1f} ms heard but not recorded"
+        covered[at : at + n] = True
+    extra = np.flatnonzero(back.assistant[~covered]).size / per_ms
+    assert extra <= clears * LEDGER_MS, f"{extra:.1f} ms recorded but never heard"
+    caller_ms = []
+    for stretch in said:
+        near = back.sample(stretch.start_ms)
+        caller_ms.append((placed(back.caller, stretch.samples, near, within) - near) / per_ms)
+    return Alignment(assistant_ms, caller_ms)

@@ -7,73 +7,32 @@ caller sent, where they were spoken."""
 from __future__ import annotations
 
 import asyncio
-import statistics
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from bridge.sim.carrier_emulator import CallerEmulator, LineConditions, TwilioCallerEmulator
 from bridge.sim.realtime_emulator import EmulatorConfig, ScriptedReply
 from tests.carriers.test_vonage_e2e import answered_caller
 from tests.e2e import ADMIN_TOKEN, running_bridge, running_emulator, voice_like
-from tests.recording.helpers import ReadBack, kept, pcm, placed, read_back
+from tests.recording.helpers import Alignment, ReadBack, Stretch, assert_recorded_as_heard, pcm, read_back
 
 pytestmark = pytest.mark.e2e
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 MOBILE = LineConditions(uplink_delay_ms=40, downlink_delay_ms=40, jitter_ms=15, playout_delay_ms=60, seed=7)
 STALL = EmulatorConfig(stall_after_ms=800, stall_ms=1500, speed=4.0)  # 800 ms of audio, then 1.5 s of nothing
-ALIGNED_MS = 20  # both channels within this of where the caller heard / said them
-LEDGER_MS = (
-    40  # a barge-in's cut: the ledger's bound on what it thinks was heard (tests/test_e2e_barge_in.py)
-)
 
 
-@dataclass
-class Alignment:
-    assistant_ms: list[float]  # per stretch the caller heard: recording's place minus the carrier's
-    caller_ms: list[float]  # per utterance: recording's place minus when it was spoken
-
-    def line(self, name: str) -> str:
-        def figures(values: list[float]) -> str:
-            worst = max(values, key=abs)
-            return f"median {statistics.median(values):+.1f} ms, worst {worst:+.1f} ms ({len(values)})"
-
-        return f"{name}: assistant {figures(self.assistant_ms)}; caller {figures(self.caller_ms)}"
-
-
-def assert_recorded_as_heard(back: ReadBack, caller: CallerEmulator) -> Alignment:
-    """Every stretch the carrier emulator played is in the assistant channel sample for sample, within
-    ALIGNED_MS of when it played; a stretch a clear cut short is cut within LEDGER_MS of where it was
-    cut, and the channel holds nothing else. Every utterance is in the caller channel, sample for
-    sample, within ALIGNED_MS of when it was spoken."""
-    line, per_ms = caller.line, back.per_ms
-    assert back.rate == line.rate
-    within = round(ALIGNED_MS * per_ms)
-    covered = np.zeros(back.assistant.size, dtype=bool)
-    assistant_ms = []
-    for played_slice in caller.playout.slices:
-        played = pcm(line, bytes(played_slice.audio))
-        near = back.sample(played_slice.start_ms)
-        at = placed(back.assistant, played[: round(100 * per_ms)], near, within)
-        assistant_ms.append((at - near) / per_ms)
-        n = kept(back.assistant, at, played)
-        assert played.size - n <= LEDGER_MS * per_ms, (
-            f"{(played.size - n) / per_ms:.1f} ms heard but not recorded"
-        )
-        covered[at : at + n] = True
-    extra = np.flatnonzero(back.assistant[~covered])
-    clears = len(caller.playout.clears)
-    assert extra.size <= clears * LEDGER_MS * per_ms, f"{extra.size / per_ms:.1f} ms recorded but never heard"
-    caller_ms = []
+def recorded_as_heard(back: ReadBack, caller: CallerEmulator) -> Alignment:
+    """The truth is what the carrier emulator played and what the caller emulator said."""
+    assert back.rate == caller.line.rate
+    heard = [Stretch(s.start_ms, pcm(caller.line, bytes(s.audio))) for s in caller.playout.slices]
+    said = []
     for utterance in caller.utterances:
         assert utterance.spoken_start_ms is not None
-        said = pcm(line, utterance.audio)
-        near = back.sample(utterance.spoken_start_ms)
-        caller_ms.append((placed(back.caller, said, near, within) - near) / per_ms)
-    return Alignment(assistant_ms, caller_ms)
+        said.append(Stretch(utterance.spoken_start_ms, pcm(caller.line, utterance.audio)))
+    return assert_recorded_as_heard(back, heard, said, clears=len(caller.playout.clears))
 
 
 async def stall_then_barge_in(caller: CallerEmulator) -> None:
@@ -105,7 +64,7 @@ async def test_a_twilio_call_is_recorded_as_the_caller_heard_it(
     assert caller.protocol_errors == []
     # What the caller heard: the greeting until the stall, its rest until they cut in, the answer.
     assert len(caller.playout.slices) == 3 and len(caller.playout.clears) == 1
-    alignment = assert_recorded_as_heard(back, caller)
+    alignment = recorded_as_heard(back, caller)
     with capsys.disabled():
         print("\n" + alignment.line("twilio, 8 kHz µ-law"))
     # The recording lasts until the line closed: the trailing silence is kept.
@@ -130,7 +89,7 @@ async def test_a_vonage_wideband_call_asked_to_be_recorded_is_recorded_at_16_khz
         back = await read_back(bridge.base_url, uuid, AUTH)
     assert caller.protocol_errors == []
     assert back.rate == 16000
-    alignment = assert_recorded_as_heard(back, caller)
+    alignment = recorded_as_heard(back, caller)
     with capsys.disabled():
         print("\n" + alignment.line("vonage, 16 kHz L16"))
 
@@ -162,4 +121,4 @@ async def test_the_apology_is_recorded_after_what_was_heard_of_the_greeting(tmp_
         back = await read_back(bridge.base_url, caller.call_sid, AUTH)
     heard_after_clear = caller.playout.played_ms_since(caller.playout.clears[0].received_at_ms)
     assert heard_after_clear > 3000  # the apology, whole
-    assert_recorded_as_heard(back, caller)
+    recorded_as_heard(back, caller)
