@@ -13,8 +13,9 @@ import pytest
 
 from bridge.sim.carrier_emulator import CallerEmulator, LineConditions, TwilioCallerEmulator
 from bridge.sim.realtime_emulator import EmulatorConfig, ScriptedReply
+from bridge.wavfile import read_wav_mono, write_wav
 from tests.carriers.test_vonage_e2e import answered_caller
-from tests.e2e import ADMIN_TOKEN, running_bridge, running_emulator, voice_like
+from tests.e2e import ADMIN_TOKEN, running_bridge, running_emulator, similarity, voice_like
 from tests.recording.helpers import Alignment, ReadBack, Stretch, assert_recorded_as_heard, pcm, read_back
 
 pytestmark = pytest.mark.e2e
@@ -122,3 +123,41 @@ async def test_the_apology_is_recorded_after_what_was_heard_of_the_greeting(tmp_
     heard_after_clear = caller.playout.played_ms_since(caller.playout.clears[0].received_at_ms)
     assert heard_after_clear > 3000  # the apology, whole
     recorded_as_heard(back, caller)
+
+
+async def test_the_notice_is_heard_whole_before_the_greeting_even_when_the_caller_talks_over_it(
+    tmp_path: Path,
+) -> None:
+    notice = tmp_path / "notice.wav"
+    write_wav(notice, voice_like(2000, rate=16000, seed=3), 16000)
+    env = {
+        "RECORDING": "all",
+        "RECORDING_DIR": str(tmp_path / "recordings"),
+        "RECORDING_NOTICE": str(notice),
+        "GREETING": "Read the long announcement.",
+    }
+    async with running_emulator() as (emulator, url), running_bridge(url, **env) as bridge:
+        emulator.script_reply(announcement())
+        caller = TwilioCallerEmulator(bridge.media_url, line=MOBILE)
+        async with caller:
+            session = await emulator.wait_for_session()
+            await caller.wait_heard(min_ms=800, timeout_s=10)
+            hello = caller.say(voice_like(400, seed=4))  # "hello?" over the notice
+            await caller.wait_said(hello, timeout_s=5)
+            # The notice plays on; then the model's answer to "hello?" (its greeting was never heard).
+            await caller.wait_heard(min_ms=2300, timeout_s=15)
+            await caller.wait_quiet(500, timeout_s=10)
+        back = await read_back(bridge.base_url, caller.call_sid, AUTH)
+        await bridge.bridge.call_log.flush()  # type: ignore[attr-defined]
+        logged = await bridge.bridge.store.get_call(caller.call_sid)  # type: ignore[union-attr]
+    assert caller.playout.clears == []  # nothing was cut
+    # The model had its greeting ready behind the notice; it is told the caller heard none of it.
+    assert [t["audio_end_ms"] for t in session.truncations] == [0] and session.rejected == []
+    first = caller.playout.slices[0]
+    expected = read_wav_mono(notice, 8000)  # what the notice is on a phone line
+    heard = caller.playout.heard_pcm(include_silence=False, to_ms=first.start_ms + 2000)
+    assert similarity(heard, expected) > 0.9  # the notice came first, whole
+    recorded_as_heard(back, caller)
+    assert logged is not None
+    notes = [e["data"] for e in logged["events"] if e["data"].get("source") == "recording_notice"]
+    assert notes == [{"text": "Recording notice played", "source": "recording_notice", "heard_whole": True}]
