@@ -126,18 +126,20 @@ class Peaks:
         self.bucket = max(1, rate * PEAK_MS // 1000)
         self.samples = 0
         self._parts: list[np.ndarray] = []
-        self._carry = np.zeros((0, 2), dtype=np.int32)  # samples of a bucket the last block began
+        self._carry = np.zeros((0, 2), dtype="<i2")  # samples of a bucket the last block began
 
     def add(self, block: np.ndarray) -> None:
         self.samples += block.shape[0]
-        data = np.concatenate([self._carry, np.abs(block.astype(np.int32))])
-        whole = data.shape[0] - data.shape[0] % self.bucket
+        if self._carry.shape[0]:
+            block = np.concatenate([self._carry, block])
+        whole = block.shape[0] - block.shape[0] % self.bucket
         if whole:
-            self._parts.append(data[:whole].reshape(-1, self.bucket, 2).max(axis=1))
-        self._carry = data[whole:]
+            self._parts.append(_loudest(block[:whole], self.bucket))
+        self._carry = block[whole:]
 
     def document(self) -> dict[str, object]:
-        parts = [*self._parts, self._carry.max(axis=0, keepdims=True)] if self._carry.size else self._parts
+        carry = self._carry
+        parts = [*self._parts, _loudest(carry, carry.shape[0])] if carry.size else self._parts
         peaks = np.concatenate(parts) if parts else np.zeros((0, 2), dtype=np.int32)
         scaled = np.ceil(peaks * 255 / 32768).astype(np.uint8)
         return {
@@ -149,6 +151,16 @@ class Peaks:
             "caller": base64.b64encode(scaled[:, 0].tobytes()).decode(),
             "assistant": base64.b64encode(scaled[:, 1].tobytes()).decode(),
         }
+
+
+def _loudest(samples: np.ndarray, bucket: int) -> np.ndarray:
+    """(n, 2) int16, n a multiple of `bucket` -> (n / bucket, 2): each bucket's largest magnitude.
+
+    Channel by channel, each contiguous (reducing the interleaved pairs is thirty times slower), and
+    without widening every sample (abs(-32768) does not fit an int16)."""
+    by_channel = np.ascontiguousarray(samples.T).reshape(2, -1, bucket)
+    loudest = np.maximum(by_channel.max(axis=2).astype(np.int32), -by_channel.min(axis=2).astype(np.int32))
+    return loudest.T
 
 
 def _lay_out(spool: BinaryIO, header: SpoolHeader) -> tuple[list[list[_Segment]], int]:
