@@ -140,6 +140,7 @@ class Call:
         # Caller audio appended to the current session (line bytes): where its VAD's times fall.
         self._caller_bytes = 0
         self._notice_until: float | None = None  # the notice is playing; the model waits until then
+        self._lines_held: list[dict[str, Any]] = []  # assistant lines whose audio waits behind the notice
 
         if not configured:
             self.to_upstream.append(codec.session_update(config.session))
@@ -234,8 +235,11 @@ class Call:
                 # belongs where the caller began to hear it.
                 data = {"item_id": event.item_id, "text": event.transcript, "interrupted": False}
                 at = self.outbound.play_started.pop(event.item_id, None)
-                self.records.append(LogRecord(RecordKind.ASSISTANT_TRANSCRIPT, data, at))
-                self.history.append(("assistant", event.transcript))
+                if at is None and self._notice_until is not None:
+                    self._lines_held.append(data)  # logged once the caller hears it, after the notice
+                else:
+                    self.records.append(LogRecord(RecordKind.ASSISTANT_TRANSCRIPT, data, at))
+                    self.history.append(("assistant", event.transcript))
         elif isinstance(event, rt.ResponseCreated):
             self.responses.created(event)
         elif isinstance(event, rt.ResponseDone):
@@ -591,6 +595,11 @@ class Call:
         self._notice_until = None
         for record in self.outbound.release(now, self.to_carrier):
             self.records.append(record)
+        lines, self._lines_held = self._lines_held, []
+        for data in lines:
+            at = self.outbound.play_started.pop(data["item_id"], None)
+            self.records.append(LogRecord(RecordKind.ASSISTANT_TRANSCRIPT, data, at))
+            self.history.append(("assistant", data["text"]))
         text = "Recording notice played" if whole else "Recording notice sent; the carrier never confirmed it"
         self._record(RecordKind.NOTE, text=text, source="recording_notice", heard_whole=whole)
 
@@ -606,6 +615,7 @@ class Call:
         for item_id, content_index in items.items():
             self.to_upstream.append(self.codec.truncate(item_id, 0, content_index))
             self._log_cut_transcript(item_id, 1, 0)
+        self._drop_held_lines(set(items))
         if active is not None and not self.config.session.interrupt_response:
             self.to_upstream.append(self.codec.cancel_response(active.response_id))
         self.outbound.greeting_interrupted()
@@ -620,11 +630,19 @@ class Call:
         answering = active.response_id if active is not None and not active.interrupted else None
         return PostCallSummary(self.codec, self.config.dispositions, answering)
 
+    def _drop_held_lines(self, items: set[str] | None = None) -> None:
+        """Lines held behind the notice whose audio (of `items`; None: all) will never be heard."""
+        for data in [d for d in self._lines_held if items is None or d["item_id"] in items]:
+            self._lines_held.remove(data)
+            cut = {"item_id": data["item_id"], "text": "", "full_text": data["text"], "interrupted": True}
+            self._record(RecordKind.ASSISTANT_TRANSCRIPT, **cut, heard_ms=0)
+
     def _end(self, reason: str, *, hang_up: bool = True) -> None:
         if self.end_reason is not None:
             return
         self.end_reason = reason
         if self._notice_until is not None:
+            self._drop_held_lines()
             self._notice_until = None
             self._record(
                 RecordKind.NOTE,

@@ -225,15 +225,25 @@ def test_the_notice_plays_first_and_the_model_waits_for_it(tmp_path: Path) -> No
     commands = carrier.take(T0)
     assert isinstance(commands[0], Mark)  # the round-trip probe goes first, not behind the notice
     assert sum(len(c.payload) for c in commands if isinstance(c, PlayAudio)) >= NOTICE_MS * 8
-    # The prefetched greeting arrives at once; it is held until the notice has been heard.
+    # The prefetched greeting arrives at once, its transcript too; both wait until the notice was heard.
     model_says(call, carrier, 1000, T0 + 10)
-    assert not [c for c in carrier.take(T0 + 10) if isinstance(c, PlayAudio)]
+    call.realtime_event(rt.OutputTranscriptDelta("r1", "i1", "Hello."), T0 + 20)
+    call.realtime_event(rt.OutputTranscriptDone("r1", "i1", "Hello."), T0 + 20)
+    assert not [c for c in carrier.take(T0 + 20) if isinstance(c, PlayAudio)]
+    assert not [r for r in call.drain()[2] if r.kind is RecordKind.ASSISTANT_TRANSCRIPT]
     to_line = Transcoder(L16_24K, PCMU_8K)
     assert b"".join(a for _, a in carrier.pieces) == to_line.process(notice_audio()) + to_line.flush()
     carrier.run_until(T0 + NOTICE_MS + 200)
     assert sum(len(a) for _, a in carrier.pieces) > (NOTICE_MS + 900) * 8  # the greeting followed
-    notes = [r.data for r in call.drain()[2] if r.kind is RecordKind.NOTE]
+    records = call.drain()[2]
+    notes = [r.data for r in records if r.kind is RecordKind.NOTE]
     assert notes == [{"text": "Recording notice played", "source": "recording_notice", "heard_whole": True}]
+    # The greeting's line is where the caller began to hear it: after the notice (once its last mark
+    # came back), not when its transcript came.
+    (line,) = [r for r in records if r.kind is RecordKind.ASSISTANT_TRANSCRIPT]
+    notice, greeting = carrier.bursts()
+    assert greeting[0] >= notice[0] + NOTICE_MS
+    assert line.data["text"] == "Hello." and line.at == pytest.approx(greeting[0], abs=1)
     _, assistant = channels(recording, tmp_path, T0 + 4000)
     heard = carrier.heard(assistant.size)
     assert runs(assistant) == runs(heard)  # notice and greeting, back to back, in the recording too
@@ -244,9 +254,14 @@ def test_talking_over_the_notice_cuts_nothing_of_it(tmp_path: Path) -> None:
     carrier = Carrier(call, PCMU_8K)
     carrier.take(T0)
     model_says(call, carrier, 1000, T0 + 10)
+    call.realtime_event(rt.OutputTranscriptDelta("r1", "i1", "Hello."), T0 + 20)
+    call.realtime_event(rt.OutputTranscriptDone("r1", "i1", "Hello."), T0 + 20)
     carrier.run_until(T0 + 500)
     call.realtime_event(rt.SpeechStarted("u1", 0), T0 + 500)  # "hello?" half-way through the notice
-    commands, upstream, _ = call.drain()
+    commands, upstream, records = call.drain()
+    # Its line says the caller heard none of it.
+    (line,) = [r.data for r in records if r.kind is RecordKind.ASSISTANT_TRANSCRIPT]
+    assert line == {"item_id": "i1", "text": "", "full_text": "Hello.", "interrupted": True, "heard_ms": 0}
     assert not [c for c in commands if isinstance(c, ClearPlayback)]
     # The greeting the model had made was never heard: the model is told so.
     assert [
