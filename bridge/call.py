@@ -593,15 +593,16 @@ class Call:
     def _notice_heard(self, now: float, *, whole: bool) -> None:
         """The notice played to its end (or its marks never came back): the model may speak."""
         self._notice_until = None
+        text = "Recording notice played" if whole else "Recording notice sent; the carrier never confirmed it"
+        data = {"text": text, "source": "recording_notice", "heard_whole": whole}
+        self.records.append(LogRecord(RecordKind.NOTE, data, now))  # before what follows it
         for record in self.outbound.release(now, self.to_carrier):
             self.records.append(record)
         lines, self._lines_held = self._lines_held, []
-        for data in lines:
-            at = self.outbound.play_started.pop(data["item_id"], None)
-            self.records.append(LogRecord(RecordKind.ASSISTANT_TRANSCRIPT, data, at))
-            self.history.append(("assistant", data["text"]))
-        text = "Recording notice played" if whole else "Recording notice sent; the carrier never confirmed it"
-        self._record(RecordKind.NOTE, text=text, source="recording_notice", heard_whole=whole)
+        for line in lines:
+            at = self.outbound.play_started.pop(line["item_id"], None)
+            self.records.append(LogRecord(RecordKind.ASSISTANT_TRANSCRIPT, line, at))
+            self.history.append(("assistant", line["text"]))
 
     def _talked_over_notice(self) -> None:
         """The caller spoke during the notice, which plays on: whatever the model said meanwhile is
