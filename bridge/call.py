@@ -137,7 +137,8 @@ class Call:
         self.sessions_restored = 0
         self.barge_ins = 0
         self.frames_in = 0
-        # Caller audio appended to the current session (line bytes): where its VAD's times fall.
+        # Caller audio appended to the current session (line bytes), counted on a recorded call: where
+        # its VAD's times fall on the recording.
         self._caller_bytes = 0
         self._notice_until: float | None = None  # the notice is playing; the model waits until then
         self._lines_held: list[dict[str, Any]] = []  # assistant lines whose audio waits behind the notice
@@ -162,10 +163,10 @@ class Call:
         if isinstance(event, CallerAudio):
             if event.payload and self.end_reason is None:
                 self.frames_in += 1
-                self._caller_bytes += len(event.payload)
                 if self._tap is not None:
                     # The frame left the carrier half a round trip before it reached us.
                     self._tap.caller(event.payload, now - self.ledger.half_rtt)
+                    self._caller_bytes += len(event.payload)
                 self._relay_caller_audio(event.payload)
         elif isinstance(event, PlaybackMark):
             ledger = self.ledger
@@ -456,10 +457,11 @@ class Call:
     # -- barge-in ---------------------------------------------------------------------------------
 
     def _caller_spoke_at(self, audio_start_ms: int, now: float) -> float:
-        """When the caller began the speech the model's VAD found at `audio_start_ms` of the audio we
-        appended, on our clock as a recording places caller audio; `now` if that does not fit."""
+        """On a recorded call, when the caller began the speech the model's VAD found at
+        `audio_start_ms` of the audio we appended, on our clock as the recording places caller audio;
+        otherwise (or if that does not fit) `now`, when we heard of it."""
         behind = self._caller_bytes / self.ledger.bytes_per_ms - audio_start_ms
-        if not 0 <= behind <= now - self.started_at:
+        if self._tap is None or not 0 <= behind <= now - self.started_at:
             return now  # the service's clock is not ours to read (a session that restarted it)
         return now - behind - self.ledger.half_rtt
 

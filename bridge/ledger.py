@@ -84,6 +84,8 @@ class PlaybackLedger:
         self._received_ms: dict[str, float] = {}  # model audio per item: what the service holds
         self._rtt_samples: deque[float] = deque(maxlen=RTT_WINDOW)  # probes: pure round trips
         self._rtt_bounds: deque[float] = deque(maxlen=RTT_WINDOW)  # first echoes: round trip + buffering
+        self._rtt: float | None = None  # the smallest of both (`rtt_ms`), kept as samples come
+        self.half_rtt = 0.0  # half of it: a frame we send reaches the carrier this much later
         self.playout_delay_ms = 0.0
         self._playout_samples = 0
         self._frames: deque[_Frame] = deque()  # sent, not yet confirmed played
@@ -162,6 +164,7 @@ class PlaybackLedger:
         """A mark came back. Returns True when it confirmed played audio."""
         if name in self._probes:
             self._rtt_samples.append(now - self._probes.pop(name))
+            self._rtt_changed()
             return False
         if name in self._discarded:
             self._discarded.discard(name)
@@ -173,21 +176,24 @@ class PlaybackLedger:
         projected = self._projected_end(name) if self._burst_start is None else None
         burst_start = self._burst_start
         played = 0
+        restart, run_played = self._restart, self._run_played
         first = False  # this echo is the first of the run that began at the restart frame
         while self._frames:
             frame = self._frames.popleft()
             self._items[frame.item_id].played_bytes = frame.item_offset + frame.size
             played += frame.size
-            if frame is self._restart:
-                self._restart, self._run_played, first = None, 0, True
-            if self._run_played is not None:
-                self._run_played += frame.size
+            if frame is restart:
+                restart, run_played, first = None, 0, True
+            if run_played is not None:
+                run_played += frame.size
             if frame.mark == name:
                 break
+        self._restart, self._run_played = restart, run_played
         if burst_start is not None:
             # The first echo of a burst took a round trip plus the carrier's buffering: an upper bound
             # on the round trip that corrects a probe inflated by a busy moment.
             self._rtt_bounds.append(now - burst_start - played / self.bytes_per_ms)
+            self._rtt_changed()
             half = self.half_rtt
             candidate = now - half
             # Audio that arrived at an idle carrier started late by the carrier's own buffering.
@@ -232,8 +238,13 @@ class PlaybackLedger:
 
     @property
     def rtt_ms(self) -> float | None:
+        return self._rtt
+
+    def _rtt_changed(self) -> None:
+        # Kept rather than computed on each read: every frame sent reads it.
         samples = [*self._rtt_samples, *self._rtt_bounds]
-        return max(0.0, min(samples)) if samples else None
+        self._rtt = max(0.0, min(samples)) if samples else None
+        self.half_rtt = (self._rtt or 0.0) / 2
 
     @property
     def rtt_spread_ms(self) -> float:
@@ -248,10 +259,6 @@ class PlaybackLedger:
         # A leg that reports a mark the moment its frame is sent (SIP) gives first-echo bounds below
         # zero; a clear cannot arrive before it was sent.
         return max(0.0, min(statistics.median(self._rtt_samples), cap)) / 2
-
-    @property
-    def half_rtt(self) -> float:
-        return (self.rtt_ms or 0.0) / 2
 
     def pending(self) -> bool:
         """Audio was sent that the carrier has not yet confirmed played."""
