@@ -18,7 +18,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from bridge.calllog import CallRecorder, CallStore, setup_calllog_routes
-from tests.calllog.cdp import Browser, Page, chromium_executable
+from tests.calllog.cdp import Page, browser_page
 from tests.calllog.conftest import ADMIN_TOKEN, REPO
 from tests.calllog.sample_calls import record_day_of_calls
 
@@ -30,11 +30,6 @@ SCREENSHOTS = (
     if os.environ.get("BRIDGE_UPDATE_SCREENSHOTS")
     else Path(tempfile.gettempdir()) / "bridge-screenshots"
 )
-
-
-@pytest.fixture
-def chromium() -> str:
-    return chromium_executable()
 
 
 @pytest.fixture
@@ -57,15 +52,9 @@ async def site(tmp_path: Path) -> AsyncIterator[tuple[str, CallRecorder]]:
 
 
 @pytest.fixture
-async def page(chromium: str, tmp_path: Path) -> AsyncIterator[Page]:
-    browser = await Browser.launch(chromium, tmp_path / "chromium")
-    try:
-        page = await browser.first_page()
+async def page(tmp_path: Path) -> AsyncIterator[Page]:
+    async with browser_page(tmp_path / "chromium") as page:
         yield page
-        await page.close()
-        assert page.errors == [], f"the page logged errors: {page.errors}"
-    finally:
-        await browser.close()
 
 
 def js(value: str) -> str:

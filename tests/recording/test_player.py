@@ -14,7 +14,7 @@ import pytest
 
 from bridge.audio import PCMU_8K
 from bridge.calllog import CallRecorder
-from tests.calllog.cdp import Browser, Page, chromium_executable
+from tests.calllog.cdp import Page, browser_page
 from tests.calllog.sample_calls import start
 from tests.e2e import ADMIN_TOKEN, RunningBridge, running_bridge
 from tests.recording.helpers import T0, noise
@@ -73,15 +73,8 @@ async def site(tmp_path: Path) -> AsyncIterator[str]:
 @pytest.fixture
 async def page(tmp_path: Path) -> AsyncIterator[Page]:
     # A click dispatched by a script is no user gesture: let the page start sound anyway.
-    flags = ["--autoplay-policy=no-user-gesture-required"]
-    browser = await Browser.launch(chromium_executable(), tmp_path / "chromium", flags)
-    try:
-        page = await browser.first_page()
+    async with browser_page(tmp_path / "chromium", ["--autoplay-policy=no-user-gesture-required"]) as page:
         yield page
-        await page.close()
-        assert page.errors == [], f"the page logged errors: {page.errors}"
-    finally:
-        await browser.close()
 
 
 async def signed_in(page: Page, url: str) -> None:
