@@ -10,13 +10,19 @@ Its parts, each with its own state: `OutboundAudio` (the model's audio on its wa
 its marks), `PlaybackLedger` (what the caller heard), `ResponseQueue` (one response at a time),
 `Goodbye` (the last word), `KeypadEntry` (digits into entries), and on a call we placed with machine
 detection `AnswerDetection` (who answered, and what to do about it).
+
+A recorded call has a `tap` (its `CallRecording`): the caller's frames as received, and the
+assistant's audio as the caller hears it (placed by the ledger's playout clock, cut where a clear
+discarded it). Its recording notice, if one is configured, plays before anything of the model's and
+is never cut by a barge-in: the model's audio waits for it, and the caller's words still reach the
+model meanwhile.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from bridge.answer_detection import AnswerDetection, Step, Verdict
 from bridge.audio import L16_24K, PCMU_8K, Transcoder
@@ -46,9 +52,15 @@ from bridge.summary import PostCallSummary
 from bridge.tools.builtin import END_CALL, TRANSFER_CALL, failure
 from bridge.upstream_loss import NOT_TRIED, ConnectReport, UpstreamLoss
 
+if TYPE_CHECKING:
+    from bridge.recording.call_recording import CallRecording
+
 PROBE_INTERVAL_MS = 2000.0  # while idle: keeps the round-trip window fresh at no audible cost
 TRANSFER_WAIT_MS = 15_000.0  # the preamble may take a while to be heard; the transfer goes at the latest then
 VOICEMAIL_LIMIT_MS = 60_000.0  # a message on a machine may run longer than a goodbye
+# A carrier that never echoes the notice's marks does not hold the model back for longer than the notice
+# plus this.
+NOTICE_GRACE_MS = 5000.0
 
 # Errors after which the session is of no further use (docs/protocols.md §R10).
 FATAL_ERROR_CODES = frozenset(
@@ -99,9 +111,11 @@ class Call:
         configured: bool = False,
         greeted: bool = False,
         play_chunk_ms: int = FRAME_MS,
+        tap: CallRecording | None = None,
     ) -> None:
         """`configured`/`greeted`: a pre-opened session was already sent its configuration/greeting.
-        `play_chunk_ms`: the most audio the carrier takes in one message (`CarrierLeg.play_chunk_ms`)."""
+        `play_chunk_ms`: the most audio the carrier takes in one message (`CarrierLeg.play_chunk_ms`).
+        `tap`: the call's recording, when it is recorded (then the recording notice plays first)."""
         self.config = config
         self.codec = codec
         self.started = started
@@ -115,8 +129,9 @@ class Call:
         line = started.line
         model = PCMU_8K if config.audio_passthrough else L16_24K
         self._inbound = Transcoder(line, model)
+        self._tap = tap
         self.ledger = PlaybackLedger(bytes_per_ms=line.bytes_per_ms)
-        self.outbound = OutboundAudio(model, line, self.ledger, play_chunk_ms)
+        self.outbound = OutboundAudio(model, line, self.ledger, play_chunk_ms, tap)
         self.ledger.output_lag_ms = self.outbound.output_lag_ms
         self.responses = ResponseQueue()
         self.goodbye = Goodbye()
@@ -138,6 +153,10 @@ class Call:
         self.frames_in = 0
         # A call we placed says nothing, and hears nothing, until the carrier says who answered.
         self.answer = AnswerDetection(config.detection, now) if config.detection is not None else None
+        # Caller audio appended to the current session (line bytes), counted on a recorded call: where
+        # its VAD's times fall on the recording.
+        self._caller_bytes = 0
+        self._notice_until: float | None = None  # the notice is playing; the model waits until then
 
         if not configured:
             self.to_upstream.append(codec.session_update(config.session))
@@ -147,7 +166,9 @@ class Call:
             self.outbound.await_greeting(now)
             if not greeted:
                 self._ask(config.greeting)
-        self._probe(now)
+        self._probe(now)  # before the notice: its echo must not wait behind it
+        if tap is not None and config.recording_notice:
+            self._play_notice(config.recording_notice, now)
 
     @property
     def frames_out(self) -> int:
@@ -159,10 +180,20 @@ class Call:
         if isinstance(event, CallerAudio):
             if event.payload and self.end_reason is None:
                 self.frames_in += 1
+                if self._tap is not None:
+                    # The frame left the carrier half a round trip before it reached us.
+                    self._tap.caller(event.payload, now - self.ledger.half_rtt)
                 if self.answer is None or self.answer.hears_callee:
+                    if self._tap is not None:
+                        self._caller_bytes += len(event.payload)
                     self._relay_caller_audio(event.payload)
         elif isinstance(event, PlaybackMark):
-            if self.ledger.acked(event.name, now):
+            ledger = self.ledger
+            if ledger.acked(event.name, now):
+                if (moved := ledger.take_projection_shift()) is not None:
+                    self.outbound.projection_moved(*moved)
+                if self._notice_until is not None and not ledger.pending():
+                    self._notice_heard(now, whole=True)
                 if self._complete:
                     self._log_heard_transcripts()
                 if self._waiting_for_silence:
@@ -192,6 +223,8 @@ class Call:
             self._probe(now)
         if (entry := self._keypad.due(now)) is not None:
             self._keyed(entry)
+        if self._notice_until is not None and now >= self._notice_until:
+            self._notice_heard(now, whole=False)
         limit = self.config.max_call_seconds
         if limit and now - self.started_at >= limit * 1000:
             self.say_goodbye("timeout", now)
@@ -211,7 +244,8 @@ class Call:
         if isinstance(event, rt.AudioDelta):
             self._assistant_audio(event, now)
         elif isinstance(event, rt.SpeechStarted):
-            self._caller_turns[event.item_id] = _CallerTurn(now, event.audio_start_ms)
+            began_at = self._caller_spoke_at(event.audio_start_ms, now)
+            self._caller_turns[event.item_id] = _CallerTurn(began_at, event.audio_start_ms)
             self._speech_started(now)
         elif isinstance(event, rt.SpeechStopped):
             self.outbound.await_reply(now)
@@ -322,6 +356,7 @@ class Call:
         if response is not None:
             for item_id in response.audio_items:
                 self.ledger.forget(item_id)
+                self.outbound.play_started.pop(item_id, None)
 
     def _server_error(self, event: rt.ServerError) -> None:
         code = event.code or ""
@@ -504,8 +539,20 @@ class Call:
 
     # -- barge-in ---------------------------------------------------------------------------------
 
+    def _caller_spoke_at(self, audio_start_ms: int, now: float) -> float:
+        """On a recorded call, when the caller began the speech the model's VAD found at
+        `audio_start_ms` of the audio we appended, on our clock as the recording places caller audio;
+        otherwise (or if that does not fit) `now`, when we heard of it."""
+        behind = self._caller_bytes / self.ledger.bytes_per_ms - audio_start_ms
+        if self._tap is None or not 0 <= behind <= now - self.started_at:
+            return now  # the service's clock is not ours to read (a session that restarted it)
+        return now - behind - self.ledger.half_rtt
+
     def _speech_started(self, now: float) -> None:
         responses = self.responses
+        if self._notice_until is not None:
+            self._talked_over_notice()
+            return
         if not self.ledger.pending() and not responses.generating:
             return  # An ordinary turn: nothing of ours is playing.
         self.to_carrier.append(ClearPlayback())  # First, before any bookkeeping: the caller hears this.
@@ -547,7 +594,10 @@ class Call:
 
     def _cut(self, playbacks: list[ItemPlayback], cut_by: str) -> list[ItemPlayback]:
         """Playback stopped (a barge-in, a hang-up, a lost session): each item's transcript is logged
-        as far as the caller heard it. Returns the items cut short, not heard whole."""
+        as far as the caller heard it (and the recording drops what was not). Returns the items cut
+        short, not heard whole."""
+        if self._tap is not None:
+            self._tap.cleared(sum(p.unheard_bytes for p in playbacks))
         cut = []
         for p in playbacks:
             if p.heard_ms >= p.sent_ms and p.item_id in self._audio_done:
@@ -559,29 +609,35 @@ class Call:
 
     def _log_heard_transcripts(self, *, all_of_them: bool = False) -> None:
         """Log each complete transcript whose audio the caller has now heard to the end (`all_of_them`:
-        the rest too, whose audio will not play any further)."""
+        the rest too, whose audio will not play any further). Audio held behind the recording notice
+        has not played yet."""
+        if self._notice_until is not None and not all_of_them:
+            return
         for item_id, complete_at in list(self._complete.items()):
             if all_of_them or (item_id in self._audio_done and not self.ledger.playing(item_id)):
                 del self._complete[item_id]
                 text = self._transcripts.pop(item_id)
-                self._log_assistant_line(item_id, text, complete_at, interrupted=False)
+                at = self.outbound.play_started.pop(item_id, complete_at)
+                self._log_assistant_line(item_id, text, at, interrupted=False)
 
     def _log_cut_transcript(self, item_id: str, sent_ms: int, heard_ms: int, cut_by: str) -> None:
         self._complete.pop(item_id, None)
         text = self._transcripts.pop(item_id, "")
+        at = self.outbound.play_started.pop(item_id, None)
         if not text:
             return
         # The transcript runs ahead of playback; cut it in proportion to what was heard.
         total = max(sent_ms, 1)
         heard_text = text[: round(len(text) * min(heard_ms / total, 1.0))].rstrip()
         self._log_assistant_line(
-            item_id, heard_text, None, full_text=text, interrupted=True, cut_by=cut_by, heard_ms=heard_ms
+            item_id, heard_text, at, full_text=text, interrupted=True, cut_by=cut_by, heard_ms=heard_ms
         )
 
     def _log_assistant_line(self, item_id: str, heard: str, at: float | None, **data: Any) -> None:
         """An assistant line in the call log, placed `at` (None: now); what the caller heard of it
-        joins the history. A whole line is placed where its transcript was complete, as it was when
-        it was logged at once: after the reply's latency record, which the call page pairs it with."""
+        joins the history. A line is placed where the caller began to hear it (the recording's time
+        axis), else where its transcript was complete: either way after the reply's latency record,
+        which the call page pairs it with."""
         self.records.append(
             LogRecord(RecordKind.ASSISTANT_TRANSCRIPT, {"item_id": item_id, "text": heard, **data}, at)
         )
@@ -615,9 +671,13 @@ class Call:
         of the old session and not heard is asked of the new one."""
         self.codec = codec
         self.needs_new_session = False
-        if self.ledger.pending():
+        if self._notice_until is not None:
+            # The notice plays on; what the old session said waited behind it, unheard, and is gone.
+            self._drop_held("session_replaced")
+        elif self.ledger.pending():
             self.to_carrier.append(ClearPlayback())
             self._cut(self.ledger.clear(now), "session_replaced")
+        self._caller_bytes = 0  # the new session's clock starts at its first append
         self._log_heard_transcripts(all_of_them=True)
         self._transcripts.clear()
         self.outbound.drop()
@@ -641,7 +701,63 @@ class Call:
         # The caller's hang-up reached us half a round trip after they stopped hearing anything.
         stopped_at = None if self._line_closed_at is None else self._line_closed_at - self.ledger.half_rtt
         self._cut(self.ledger.clear(now, self._unfinished(self.responses.active), stopped_at), reason)
+        if self._notice_until is not None:
+            self._notice_until = None
+            self._drop_held(reason)
+            self._record(
+                RecordKind.NOTE,
+                text="The call ended during the recording notice",
+                source="recording_notice",
+                heard_whole=False,
+            )
         self._log_heard_transcripts(all_of_them=True)
+
+    def apologising(self, audio: bytes, now: float) -> None:
+        """The leg plays `audio` (line format) in place of whatever was playing, which `line_closed`
+        cut already: the recording keeps it as the caller hears it."""
+        if self._tap is not None:
+            ledger = self.ledger
+            self._tap.assistant(audio, now + ledger.half_rtt + ledger.playout_delay_ms)
+
+    # -- the recording notice ---------------------------------------------------------------------
+
+    def _play_notice(self, notice_pcm24k: bytes, now: float) -> None:
+        line = self.started.line
+        to_line = Transcoder(L16_24K, line)
+        audio = to_line.process(notice_pcm24k) + to_line.flush()
+        self.outbound.notice(audio, now, self.to_carrier)
+        self._notice_until = now + len(audio) / line.bytes_per_ms + NOTICE_GRACE_MS
+
+    def _notice_heard(self, now: float, *, whole: bool) -> None:
+        """The notice played to its end (or its marks never came back): the model may speak, and the
+        lines it said meanwhile are logged as the caller hears them."""
+        self._notice_until = None
+        text = "Recording notice played" if whole else "Recording notice sent; the carrier never confirmed it"
+        data = {"text": text, "source": "recording_notice", "heard_whole": whole}
+        self.records.append(LogRecord(RecordKind.NOTE, data, now))  # before what follows it
+        for record in self.outbound.release(now, self.to_carrier):
+            self.records.append(record)
+
+    def _talked_over_notice(self) -> None:
+        """The caller spoke during the notice, which plays on: whatever the model said meanwhile is
+        dropped unheard (the model hears it was not heard), and its answer to the caller waits behind
+        the notice."""
+        items = self.outbound.drop_held()
+        active = self.responses.interrupt()
+        if active is not None:
+            for item_id in active.audio_items:
+                items.setdefault(item_id, 0)
+        for item_id, content_index in items.items():
+            self.to_upstream.append(self.codec.truncate(item_id, 0, content_index))
+            self._log_cut_transcript(item_id, 1, 0, "barge_in")
+        if active is not None and not self.config.session.interrupt_response:
+            self.to_upstream.append(self.codec.cancel_response(active.response_id))
+        self.outbound.greeting_interrupted()
+
+    def _drop_held(self, cut_by: str) -> None:
+        """The model's audio held behind the notice will never play: its lines are logged unheard."""
+        for item_id in self.outbound.drop_held():
+            self._log_cut_transcript(item_id, 1, 0, cut_by)
 
     def post_call_summary(self, reason: str) -> PostCallSummary | None:
         """Once the call ended with `reason`: the summary to ask the still-open session for, or None

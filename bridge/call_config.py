@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from bridge.answer_detection import DetectionPlan
 from bridge.realtime.codec import RealtimeCodec, SessionOptions
 from bridge.tools.builtin import end_call_definition, transfer_call_definition
+from bridge.wavfile import read_wav_mono
 
 if TYPE_CHECKING:
     from bridge.config import Settings
@@ -38,6 +39,7 @@ class CallConfig:
     # A call we placed with machine detection: the model waits for the carrier's verdict. None: it
     # speaks at once (every inbound call, and outbound calls without detection).
     detection: DetectionPlan | None = None
+    recording_notice: bytes = b""  # PCM16 24 kHz played first on a recorded call (RECORDING_NOTICE)
 
     @classmethod
     def from_settings(cls, settings: Settings, tools: tuple[dict[str, Any], ...] = ()) -> CallConfig:
@@ -78,6 +80,7 @@ class CallConfig:
             transfer_numbers=settings.transfer_numbers,
             max_call_seconds=settings.max_call_seconds,
             dispositions=settings.disposition_list if settings.post_call_summary else (),
+            recording_notice=read_wav_mono(notice, 24000) if (notice := settings.recording_notice) else b"",
         )
 
     def for_placed_call(

@@ -25,6 +25,7 @@ from bridge.stop_budget import DEFAULT_GOODBYE_S, FINAL_S, MIN_GOODBYE_S
 DEFAULT_TRANSCRIPTION_MODEL = "gpt-4o-mini-transcribe"
 TRANSCRIPTION_OFF = ("", "off", "none")
 
+MAX_NOTICE_S = 30  # RECORDING_NOTICE: a notice, not a message on hold
 VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
 
 # docs/protocols.md §R2: the models the openai SDK (3.63) marks deprecated, with their announced
@@ -102,7 +103,8 @@ class Settings(BaseSettings):
     recording_dir: Path | None = None  # default: "recordings" beside the SQLite file, else data/recordings
     recording_url: str = ""  # s3://bucket/prefix: store there instead of RECORDING_DIR
     recording_endpoint_url: str = ""  # an S3-compatible service; empty: AWS (or AWS_ENDPOINT_URL_S3)
-    recording_notice: str = ""  # said to the caller before the greeting on a recorded call
+    # A WAV the bridge plays to the caller before anything else on a recorded call (README, "Recordings")
+    recording_notice: Path | None = None
 
     # Carriers: which media-stream endpoints are mounted, and each one's credentials
     carriers: str = "twilio"  # comma-separated names from bridge.carrier.registry.CARRIERS
@@ -322,6 +324,26 @@ class Settings(BaseSettings):
         if value is not None and not value.is_file():
             raise ValueError(f"is not a file: {value}")
         return value
+
+    @field_validator("recording_notice", mode="before")
+    @classmethod
+    def _notice_wav(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        if value is None:
+            return None
+        path = Path(str(value)).expanduser()
+        if not path.is_file():
+            raise ValueError(
+                f"must be the path of a WAV file, not {str(value)[:60]!r}: the notice is played as recorded "
+                "audio, the same words every time (make one with any text-to-speech; README, 'Recordings')"
+            )
+        from bridge.wavfile import read_wav_mono
+
+        seconds = len(read_wav_mono(path, 8000)) / 16000  # ValueError says what is wrong with the file
+        if not 0 < seconds <= MAX_NOTICE_S:
+            raise ValueError(f"{path} lasts {seconds:.1f} s: a notice must last at most {MAX_NOTICE_S} s")
+        return path
 
     @field_validator("call_log_url")
     @classmethod

@@ -6,7 +6,8 @@ with the TwiML's `<Parameter>`s (the one-time stream token among them). The call
 greeting (or, hearing nothing for a few seconds, speaks anyway, as a caller would), speaks, stays on
 the line until the reply has been heard and the line has gone quiet (or the time limit passes), then
 hangs up and writes what it heard, silences included, to an 8 kHz WAV. If the bridge hangs up first,
-the caller stops there and says so.
+the caller stops there and says so. `--record` asks for the call to be recorded (RECORDING=requested)
+the way an operator does: `record=1` on the voice webhook's URL.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aiohttp
 
+from bridge.carrier.webhook import RECORD_PARAMETER
 from bridge.clock import now_ms
 from bridge.sim.carrier_emulator import LineConditions, TwilioCallerEmulator, random_sid
 from bridge.sim.twilio_voice import NotConnected, answer_call, stream_headers
@@ -81,6 +84,13 @@ class DialReport:
         lines = [f"{name:<22}{value}" for name, value in rows]
         lines += [f"  error: {error}" for error in self.protocol_errors]
         return lines
+
+
+def asking_to_record(url: str) -> str:
+    """`url` with `record=1` in its query: the call it answers is recorded under RECORDING=requested."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != RECORD_PARAMETER]
+    return urlunsplit(parts._replace(query=urlencode([*query, (RECORD_PARAMETER, "1")])))
 
 
 async def dial(
@@ -245,6 +255,11 @@ def _parser() -> argparse.ArgumentParser:
         help="sign the webhook and the upgrade (X-Twilio-Signature) with this token",
     )
     parser.add_argument("--call-sid", help="CA... sid to use (random by default)")
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="ask for the call to be recorded (record=1 on the webhook URL; for RECORDING=requested)",
+    )
     return parser
 
 
@@ -265,7 +280,7 @@ def main_dial(argv: list[str] | None = None) -> int:
         seed=args.seed,
     )
     call = dial(
-        args.url,
+        asking_to_record(args.url) if args.record else args.url,
         args.wav,
         args.out,
         answer_wait=args.answer_wait,

@@ -8,6 +8,10 @@ Nothing the call produces can be lost: each flush takes the call's outboxes once
 took; whatever the call produces while a flush is sending waits in the outboxes for the next one.
 What an operator does to a live call wakes the pump's own flusher, and jobs run as tasks the pump
 holds and cancels when the call ends.
+
+A recorded call's recording begins with the call (sample 0 is the call log's `started_at`) and ends
+when the line closed; the `Call` feeds it as the call goes (its tap), and what happens after the call
+(rendering, storing) is `Recordings`' business, off this loop.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from bridge.upstream_loss import UpstreamLoss
 
 if TYPE_CHECKING:
     from bridge.outbound.calls import OutboundCalls, PlacedCall
+    from bridge.recording import CallRecording, Recordings
 
 TICK_S = 0.5
 SUMMARY_TIMEOUT_S = 15.0  # the phone leg is already closed; this only bounds the session's life
@@ -68,6 +73,7 @@ class StreamContext:
     authorize: Callable[[CallStarted], bool] | None = None  # None: the stream was authenticated already
     tools: Toolbox | None = None
     placed_calls: OutboundCalls | None = None  # the calls we placed (None: no call log to find them in)
+    recordings: Recordings | None = None  # None: no call is recorded
 
 
 class CallPump:
@@ -77,6 +83,7 @@ class CallPump:
         self.log = logger
         self.call: Call | None = None
         self.upstream: UpstreamSession | None = None
+        self.recording: CallRecording | None = None
         self.call_id = ""
         self.config = ctx.call_config  # a call we placed brings its own
         self._tool_context: dict[str, Any] = {}  # what tools and the before-response hook are told
@@ -114,6 +121,7 @@ class CallPump:
             await self.leg.close("duplicate call", code=1008)
             return
         config = self.config
+        started_at = datetime.now(UTC)  # the call log's start and the recording's first sample alike
         # The call's row names this process its owner from here on; a stream for a call admitted
         # before (live on another replica, or a replay of an ended one) is refused like the above.
         claimed = await self.ctx.call_log.claim_call(
@@ -127,12 +135,16 @@ class CallPump:
             model=config.model,
             voice=config.session.voice,
             placed=placed is not None,
+            started_at=started_at,
         )
         if not claimed:
             self.ctx.active_calls.remove(self.call_id, self)
             self.log.warning("stream for a call admitted before refused (live elsewhere, or a replay)")
             await self.leg.close("duplicate call", code=1008)
             return
+        recordings = self.ctx.recordings
+        if recordings is not None and recordings.wanted(params):
+            self.recording = recordings.begin(self.call_id, started.line, now_ms(), started_at)
         self.log.info(
             "call started", caller=mask_number(params.get("from")), callee=mask_number(params.get("to"))
         )
@@ -174,6 +186,7 @@ class CallPump:
             configured=self.upstream.configured,
             greeted=self.upstream.greeted,
             play_chunk_ms=self.leg.play_chunk_ms,
+            tap=self.recording,
         )
         self.log.info(
             "upstream session open",
@@ -213,6 +226,8 @@ class CallPump:
         if not self.leg.closed:  # the phone leg first: nothing below may keep the caller on the line
             with contextlib.suppress(Exception):
                 await self.leg.close(reason)
+        if self.recording is not None and self.ctx.recordings is not None:
+            self.ctx.recordings.end(self.recording, now_ms())
         self.ctx.call_log.call_ended(self.call_id, reason)  # the call ended when the line did
         self.ctx.metrics.call_ended(reason)
         self.log.info(
@@ -248,10 +263,15 @@ class CallPump:
             self.log.info("post-call summary", disposition=result.disposition)
 
     def _apology(self) -> bytes:
-        """The apology (µ-law 8 kHz) in this call's line format."""
+        """The apology (µ-law 8 kHz) in this call's line format, as the recording keeps it too."""
         assert self.leg.started is not None
         converter = Transcoder(PCMU_8K, self.leg.started.line)
-        return converter.process(self.ctx.apology) + converter.flush()
+        audio = converter.process(self.ctx.apology) + converter.flush()
+        if self.call is not None:
+            self.call.apologising(audio, now_ms())
+        elif self.recording is not None:  # the model never answered: nothing played before it
+            self.recording.assistant(audio, now_ms())
+        return audio
 
     # -- what operators and the server do to a live call ------------------------------------------
 

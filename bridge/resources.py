@@ -204,6 +204,7 @@ class Bridge:
             authorize=authorize,
             tools=self.toolbox,
             placed_calls=self.outbound,
+            recordings=self.recordings,
         )
 
     def turned_away(self, call_id: str, carrier: str) -> bool:

@@ -217,6 +217,20 @@ def tone(ms: float, freq: float, rate: int = 8000, dbfs: float = -10.0) -> bytes
     return (np.sin(2 * np.pi * freq * t) * amplitude).astype("<i2").tobytes()
 
 
+def voice_like(ms: float, rate: int = 8000, seed: int = 0, dbfs: float = -16.0) -> bytes:
+    """Noise shaped like speech's spectrum (falling above 500 Hz, nothing above 3.8 kHz): unlike a
+    tone it never repeats, so a stretch of it can be found in a recording at exactly one place."""
+    rng = np.random.default_rng(seed)
+    n = int(ms * rate / 1000)
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    freqs = np.fft.rfftfreq(n, 1 / rate)
+    spectrum *= 1 / np.sqrt(1 + (freqs / 500) ** 2)
+    spectrum[freqs > 3800] = 0
+    pcm = np.fft.irfft(spectrum, n)
+    pcm *= 32767 * 10 ** (dbfs / 20) / np.sqrt(np.mean(pcm**2))
+    return np.clip(np.rint(pcm), -32768, 32767).astype("<i2").tobytes()
+
+
 def silence(ms: float, rate: int = 8000) -> bytes:
     return b"\x00\x00" * int(ms * rate / 1000)
 

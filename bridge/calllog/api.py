@@ -228,7 +228,8 @@ class _CallLogRoutes:
         return web.Response(text=text, content_type="text/plain", headers=_NO_STORE)
 
     async def recording(self, request: web.Request) -> web.StreamResponse:
-        """The call's recording, `?format=` wav or flac (default flac), with range requests."""
+        """The call's recording, `?format=` wav or flac (default flac), with range requests; or its
+        waveform, `?format=peaks` (JSON, `bridge.recording.finish.Peaks`)."""
         fmt = request.query.get("format", "flac").lower()
         if fmt not in FORMATS:
             raise _BadRequest(f"format must be one of {', '.join(FORMATS)}")

@@ -104,7 +104,7 @@ calls = Table(
     Column("recording_started_at", UTCDateTime()),  # wall-clock time of the recording's first sample
     Column("recording_duration_s", Float),
     Column("recording_location", Text),  # file:// or s3:// URI of the files, without the extension
-    Column("recording_formats", String(32)),  # comma-separated extensions stored there: "wav,flac"
+    Column("recording_formats", String(32)),  # comma-separated extensions stored there: "wav,flac,peaks"
     Column("recording_error", Text),  # why it failed
     # The process that carries (or carried) the call: a replica id, which run of it, and the
     # address its siblings reach it at. Written with the call's start; see bridge.calllog.leases.

@@ -30,12 +30,14 @@ from bridge.carrier.public_url import http_url, public_base, public_url
 from bridge.carrier.stream_tokens import STREAM_TOKEN_PARAMETER
 from bridge.carrier.transfer import CarrierTransfer
 from bridge.carrier.webhook import (
+    RECORD_PARAMETER,
     AnswerDocuments,
     IncomingCall,
     StreamAnswer,
     UnusableWebhook,
     WebhookRequest,
     WebhookSignature,
+    record_requested,
 )
 from bridge.carrier_leg import Transfer
 from bridge.config import Settings
@@ -50,6 +52,8 @@ if TYPE_CHECKING:
 
 log = get_logger("bridge.carrier")
 
+# What a stream token vouches for beside its call: that the webhook asked for a recording.
+RECORD_CLAIM = f"{RECORD_PARAMETER}=1"
 BUSY_MESSAGE = "Sorry, all our lines are busy right now. Please call again in a few minutes."
 MAX_WEBHOOK_BYTES = 64 * 1024  # a call webhook is a few hundred bytes of form or JSON
 
@@ -161,6 +165,9 @@ class CarrierRoutes:
         if call.call_id:
             bridge.prepared.prepare(call.call_id, lambda: bridge.open_prepared(config))
             bridge.awaited.answered(call, name)
+        # An operator asks for a call's recording (RECORDING=requested) with `record=1` on the webhook
+        # URL the carrier is given: a number's webhook, or an outbound call's.
+        record = record_requested(webhook.query)
         log.info(
             "call webhook answered",
             carrier=name,
@@ -169,12 +176,14 @@ class CarrierRoutes:
             callee=mask_number(call.callee),
             direction=call.direction,
             placed_call=placed.call_id if placed is not None else None,
+            record=record,
         )
-        token = (
-            bridge.stream_tokens.issue(call.call_id) if self.signature is not None and call.call_id else ""
-        )
+        token = ""
+        if self.signature is not None and call.call_id:
+            token = bridge.stream_tokens.issue(call.call_id, RECORD_CLAIM if record else "")
         public = http_url(public_base_url(bridge.settings, request))
-        answer = StreamAnswer(call, public, token, placed_call=placed.call_id if placed is not None else "")
+        placed_call = placed.call_id if placed is not None else ""
+        answer = StreamAnswer(call, public, token, placed_call=placed_call, record=record)
         return self.document(self.documents.connect(answer))
 
     async def _placed_call(self, token: str, carrier_call_id: str, request: web.Request) -> PlacedCall:
@@ -206,11 +215,13 @@ class CarrierRoutes:
 
     def stream_authorized(self, started: CallStarted) -> bool:
         """Does the stream carry the one-time token its webhook was answered with (so a captured
-        stream URL cannot place a call)? Always, when webhooks are not checked."""
+        stream URL cannot place a call, nor switch its recording on or off)? Always, when webhooks
+        are not checked."""
         if self.signature is None:
             return True
-        token = started.custom_parameters.get(STREAM_TOKEN_PARAMETER)
-        return self.bridge.stream_tokens.redeem(started.call_sid, token)
+        params = started.custom_parameters
+        claims = RECORD_CLAIM if record_requested(params) else ""
+        return self.bridge.stream_tokens.redeem(started.call_sid, params.get(STREAM_TOKEN_PARAMETER), claims)
 
     async def signed_webhook(self, request: web.Request) -> WebhookRequest:
         """The request, once the carrier's signature over it checked out (403 otherwise)."""

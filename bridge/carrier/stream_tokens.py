@@ -4,6 +4,9 @@ A signed websocket upgrade (where a carrier signs one at all) proves the carrier
 which call it belongs to, and a captured `wss://` URL plus signature could be replayed. So the answer
 to a signed webhook carries a short-lived token bound to that call's id (a TwiML `<Parameter>`, a Plivo
 extra header, a Vonage NCCO header), redeemed once against the stream's start message.
+
+A token can also vouch for what else the answer told the stream (`claims`, e.g. that the call is to be
+recorded): a stream that changed it carries a token that no longer fits.
 """
 
 from __future__ import annotations
@@ -63,13 +66,15 @@ class StreamTokens:
         secret = hmac.new(auth_token.encode(), b"bridge stream token v1", hashlib.sha256).digest()
         return cls(secret, ttl_s=ttl_s, clock=clock)
 
-    def issue(self, call_sid: str) -> str:
+    def issue(self, call_sid: str, claims: str = "") -> str:
+        """A token for `call_sid`'s stream; `claims`: what else it vouches for (redeemed with the same)."""
         expires_ms = int((self._clock() + self.ttl_s) * 1000)
         nonce = secrets.token_urlsafe(9)
-        return f"{expires_ms}.{nonce}.{self._mac(call_sid, expires_ms, nonce)}"
+        return f"{expires_ms}.{nonce}.{self._mac(call_sid, expires_ms, nonce, claims)}"
 
-    def redeem(self, call_sid: str, token: str | None) -> bool:
-        """True once for a token issued for `call_sid` and not yet expired; False ever after."""
+    def redeem(self, call_sid: str, token: str | None, claims: str = "") -> bool:
+        """True once for a token issued for `call_sid` (and `claims`) and not yet expired; False ever
+        after."""
         match = _TOKEN.fullmatch(token) if token else None
         if match is None:
             return False
@@ -77,7 +82,7 @@ class StreamTokens:
         now = self._clock()
         if now * 1000 > expires_ms:
             return False
-        if not hmac.compare_digest(mac, self._mac(call_sid, expires_ms, nonce)):
+        if not hmac.compare_digest(mac, self._mac(call_sid, expires_ms, nonce, claims)):
             return False
         self._forget_expired(now)
         if token in self._redeemed:
@@ -94,8 +99,11 @@ class StreamTokens:
     def redeemed_count(self) -> int:
         return len(self._redeemed)
 
-    def _mac(self, call_sid: str, expires_ms: int, nonce: str) -> str:
-        message = f"{call_sid}\n{expires_ms}\n{nonce}".encode()
+    def _mac(self, call_sid: str, expires_ms: int, nonce: str, claims: str = "") -> str:
+        # Without claims the message is what it always was: tokens issued before claims existed (another
+        # replica on the previous release) still redeem.
+        message = f"{call_sid}\n{expires_ms}\n{nonce}" + (f"\n{claims}" if claims else "")
+        message = message.encode()
         digest = hmac.new(self._secret, message, hashlib.sha256).digest()[: self._MAC_BYTES]
         return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
 

@@ -14,7 +14,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +142,19 @@ def chromium_executable() -> str:
             pytrace=False,
         )
     return path
+
+
+@contextlib.asynccontextmanager
+async def browser_page(workdir: Path, extra_flags: Sequence[str] = ()) -> AsyncIterator[Page]:
+    """The page of a fresh headless Chromium; the test fails if the page logged errors."""
+    browser = await Browser.launch(chromium_executable(), workdir, extra_flags)
+    try:
+        page = await browser.first_page()
+        yield page
+        await page.close()
+        assert page.errors == [], f"the page logged errors: {page.errors}"
+    finally:
+        await browser.close()
 
 
 def _write(path: Path, data: bytes) -> None:

@@ -24,7 +24,7 @@ from bridge.calllog.auth import OperatorAuth
 from bridge.calllog.leases import ReplicaIdentity
 from bridge.sim.carrier_emulator import TwilioCallerEmulator
 from bridge.softphone import setup_softphone_routes
-from tests.calllog.cdp import VIEWPORT, Browser, Page, chromium_executable
+from tests.calllog.cdp import VIEWPORT, Page, browser_page
 from tests.calllog.conftest import ADMIN_TOKEN, REPO
 from tests.calllog.sample_calls import REFUND_SUMMARY, record_day_of_calls, start
 from tests.e2e import eventually, running_bridge, running_emulator
@@ -39,11 +39,6 @@ SCREENSHOTS = (
 )
 ALICE = "alice-token-0123456789"
 AUTH = OperatorAuth(ADMIN_TOKEN, {"alice": ALICE})
-
-
-@pytest.fixture
-def chromium() -> str:
-    return chromium_executable()
 
 
 @dataclass
@@ -78,15 +73,9 @@ async def site(tmp_path: Path) -> AsyncIterator[Site]:
 
 
 @pytest.fixture
-async def page(chromium: str, tmp_path: Path) -> AsyncIterator[Page]:
-    browser = await Browser.launch(chromium, tmp_path / "chromium")
-    try:
-        page = await browser.first_page()
+async def page(tmp_path: Path) -> AsyncIterator[Page]:
+    async with browser_page(tmp_path / "chromium") as page:
         yield page
-        await page.close()
-        assert page.errors == [], f"the page logged errors: {page.errors}"
-    finally:
-        await browser.close()
 
 
 def js(value: str) -> str:

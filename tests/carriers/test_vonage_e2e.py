@@ -52,13 +52,19 @@ def vonage_jwt(body: bytes = b"", *, secret: str = SECRET) -> str:
 
 
 async def answer(
-    bridge: RunningBridge, uuid: str, *, authorization: str | None = None, post: bool = False
+    bridge: RunningBridge,
+    uuid: str,
+    *,
+    authorization: str | None = None,
+    post: bool = False,
+    record: bool = False,
 ) -> tuple[int, Any]:
-    """Ask the answer URL for an NCCO, as Vonage does (GET with a query, or POST with JSON)."""
+    """Ask the answer URL for an NCCO, as Vonage does (GET with a query, or POST with JSON); `record`:
+    the answer URL the operator configured asks for a recording (`?record=1`)."""
     params = {"uuid": uuid, "conversation_uuid": "CON-" + uuid, "from": CALLER, "to": OUR_NUMBER}
     headers = {"Authorization": authorization} if authorization else {}
     async with aiohttp.ClientSession() as http:
-        url = bridge.base_url + "/vonage/answer"
+        url = bridge.base_url + "/vonage/answer" + ("?record=1" if record else "")
         if post:
             request = http.post(url, json=params, headers=headers)
         else:
@@ -81,8 +87,10 @@ def caller_from_ncco(ncco: Any, uuid: str, **kwargs: Any) -> VonageCallerEmulato
     return caller
 
 
-async def answered_caller(bridge: RunningBridge, uuid: str, **kwargs: Any) -> VonageCallerEmulator:
-    status, ncco = await answer(bridge, uuid)
+async def answered_caller(
+    bridge: RunningBridge, uuid: str, *, record: bool = False, **kwargs: Any
+) -> VonageCallerEmulator:
+    status, ncco = await answer(bridge, uuid, record=record)
     assert status == 200
     return caller_from_ncco(ncco, uuid, **kwargs)
 

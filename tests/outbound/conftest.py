@@ -1,3 +1,3 @@
-"""The call-log suite's headless-Chromium fixtures (`page`, `chromium`), for the placed call's pages."""
+"""The call-log suite's headless-Chromium fixture (`page`), for the placed call's pages."""
 
-from tests.calllog.test_browser import chromium, page  # noqa: F401 - fixtures, found here by pytest
+from tests.calllog.test_browser import page  # noqa: F401 - a fixture, found here by pytest

@@ -35,9 +35,9 @@ import aiohttp
 import pytest
 
 from bridge.calllog import CallStore
-from bridge.dial import answer_call, stream_headers
 from bridge.sim.carrier_emulator import TwilioCallerEmulator, random_sid
 from bridge.sim.realtime_emulator import EmulatedSession, RealtimeEmulator, ScriptedReply
+from bridge.sim.twilio_voice import answer_call, stream_headers
 from tests.calllog.conftest import PostgresDatabase
 from tests.e2e import (
     ADMIN_TOKEN,

@@ -355,6 +355,15 @@ def test_token_is_bound_to_its_call() -> None:
     assert tokens.redeem(CALL, token)  # a failed attempt for another call does not burn it
 
 
+def test_token_vouches_for_its_claims() -> None:
+    """A token issued for a recorded call does not redeem for a stream that dropped the claim, nor an
+    unclaimed one for a stream that added it; a token issued without claims is what it always was."""
+    tokens = StreamTokens(b"k" * 32, clock=Clock())
+    recorded, plain = tokens.issue(CALL, "record=1"), tokens.issue(CALL)
+    assert not tokens.redeem(CALL, recorded) and not tokens.redeem(CALL, plain, "record=1")
+    assert tokens.redeem(CALL, recorded, "record=1") and tokens.redeem(CALL, plain)
+
+
 def test_token_expires() -> None:
     clock = Clock()
     tokens = StreamTokens(b"k" * 32, clock=clock)

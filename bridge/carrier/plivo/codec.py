@@ -67,6 +67,7 @@ from bridge.carrier.json_message import (
     media_payload,
 )
 from bridge.carrier.stream_tokens import STREAM_TOKEN_PARAMETER
+from bridge.carrier.webhook import RECORD_PARAMETER
 
 # 20 ms is 160 bytes of µ-law or 640 of L16 at 16 kHz: more than a second is not a phone frame.
 MAX_INBOUND_PAYLOAD_BYTES = 32_000  # a second of L16 at 16 kHz
@@ -81,7 +82,13 @@ _FORMATS: dict[tuple[str, int], AudioFormat] = {
 _CONTENT_TYPES = {fmt: content_type for (content_type, _), fmt in _FORMATS.items()}
 
 # custom_parameters name <-> extraHeaders name (Plivo allows no underscore in a name).
-_HEADER_NAMES = {STREAM_TOKEN_PARAMETER: "streamtoken", "from": "from", "to": "to", "direction": "direction"}
+_HEADER_NAMES = {
+    STREAM_TOKEN_PARAMETER: "streamtoken",
+    "from": "from",
+    "to": "to",
+    "direction": "direction",
+    RECORD_PARAMETER: "record",
+}
 _PARAMETER_NAMES = {header: parameter for parameter, header in _HEADER_NAMES.items()}
 _ALNUM = re.compile(r"[A-Za-z0-9]+")
 

@@ -19,7 +19,14 @@ from bridge.audio import PCMU_8K
 from bridge.carrier.plivo.codec import content_type, encode_extra_headers
 from bridge.carrier.public_url import public_url, websocket_url
 from bridge.carrier.stream_tokens import STREAM_TOKEN_PARAMETER
-from bridge.carrier.webhook import CarrierPaths, IncomingCall, StreamAnswer, WebhookRequest, form_call
+from bridge.carrier.webhook import (
+    RECORD_PARAMETER,
+    CarrierPaths,
+    IncomingCall,
+    StreamAnswer,
+    WebhookRequest,
+    form_call,
+)
 
 
 def _document(response: ElementTree.Element) -> str:
@@ -74,6 +81,8 @@ class PlivoAnswers:
         parameters = {"from": call.caller, "to": call.callee, "direction": call.direction}
         if answer.stream_token:
             parameters[STREAM_TOKEN_PARAMETER] = answer.stream_token
+        if answer.record:
+            parameters[RECORD_PARAMETER] = "1"
         try:
             headers = encode_extra_headers(parameters)
         except ValueError:

@@ -18,7 +18,14 @@ from bridge.carrier.json_message import decode_json
 from bridge.carrier.public_url import public_url, websocket_url
 from bridge.carrier.stream_tokens import STREAM_TOKEN_PARAMETER
 from bridge.carrier.vonage.codec import CALL_ID_HEADER
-from bridge.carrier.webhook import CarrierPaths, IncomingCall, StreamAnswer, UnusableWebhook, WebhookRequest
+from bridge.carrier.webhook import (
+    RECORD_PARAMETER,
+    CarrierPaths,
+    IncomingCall,
+    StreamAnswer,
+    UnusableWebhook,
+    WebhookRequest,
+)
 
 CONTENT_TYPE = "audio/l16;rate=16000"  # wideband: 16 kHz goes straight to the model's 24 kHz
 
@@ -79,6 +86,8 @@ class NccoAnswers:
         }
         if answer.stream_token:
             headers[STREAM_TOKEN_PARAMETER] = answer.stream_token
+        if answer.record:
+            headers[RECORD_PARAMETER] = "1"
         media_uri = websocket_url(public_url(answer.public_base, self.paths.media))
         return _encoder.encode(connect_websocket(media_uri, headers)).decode()
 

@@ -198,7 +198,12 @@ class Call {
         callSid: this.callSid,
         tracks: ["inbound"],
         mediaFormat: { encoding: "audio/x-mulaw", sampleRate: ULAW_RATE, channels: 1 },
-        customParameters: { from: "browser", to: "softphone", direction: "browser" },
+        customParameters: {
+          from: "browser",
+          to: "softphone",
+          direction: "browser",
+          ...($("record").checked ? { record: "1" } : {}),
+        },
       },
     });
     this.live = true;

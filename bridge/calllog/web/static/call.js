@@ -179,6 +179,7 @@
     let pendingLatency = null;
     for (const e of events) {
       const d = e.data || {};
+      const before = nodes.length;
       switch (e.kind) {
         case "caller_transcript":
           nodes.push(bubble("caller", "Caller", e, marked(String(d.text || "…"))));
@@ -261,6 +262,8 @@
         default:
           nodes.push(note(e, "quiet", `${e.kind}: ${json(d)}`));
       }
+      // The recording's player (recording.js) plays each line from its time when it is clicked.
+      if (nodes.length > before && typeof CallRecording !== "undefined") CallRecording.line(nodes[nodes.length - 1], e);
     }
     if (call.status === "in_progress") nodes.push(el("p", { class: "live-tail" }, el("span", { class: "dot" }), " Call in progress — updating live"));
     else if (call.ended_at) {
