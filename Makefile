@@ -16,12 +16,14 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/bridge serve
 
-# The suite needs a real PostgreSQL server and headless Chromium: both come from apt (sudo when not
-# root). BRIDGE_SKIP_POSTGRES=1 / BRIDGE_SKIP_BROWSER=1 skip those tests instead.
+# The suite needs a real PostgreSQL server, headless Chromium, sipp and HAProxy: all come from apt (sudo
+# when not root). BRIDGE_SKIP_POSTGRES=1 / BRIDGE_SKIP_BROWSER=1 / BRIDGE_SKIP_SIP=1 /
+# BRIDGE_SKIP_REPLICAS=1 skip those tests instead.
 test: $(STAMP)
 	$(BIN)/ruff check bridge tests bench
 	[ -n "$$BRIDGE_SKIP_BROWSER" ] || bash .ci/chromium.sh
 	[ -n "$$BRIDGE_SKIP_SIP" ] || bash .ci/sipp.sh
+	[ -n "$$BRIDGE_SKIP_REPLICAS" ] || bash .ci/haproxy.sh
 	if [ -z "$$BRIDGE_SKIP_POSTGRES" ]; then source .ci/postgres.sh; fi; $(BIN)/pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)

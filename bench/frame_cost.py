@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/frame_cost.py            # wall-clock µs, then instruction counts under callgrind
     .venv/bin/python bench/frame_cost.py --no-callgrind
+    .venv/bin/python bench/frame_cost.py --recording  # the same call, recorded (its tap fed)
 
 Three paths, each exactly the code the pump runs for one message (bridge/pump.py), minus the
 socket I/O:
@@ -10,7 +11,9 @@ socket I/O:
   * model delta: RealtimeCodec.decode of a 100 ms `response.output_audio.delta` -> Call.model_event ->
     Call.drain -> TwilioCodec.encode of the `media` message(s) and the `mark`;
   * mark echo: TwilioCodec.decode of a `mark` message -> Call.carrier_event (the ledger settles frames);
-each with the pump's two perf_counter calls and its Prometheus observation.
+each with the pump's two perf_counter calls and its Prometheus observation. With `--recording` the call
+has a tap (bridge.recording.CallRecording): what recording adds to each path; the spool thread's work
+and the rendering after the call are bench/recording_cost.py's.
 
 Instruction counts come from callgrind (other processes on the host cannot change them): the driver runs
 twice under valgrind, with 0 and with N messages after the same set-up and warm-up, and the difference is
@@ -30,6 +33,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -37,14 +41,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bridge.audio import pcm16_to_ulaw  # noqa: E402
+from bridge.audio import PCMU_8K, pcm16_to_ulaw  # noqa: E402
 from bridge.call import Call  # noqa: E402
 from bridge.call_config import CallConfig  # noqa: E402
 from bridge.carrier.events import Mark  # noqa: E402
 from bridge.carrier.twilio.codec import TwilioCodec  # noqa: E402
 from bridge.metrics import BridgeMetrics  # noqa: E402
-from bridge.server import settle_heap  # noqa: E402
 from bridge.realtime.codec import RealtimeCodec, SessionOptions  # noqa: E402
+from bridge.recording import CallRecording  # noqa: E402
+from bridge.server import settle_heap  # noqa: E402
 
 PATHS = ("caller", "delta", "echo")
 WARMUP = 200
@@ -68,7 +73,7 @@ def _speech_like(rate: int, ms: int, seed: int) -> np.ndarray:
 class Bench:
     """One call in progress, fed messages exactly as the pump would, minus the sockets."""
 
-    def __init__(self) -> None:
+    def __init__(self, recording: bool = False) -> None:
         self.twilio = TwilioCodec()
         self.realtime = RealtimeCodec("ga")
         self.metrics = BridgeMetrics(process_metrics=False)
@@ -88,8 +93,14 @@ class Bench:
         }
         started = self.twilio.decode(json.dumps(start))
         opts = SessionOptions(instructions="x", voice="marin")
+        tap = CallRecording("CA" + "0" * 32, PCMU_8K, 0.0, datetime.now(UTC)) if recording else None
         self.call = Call(  # type: ignore[arg-type]
-            CallConfig(session=opts), self.realtime, started, 0.0, play_chunk_ms=self.twilio.play_chunk_ms
+            CallConfig(session=opts),
+            self.realtime,
+            started,
+            0.0,
+            play_chunk_ms=self.twilio.play_chunk_ms,
+            tap=tap,
         )
         self.call.drain()
         self.now = 0.0
@@ -197,19 +208,19 @@ class Bench:
             self.now += DELTA_MS
 
 
-def prepared(path: str, n: int) -> tuple[Callable[[], None], Callable[[], None]]:
+def prepared(path: str, n: int, recording: bool = False) -> tuple[Callable[[], None], Callable[[], None]]:
     """Warm-up and measured run of `path` on a fresh call. The set-up is the same whatever `n` (the
     messages are built for MAX_MESSAGES), so two callgrind runs differ only by the n measured ones."""
     if n > MAX_MESSAGES:
         raise SystemExit(f"at most {MAX_MESSAGES} messages per path")
-    bench = Bench()
+    bench = Bench(recording)
     messages = bench.messages(path, WARMUP + MAX_MESSAGES)
     loop = getattr(bench, path)
     return (lambda: loop(messages[:WARMUP])), (lambda: loop(messages[WARMUP : WARMUP + n]))
 
 
-def run_once(path: str, n: int) -> None:
-    warm_up, run = prepared(path, n)
+def run_once(path: str, n: int, recording: bool) -> None:
+    warm_up, run = prepared(path, n, recording)
     warm_up()
     # As the server runs: what was loaded and built before the calls, frozen out of the collector's
     # sight (bridge.server.settle_heap), so a collection costs what the messages allocated, not the
@@ -218,11 +229,11 @@ def run_once(path: str, n: int) -> None:
     run()
 
 
-def wall_clock_us(path: str, n: int, repeats: int) -> tuple[float, float]:
+def wall_clock_us(path: str, n: int, repeats: int, recording: bool) -> tuple[float, float]:
     """Best and median µs per message over `repeats` fresh calls (best is the least disturbed)."""
     samples = []
     for _ in range(repeats):
-        warm_up, run = prepared(path, n)
+        warm_up, run = prepared(path, n, recording)
         warm_up()
         start = time.perf_counter()
         run()
@@ -231,10 +242,10 @@ def wall_clock_us(path: str, n: int, repeats: int) -> tuple[float, float]:
     return samples[0], samples[len(samples) // 2]
 
 
-def _callgrind(path: str, count: int, out: Path, python: str) -> subprocess.Popen[bytes]:
+def _callgrind(path: str, count: int, out: Path, python: str, recording: bool) -> subprocess.Popen[bytes]:
     command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", python, __file__]
     return subprocess.Popen(
-        [*command, "--run", path, "--n", str(count)],
+        [*command, "--run", path, "--n", str(count), *(["--recording"] if recording else [])],
         # OpenBLAS's worker threads (numpy) spin for as long as the host makes them wait: with them
         # the same run varied by 3-5 thousand instructions per message, without them by about 100.
         env={**os.environ, "PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1"},
@@ -262,14 +273,18 @@ def _by_function(out: Path) -> dict[str, int]:
     return costs
 
 
-def instructions(path: str, n: int, python: str, breakdown: int) -> tuple[float, list[str]]:
+def instructions(
+    path: str, n: int, python: str, breakdown: int, recording: bool = False
+) -> tuple[float, list[str]]:
     """Instructions per message: callgrind totals of an N-message run minus a 0-message run, over N.
 
     The two runs go side by side (instruction counts do not care). With `breakdown`, also print the
     functions with the largest per-message difference (exclusive cost)."""
     with tempfile.TemporaryDirectory() as tmp:
         outs = [Path(tmp) / f"callgrind.{path}.{count}" for count in (0, n)]
-        runs = [_callgrind(path, count, out, python) for count, out in zip((0, n), outs, strict=True)]
+        runs = [
+            _callgrind(path, count, out, python, recording) for count, out in zip((0, n), outs, strict=True)
+        ]
         for run in runs:
             if run.wait() != 0:
                 raise SystemExit(f"valgrind failed on the {path} path")
@@ -295,9 +310,10 @@ def main() -> None:
         "--paths", default=",".join(PATHS), help="comma-separated subset of " + ",".join(PATHS)
     )
     parser.add_argument("--breakdown", type=int, default=0, metavar="K", help="top K functions per path")
+    parser.add_argument("--recording", action="store_true", help="the call is recorded (its tap is fed)")
     args = parser.parse_args()
     if args.run:
-        run_once(args.run, args.n)
+        run_once(args.run, args.n, args.recording)
         return
 
     labels = {"caller": "caller frame (20 ms)", "delta": f"model delta ({DELTA_MS} ms)", "echo": "mark echo"}
@@ -305,10 +321,10 @@ def main() -> None:
     use_callgrind = not args.no_callgrind and shutil.which("valgrind") is not None
     print(f"{'instructions':>14}" if use_callgrind else "")
     for path in args.paths.split(","):
-        best, median = wall_clock_us(path, args.n, args.repeats)
+        best, median = wall_clock_us(path, args.n, args.repeats, args.recording)
         print(f"{labels[path]:<24}{best:>10.1f}{median:>11.1f}", end="", flush=True)
         if use_callgrind:
-            count, lines = instructions(path, args.n, sys.executable, args.breakdown)
+            count, lines = instructions(path, args.n, sys.executable, args.breakdown, args.recording)
             print(f"{count:>14,.0f}", *lines, sep="\n" if lines else "")
         else:
             print()

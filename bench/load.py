@@ -38,6 +38,12 @@ a saturated host measure the queue for the CPU, not the bridge.
 emulator then speaks back in µ-law: no resampling on either side). The table's first line names the
 machine (CPU model, cores, Python, event loop).
 
+`--recording` runs every level twice, the same calls with RECORDING=off and RECORDING=all (recordings in
+the run's temporary directory), and prints what recording costs: CPU per call-second while the calls
+are up (the tap and the spool thread), and over the whole run including the storing after the calls
+(WAV, FLAC and peaks rendered, moved into place), beside the latencies of both runs (the recording must
+add none to the audio path). The issue's budget is 1 ms of CPU per call-second.
+
 `--sweep 25,50,100,200` prints one row per call count (CPU per call-second must stay flat, i.e. total
 CPU grows linearly). `--profile 10` also samples the bridge with py-spy for 10 s under load and prints
 its hottest functions (py-spy must be installed; it slows the bridge a little).
@@ -48,6 +54,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -159,8 +166,8 @@ async def watch_lag(lags: list[float], interval_ms: float = 20.0) -> None:
 async def one_call(
     http: Any, args: argparse.Namespace, index: int, start_at: float, rng: random.Random
 ) -> dict[str, Any]:
-    from bridge.dial import answer_call, stream_headers
     from bridge.sim.carrier_emulator import TwilioCallerEmulator, random_sid, sleep_until
+    from bridge.sim.twilio_voice import answer_call, stream_headers
 
     await sleep_until(start_at)
     result: dict[str, Any] = {"ok": False, "error": None}
@@ -251,6 +258,9 @@ class Sample:
 class Row:
     calls: int
     mode: str = "transcode"
+    recording: bool = False
+    cpu_total_ms_per_call_s: float = math.nan  # from the first call to the last recording stored
+    recordings_missing: int = 0
     call_seconds: float = 0.0
     failed: int = 0
     cpu_ms_per_call_s: float = math.nan
@@ -338,7 +348,12 @@ def stop(proc: subprocess.Popen[bytes] | None, timeout_s: float = 15.0) -> None:
 
 
 def bridge_env(
-    args: argparse.Namespace, port: int, emulator_port: int, metrics_port: int, workdir: Path
+    args: argparse.Namespace,
+    port: int,
+    emulator_port: int,
+    metrics_port: int,
+    workdir: Path,
+    recording: bool = False,
 ) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
@@ -356,6 +371,8 @@ def bridge_env(
         METRICS_PORT=str(metrics_port),
         BRIDGE_ENV="production",  # signatures checked, as in production
         AUDIO_PASSTHROUGH="true" if args.passthrough else "false",
+        RECORDING="all" if recording else "off",
+        RECORDING_DIR=str(workdir / "recordings"),
     )
     return env
 
@@ -367,8 +384,8 @@ def spawn(command: list[str], log: Path, **kwargs: Any) -> subprocess.Popen[byte
         return subprocess.Popen(command, stderr=fh, **kwargs)
 
 
-def run_level(args: argparse.Namespace, calls: int) -> Row:
-    row = Row(calls)
+def run_level(args: argparse.Namespace, calls: int, recording: bool = False) -> Row:
+    row = Row(calls, recording=recording)
     here = Path(__file__).resolve()
     python = sys.executable
     with tempfile.TemporaryDirectory(prefix="bridge-bench-") as tmp:
@@ -390,7 +407,7 @@ def run_level(args: argparse.Namespace, calls: int) -> Row:
                 if args.bridge_command
                 else [python, "-m", "bridge", "serve"],
                 workdir / "bridge.log",
-                env=bridge_env(args, port, emulator_port, metrics_port, workdir),
+                env=bridge_env(args, port, emulator_port, metrics_port, workdir, recording),
                 cwd=workdir,
             )
             procs.append(bridge)
@@ -431,6 +448,9 @@ def run_level(args: argparse.Namespace, calls: int) -> Row:
                 time.sleep(SAMPLE_S)
             if load.returncode != 0:
                 raise RuntimeError(f"load generator failed: {(workdir / 'load.log').read_text()[-2000:]}")
+            stored = wait_stored(workdir / "recordings", calls if recording else 0)
+            time.sleep(0.5)  # the call log's last writes, in both runs alike
+            after = Sample(now_ms(), proc_ticks(bridge.pid), 0, 0, *host_ticks())
             if spy is not None:
                 spy.wait(args.profile + 30)
                 row.profile, row.profile_bridge = read_profile(workdir / "profile.txt")
@@ -441,6 +461,10 @@ def run_level(args: argparse.Namespace, calls: int) -> Row:
             row.bridge_lag_p99 = scrape_loop_lag(metrics_port)
             sessions = json.loads(emulator_out.read_text())
             analyse(row, results, sessions, samples, idle_rss)
+            if samples and row.call_seconds:
+                total_cpu_ms = (after.bridge_ticks - samples[0].bridge_ticks) * 1000 / CLK_TCK
+                row.cpu_total_ms_per_call_s = total_cpu_ms / row.call_seconds
+            row.recordings_missing = (calls - row.failed - stored) if recording else 0
             if args.keep_logs:
                 for name in (
                     "bridge.log",
@@ -458,6 +482,17 @@ def run_level(args: argparse.Namespace, calls: int) -> Row:
             for proc in reversed(procs):
                 stop(proc)
     return row
+
+
+def wait_stored(directory: Path, expected: int, timeout_s: float = 120.0) -> int:
+    """Until `expected` recordings are stored in `directory` (each one's peaks file goes in last), or
+    the time is up; how many there are."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        stored = sum(1 for _ in directory.rglob("*.peaks")) if directory.is_dir() else 0
+        if stored >= expected or time.monotonic() > deadline:
+            return stored
+        time.sleep(0.1)
 
 
 def ramp_s(args: argparse.Namespace, calls: int) -> float:
@@ -693,6 +728,7 @@ def print_table(rows: list[Row], load_before: float) -> None:
         if row.errors:
             notes.append("failures: " + ", ".join(f"{k} x{v}" for k, v in row.errors.most_common()))
         print(f"  {row.calls} calls: " + "; ".join(notes))
+    print_recording_cost(rows)
     for row in rows:
         if row.profile:
             print(f"\nbridge hot functions at {row.calls} calls (py-spy, % of samples, self time):")
@@ -701,6 +737,40 @@ def print_table(rows: list[Row], load_before: float) -> None:
             print("bridge/ functions by inclusive time (with everything they call):")
             for name, share in row.profile_bridge:
                 print(f"  {share:5.1f}%  {name}")
+
+
+def print_recording_cost(rows: list[Row]) -> None:
+    """What RECORDING=all added to the same calls as RECORDING=off (--recording)."""
+    pairs = [
+        (off, on)
+        for off, on in itertools.pairwise(rows)
+        if not off.recording and on.recording and off.calls == on.calls
+    ]
+    if not pairs:
+        return
+    print(
+        "\nrecording (RECORDING=all against off, same calls; budget 1 ms CPU per call-second, no latency):"
+    )
+    for off, on in pairs:
+        up = on.cpu_ms_per_call_s - off.cpu_ms_per_call_s
+        total = on.cpu_total_ms_per_call_s - off.cpu_total_ms_per_call_s
+        print(f"  {on.calls} calls:")
+        print(
+            f"    CPU ms per call-second, calls up          off {off.cpu_ms_per_call_s:.2f}  "
+            f"all {on.cpu_ms_per_call_s:.2f}  recording {up:+.2f}"
+        )
+        print(
+            f"    CPU ms per call-second, incl. storing     off {off.cpu_total_ms_per_call_s:.2f}  "
+            f"all {on.cpu_total_ms_per_call_s:.2f}  recording {total:+.2f}"
+        )
+        for name, a, b in (
+            ("in ms", off.inbound, on.inbound),
+            ("out ms", off.outbound, on.outbound),
+            ("barge(bridge) ms", off.barge_bridge, on.barge_bridge),
+        ):
+            print(f"    {name + ' p50/p99':<40}  off {p50_99_fine(a):>11}  all {p50_99_fine(b):>11}")
+        if on.recordings_missing:
+            print(f"    {on.recordings_missing} calls' recordings were not stored (see the bridge's log)")
 
 
 def print_resampler_quality() -> None:
@@ -756,6 +826,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--passthrough", action="store_true", help="AUDIO_PASSTHROUGH=true: µ-law to the model unchanged"
     )
+    parser.add_argument(
+        "--recording",
+        action="store_true",
+        help="each level with RECORDING=off, then all: what recording costs",
+    )
     parser.add_argument("--profile", type=int, default=0, metavar="SECONDS", help="py-spy the bridge")
     parser.add_argument("--keep-logs", metavar="DIR", help="copy the processes' logs here")
     parser.add_argument("--no-quality", action="store_true", help="skip the resampler quality check")
@@ -787,15 +862,17 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     rows = []
     for calls in levels:
-        print(f"running {calls} calls of {args.seconds:.0f} s ...", file=sys.stderr, flush=True)
-        try:
-            rows.append(run_level(args, calls))
-        except RuntimeError as exc:  # one level going wrong (an overrun) still reports the others
-            row = Row(calls, failed=calls)
-            row.errors[f"run aborted: {exc}"[:120]] = 1
-            rows.append(row)
+        for recording in (False, True) if args.recording else (False,):
+            what = " recorded" if recording else ""
+            print(f"running {calls}{what} calls of {args.seconds:.0f} s ...", file=sys.stderr, flush=True)
+            try:
+                rows.append(run_level(args, calls, recording))
+            except RuntimeError as exc:  # one level going wrong (an overrun) still reports the others
+                row = Row(calls, failed=calls, recording=recording)
+                row.errors[f"run aborted: {exc}"[:120]] = 1
+                rows.append(row)
     for row in rows:
-        row.mode = "passthrough" if args.passthrough else "transcode"
+        row.mode = ("passthrough" if args.passthrough else "transcode") + ("+rec" if row.recording else "")
     print_table(rows, load_before)
     if not args.no_quality:
         print_resampler_quality()

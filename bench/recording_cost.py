@@ -8,8 +8,8 @@ at their arrival times (with jitter), the assistant speaking about half the time
 each turn alone, then 100 ms pieces sent faster than real time, as `Call` sends them), two barge-ins
 cutting a turn short, and `take_spool()` once a second as `Recordings` does. Then the two other parts
 of the work, each timed on its own: appending those once-a-second batches to a spool file (the spool
-thread), and laying the spool out as WAV + FLAC (the finishing thread). Storage (a rename, or an upload)
-is not counted.
+thread), and laying the spool out as WAV + FLAC + peaks (the finishing thread). Storage (a rename, or an
+upload) is not counted.
 
 Times are CPU time of this process (time.process_time), best of the runs: other work on the host can
 only make a run slower, never faster.
@@ -150,7 +150,7 @@ def main() -> None:
     for part, label in (
         ("loop", "on the event loop (tap calls + take_spool)"),
         ("spool", "spool thread (one append a second)"),
-        ("finish", "finishing thread (WAV + FLAC)"),
+        ("finish", "finishing thread (WAV + FLAC + peaks)"),
     ):
         per_s = best[part] / CALL_S * 1e6
         total += per_s

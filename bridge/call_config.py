@@ -8,13 +8,15 @@ Nothing else copies a setting for a call.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
+from bridge.answer_detection import DetectionPlan
 from bridge.audio import AudioFormat
 from bridge.live.codec import Delegation, HistoryRole, LiveSessionOptions, live_format_for
 from bridge.realtime.codec import RealtimeCodec, SessionOptions
 from bridge.tools.builtin import end_call_definition, transfer_call_definition
+from bridge.wavfile import read_wav_mono
 
 if TYPE_CHECKING:
     from bridge.config import Settings
@@ -79,6 +81,10 @@ class CallConfig:
     upstream_by_number: Mapping[str, UpstreamApi] = field(default_factory=dict)  # called number -> API
     live: LiveConfig | None = None  # None: Live calls cannot run with these settings (`live_unavailable`)
     live_unavailable: str = ""
+    # A call we placed with machine detection: the model waits for the carrier's verdict. None: it
+    # speaks at once (every inbound call, and outbound calls without detection).
+    detection: DetectionPlan | None = None
+    recording_notice: bytes = b""  # PCM16 24 kHz played first on a recorded call (RECORDING_NOTICE)
 
     @classmethod
     def from_settings(cls, settings: Settings, tools: tuple[dict[str, Any], ...] = ()) -> CallConfig:
@@ -101,7 +107,7 @@ class CallConfig:
             vad_eagerness=settings.vad_eagerness,
             interrupt_response=settings.vad_interrupt_response,
             create_response=settings.response_mode == "auto",
-            transcription_model=settings.input_transcription_model,
+            transcription_model=settings.transcription_model,
             noise_reduction=settings.noise_reduction,
             prompt_id=settings.realtime_prompt_id,
             prompt_version=settings.realtime_prompt_version,
@@ -114,7 +120,7 @@ class CallConfig:
             audio_passthrough=settings.audio_passthrough,
             review_turns=settings.response_mode == "manual",
             before_response_url=settings.before_response_url,
-            transcribed=bool(settings.input_transcription_model),
+            transcribed=bool(settings.transcription_model),
             end_call_tool=settings.end_call_tool,
             transfer_numbers=settings.transfer_numbers,
             max_call_seconds=settings.max_call_seconds,
@@ -123,6 +129,7 @@ class CallConfig:
             upstream_by_number=dict(settings.upstream_api_by_number or {}),
             live=None if settings.live_unavailable else _live_config(settings, session.tools),
             live_unavailable=settings.live_unavailable,
+            recording_notice=read_wav_mono(notice, 24000) if (notice := settings.recording_notice) else b"",
         )
 
     def model_for(self, api: UpstreamApi) -> str:
@@ -143,12 +150,31 @@ class CallConfig:
             api = "realtime"
         return api, problem
 
+    def for_placed_call(
+        self, *, instructions: str = "", greeting: str | None = None, detection: DetectionPlan | None = None
+    ) -> CallConfig:
+        """This configuration for one call we place: its own instructions and greeting (each
+        replacing the server's when given; an empty greeting means the model waits for the callee)
+        and how it waits for the carrier's answering-machine verdict."""
+        session = replace(self.session, instructions=instructions) if instructions else self.session
+        return replace(
+            self,
+            session=session,
+            greeting=self.greeting if greeting is None else greeting,
+            detection=detection,
+        )
+
+    @property
+    def greets_at_once(self) -> bool:
+        """Is the greeting asked for as soon as the call connects (not after a verdict)?"""
+        return bool(self.greeting) and self.detection is None
+
     def opening_events(self, codec: RealtimeCodec, *, greet: bool) -> list[dict[str, Any]]:
         """What a session opened before its call's stream starts is sent: its configuration, then
         (`greet`) the greeting, so that its first audio is waiting when the caller arrives. A session
         the `Call` opens itself is configured and greeted by the call."""
         events = [codec.session_update(self.session)]
-        if self.greeting and greet:
+        if self.greets_at_once and greet:
             events.append(codec.create_response(self.greeting))
         return events
 

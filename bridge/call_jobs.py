@@ -1,12 +1,14 @@
 """Work a `Call` asks the pump to do beside the call, off the audio path, and report back on.
 
 The call decides; the pump only runs these and hands the outcome back (`Call.tool_result`,
-`Call.turn_reviewed`, `Call.transfer_finished`).
+`Call.turn_reviewed`, `Call.transfer_finished`, `Call.answered`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from bridge.answer_detection import Verdict
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,4 +36,13 @@ class TransferRequest:
     number: str
 
 
-CallJob = ToolRequest | TurnReview | TransferRequest
+@dataclass(frozen=True, slots=True)
+class AwaitVerdict:
+    """A call we placed waits for the carrier to say who answered (`Call.answered`), wherever its
+    word arrives (it may reach another replica first); after `seen`, for the next word (a machine's
+    message end)."""
+
+    seen: Verdict | None = None
+
+
+CallJob = ToolRequest | TurnReview | TransferRequest | AwaitVerdict

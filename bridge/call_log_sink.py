@@ -12,18 +12,25 @@ from bridge.log_records import RecordKind
 
 
 class CallLogSink(Protocol):
-    def call_started(self, **fields: Any) -> None: ...
+    async def claim_call(self, **fields: Any) -> bool:
+        """Record the call's start, naming this process its owner; False when its stream was
+        admitted before (here or by another process sharing the log): the stream must be refused."""
+        ...
+
     def event(
         self, call_id: str, kind: RecordKind, data: dict[str, Any], at: datetime | None = None
     ) -> None: ...
     def usage(self, call_id: str, usage: dict[str, Any]) -> None: ...
     def call_ended(self, call_id: str, reason: str) -> None: ...
-    def summary(self, call_id: str, summary: str, disposition: str | None) -> None: ...
+    def call_never_connected(self, **fields: Any) -> None: ...
+    def summary(
+        self, call_id: str, summary: str, disposition: str | None, intent: str | None = None
+    ) -> None: ...
 
 
 class NoCallLog:
-    def call_started(self, **fields: Any) -> None:
-        pass
+    async def claim_call(self, **fields: Any) -> bool:
+        return True
 
     def event(self, call_id: str, kind: RecordKind, data: dict[str, Any], at: datetime | None = None) -> None:
         pass
@@ -34,5 +41,8 @@ class NoCallLog:
     def call_ended(self, call_id: str, reason: str) -> None:
         pass
 
-    def summary(self, call_id: str, summary: str, disposition: str | None) -> None:
+    def call_never_connected(self, **fields: Any) -> None:
+        pass
+
+    def summary(self, call_id: str, summary: str, disposition: str | None, intent: str | None = None) -> None:
         pass

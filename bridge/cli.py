@@ -1,4 +1,4 @@
-"""`bridge serve`, `bridge dial`, `bridge emulator`."""
+"""`bridge serve`, `bridge dial`, `bridge call`, `bridge emulator`."""
 
 from __future__ import annotations
 
@@ -121,13 +121,17 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     # `worker` is not in the usage line: the supervisor of `bridge serve` starts workers.
     commands = {"serve": serve, "emulator": emulator, "worker": worker}
-    if not argv or argv[0] not in (*commands, "dial"):
-        print("usage: bridge {serve,dial,emulator} [options]", file=sys.stderr)
+    if not argv or argv[0] not in (*commands, "dial", "call"):
+        print("usage: bridge {serve,dial,call,emulator} [options]", file=sys.stderr)
         return 2
     if argv[0] == "dial":
         from bridge.dial import main_dial
 
         return main_dial(argv[1:])
+    if argv[0] == "call":
+        from bridge.outbound.command import main_call
+
+        return main_call(argv[1:])
     return commands[argv[0]](argv[1:])
 
 

@@ -13,13 +13,20 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bridge.call_config import LIVE_LEAD_MS, UPSTREAM_APIS, UpstreamApi
 from bridge.carrier.registry import CARRIERS
 from bridge.phone_numbers import valid_e164
+from bridge.stop_budget import DEFAULT_GOODBYE_S, FINAL_S, MIN_GOODBYE_S
 
+# The caller's words in the call log, by default: OpenAI's small transcription model, about $0.003 a
+# minute of caller speech (README, "Configuration", gives the sources).
+DEFAULT_TRANSCRIPTION_MODEL = "gpt-4o-mini-transcribe"
+TRANSCRIPTION_OFF = ("", "off", "none")
+
+MAX_NOTICE_S = 30  # RECORDING_NOTICE: a notice, not a message on hold
 VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
 # The Live API's built-in voices (openai.types.live.BuiltInVoice, docs/protocols.md §L2).
 LIVE_VOICES = (
@@ -30,13 +37,15 @@ LIVE_VOICES = (
 ROUTES_EXAMPLE = '{"+14155550123": "live"}'
 DEMO_BACKEND_MODEL = "emulated-backend"  # demo mode's Live calls delegate to the emulator's backend
 
-# PROTOCOLS.md B1: the SDK marks these deprecated with a shutdown announced for 2027-01-20.
+# docs/protocols.md §R2: the models the openai SDK (3.63) marks deprecated, with their announced
+# shutdown dates. tests/test_config.py checks this against the installed SDK.
 DEPRECATED_MODELS = {
     "gpt-realtime": "2027-01-20",
     "gpt-realtime-2025-08-28": "2027-01-20",
     "gpt-realtime-mini": "2027-01-20",
-    "gpt-realtime-mini-2025-10-06": "2027-01-20",
     "gpt-realtime-mini-2025-12-15": "2027-01-20",
+    "gpt-audio-mini": "2027-01-20",
+    "gpt-audio-mini-2025-12-15": "2027-01-20",
 }
 
 
@@ -80,7 +89,8 @@ class Settings(BaseSettings):
     vad_silence_duration_ms: int = Field(default=500, ge=0)
     vad_eagerness: Literal["low", "medium", "high", "auto"] = "auto"
     vad_interrupt_response: bool = True
-    input_transcription_model: str = ""
+    # Unset: DEFAULT_TRANSCRIPTION_MODEL (off on Azure, which needs a deployment's name); off / none: off.
+    input_transcription_model: str | None = None
     noise_reduction: Literal["near_field", "far_field", "off"] = "near_field"
     greeting: str = ""
     tools_file: Path | None = None  # HTTP webhook tools (JSON or YAML); see README
@@ -93,7 +103,9 @@ class Settings(BaseSettings):
     transfer_allowlist: str = ""  # other numbers transfer_call may dial, comma-separated
     twilio_api_base: str = ""  # Twilio REST base URL override (a stand-in); empty = api.twilio.com
     tools_secret: SecretStr | None = None  # signs every tool request (X-Bridge-Signature)
-    prefetch_greeting: bool = True  # ask for it while the webhook is answered; see README
+    # Ask for the greeting while the webhook is answered: auto = only while this process is the only
+    # one sharing the call log (bridge.session_pool), so no greeting is made where no stream arrives.
+    prefetch_greeting: bool | Literal["auto"] = "auto"
 
     # HTTP server
     host: str = "0.0.0.0"
@@ -108,18 +120,22 @@ class Settings(BaseSettings):
     call_log_retention_days: int = Field(default=90, ge=0)
     call_log_prices: str = ""  # JSON price table, or a path to one; empty = built-in estimates
     admin_token: SecretStr | None = None
+    operator_tokens: SecretStr | None = None  # "alice:<token>,bob:<token>": operators besides the admin
 
     # Call recordings (see README, "Recordings")
     recording: Literal["off", "all", "requested"] = "off"
     recording_dir: Path | None = None  # default: "recordings" beside the SQLite file, else data/recordings
     recording_url: str = ""  # s3://bucket/prefix: store there instead of RECORDING_DIR
     recording_endpoint_url: str = ""  # an S3-compatible service; empty: AWS (or AWS_ENDPOINT_URL_S3)
-    recording_notice: str = ""  # said to the caller before the greeting on a recorded call
+    # A WAV the bridge plays to the caller before anything else on a recorded call (README, "Recordings")
+    recording_notice: Path | None = None
 
     # Carriers: which media-stream endpoints are mounted, and each one's credentials
     carriers: str = "twilio"  # comma-separated names from bridge.carrier.registry.CARRIERS
     stream_token_secret: SecretStr | None = None  # keys one-time stream tokens; shared by replicas
     twilio_auth_token: SecretStr | None = None
+    twilio_account_sid: str = ""  # places calls (REST); unset outside production: the simulated callee
+    twilio_from_number: str = ""  # the caller id of calls we place when the request names none
     signalwire_signing_key: SecretStr | None = None
     telnyx_public_key: str = ""  # base64 Ed25519 key from the Telnyx portal (webhook signatures)
     telnyx_api_key: SecretStr | None = None  # Call Control REST (transfer)
@@ -128,6 +144,15 @@ class Settings(BaseSettings):
     plivo_auth_token: SecretStr | None = None
     plivo_api_base: str = ""  # Plivo REST base URL override (a stand-in); empty = api.plivo.com
     vonage_signature_secret: SecretStr | None = None  # signed webhooks (JWT, HS256)
+
+    # Calls we place (POST /api/calls, `bridge call`; see README "Place a call")
+    outbound_carrier: str = "twilio"  # the carrier that places them (its routes must be served: CARRIERS)
+    outbound_max_concurrent: int = Field(default=10, ge=1)  # placed calls in progress, all replicas
+    outbound_calls_per_minute: int = Field(default=30, ge=1)  # placements in any minute, all replicas
+    outbound_allowed_prefixes: str = ""  # comma-separated E.164 prefixes calls may go to; empty: any
+    outbound_machine_detection: Literal["off", "hang_up", "leave_message"] = "leave_message"
+    outbound_answer_wait: float = Field(default=5.0, gt=0, le=60)  # seconds to wait for the verdict
+    outbound_ring_timeout: int = Field(default=30, ge=5, le=600)  # seconds it rings before no_answer
 
     # Direct SIP (off unless SIP_LISTEN is set)
     sip_listen: str = ""  # host:port for SIP over UDP, e.g. 0.0.0.0:5060
@@ -143,6 +168,9 @@ class Settings(BaseSettings):
     max_calls: int = Field(default=40, ge=1)  # per process; the load benchmark saturates near 100
     max_call_seconds: int = Field(default=3600, ge=0)  # 0 = no limit
     drain_seconds: int = Field(default=30, ge=0)
+    # SIGTERM to exit, at most: the drain, the goodbyes, ending calls and writing the call log.
+    # None: DRAIN_SECONDS + 15 (bridge.stop_budget).
+    shutdown_budget_seconds: float | None = Field(default=None, gt=0)
     fallback_number: str = ""
     fallback_audio: Path | None = None  # WAV heard when the model cannot be reached; default: shipped
     audio_passthrough: bool = False
@@ -151,9 +179,12 @@ class Settings(BaseSettings):
     # Processes: workers on this host, and this process among the replicas sharing the call log
     workers: int | Literal["auto"] = 1  # processes sharing PORT; auto = one per core this process may use
     replica_id: str = Field(default="", max_length=100)  # default: hostname:PORT; a worker adds /w<index>
-    internal_url: str = ""  # where sibling replicas reach this process; default http://POD_IP-or-host:PORT
+    # Where sibling processes reach this one's internal listener: default http://POD_IP-or-host:INTERNAL_PORT
+    internal_url: str = ""
     pod_ip: str = ""  # Kubernetes Downward API (status.podIP): the default host of INTERNAL_URL
-    internal_port: int = Field(default=0, ge=0, le=65535)  # WORKERS > 1: worker i on INTERNAL_PORT+i; 0 = any
+    internal_port: int = Field(default=0, ge=0, le=65535)  # worker i listens on INTERNAL_PORT+i; 0 = any
+    # Signs the requests processes forward to one another (bridge.cluster_auth); default: from ADMIN_TOKEN
+    cluster_secret: SecretStr | None = None
     lease_seconds: float = Field(default=15.0, gt=0)  # a replica silent this long has its calls closed
     lease_renew_seconds: float = Field(default=5.0, gt=0)  # heartbeat, and how often orphans are looked for
 
@@ -190,6 +221,20 @@ class Settings(BaseSettings):
                 raise ValueError("must be host:port, e.g. 0.0.0.0:5060")
         return value
 
+    @field_validator("prefetch_greeting", mode="before")
+    @classmethod
+    def _auto_or_bool(cls, value: object) -> object:
+        if isinstance(value, str):
+            word = value.strip().lower()
+            if word == "auto":
+                return "auto"
+            if word in ("true", "1", "yes", "on"):
+                return True
+            if word in ("false", "0", "no", "off"):
+                return False
+            raise ValueError("must be auto, true or false")
+        return value
+
     @field_validator("workers", mode="before")
     @classmethod
     def _workers(cls, value: object) -> object:
@@ -222,6 +267,20 @@ class Settings(BaseSettings):
             raise ValueError("LEASE_SECONDS must be at least twice LEASE_RENEW_SECONDS")
         if self.internal_port and self.internal_port + self.worker_count - 1 > 65535:
             raise ValueError("INTERNAL_PORT leaves no room for a port per worker below 65536")
+        if self.internal_port and self.internal_port <= self.port < self.internal_port + self.worker_count:
+            raise ValueError(
+                "INTERNAL_PORT must differ from PORT: the internal listener is a port of its own"
+            )
+        if self.internal_url and self.worker_count == 1 and not self.internal_port:
+            # The URL is advertised as given, so the listener must be on a port known in advance.
+            raise ValueError("INTERNAL_URL needs INTERNAL_PORT, the port it reaches this process on")
+        least = self.drain_seconds + MIN_GOODBYE_S + FINAL_S
+        if self.shutdown_budget_seconds is not None and self.shutdown_budget_seconds < least:
+            raise ValueError(
+                f"SHUTDOWN_BUDGET_SECONDS must be at least DRAIN_SECONDS + {MIN_GOODBYE_S + FINAL_S:g} "
+                f"({MIN_GOODBYE_S:g} s for the goodbyes, {FINAL_S:g} s to end the calls and write "
+                "the call log)"
+            )
         return self
 
     @field_validator("log_level", mode="before")
@@ -279,7 +338,23 @@ class Settings(BaseSettings):
             raise ValueError("must be the http(s) base URL the carrier reaches this server at")
         return value.rstrip("/")
 
-    @field_validator("transfer_number", "fallback_number", "transfer_allowlist")
+    @field_validator("outbound_carrier")
+    @classmethod
+    def _outbound_carrier(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value not in CARRIERS:
+            raise ValueError(f"unknown carrier {value}; known: {', '.join(CARRIERS)}")
+        return value
+
+    @field_validator("outbound_allowed_prefixes")
+    @classmethod
+    def _prefixes(cls, value: str) -> str:
+        prefixes = [p.strip() for p in value.split(",") if p.strip()]
+        if not all(p.startswith("+") and p[1:].isdigit() and 1 < len(p) <= 16 for p in prefixes):
+            raise ValueError("must be E.164 prefixes like +1,+4420 (a + and digits, comma-separated)")
+        return ",".join(prefixes)
+
+    @field_validator("transfer_number", "fallback_number", "transfer_allowlist", "twilio_from_number")
     @classmethod
     def _e164(cls, value: str) -> str:
         if not all(valid_e164(n.strip()) for n in value.split(",") if n.strip()):
@@ -301,6 +376,26 @@ class Settings(BaseSettings):
         if value is not None and not value.is_file():
             raise ValueError(f"is not a file: {value}")
         return value
+
+    @field_validator("recording_notice", mode="before")
+    @classmethod
+    def _notice_wav(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        if value is None:
+            return None
+        path = Path(str(value)).expanduser()
+        if not path.is_file():
+            raise ValueError(
+                f"must be the path of a WAV file, not {str(value)[:60]!r}: the notice is played as recorded "
+                "audio, the same words every time (make one with any text-to-speech; README, 'Recordings')"
+            )
+        from bridge.wavfile import read_wav_mono
+
+        seconds = len(read_wav_mono(path, 8000)) / 16000  # ValueError says what is wrong with the file
+        if not 0 < seconds <= MAX_NOTICE_S:
+            raise ValueError(f"{path} lasts {seconds:.1f} s: a notice must last at most {MAX_NOTICE_S} s")
+        return path
 
     @field_validator("call_log_url")
     @classmethod
@@ -358,6 +453,17 @@ class Settings(BaseSettings):
                 raise ValueError(f"REALTIME_INSTRUCTIONS_FILE: cannot read {path}: {exc.strerror}") from None
         return self
 
+    @field_validator("operator_tokens")
+    @classmethod
+    def _operator_tokens(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        from bridge.calllog.auth import parse_operator_tokens
+
+        if value is not None:
+            admin = info.data.get("admin_token")
+            # The messages name entries and labels, never a token.
+            parse_operator_tokens(value.get_secret_value(), admin.get_secret_value() if admin else "")
+        return value
+
     @model_validator(mode="after")
     def _live_files(self) -> Settings:
         for name in ("live_instructions", "live_backend_instructions"):
@@ -411,6 +517,30 @@ class Settings(BaseSettings):
         return self.openai_api_key is None or not self.openai_api_key.get_secret_value()
 
     @property
+    def shutdown_budget(self) -> float:
+        """SIGTERM to exit, at most (SHUTDOWN_BUDGET_SECONDS, else DRAIN_SECONDS + 15)."""
+        if self.shutdown_budget_seconds is not None:
+            return self.shutdown_budget_seconds
+        return self.drain_seconds + DEFAULT_GOODBYE_S + FINAL_S
+
+    @property
+    def operators(self) -> dict[str, str]:
+        """OPERATOR_TOKENS as {label: token}: the operators besides the admin (ADMIN_TOKEN)."""
+        from bridge.calllog.auth import parse_operator_tokens
+
+        if self.operator_tokens is None:
+            return {}
+        return parse_operator_tokens(self.operator_tokens.get_secret_value())
+
+    @property
+    def transcription_model(self) -> str:
+        """The caller's speech is transcribed with this model; "" when it is not."""
+        value = self.input_transcription_model
+        if value is None:
+            return "" if self.is_azure else DEFAULT_TRANSCRIPTION_MODEL
+        return "" if value.strip().lower() in TRANSCRIPTION_OFF else value.strip()
+
+    @property
     def worker_count(self) -> int:
         """WORKERS as a number: `auto` is the cores this process may run on (taskset, cpusets)."""
         if self.workers != "auto":
@@ -429,6 +559,17 @@ class Settings(BaseSettings):
         return int(low), int(high)
 
     @property
+    def allowed_prefixes(self) -> tuple[str, ...]:
+        return tuple(p for p in self.outbound_allowed_prefixes.split(",") if p)
+
+    @property
+    def simulated_callee(self) -> bool:
+        """Outside production, with no Twilio account to place calls through, calls we place go to
+        the package's own simulated callee (bridge.sim), so placing one works on a fresh machine."""
+        no_account = self.outbound_carrier == "twilio" and not self.twilio_account_sid
+        return self.bridge_env != "production" and no_account
+
+    @property
     def disposition_list(self) -> tuple[str, ...]:
         return tuple(d.strip() for d in self.dispositions.split(",") if d.strip())
 
@@ -439,19 +580,31 @@ class Settings(BaseSettings):
         return tuple(dict.fromkeys(n for n in (self.transfer_number, *listed) if n))
 
     @property
-    def recording_directory(self) -> Path:
-        """RECORDING_DIR, or "recordings" beside the SQLite call log, or data/recordings (PostgreSQL,
-        or an in-memory SQLite): where recordings go without RECORDING_URL, and where they are spooled."""
-        if self.recording_dir is not None:
-            return self.recording_dir
+    def data_directory(self) -> Path:
+        """Where this bridge keeps its files: beside the SQLite call log, else data/ (PostgreSQL, or an
+        in-memory SQLite)."""
         from sqlalchemy.engine import make_url
 
         url = make_url(self.call_log_url)
         database = url.database or ""
         on_disk = database not in ("", ":memory:") and url.query.get("mode") != "memory"
         if url.get_backend_name() == "sqlite" and on_disk:
-            return Path(database.removeprefix("file:")).expanduser().parent / "recordings"
-        return Path("data") / "recordings"
+            return Path(database.removeprefix("file:")).expanduser().parent
+        return Path("data")
+
+    @property
+    def admin_token_file(self) -> Path:
+        """Where a run without ADMIN_TOKEN keeps the token it made, readable by its user alone, so
+        `bridge call` on the same machine finds it."""
+        return self.data_directory / "admin-token"
+
+    @property
+    def recording_directory(self) -> Path:
+        """RECORDING_DIR, or "recordings" beside the SQLite call log, or data/recordings (PostgreSQL,
+        or an in-memory SQLite): where recordings go without RECORDING_URL, and where they are spooled."""
+        if self.recording_dir is not None:
+            return self.recording_dir
+        return self.data_directory / "recordings"
 
     @property
     def is_azure(self) -> bool:
@@ -564,9 +717,21 @@ def admin_token_for(settings: Settings) -> str:
     if settings.admin_token is not None and settings.admin_token.get_secret_value():
         return settings.admin_token.get_secret_value()
     token = secrets.token_urlsafe(24)
-    # Shown once, on the terminal, never through the logger: the operator needs it to sign in.
+    # Shown once, on the terminal, never through the logger: the operator needs it to sign in. Kept
+    # for this user alone beside the call log (which holds every transcript anyway), for `bridge call`.
+    path = settings.admin_token_file
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # a file left by an earlier run keeps no wider mode
+        with os.fdopen(fd, "w") as file:
+            file.write(token + "\n")
+        kept = f" (kept in {path} for `bridge call`)"
+    except OSError:
+        kept = ""
     print(
-        f"ADMIN_TOKEN is not set; this run's admin token (call log at /calls, softphone at /phone): {token}",
+        f"ADMIN_TOKEN is not set; this run's admin token (call log at /calls, softphone at /phone): "
+        f"{token}{kept}",
         file=sys.stderr,
         flush=True,
     )

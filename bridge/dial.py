@@ -6,7 +6,8 @@ with the TwiML's `<Parameter>`s (the one-time stream token among them). The call
 greeting (or, hearing nothing for a few seconds, speaks anyway, as a caller would), speaks, stays on
 the line until the reply has been heard and the line has gone quiet (or the time limit passes), then
 hangs up and writes what it heard, silences included, to an 8 kHz WAV. If the bridge hangs up first,
-the caller stops there and says so.
+the caller stops there and says so. `--record` asks for the call to be recorded (RECORDING=requested)
+the way an operator does: `record=1` on the voice webhook's URL.
 """
 
 from __future__ import annotations
@@ -17,24 +18,19 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from xml.etree import ElementTree
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aiohttp
-from twilio.request_validator import RequestValidator
 
+from bridge.carrier.webhook import RECORD_PARAMETER
 from bridge.clock import now_ms
 from bridge.sim.carrier_emulator import LineConditions, TwilioCallerEmulator, random_sid
-from bridge.sim.playout import Playout
+from bridge.sim.twilio_voice import NotConnected, answer_call, stream_headers
 from bridge.wavfile import read_wav_mono, write_wav
 
 RATE = 8000
 SAMPLE_WAV = Path(__file__).parent / "sim" / "assets" / "caller.wav"
 DEFAULT_URL = "http://127.0.0.1:8080/twilio/voice"
-SIGNATURE_HEADER = "X-Twilio-Signature"
-
-
-class NotConnected(Exception):
-    """The voice webhook did not connect the call to a media stream (refused, busy, an error)."""
 
 
 @dataclass
@@ -90,59 +86,11 @@ class DialReport:
         return lines
 
 
-def twiml_stream(twiml: str) -> tuple[str, dict[str, str]]:
-    """What Twilio reads from the TwiML's <Stream>: the URL it connects to, and its <Parameter name=
-    value=> pairs, which arrive as start.customParameters (the one-time stream token among them)."""
-    try:
-        root = ElementTree.fromstring(twiml)
-    except ElementTree.ParseError as exc:
-        raise NotConnected(f"the voice webhook's answer is not TwiML ({exc})") from None
-    stream = next(root.iter("Stream"), None)
-    if stream is None or not stream.attrib.get("url"):
-        said = " ".join(" ".join(say.itertext()).strip() for say in root.iter("Say"))
-        dialled = " ".join(" ".join(dial.itertext()).strip() for dial in root.iter("Dial"))
-        detail = f': "{said}"' if said else ""
-        detail += f" (sent on to {dialled})" if dialled else ""
-        raise NotConnected(f"the bridge did not connect the call to a media stream{detail}")
-    parameters = {p.attrib["name"]: p.attrib.get("value", "") for p in stream.iter("Parameter")}
-    return stream.attrib["url"], parameters
-
-
-async def answer_call(
-    http: aiohttp.ClientSession,
-    voice_url: str,
-    form: dict[str, str],
-    auth_token: str = "",
-    headers: dict[str, str] | None = None,
-) -> tuple[str, dict[str, str]]:
-    """POST the voice webhook as Twilio does (signed with `auth_token`, if given); returns the media
-    stream's URL and parameters from the TwiML answer."""
-    sent = dict(headers or {})
-    if auth_token:
-        sent[SIGNATURE_HEADER] = RequestValidator(auth_token).compute_signature(voice_url, form)
-    async with http.post(voice_url, data=form, headers=sent) as response:
-        twiml = await response.text()
-        if response.status != 200:
-            raise NotConnected(f"the voice webhook answered HTTP {response.status}: {twiml.strip()[:200]}")
-    return twiml_stream(twiml)
-
-
-def stream_headers(
-    stream_url: str, auth_token: str = "", headers: dict[str, str] | None = None
-) -> dict[str, str]:
-    """The media stream upgrade's headers: Twilio signs the URL alone (no parameters)."""
-    sent = dict(headers or {})
-    if auth_token:
-        sent[SIGNATURE_HEADER] = RequestValidator(auth_token).compute_signature(stream_url, {})
-    return sent
-
-
-def reply_started_ms(playout: Playout, after_ms: float) -> float | None:
-    """When the first audio the bridge sent after `after_ms` started playing to the caller."""
-    starts = [
-        a.started_ms for a in playout.arrivals if a.received_at_ms >= after_ms and a.started_ms is not None
-    ]
-    return min(starts) if starts else None
+def asking_to_record(url: str) -> str:
+    """`url` with `record=1` in its query: the call it answers is recorded under RECORDING=requested."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != RECORD_PARAMETER]
+    return urlunsplit(parts._replace(query=urlencode([*query, (RECORD_PARAMETER, "1")])))
 
 
 async def dial(
@@ -211,7 +159,7 @@ async def dial(
         assert end is not None
         stage = "before the reply was heard"
         await caller.wait_until(
-            lambda: reply_started_ms(caller.playout, end) is not None, left(), "reply audio"
+            lambda: caller.playout.reply_started_ms(end) is not None, left(), "reply audio"
         )
         stage = "while the reply was playing"
         await caller.wait_quiet(quiet * 1000.0, left())
@@ -226,7 +174,7 @@ async def dial(
     write_wav(wav_out, playout.heard_pcm(include_silence=True), RATE)
     first = playout.first_heard_ms()
     greeting = first if first is not None and (spoken_start is None or first < spoken_start) else None
-    reply = reply_started_ms(playout, spoken_end) if spoken_end is not None else None
+    reply = playout.reply_started_ms(spoken_end) if spoken_end is not None else None
     return DialReport(
         url=url,
         wav_out=wav_out,
@@ -307,6 +255,11 @@ def _parser() -> argparse.ArgumentParser:
         help="sign the webhook and the upgrade (X-Twilio-Signature) with this token",
     )
     parser.add_argument("--call-sid", help="CA... sid to use (random by default)")
+    parser.add_argument(
+        "--record",
+        action="store_true",
+        help="ask for the call to be recorded (record=1 on the webhook URL; for RECORDING=requested)",
+    )
     return parser
 
 
@@ -327,7 +280,7 @@ def main_dial(argv: list[str] | None = None) -> int:
         seed=args.seed,
     )
     call = dial(
-        args.url,
+        asking_to_record(args.url) if args.record else args.url,
         args.wav,
         args.out,
         answer_wait=args.answer_wait,

@@ -3,9 +3,9 @@
     none ──begin──► asked ──its response done──► spoken ──the caller heard it all──► (the call ends)
 
 A goodbye is asked for once per call, whatever asks (the time limit, a shutdown, the model's own
-end_call tool), and it waits its turn behind the response in progress (`ResponseQueue`). One that is
-never heard whole (a model that never answers, a carrier that never confirms playback) still ends
-the call at its deadline.
+end_call tool, the message left on an answering machine), and it waits its turn behind the response
+in progress (`ResponseQueue`). One that is never heard whole (a model that never answers, a carrier
+that never confirms playback) still ends the call at its deadline.
 """
 
 from __future__ import annotations
@@ -34,17 +34,18 @@ class Goodbye:
     def __init__(self) -> None:
         self.state = GoodbyeState.NONE
         self.reason: str | None = None  # the call's end reason once the goodbye was heard
+        self.instructions = ""  # what the model is asked to say
         self.deadline: float | None = None
 
-    @property
-    def instructions(self) -> str:
-        return GOODBYES[self.reason] if self.reason is not None else ""
-
-    def begin(self, reason: str, now: float) -> bool:
-        """Say goodbye because of `reason` (a key of GOODBYES). False: one was already begun."""
+    def begin(
+        self, reason: str, now: float, instructions: str = "", limit_ms: float = GOODBYE_LIMIT_MS
+    ) -> bool:
+        """Say goodbye because of `reason`: `instructions`, else GOODBYES[reason] (a voicemail left
+        on a machine brings its own, and a longer limit). False: one was already begun."""
         if self.state is not GoodbyeState.NONE:
             return False
-        self.state, self.reason, self.deadline = GoodbyeState.ASKED, reason, now + GOODBYE_LIMIT_MS
+        self.state, self.reason, self.deadline = GoodbyeState.ASKED, reason, now + limit_ms
+        self.instructions = instructions or GOODBYES[reason]
         return True
 
     def spoken(self) -> None:

@@ -2,7 +2,7 @@
 
 The carrier plays our audio in real time, far behind the model, and tells us progress only through
 mark echoes, which arrive late (network) and which also come back when a `clear` discards audio
-(PROTOCOLS.md A5). The ledger keeps, per outbound frame, which assistant item it belonged to and
+(docs/protocols.md §T5, §C3). The ledger keeps, per outbound frame, which assistant item it belonged to and
 when it was sent, and answers "how much of each item did the caller hear when our clear arrived?"
 by replaying the carrier's playout clock:
 
@@ -59,6 +59,13 @@ class ItemPlayback:
     heard_ms: int
     started: bool  # any of it reached the caller's ear
     audio_end_ms: int  # what the caller heard on the model's clock: the truncate's audio_end_ms
+    sent_bytes: int = 0  # the same two figures in line bytes, exact: what a recording keeps is cut by them
+    heard_bytes: int = 0
+
+    @property
+    def unheard_bytes(self) -> int:
+        """What was sent of it and never played: the tail a clear discarded."""
+        return self.sent_bytes - self.heard_bytes
 
 
 @dataclass(slots=True)
@@ -77,12 +84,21 @@ class PlaybackLedger:
         self._received_ms: dict[str, float] = {}  # model audio per item: what the service holds
         self._rtt_samples: deque[float] = deque(maxlen=RTT_WINDOW)  # probes: pure round trips
         self._rtt_bounds: deque[float] = deque(maxlen=RTT_WINDOW)  # first echoes: round trip + buffering
+        self._rtt: float | None = None  # the smallest of both (`rtt_ms`), kept as samples come
+        self.half_rtt = 0.0  # half of it: a frame we send reaches the carrier this much later
         self.playout_delay_ms = 0.0
         self._playout_samples = 0
         self._frames: deque[_Frame] = deque()  # sent, not yet confirmed played
         self._items: dict[str, _Item] = {}
         self._anchor: float | None = None  # when the carrier finished the last confirmed frame
         self._burst_start: float | None = None  # send time of the first frame after the buffer was idle
+        self._queue_end = float("-inf")  # when what was sent will have played, as projected when sent
+        # The last frame projected to reach a carrier that had run dry, until an echo confirms it; when
+        # the run of audio it began started playing, as best known; bytes of it confirmed played so far.
+        self._restart: _Frame | None = None
+        self._run_began = 0.0
+        self._run_played: int | None = None
+        self._projection_shift: tuple[float, float] | None = None
         self._marks_sent = 0
         self._probes: dict[str, float] = {}
         self._discarded: set[str] = set()  # marks whose echo means "cleared", not "played"
@@ -94,15 +110,35 @@ class PlaybackLedger:
         received = self._received_ms
         received[item_id] = received.get(item_id, 0.0) + model_ms
 
-    def sent(self, item_id: str, content_index: int, size: int, now: float) -> None:
-        """`size` bytes of `item_id` were handed to the carrier."""
+    def sent(self, item_id: str, content_index: int, size: int, now: float) -> float:
+        """`size` bytes of `item_id` were handed to the carrier. Returns when the caller will start
+        hearing them, projected as they leave (the playout clock below, without the echoes still to
+        come): what a recording places them by."""
         item = self._items.get(item_id)
         if item is None:
             item = self._items[item_id] = _Item(content_index)
         if not self._frames:
             self._burst_start = now  # every earlier frame was confirmed played: the carrier is idle
-        self._frames.append(_Frame(item_id, content_index, item.sent_bytes, size, now))
+        frame = _Frame(item_id, content_index, item.sent_bytes, size, now)
+        self._frames.append(frame)
         item.sent_bytes += size
+        # `_frame_start`'s rule, frame after frame: behind what is queued, or, reaching a carrier that
+        # ran dry (a model stall, the first audio after silence), after its start-up buffering.
+        arrival = now + self.half_rtt
+        queued = self._queue_end
+        if arrival <= queued:
+            start = queued
+        else:
+            start = arrival + self.playout_delay_ms
+            self._restart, self._run_began, self._run_played = frame, start, None
+        self._queue_end = start + size / self.bytes_per_ms
+        return start
+
+    def take_projection_shift(self) -> tuple[float, float] | None:
+        """(the start `sent` projected for a burst, how far the burst's first echo moved it: later
+        when positive), once; None when nothing moved since the last call."""
+        shift, self._projection_shift = self._projection_shift, None
+        return shift
 
     def mark(self) -> str | None:
         """Name for a mark covering every frame sent since the previous mark (None if there are none)."""
@@ -128,6 +164,7 @@ class PlaybackLedger:
         """A mark came back. Returns True when it confirmed played audio."""
         if name in self._probes:
             self._rtt_samples.append(now - self._probes.pop(name))
+            self._rtt_changed()
             return False
         if name in self._discarded:
             self._discarded.discard(name)
@@ -139,16 +176,24 @@ class PlaybackLedger:
         projected = self._projected_end(name) if self._burst_start is None else None
         burst_start = self._burst_start
         played = 0
+        restart, run_played = self._restart, self._run_played
+        first = False  # this echo is the first of the run that began at the restart frame
         while self._frames:
             frame = self._frames.popleft()
             self._items[frame.item_id].played_bytes = frame.item_offset + frame.size
             played += frame.size
+            if frame is restart:
+                restart, run_played, first = None, 0, True
+            if run_played is not None:
+                run_played += frame.size
             if frame.mark == name:
                 break
+        self._restart, self._run_played = restart, run_played
         if burst_start is not None:
             # The first echo of a burst took a round trip plus the carrier's buffering: an upper bound
             # on the round trip that corrects a probe inflated by a busy moment.
             self._rtt_bounds.append(now - burst_start - played / self.bytes_per_ms)
+            self._rtt_changed()
             half = self.half_rtt
             candidate = now - half
             # Audio that arrived at an idle carrier started late by the carrier's own buffering.
@@ -162,7 +207,21 @@ class PlaybackLedger:
             # last anchor projects, but no earlier than the jitter seen on this line allows.
             self._anchor = max(min(candidate, projected or candidate), candidate - self.rtt_spread_ms)
         self._burst_start = None
+        if self._run_played is not None:
+            self._run_moved(now - half - self._run_played / self.bytes_per_ms, first)
         return True
+
+    def _run_moved(self, began: float, first: bool) -> None:
+        """An echo says the current run of audio (since the carrier last ran dry) began at `began`.
+
+        The first echo of it replaces the projection; later ones only move it earlier: a late echo
+        says less than an early one (as with the round trip, every delay only adds), so the run's
+        start is that of its least-delayed echo. What follows moves with it."""
+        if first or began < self._run_began:
+            shift = began - self._run_began
+            self._queue_end += shift
+            self._projection_shift = (self._run_began, shift)
+            self._run_began = began
 
     def _projected_end(self, mark: str) -> float | None:
         """When the carrier finishes the frames up to `mark`, projected from the current anchor."""
@@ -179,8 +238,13 @@ class PlaybackLedger:
 
     @property
     def rtt_ms(self) -> float | None:
+        return self._rtt
+
+    def _rtt_changed(self) -> None:
+        # Kept rather than computed on each read: every frame sent reads it.
         samples = [*self._rtt_samples, *self._rtt_bounds]
-        return max(0.0, min(samples)) if samples else None
+        self._rtt = max(0.0, min(samples)) if samples else None
+        self.half_rtt = (self._rtt or 0.0) / 2
 
     @property
     def rtt_spread_ms(self) -> float:
@@ -196,22 +260,24 @@ class PlaybackLedger:
         # zero; a clear cannot arrive before it was sent.
         return max(0.0, min(statistics.median(self._rtt_samples), cap)) / 2
 
-    @property
-    def half_rtt(self) -> float:
-        return (self.rtt_ms or 0.0) / 2
-
     def pending(self) -> bool:
         """Audio was sent that the carrier has not yet confirmed played."""
         return bool(self._frames)
+
+    def playing(self, item_id: str) -> bool:
+        """Audio of `item_id` was sent that the carrier has not yet confirmed played."""
+        item = self._items.get(item_id)
+        return item is not None and item.played_bytes < item.sent_bytes
 
     def _frame_start(self, t: float, frame: _Frame) -> float:
         arrival = frame.sent_at + self.half_rtt
         return t if arrival <= t else arrival + self.playout_delay_ms
 
-    def heard(self, now: float) -> list[ItemPlayback]:
-        """Per item with unconfirmed audio: sent and heard by the time a clear sent `now` arrives."""
+    def heard(self, now: float, stopped_at: float | None = None) -> list[ItemPlayback]:
+        """Per item with unconfirmed audio: sent and heard by the time a clear sent `now` arrives, or
+        by `stopped_at` if the carrier stopped playing then (the caller hung up)."""
         # The clear's own trip is jittered like any message: expect a typical one, not the shortest.
-        clear_arrives = now + self._typical_half_rtt()
+        clear_arrives = now + self._typical_half_rtt() if stopped_at is None else stopped_at
         # A mark not yet echoed means its audio had not finished half a round trip ago: whatever the
         # clock model says, the caller cannot have heard more than that plus one round trip.
         ceiling = self._unconfirmed_ceiling()
@@ -246,6 +312,8 @@ class PlaybackLedger:
             heard_ms=heard_ms,
             started=heard_bytes > 0,
             audio_end_ms=audio_end_ms,
+            sent_bytes=item.sent_bytes,
+            heard_bytes=heard_bytes,
         )
 
     def _unconfirmed_ceiling(self) -> int:
@@ -259,16 +327,21 @@ class PlaybackLedger:
                 return upto + int(longest * self.bytes_per_ms)
         return upto
 
-    def clear(self, now: float, unfinished: Iterable[str] = ()) -> list[ItemPlayback]:
-        """We are sending `clear` now: settle what was heard; later echoes of these marks mean discarded.
+    def clear(
+        self, now: float, unfinished: Iterable[str] = (), stopped_at: float | None = None
+    ) -> list[ItemPlayback]:
+        """We are sending `clear` now (or playback stopped at `stopped_at`: the line closed): settle
+        what was heard; later echoes of these marks mean discarded.
 
         `unfinished`: items the model is still speaking. One whose audio so far was all confirmed
         played has nothing pending, yet the model has more to say: it is settled too, heard whole."""
-        result = self.heard(now)
+        result = self.heard(now, stopped_at)
         self._discarded.update(f.mark for f in self._frames if f.mark)
         self._frames.clear()
         self._anchor = None
         self._burst_start = None
+        self._queue_end = float("-inf")
+        self._restart, self._run_played = None, None
         for p in result:
             del self._items[p.item_id]
             self._received_ms.pop(p.item_id, None)

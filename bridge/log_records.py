@@ -13,8 +13,12 @@ from typing import Any
 
 
 class RecordKind(StrEnum):
-    CALLER_TRANSCRIPT = "caller_transcript"  # item_id, text
-    ASSISTANT_TRANSCRIPT = "assistant_transcript"  # item_id, text, interrupted (+ full_text, heard_ms)
+    CALLER_TRANSCRIPT = "caller_transcript"  # item_id, text, spoken_ms
+    # The caller spoke but we have no words: item_id, spoken_ms, words: off | failed | empty (+ message)
+    CALLER_SPOKE = "caller_spoke"
+    # item_id, text, interrupted (+ full_text, heard_ms, cut_by: a barge-in, the line closing, a lost
+    # session): logged once heard to its end, or as far as heard
+    ASSISTANT_TRANSCRIPT = "assistant_transcript"
     BARGE_IN = "barge_in"  # reaction_ms, item_id, sent_ms, heard_ms, items_truncated, rtt_ms
     GREETING_LATENCY = "greeting_latency"  # ms: stream start -> the greeting's first audio sent
     TURN_LATENCY = "turn_latency"  # ms: the caller stopped speaking -> the reply's first audio sent
@@ -22,8 +26,21 @@ class RecordKind(StrEnum):
     TOOL_CALL = "tool_call"  # call_id, name, arguments
     TOOL_RESULT = "tool_result"  # call_id, name, ok, duration_ms, result | error
     NOTE = "note"  # text added from outside: injected, image, source
-    ERROR = "error"  # source (carrier | upstream), code, message
-    SESSION_RESTORED = "session_restored"  # items: the conversation handed to a new session
+    # What an operator did (bridge.control_api): operator (their label), action (say | inject | hangup |
+    # transfer), outcome (done | refused | failed), and its details: text, image, respond, number, error
+    OPERATOR_ACTION = "operator_action"
+    ERROR = "error"  # source (carrier | upstream), code, message (+ attempts, attempt_ms, spent_ms: the
+    # model was lost for good, `UpstreamLoss`)
+    SESSION_RESTORED = "session_restored"  # items (the conversation handed to a new session), lost (why
+    # the old one ended), attempts, attempt_ms, spent_ms (`ConnectReport`)
+    # A call we placed: who answered and what the call did about it (answered_by, message_end, or
+    # assumed: no verdict in time; action: converse | hang_up | await_message_end | leave_message |
+    # none; after_ms: since the stream started).
+    ANSWERING = "answering"
+    # A call we placed, as its carrier reports it (status: queued, ringing, answered, completed, busy,
+    # no_answer, failed, canceled; or answered_by). Written by whichever process the carrier's callback
+    # reaches, not by the call's owner (bridge.calllog.placed_calls).
+    CALL_PROGRESS = "call_progress"
     USAGE = "usage"  # a response's token usage, as the service reports it (totals, not an event)
     SUMMARY = "summary"  # the post-call summary: summary, disposition (the call's columns, not an event)
     # Live calls (bridge.live.call)
@@ -45,6 +62,7 @@ LOGGED_KINDS = frozenset(
         RecordKind.GREETING_LATENCY,
         RecordKind.TURN_LATENCY,
         RecordKind.DTMF,
+        RecordKind.ANSWERING,
     }
 )
 TRANSCRIPT_KINDS = (RecordKind.CALLER_TRANSCRIPT, RecordKind.ASSISTANT_TRANSCRIPT)

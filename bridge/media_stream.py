@@ -15,13 +15,14 @@ from bridge.websocket_leg import CarrierCodec, WebSocketLeg
 log = get_logger("bridge.call")
 
 MAX_CARRIER_MESSAGE = 64 * 1024
+HEARTBEAT_S = 30.0  # a ping; a stream that does not answer within it is dead (proxies' idle limits exceed it)
 
 
 async def handle_media_stream(
     ctx: StreamContext, request: web.Request, codec: CarrierCodec, transfer: Transfer | None = None
 ) -> web.StreamResponse:
     """Serve one carrier media-stream websocket as a call."""
-    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_CARRIER_MESSAGE, compress=False)
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=MAX_CARRIER_MESSAGE, compress=False)
     logger = log.bind(remote=request.remote or "", carrier=codec.carrier)
     try:
         await ws.prepare(request)

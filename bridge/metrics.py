@@ -323,6 +323,13 @@ class BridgeMetrics:
         self.upstream_errors = Counter(
             "bridge_upstream_errors", "Errors from the Realtime service, by code.", ["code"], registry=reg
         )
+        self.control_forwards = Counter(
+            "bridge_control_forwards",
+            "Operators' requests for a call another process carries, forwarded to it, by outcome "
+            "(answered, owner_gone, unreachable, timed_out, refused).",
+            ["outcome"],
+            registry=reg,
+        )
         self.frame_processing = _TimingHistogram(
             "bridge_frame_processing_seconds",
             "Handling one message (decode, call rules, encode, send), by the side it came from.",
@@ -424,6 +431,9 @@ class BridgeMetrics:
     def upstream_error(self, code: str) -> None:
         self.upstream_errors.labels(self._code(code)).inc()
 
+    def control_forwarded(self, outcome: str) -> None:
+        self.control_forwards.labels(outcome).inc()
+
     def carrier_frame(self, seconds: float) -> None:
         self._frame_carrier.observe(seconds)
 
@@ -493,7 +503,7 @@ def _scaled(unit: float, *bounds: float) -> tuple[float, ...]:
 def metrics_handler(
     registry: CollectorRegistry, *, authorized: Callable[[web.Request], bool] | None = None
 ) -> Callable[[web.Request], Any]:
-    """An aiohttp handler for GET /metrics. `authorized`: e.g. `AdminAuth(token).authenticated`."""
+    """An aiohttp handler for GET /metrics. `authorized`: e.g. `OperatorAuth(token).authenticated`."""
 
     async def handle(request: web.Request) -> web.Response:
         if authorized is not None and not authorized(request):

@@ -7,17 +7,28 @@ each item. Every piece is entered in the `PlaybackLedger`, which is what the mar
 
 The reply latency is timed here because it ends here: from the start of the call (the greeting) or
 the end of the caller's turn, to the first audio that goes out after it.
+
+A recorded call's notice goes out the same way, before anything of the model's: the model's audio is
+held until the caller has heard the notice to its end (`notice`, `release`).
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from bridge.audio import AudioFormat, Transcoder
 from bridge.carrier.events import CarrierCommand, Mark, PlayAudio
 from bridge.ledger import PlaybackLedger
 from bridge.log_records import LogRecord, RecordKind
 
+if TYPE_CHECKING:
+    from bridge.recording.call_recording import CallRecording
+
 FRAME_MS = 20  # the carriers' frame: 160 bytes of µ-law at 8 kHz
 MARK_EVERY_FRAMES = 5  # a mark per 100 ms bounds how stale our view of playback can be
+NOTICE_ITEM = "recording-notice"  # the notice's audio in the ledger: no model item, never truncated
+
+_Held = tuple[str, int, bytes | None]  # (item, content index, model audio; None: the item's audio is done)
 
 
 class OutboundAudio:
@@ -28,10 +39,17 @@ class OutboundAudio:
     """
 
     def __init__(
-        self, model: AudioFormat, line: AudioFormat, ledger: PlaybackLedger, play_chunk_ms: int
+        self,
+        model: AudioFormat,
+        line: AudioFormat,
+        ledger: PlaybackLedger,
+        play_chunk_ms: int,
+        tap: CallRecording | None = None,
     ) -> None:
-        """`play_chunk_ms`: the most audio the carrier takes in one message (`CarrierLeg.play_chunk_ms`)."""
+        """`play_chunk_ms`: the most audio the carrier takes in one message (`CarrierLeg.play_chunk_ms`).
+        `tap`: the call's recording, handed each piece with when the caller will hear it."""
         self.ledger = ledger
+        self.tap = tap
         self._resampler = Transcoder(model, line)
         self._model_bytes_per_ms = model.bytes_per_ms
         self._frame_bytes = line.frame_bytes(FRAME_MS)
@@ -47,6 +65,9 @@ class OutboundAudio:
         # Latency: what the caller is waiting for, and since when (None: nothing).
         self._awaiting: RecordKind | None = None
         self._awaiting_since = 0.0
+        # When the caller began to hear each item (the call's clock), until the call takes it.
+        self.play_started: dict[str, float] = {}
+        self._held: list[_Held] | None = None  # the model's audio while the notice plays
 
     @property
     def output_lag_ms(self) -> float:
@@ -75,6 +96,9 @@ class OutboundAudio:
         self, item_id: str, content_index: int, audio: bytes, now: float, out: list[CarrierCommand]
     ) -> LogRecord | None:
         """A delta of the model's audio for `item_id`: what is ready goes to `out` at once."""
+        if self._held is not None:
+            self._held.append((item_id, content_index, audio))
+            return None
         record = None
         if item_id != self.item:
             record = self._send_rest(now, out)
@@ -85,9 +109,62 @@ class OutboundAudio:
 
     def item_done(self, item_id: str, now: float, out: list[CarrierCommand]) -> LogRecord | None:
         """The model finished the item's audio: send its rest, the resampler's tail included."""
+        if self._held is not None:
+            self._held.append((item_id, 0, None))
+            return None
         if item_id != self.item:
             return None
         return self._send_rest(now, out)
+
+    def projection_moved(self, since: float, by: float) -> None:
+        """The carrier's first echo of a burst projected to start at `since` showed it playing `by` ms
+        later (earlier if negative): what was placed by that projection moves with it."""
+        for item_id, at in self.play_started.items():
+            if at >= since:
+                self.play_started[item_id] = at + by
+        if self.tap is not None:
+            self.tap.assistant_moved(by)
+
+    # -- the recording notice -------------------------------------------------------------------------
+
+    @property
+    def holding(self) -> bool:
+        """The notice is playing: the model's audio waits."""
+        return self._held is not None
+
+    def notice(self, audio: bytes, now: float, out: list[CarrierCommand]) -> None:
+        """Play `audio` (line format) now; the model's audio waits until `release`."""
+        awaiting, self._awaiting = self._awaiting, None  # the caller is not waiting for this
+        self.item, self._content_index = NOTICE_ITEM, 0
+        self._pending += audio
+        self._send(now, out, final=True)
+        self.item, self._awaiting = None, awaiting
+        self._held = []
+
+    def release(self, now: float, out: list[CarrierCommand]) -> list[LogRecord]:
+        """The notice was heard: what the model said meanwhile goes out now. A greeting still awaited
+        is timed from here: that is how long the caller waited after the notice."""
+        held, self._held = self._held or [], None
+        self.play_started.pop(NOTICE_ITEM, None)
+        if self._awaiting is RecordKind.GREETING_LATENCY:
+            self._awaiting_since = now
+        records = []
+        for item_id, content_index, audio in held:
+            if audio is None:
+                record = self.item_done(item_id, now, out)
+            else:
+                record = self.play(item_id, content_index, audio, now, out)
+            if record is not None:
+                records.append(record)
+        return records
+
+    def drop_held(self) -> dict[str, int]:
+        """The caller talked over the notice: the model's audio held behind it is dropped (the notice
+        plays on). Returns each item dropped with its content index."""
+        held = self._held or []
+        if self._held is not None:
+            self._held = []
+        return {item_id: content_index for item_id, content_index, audio in held if audio is not None}
 
     def drop(self) -> str | None:
         """Send nothing more of what is pending (a barge-in, a replaced session); returns the item
@@ -114,6 +191,8 @@ class OutboundAudio:
         ledger = self.ledger
         end = len(pending) if final else len(pending) - len(pending) % frame_bytes
         offset = 0
+        tap = self.tap
+        first: float | None = None
         while offset < end:
             idle = not ledger.pending()
             # The first frame after silence goes alone with its own mark: its echo is the earliest
@@ -124,12 +203,18 @@ class OutboundAudio:
             piece = bytes(pending[offset : offset + size])
             offset += size
             out.append(PlayAudio(piece))
-            ledger.sent(item, self._content_index, size, now)
+            play_at = ledger.sent(item, self._content_index, size, now)
+            if tap is not None:
+                tap.assistant(piece, play_at)
+            if first is None:
+                first = play_at
             self.frames_out += -(-size // frame_bytes)
             self._bytes_since_mark += size
             if idle or self._bytes_since_mark >= self._mark_bytes:
                 self._mark(out)
         del pending[:offset]
+        if first is not None and item not in self.play_started:
+            self.play_started[item] = first
         if final:
             self._mark(out)
         if offset and self._awaiting is not None:

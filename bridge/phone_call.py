@@ -6,8 +6,10 @@ events for the model, records for the call log) and runs the jobs it asks for (t
 transfers), reporting each outcome back.
 
 `PhoneCall` holds what every call has: the line (marks and round-trip probes, the `PlaybackLedger`,
-`OutboundAudio`), the keypad, the time limit, transfers, the goodbye's end, the outboxes. The two kinds
-of call differ in how they talk to the model, and only there:
+`OutboundAudio`), the keypad, the time limit, transfers, the goodbye's end, the outboxes, and on a
+recorded call its `tap` (the `CallRecording`): the caller's frames as received, and the assistant's
+audio as the caller hears it (placed by the ledger's playout clock, cut where a clear discarded it).
+The two kinds of call differ in how they talk to the model, and only there:
 
 * `bridge.call.Call`, a Realtime session: we ask for each response, barge-in truncates what the caller
   did not hear, a post-call summary is asked of the session;
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from bridge.audio import AudioFormat
 from bridge.call_config import CallConfig
@@ -39,12 +41,16 @@ from bridge.carrier.events import (
     Mark,
     PlaybackMark,
 )
-from bridge.goodbye import Goodbye, GoodbyeState
+from bridge.goodbye import GOODBYE_LIMIT_MS, Goodbye, GoodbyeState
 from bridge.keypad import KeypadEntry
-from bridge.ledger import PlaybackLedger
+from bridge.ledger import ItemPlayback, PlaybackLedger
 from bridge.log_records import LogRecord, RecordKind
 from bridge.outbound_audio import FRAME_MS, OutboundAudio
 from bridge.tools.builtin import END_CALL, TRANSFER_CALL, failure
+from bridge.upstream_loss import NOT_TRIED, ConnectReport, UpstreamLoss
+
+if TYPE_CHECKING:
+    from bridge.recording.call_recording import CallRecording
 
 PROBE_INTERVAL_MS = 2000.0  # while idle: keeps the round-trip window fresh at no audible cost
 TRANSFER_WAIT_MS = 15_000.0  # the preamble may take a while to be heard; the transfer goes at the latest then
@@ -72,9 +78,10 @@ class PhoneCall:
         now: float,
         model_format: AudioFormat,
         play_chunk_ms: int = FRAME_MS,
+        tap: CallRecording | None = None,
     ) -> None:
         """`model_format`: the audio the model speaks. `play_chunk_ms`: the most audio the carrier takes
-        in one message (`CarrierLeg.play_chunk_ms`)."""
+        in one message (`CarrierLeg.play_chunk_ms`). `tap`: the call's recording, when it is recorded."""
         self.config = config
         self.started = started
         self.started_at = now
@@ -85,14 +92,16 @@ class PhoneCall:
         self.end_reason: str | None = None
 
         line = started.line
+        self._tap = tap
         self.ledger = PlaybackLedger(bytes_per_ms=line.bytes_per_ms)
-        self.outbound = OutboundAudio(model_format, line, self.ledger, play_chunk_ms)
+        self.outbound = OutboundAudio(model_format, line, self.ledger, play_chunk_ms, tap)
         self.ledger.output_lag_ms = self.outbound.output_lag_ms
         self.goodbye = Goodbye()
         self._keypad = KeypadEntry()
         self._pending_barge_in: PendingBargeIn | None = None
         self._waiting_transfer: _WaitingTransfer | None = None
         self._last_probe = float("-inf")
+        self._line_closed_at: float | None = None  # when the carrier told us the caller hung up
         self.history: list[tuple[Literal["user", "assistant"], str]] = []  # for a replacement session
         self.needs_new_session = False
         self.sessions_restored = 0
@@ -109,15 +118,25 @@ class PhoneCall:
         if isinstance(event, CallerAudio):
             if event.payload and self.end_reason is None:
                 self.frames_in += 1
+                if self._tap is not None:
+                    # The frame left the carrier half a round trip before it reached us.
+                    self._tap.caller(event.payload, now - self.ledger.half_rtt)
                 self._caller_audio(event.payload, now)
         elif isinstance(event, PlaybackMark):
-            if self.ledger.acked(event.name, now) and self._waiting_for_silence:
-                self._line_went_quiet(now)
+            ledger = self.ledger
+            if ledger.acked(event.name, now):
+                if (moved := ledger.take_projection_shift()) is not None:
+                    self.outbound.projection_moved(*moved)
+                self._heard(now)
+                if self._waiting_for_silence:
+                    self._line_went_quiet(now)
         elif isinstance(event, Dtmf):
             self._record(RecordKind.DTMF, digit=event.digit)
             if (entry := self._keypad.press(event.digit, now)) is not None:
                 self._keyed(entry)
         elif isinstance(event, CallEnded):
+            if self.end_reason is None:
+                self._line_closed_at = now
             self._end(event.reason, hang_up=False)
         elif isinstance(event, CallStarted):
             self._record(
@@ -255,10 +274,13 @@ class PhoneCall:
 
     # -- endings ----------------------------------------------------------------------------------
 
-    def say_goodbye(self, reason: str, now: float) -> bool:
-        """Let the model say a last word (`goodbye.GOODBYES[reason]`); the call ends with `reason` once
-        the caller has heard it, or at the goodbye's deadline. False: the call is ending already."""
-        if self.end_reason is not None or not self.goodbye.begin(reason, now):
+    def say_goodbye(
+        self, reason: str, now: float, *, instructions: str = "", limit_ms: float = GOODBYE_LIMIT_MS
+    ) -> bool:
+        """Let the model say a last word (`instructions`, else `goodbye.GOODBYES[reason]`); the call
+        ends with `reason` once the caller has heard it, or at the goodbye's deadline. False: the
+        call is ending already."""
+        if self.end_reason is not None or not self.goodbye.begin(reason, now, instructions, limit_ms):
             return False
         self._ask_goodbye(reason, now)
         return True
@@ -266,9 +288,33 @@ class PhoneCall:
     def hang_up(self, reason: str) -> None:
         self._end(reason, hang_up=True)
 
-    def upstream_lost(self) -> None:
-        """The model's session is gone; the pump apologises to the caller and closes the line."""
+    def upstream_lost(self, loss: UpstreamLoss) -> None:
+        """The model is gone for good: the record says why; the pump apologises to the caller and
+        closes the line."""
+        if self.end_reason is None:
+            self.records.append(loss.record())
         self._end("upstream_failure", hang_up=False)
+
+    def line_closed(self, now: float, reason: str) -> None:
+        """The line is closed (`reason`: how the call ended): what the caller was still hearing was
+        cut there, and the call's record keeps it. Called once, by the pump, as the call ends."""
+        # The caller's hang-up reached us half a round trip after they stopped hearing anything.
+        stopped_at = None if self._line_closed_at is None else self._line_closed_at - self.ledger.half_rtt
+        self._playback_cut(self.ledger.clear(now, self._still_speaking(), stopped_at), reason)
+
+    def _playback_cut(self, playbacks: list[ItemPlayback], cut_by: str) -> list[ItemPlayback]:
+        """Playback stopped (`cut_by`: a barge-in, a hang-up, a lost session): the recording drops what
+        was not heard. Returns the pieces of playback that were stopped."""
+        if self._tap is not None:
+            self._tap.cleared(sum(p.unheard_bytes for p in playbacks))
+        return playbacks
+
+    def apologising(self, audio: bytes, now: float) -> None:
+        """The leg plays `audio` (line format) in place of whatever was playing, which `line_closed`
+        cut already: the recording keeps it as the caller hears it."""
+        if self._tap is not None:
+            ledger = self.ledger
+            self._tap.assistant(audio, now + ledger.half_rtt + ledger.playout_delay_ms)
 
     def _end(self, reason: str, *, hang_up: bool = True) -> None:
         if self.end_reason is not None:
@@ -288,6 +334,13 @@ class PhoneCall:
         return out
 
     # -- the model side, by API ---------------------------------------------------------------------
+
+    def _heard(self, now: float) -> None:
+        """The carrier confirmed more of what we sent was heard."""
+
+    def _still_speaking(self) -> list[str]:
+        """The items the model is still speaking (`PlaybackLedger.clear`'s `unfinished`)."""
+        return []
 
     def model_event(self, event: Any, now: float) -> None:
         """One decoded server event of the model's session."""
@@ -328,8 +381,9 @@ class PhoneCall:
         """Why this call cannot take an image from an operator, or None."""
         raise NotImplementedError
 
-    def resume(self, codec: Any, now: float) -> None:
-        """A new session (`codec` speaks it) replaces the lost one: the call goes on with it."""
+    def resume(self, codec: Any, now: float, lost: str = "", connecting: ConnectReport = NOT_TRIED) -> None:
+        """A new session (`codec` speaks it) replaces the lost one (`lost` says why it ended,
+        `connecting` what opening the new one took): the call goes on with it."""
         raise NotImplementedError
 
     def after_call(self, reason: str) -> Any:

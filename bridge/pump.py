@@ -12,6 +12,10 @@ Nothing the call produces can be lost: each flush takes the call's outboxes once
 took; whatever the call produces while a flush is sending waits in the outboxes for the next one.
 What an operator does to a live call wakes the pump's own flusher, and jobs run as tasks the pump
 holds and cancels when the call ends.
+
+A recorded call's recording begins with the call (sample 0 is the call log's `started_at`) and ends
+when the line closed; the `Call` feeds it as the call goes (its tap), and what happens after the call
+(rendering, storing) is `Recordings`' business, off this loop.
 """
 
 from __future__ import annotations
@@ -22,15 +26,16 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bridge.audio import PCMU_8K, Transcoder
 from bridge.call import Call
 from bridge.call_config import CallConfig, UpstreamApi
-from bridge.call_jobs import CallJob, ToolRequest, TransferRequest, TurnReview
+from bridge.call_jobs import AwaitVerdict, CallJob, ToolRequest, TransferRequest, TurnReview
 from bridge.call_log_sink import CallLogSink
 from bridge.call_registry import CallRegistry
 from bridge.carrier.events import CallEnded, CallStarted, ClearPlayback, Hangup, Mark, PlayAudio
+from bridge.carrier.outbound import PLACED_CALL_PARAMETER
 from bridge.carrier.stream_tokens import UPSTREAM_PARAMETER
 from bridge.carrier.transfer import TransferFailed
 from bridge.carrier_leg import CarrierLeg
@@ -44,12 +49,18 @@ from bridge.phone_call import PhoneCall
 from bridge.tools.builtin import failure
 from bridge.tools.toolbox import TOOL_TIMEOUT_S, Toolbox
 from bridge.upstream import UPSTREAM_PROTOCOL_ERRORS, UpstreamClosed, UpstreamRefused, UpstreamSession
+from bridge.upstream_loss import UpstreamLoss
+
+if TYPE_CHECKING:
+    from bridge.outbound.calls import OutboundCalls, PlacedCall
+    from bridge.recording import CallRecording, Recordings
 
 TICK_S = 0.5
 AUDIO_TICK_MS = 20.0  # a Live call's audio clock wakes at least this often
 MAX_SESSION_REPLACEMENTS = 5  # per call: an upstream that keeps failing is not worth more tries
 
-UpstreamOpener = Callable[[UpstreamApi], Awaitable[UpstreamSession]]
+# The connect budget counts from `since` (default now); the API the session is for.
+UpstreamOpener = Callable[[float | None, UpstreamApi], Awaitable[UpstreamSession]]
 Claim = Callable[[str], Awaitable[UpstreamSession | None]]
 
 
@@ -79,6 +90,8 @@ class StreamContext:
     stream_failed: Callable[[str, str], None]
     authorize: Callable[[CallStarted], bool] | None = None  # None: the stream was authenticated already
     tools: Toolbox | None = None
+    placed_calls: OutboundCalls | None = None  # the calls we placed (None: no call log to find them in)
+    recordings: Recordings | None = None  # None: no call is recorded
 
 
 class CallPump:
@@ -89,7 +102,10 @@ class CallPump:
         self.call: PhoneCall | None = None
         self.upstream: UpstreamSession | None = None
         self.upstream_api: UpstreamApi = "realtime"
+        self.recording: CallRecording | None = None
         self.call_id = ""
+        self.config = ctx.call_config  # a call we placed brings its own
+        self._tool_context: dict[str, Any] = {}  # what tools and the before-response hook are told
         self._carrier_lock = asyncio.Lock()
         self._upstream_lock = asyncio.Lock()
         self._wake = asyncio.Event()  # the call has something to send that no pump loop will flush
@@ -109,29 +125,55 @@ class CallPump:
             self.log.warning("stream token rejected: not a stream this server's webhook answered")
             await self.leg.close("unauthorized", code=1008)
             return
+        placed = None
+        if placed_id := params.get(PLACED_CALL_PARAMETER):
+            placed = await self._placed_call(placed_id, started)
+            if placed is None:
+                self.log.warning("stream refused: it names a call we did not place", placed_call=placed_id)
+                await self.leg.close("not a placed call", code=1008)
+                return
+        self._tool_context = {"call_id": self.call_id}
+        if placed is not None and placed.metadata:
+            self._tool_context["metadata"] = placed.metadata
         if not self.ctx.active_calls.add(self.call_id, self):
             self.log.warning("second stream for a call already in progress refused")
             await self.leg.close("duplicate call", code=1008)
             return
-        config = self.ctx.call_config
-        # The webhook's choice, carried in the stream's parameters (bound to its stream token), or the
-        # called number's; a SIP call has only the number.
-        api, problem = config.upstream_for(params.get("to", ""), params.get(UPSTREAM_PARAMETER, ""))
-        if problem:
-            self.log.warning("upstream choice not followed", problem=problem, upstream_api=api)
+        config = self.config
+        if placed is not None:
+            api: UpstreamApi = "realtime"  # a call we placed waits for who answered: Realtime rules do that
+        else:
+            # The webhook's choice, carried in the stream's parameters (bound to its stream token), or
+            # the called number's; a SIP call has only the number.
+            api, problem = config.upstream_for(params.get("to", ""), params.get(UPSTREAM_PARAMETER, ""))
+            if problem:
+                self.log.warning("upstream choice not followed", problem=problem, upstream_api=api)
         self.upstream_api = api
-        self.ctx.call_log.call_started(
+        started_at = datetime.now(UTC)  # the call log's start and the recording's first sample alike
+        # The call's row names this process its owner from here on; a stream for a call admitted
+        # before (live on another replica, or a replay of an ended one) is refused like the above.
+        claimed = await self.ctx.call_log.claim_call(
             call_id=self.call_id,
             call_sid=started.call_sid,
             stream_sid=started.stream_sid,
             from_number=params.get("from", ""),
             to_number=params.get("to", ""),
-            direction=params.get("direction", "inbound"),
+            direction="outbound" if placed is not None else params.get("direction", "inbound"),
             carrier="browser" if params.get("direction") == "browser" else self.leg.carrier,
             model=config.model_for(api),
             voice=config.live.voice if api == "live" and config.live else config.session.voice,
             upstream_api=api,
+            placed=placed is not None,
+            started_at=started_at,
         )
+        if not claimed:
+            self.ctx.active_calls.remove(self.call_id, self)
+            self.log.warning("stream for a call admitted before refused (live elsewhere, or a replay)")
+            await self.leg.close("duplicate call", code=1008)
+            return
+        recordings = self.ctx.recordings
+        if recordings is not None and recordings.wanted(params):
+            self.recording = recordings.begin(self.call_id, started.line, now_ms(), started_at)
         self.log.info(
             "call started",
             caller=mask_number(params.get("from")),
@@ -145,16 +187,27 @@ class CallPump:
             await self._close(reason)
             self.ctx.active_calls.remove(self.call_id, self)
 
+    async def _placed_call(self, placed_id: str, started: CallStarted) -> PlacedCall | None:
+        """The call we placed that this stream carries (from now on the call's id and configuration
+        are its own), or None (not ours, or not this carrier call)."""
+        if self.ctx.placed_calls is None:
+            return None
+        try:
+            placed = await self.ctx.placed_calls.for_stream(placed_id, started.call_sid)
+        except Exception as exc:
+            self.log.error("placed call not readable", error=f"{type(exc).__name__}: {exc}")
+            return None
+        if placed is not None:
+            self.call_id, self.config = placed.call_id, placed.config
+            self.log = self.leg.log = self.log.bind(call_id=placed.call_id)
+        return placed
+
     async def _connected(self, started: CallStarted) -> str:
         api = self.upstream_api
         try:
-            self.upstream = await self._claim(started.call_sid) or await self.ctx.open_upstream(api)
+            self.upstream = await self._claim(started.call_sid) or await self.ctx.open_upstream(None, api)
         except UpstreamRefused as exc:
-            self.ctx.metrics.upstream_error("connect")
-            self.log.error("upstream session failed, ending call", reason=str(exc))
-            self.ctx.call_log.event(
-                self.call_id, RecordKind.ERROR, {"source": "upstream", "code": "connect", "message": str(exc)}
-            )
+            self._record(UpstreamLoss("connect", str(exc), exc.connecting).record())
             return "upstream_failure"
         self.ctx.metrics.upstream_connected(self.upstream.connect_ms)
         self.call = call = self._open_call(self.upstream, started)
@@ -194,9 +247,9 @@ class CallPump:
         return prepared
 
     def _open_call(self, upstream: UpstreamSession, started: CallStarted) -> PhoneCall:
-        config, codec, chunk = self.ctx.call_config, upstream.codec, self.leg.play_chunk_ms
+        config, codec, chunk = self.config, upstream.codec, self.leg.play_chunk_ms
         if isinstance(codec, LiveCodec):
-            return LiveCall(config, codec, started, now_ms(), play_chunk_ms=chunk)
+            return LiveCall(config, codec, started, now_ms(), play_chunk_ms=chunk, tap=self.recording)
         return Call(
             config,
             codec,
@@ -205,9 +258,15 @@ class CallPump:
             configured=upstream.configured,
             greeted=upstream.greeted,
             play_chunk_ms=chunk,
+            tap=self.recording,
         )
 
     async def _close(self, reason: str) -> None:
+        call = self.call
+        if call is not None:  # before the apology: it clears whatever the caller was still hearing
+            call.line_closed(now_ms(), reason)
+            for record in call.drain()[2]:  # the line is gone: only the records are still wanted
+                self._record(record)
         if reason == "upstream_failure":
             self.ctx.stream_failed(self.call_id, reason)
             if not self.leg.closed:
@@ -216,7 +275,8 @@ class CallPump:
         if not self.leg.closed:  # the phone leg first: nothing below may keep the caller on the line
             with contextlib.suppress(Exception):
                 await self.leg.close(reason)
-        call = self.call
+        if self.recording is not None and self.ctx.recordings is not None:
+            self.ctx.recordings.end(self.recording, now_ms())
         self.ctx.call_log.call_ended(self.call_id, reason)  # the call ended when the line did
         self.ctx.metrics.call_ended(reason, self.upstream_api)
         self.log.info(
@@ -252,24 +312,53 @@ class CallPump:
                         break
 
     def _apology(self) -> bytes:
-        """The apology (µ-law 8 kHz) in this call's line format."""
+        """The apology (µ-law 8 kHz) in this call's line format, as the recording keeps it too."""
         assert self.leg.started is not None
         converter = Transcoder(PCMU_8K, self.leg.started.line)
-        return converter.process(self.ctx.apology) + converter.flush()
+        audio = converter.process(self.ctx.apology) + converter.flush()
+        if self.call is not None:
+            self.call.apologising(audio, now_ms())
+        elif self.recording is not None:  # the model never answered: nothing played before it
+            self.recording.assistant(audio, now_ms())
+        return audio
 
     # -- what operators and the server do to a live call ------------------------------------------
 
-    def end(self, reason: str) -> None:
-        """End the call now (shutdown, an operator's hang-up): the hang-up goes out with the next flush."""
-        if self.call is not None:
-            self.call.hang_up(reason)
-            self._wake.set()
+    def end(self, reason: str) -> bool:
+        """End the call now (shutdown, an operator's hang-up): the hang-up goes out with the next flush.
+        False when there is nothing to end: the call has not connected yet, or is ending already."""
+        if self.call is None or self.call.end_reason is not None:
+            return False
+        self.call.hang_up(reason)
+        self._wake.set()
+        return True
 
-    def control(self, action: Callable[[PhoneCall], None]) -> None:
-        """Apply an operator's action to the call; what it produces goes out with the next flush."""
-        if self.call is not None and self.call.end_reason is None:
-            action(self.call)
-            self._wake.set()
+    def control(self, action: Callable[[PhoneCall], None]) -> bool:
+        """Apply an operator's action to the call; what it produces goes out with the next flush.
+        False (nothing done) when the call has not connected yet or is ending."""
+        if self.call is None or self.call.end_reason is not None:
+            return False
+        action(self.call)
+        self._wake.set()
+        return True
+
+    def operator_action(self, operator: str, action: str, outcome: str, **details: Any) -> dict[str, Any]:
+        """Put what an operator did to this call on record: in its call log, where the timeline shows
+        it as theirs, and in the process log (the words they had said or added are counted there, not
+        written, like everything said on a call). Returns the record, with when it happened (`at`)."""
+        data = {"operator": operator, "action": action, "outcome": outcome, **details}
+        at = datetime.now(UTC)
+        self.ctx.call_log.event(self.call_id, RecordKind.OPERATOR_ACTION, data, at)
+        logged: dict[str, Any] = {k: v for k, v in details.items() if k not in ("text", "number")}
+        if isinstance(text := details.get("text"), str):
+            logged["chars"] = len(text)
+        if "number" in details:
+            logged["to"] = mask_number(details["number"])
+        level = "info" if outcome == "done" else "warning"
+        getattr(self.log, level)(
+            "operator action", operator=operator, action=action, outcome=outcome, **logged
+        )
+        return {**data, "at": at}
 
     def say_goodbye(self, reason: str) -> None:
         """End the call after the assistant's goodbye has been heard (shutdown)."""
@@ -282,7 +371,6 @@ class CallPump:
         if self.call is None:
             raise TransferFailed("the call has not started")
         await self.leg.transfer(number)
-        self.log.info("call transferred by an operator", to=mask_number(number))
         self.call.transferred()
         self._wake.set()
 
@@ -298,20 +386,26 @@ class CallPump:
             self.ctx.metrics.carrier_frame(time.perf_counter() - started)
             if isinstance(event, CallEnded) or call.end_reason is not None:
                 return
+        # The stream closed without saying the call ended (Vonage ends a call so): the caller is gone.
+        call.carrier_event(CallEnded(), now_ms())
 
     async def _upstream_loop(self) -> None:
         call = self.call
         assert call is not None
         while True:
-            await self._relay_upstream()
+            lost = await self._relay_upstream()
             if call.end_reason is not None:
                 return
-            if call.sessions_restored >= MAX_SESSION_REPLACEMENTS or not await self._replace_session():
-                call.upstream_lost()
+            if call.sessions_restored >= MAX_SESSION_REPLACEMENTS:
+                replaced = f"the call replaced its session {call.sessions_restored} times already"
+                call.upstream_lost(UpstreamLoss("too_many_sessions", f"{lost}; {replaced}"))
+                await self._flush()
+                return
+            if not await self._replace_session(lost, now_ms()):
                 return
 
-    async def _relay_upstream(self) -> None:
-        """Model events into the call until the session ends or must be replaced."""
+    async def _relay_upstream(self) -> str:
+        """Model events into the call until the session ends or must be replaced; returns why it did."""
         call, upstream = self.call, self.upstream
         assert call is not None and upstream is not None
         try:
@@ -326,26 +420,36 @@ class CallPump:
                 call.model_event(event, now)
                 await self._flush()
                 self.ctx.metrics.upstream_message(time.perf_counter() - started)
-                if call.end_reason is not None or call.needs_new_session:
-                    return
+                if call.end_reason is not None:
+                    return "the call ended"
+                if call.needs_new_session:
+                    return "the service asked for a new session"
         except UpstreamClosed as exc:
             self.log.error("upstream connection dropped", code=exc.code, reason=exc.reason)
-        else:
-            self.log.warning("upstream closed the session", code=upstream.socket.close_code)
+            detail = f"close code {exc.code}: {exc.reason}" if exc.reason else f"close code {exc.code}"
+            return f"the connection dropped ({detail})"
+        code = upstream.socket.close_code
+        self.log.warning("upstream closed the session", code=code)
+        return f"the service closed the session (close code {code})"
 
-    async def _replace_session(self) -> bool:
-        """Open a new session and hand it the conversation; False if none can be had."""
+    async def _replace_session(self, lost: str, lost_at: float) -> bool:
+        """Open a new session and hand it the conversation; False if none could be had within the
+        connect budget from `lost_at` (the call then ends, its record saying why)."""
         assert self.call is not None and self.upstream is not None
-        with contextlib.suppress(Exception):
-            await self.upstream.socket.close()
+        old = self.upstream.socket
         try:
-            replacement = await self.ctx.open_upstream(self.upstream_api)
+            replacement = await self.ctx.open_upstream(lost_at, self.upstream_api)
         except UpstreamRefused as exc:
-            self.ctx.metrics.upstream_error("reconnect")
-            self.log.error("no replacement upstream session", reason=str(exc))
+            self.call.upstream_lost(
+                UpstreamLoss("reconnect", f"{lost}; no new session: {exc}", exc.connecting)
+            )
+            await self._flush()
             return False
+        finally:  # after the attempts, not before: a slow close must not eat into the caller's wait
+            with contextlib.suppress(Exception):
+                await old.close()
         self.upstream = replacement
-        self.call.resume(replacement.codec, now_ms())
+        self.call.resume(replacement.codec, now_ms(), lost, replacement.connecting)
         self.log.info("upstream session replaced", items_restored=len(self.call.history))
         await self._flush()
         return True
@@ -429,19 +533,33 @@ class CallPump:
             await self._run_tool(job)
         elif isinstance(job, TurnReview):
             await self._review(job)
+        elif isinstance(job, AwaitVerdict):
+            await self._await_verdict(job)
         else:
             await self._transfer(job)
         await self._flush()
+
+    async def _await_verdict(self, job: AwaitVerdict) -> None:
+        """A call we placed waits for who answered; the call log brings the verdict from whichever
+        replica the carrier told."""
+        assert self.call is not None and self.ctx.placed_calls is not None
+        try:
+            verdict = await self.ctx.placed_calls.verdict(self.call_id, job.seen)
+        except Exception as exc:  # the call's own wait runs out, and it speaks as to a person
+            self.log.error("verdict not read", error=f"{type(exc).__name__}: {exc}")
+            return
+        self.log.info("who answered", answered_by=verdict.answered_by.value, message_end=verdict.message_end)
+        self.call.answered(verdict, now_ms())
 
     async def _review(self, review: TurnReview) -> None:
         """RESPONSE_MODE=manual: the hook sees the caller's turn before the model answers it."""
         assert self.call is not None
         context = ""
-        url = self.ctx.call_config.before_response_url
+        url = self.config.before_response_url
         if self.ctx.tools is not None and url:
             turn = {"item_id": review.item_id, "transcript": review.transcript}
             try:
-                context = await self.ctx.tools.before_response(url, turn, {"call_id": self.call_id})
+                context = await self.ctx.tools.before_response(url, turn, self._tool_context)
             except Exception as exc:
                 self.log.error("before-response hook failed", error=f"{type(exc).__name__}: {exc}")
         self.call.turn_reviewed(review, context)
@@ -455,9 +573,7 @@ class CallPump:
         else:
             try:
                 async with asyncio.timeout(TOOL_TIMEOUT_S):
-                    result = await self.ctx.tools.run(
-                        request.name, request.arguments, {"call_id": self.call_id}
-                    )
+                    result = await self.ctx.tools.run(request.name, request.arguments, self._tool_context)
                 ok, output = result.ok, result.output
             except TimeoutError:
                 ok, output = False, failure("the tool did not answer in time")
@@ -487,7 +603,8 @@ class CallPump:
             self.ctx.call_log.usage(self.call_id, record.data)
             return
         if kind is RecordKind.SUMMARY:
-            self.ctx.call_log.summary(self.call_id, record.data["summary"], record.data["disposition"])
+            data = record.data
+            self.ctx.call_log.summary(self.call_id, data["summary"], data["disposition"], data.get("intent"))
             self.log.info("post-call summary", disposition=record.data["disposition"])
             return
         at = None

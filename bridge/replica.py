@@ -7,11 +7,13 @@ process recognises the calls its previous run left open (bridge.calllog.leases c
   claimed, so no two live processes on a host share it; on Kubernetes the hostname is the pod name.
 - A worker: the same, plus `/w<index>`.
 
-The internal URL is where a request for one of this process's calls can be sent (issue 15's control
-forwarding). One process is reached on PORT; each worker also listens on a port of its own (the shared
-PORT reaches whichever worker the kernel picks), INTERNAL_PORT + index or one the OS chooses. The host
-is INTERNAL_URL's, else POD_IP (Kubernetes' Downward API), else HOST when it names one address, else
-the address this host routes outwards from.
+The internal URL is where a request for one of this process's calls is forwarded (bridge
+.call_forwarding): every process listens on an internal port of its own besides PORT (which, with
+workers, reaches whichever worker the kernel picks), INTERNAL_PORT (+ index for a worker), or one the
+OS chooses. Only signed forwards and health checks are served there: keep it inside the cluster.
+The URL is INTERNAL_URL as given for one process (it must lead to INTERNAL_PORT); a worker takes its
+scheme and host with its own port. Without INTERNAL_URL the host is POD_IP (Kubernetes' Downward
+API), else HOST when it names one address, else the address this host routes outwards from.
 """
 
 from __future__ import annotations
@@ -30,17 +32,24 @@ _OUTWARD_PROBE = "192.0.2.1"
 
 
 def replica_identity(
-    settings: Settings, *, port: int, worker: int | None = None, internal_port: int | None = None
+    settings: Settings, *, port: int, internal_port: int, worker: int | None = None
 ) -> ReplicaIdentity:
-    """`port`: the bound PORT (its real number when PORT=0). A worker passes its index and the port of
-    its own internal listener."""
+    """`port`: the bound PORT (its real number when PORT=0); `internal_port`: the bound internal
+    listener's. A worker passes its index."""
     base = settings.replica_id or f"{socket.gethostname()}:{port}"
     if worker is None:
-        return ReplicaIdentity(base, settings.internal_url or _url("http", _internal_host(settings), port))
-    if internal_port is None:
-        raise ValueError("a worker is reached on its own internal port")
+        return ReplicaIdentity(
+            base, settings.internal_url or _url("http", _internal_host(settings), internal_port)
+        )
     scheme = urlsplit(settings.internal_url).scheme if settings.internal_url else "http"
     return ReplicaIdentity(f"{base}/w{worker}", _url(scheme, _internal_host(settings), internal_port))
+
+
+def internal_listen_port(settings: Settings, worker: int | None) -> int:
+    """The port to bind the internal listener on: INTERNAL_PORT (+ a worker's index), 0 for any."""
+    if not settings.internal_port:
+        return 0
+    return settings.internal_port + (worker or 0)
 
 
 def _internal_host(settings: Settings) -> str:

@@ -23,6 +23,7 @@ SUMMARY_TIMEOUT_S = 15.0  # the phone leg is already closed; this only bounds th
 class CallSummary:
     summary: str
     disposition: str | None
+    intent: str | None = None  # what the caller wanted, in a few words
 
 
 def summary_instructions(dispositions: tuple[str, ...]) -> str:
@@ -48,9 +49,9 @@ def parse_summary(text: str, dispositions: tuple[str, ...]) -> CallSummary | Non
     summary = str(answer.get("summary") or "").strip()
     intent = str(answer.get("intent") or "").strip()
     disposition = answer.get("disposition")
-    if intent:
-        summary = f"{summary}\nCaller's intent: {intent}".strip()
-    return CallSummary(summary[:2000], disposition if disposition in dispositions else None)
+    return CallSummary(
+        summary[:2000], disposition if disposition in dispositions else None, intent[:200] or None
+    )
 
 
 class PostCallSummary:
@@ -100,4 +101,5 @@ class PostCallSummary:
         result = self.result
         if result is None:
             return []
-        return [LogRecord(RecordKind.SUMMARY, {"summary": result.summary, "disposition": result.disposition})]
+        data = {"summary": result.summary, "disposition": result.disposition, "intent": result.intent}
+        return [LogRecord(RecordKind.SUMMARY, data)]

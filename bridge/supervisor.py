@@ -19,7 +19,8 @@
   before it was ever ready means the configuration cannot work: everything stops, with its exit code.
 - **Signals**: SIGTERM is passed to every worker, each drains as a single process does, and the
   supervisor exits when they all have; a second SIGTERM or a SIGINT is passed on as SIGINT (stop now).
-  Workers still running well past the drain are killed. A worker whose supervisor dies drains.
+  Each worker exits within the stop budget (bridge.stop_budget); one still running
+  STRAGGLER_GRACE_S past it is killed. A worker whose supervisor dies drains.
 - **Shared for the run** (bridge.workers): a fresh run directory with the workers' board (/readyz)
   and PROMETHEUS_MULTIPROC_DIR; one ADMIN_TOKEN and one stream-token key when none is configured,
   so every worker accepts what any other issued.
@@ -44,13 +45,14 @@ from prometheus_client.multiprocess import mark_process_dead
 
 from bridge.config import Settings, admin_token_for
 from bridge.logs import get_logger
+from bridge.stop_budget import FINAL_S
 from bridge.workers import WorkerBoard, bound_socket
 
 log = get_logger("bridge.supervisor")
 
-# Past DRAIN_SECONDS, a draining worker may spend this long on goodbyes (bridge.resources.Bridge.drain),
-# ending calls and flushing its call log before the supervisor kills it.
-STOP_GRACE_S = 45.0
+# A worker exits within its stop budget (SHUTDOWN_BUDGET_SECONDS, bridge.stop_budget) of the signal;
+# one still running this long past it is killed. The orchestrator's grace period must cover both.
+STRAGGLER_GRACE_S = 2.0
 
 WorkerCommand = Callable[[int, Path], list[str]]
 RUN_DIR_PREFIX = "bridge-run-"
@@ -153,19 +155,22 @@ class Supervisor:
                 with contextlib.suppress(ProcessLookupError):
                     slot.process.send_signal(passed_on)
         if first:
-            grace = STOP_GRACE_S + (self.settings.drain_seconds if passed_on == signal.SIGTERM else 0)
-            asyncio.get_running_loop().call_later(grace, self._kill_stragglers)
+            budget = self.settings.shutdown_budget if passed_on == signal.SIGTERM else FINAL_S
+            asyncio.get_running_loop().call_later(budget + STRAGGLER_GRACE_S, self._kill_stragglers)
 
     def _kill_stragglers(self) -> None:
         for slot in self.slots:
             if slot.process is not None and slot.process.returncode is None:
-                log.error("worker still running after the drain: killing it", index=slot.index)
+                log.error("worker still running past its stop budget: killing it", index=slot.index)
                 slot.process.kill()
 
     def _check_ports(self) -> None:
         """Bind each shared port alone for a moment: in use means another server (a second `bridge
-        serve` would otherwise join this one's workers through SO_REUSEPORT)."""
-        for port in (self.settings.port, self.settings.metrics_port):
+        serve` would otherwise join this one's workers through SO_REUSEPORT); and the workers'
+        internal ports, so a taken one is reported here rather than by a worker failing to start."""
+        first_internal = self.settings.internal_port
+        internal = range(first_internal, first_internal + self.count) if first_internal else range(0)
+        for port in (self.settings.port, self.settings.metrics_port, *internal):
             if port:
                 bound_socket(self.settings.host, port).close()
 

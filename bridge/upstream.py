@@ -18,20 +18,17 @@ import aiohttp
 from aiohttp import WSMsgType
 
 from bridge.call_config import UpstreamApi
+from bridge.clock import now_ms
 from bridge.config import Settings, is_azure_url
 from bridge.live.codec import LiveCodec, LiveProtocolError
 from bridge.logs import get_logger
 from bridge.realtime.codec import RealtimeCodec, RealtimeProtocolError
+from bridge.upstream_loss import NOT_TRIED, ConnectAttempts, ConnectReport
 
 log = get_logger("bridge.upstream")
 
 # The service can send large events (a whole response.done); its SDK disables the limit.
 MAX_SERVER_MESSAGE = 16 * 1024 * 1024
-
-
-# Retries must fit inside the time a caller will wait in silence before giving up on the line.
-CONNECT_BUDGET_S = 4.0
-BACKOFF_S = (0.2, 0.5, 1.0)
 
 
 # Close codes after which the session simply ended; anything else (or no close frame) means it was lost.
@@ -110,11 +107,13 @@ class UpstreamSocket:
 
 
 class UpstreamRefused(Exception):
-    """The service could not be reached or refused the session. str() is safe to log."""
+    """The service could not be reached or refused the session. str() is safe to log.
+    `connecting`: once retries gave up, what they took."""
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.connecting = NOT_TRIED
 
     @property
     def retryable(self) -> bool:
@@ -130,6 +129,7 @@ class UpstreamSession:
     configured: bool = False  # session.update already sent
     greeted: bool = False  # the greeting already requested
     connect_ms: float = 0.0
+    connecting: ConnectReport = NOT_TRIED  # what opening it took, retries included
 
 
 def session_url(settings: Settings, base_url: str | None = None, api: UpstreamApi = "realtime") -> str:
@@ -158,16 +158,20 @@ def session_headers(settings: Settings, api: UpstreamApi = "realtime") -> dict[s
 
 
 async def open_session(
-    settings: Settings, base_url: str | None = None, api: UpstreamApi = "realtime"
+    settings: Settings,
+    base_url: str | None = None,
+    api: UpstreamApi = "realtime",
+    timeout_s: float | None = None,
 ) -> UpstreamSession:
-    """Open a session's websocket on `api` at `base_url` (default: REALTIME_URL or LIVE_URL)."""
+    """One attempt to open a session's websocket on `api` at `base_url` (default: REALTIME_URL or
+    LIVE_URL), for at most `timeout_s` (default: REALTIME_CONNECT_TIMEOUT)."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     service = "Live" if api == "live" else "Realtime"
     # trust_env: HTTPS_PROXY/NO_PROXY are honoured, as the websockets library did by default.
     http = aiohttp.ClientSession(trust_env=True)
     try:
-        async with asyncio.timeout(settings.realtime_connect_timeout):
+        async with asyncio.timeout(settings.realtime_connect_timeout if timeout_s is None else timeout_s):
             ws = await http.ws_connect(
                 session_url(settings, base_url, api),
                 headers=session_headers(settings, api),
@@ -192,23 +196,31 @@ async def open_session(
 
 
 async def open_session_with_retry(
-    settings: Settings,
-    base_url: str | None = None,
-    budget_s: float = CONNECT_BUDGET_S,
-    api: UpstreamApi = "realtime",
+    settings: Settings, base_url: str | None = None, since: float | None = None, api: UpstreamApi = "realtime"
 ) -> UpstreamSession:
-    """`open_session`, retried with backoff while the error may pass and the budget allows."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + budget_s
-    pauses = iter(BACKOFF_S)
-    attempt = 0
+    """`open_session`, retried on `ConnectAttempts`' schedule while the error may pass. The budget
+    counts from `since` (`bridge.clock.now_ms`; default now): when the call lost its session."""
+    attempts = ConnectAttempts(now_ms() if since is None else since)
+    due = attempts.first(now_ms())
     while True:
-        attempt += 1
+        if (wait_ms := due - now_ms()) > 0:
+            await asyncio.sleep(wait_ms / 1000)
+        left_ms = attempts.begin(now_ms())
+        timeout_s = min(settings.realtime_connect_timeout, left_ms / 1000)
         try:
-            return await open_session(settings, base_url, api)
+            session = await open_session(settings, base_url, api, timeout_s)
         except UpstreamRefused as exc:
-            pause = next(pauses, None)
-            if not exc.retryable or pause is None or loop.time() + pause >= deadline:
+            now = now_ms()
+            exc.connecting = attempts.report(now)
+            if not exc.retryable or (later := attempts.due(now)) is None:
                 raise
-            log.warning("upstream connect failed, retrying", attempt=attempt, error=str(exc), in_s=pause)
-            await asyncio.sleep(pause)
+            due = later
+            log.warning(
+                "upstream connect failed, retrying",
+                attempt=len(attempts.started),
+                error=str(exc),
+                in_s=round((due - now) / 1000, 2),
+            )
+        else:
+            session.connecting = attempts.report(now_ms())
+            return session

@@ -22,7 +22,7 @@ from bridge.carrier.events import (
     PlayAudio,
     PlaybackMark,
 )
-from bridge.carrier.transfer import TransferFailed
+from bridge.carrier.transfer import TransferUnavailable
 from bridge.carrier_leg import Transfer
 from bridge.clock import now_ms
 from bridge.message_rate import MAX_MESSAGES_PER_S, MessageRate
@@ -116,10 +116,15 @@ class WebSocketLeg:
         data = self.codec.encode(command)
         if data is None or self.ws.closed:
             return
-        if isinstance(data, str):
-            await self.ws.send_str(data)
-        else:
-            await self.ws.send_bytes(data)
+        try:
+            if isinstance(data, str):
+                await self.ws.send_str(data)
+            else:
+                await self.ws.send_bytes(data)
+        except ConnectionError:
+            # The carrier closed the stream while we spoke (Vonage ends a call so): the caller is
+            # gone, which `events` reports as the socket closes; nothing here is worth failing for.
+            return
 
     async def close(self, reason: str, code: int = 1000) -> None:
         if not self.ws.closed:
@@ -143,7 +148,7 @@ class WebSocketLeg:
 
     async def transfer(self, number: str) -> None:
         if self._transfer is None or self.started is None:
-            raise TransferFailed(f"transfers are not available on {self.carrier} calls")
+            raise TransferUnavailable(f"transfers are not available on {self.carrier} calls")
         await self._transfer(self.started, number)
 
     def _bad(self, reason: str) -> None:

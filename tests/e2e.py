@@ -22,10 +22,13 @@ from aiohttp import web
 from bridge.calllog import CallStore
 from bridge.config import load_settings
 from bridge.http_guard import HTTP_LIMITS_KEY, start_server
-from bridge.server import BRIDGE_KEY, Bridge, create_app
+from bridge.replica import replica_identity
+from bridge.server import BRIDGE_KEY, INTERNAL_APP_KEY, Bridge, create_app
 from bridge.sim.carrier_emulator import CallerEmulator
 from bridge.sim.realtime_emulator import EmulatedSession, EmulatorConfig, RealtimeEmulator, greeting_pcm24k
+from bridge.tools.toolbox import Toolbox
 from bridge.wavfile import read_wav_mono, write_wav
+from bridge.workers import bound_socket
 
 ADMIN_TOKEN = "test-admin-token"
 
@@ -51,15 +54,15 @@ class RunningBridge:
 
 
 @contextlib.asynccontextmanager
-async def serving(app: web.Application) -> AsyncIterator[str]:
-    """Serve `app` on a free loopback port, as `bridge serve` does when it is the bridge's app (with
-    its HTTP limits); yields its base URL (http://127.0.0.1:PORT)."""
+async def serving(app: web.Application, port: int = 0) -> AsyncIterator[str]:
+    """Serve `app` on a loopback port (`port`, else a free one), as `bridge serve` does when it is the
+    bridge's app (with its HTTP limits); yields its base URL (http://127.0.0.1:PORT)."""
     if HTTP_LIMITS_KEY in app:
-        runner = await start_server(app, "127.0.0.1", 0, access_log=None)
+        runner = await start_server(app, "127.0.0.1", port, access_log=None)
     else:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
     host, port = runner.addresses[0][:2]
     try:
         yield f"http://{host}:{port}"
@@ -68,18 +71,42 @@ async def serving(app: web.Application) -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def running_bridge(realtime_url: str, **env: str) -> AsyncIterator[RunningBridge]:
+async def running_bridge(
+    realtime_url: str, *, port: int = 0, toolbox: Toolbox | None = None, **env: str
+) -> AsyncIterator[RunningBridge]:
     # A file, as in production: in-memory SQLite is one connection shared by every transaction, so
     # the retention purge at start-up could interleave with the writer's first batch.
     workdir = tempfile.mkdtemp(prefix="bridge-e2e-")
     env = {"CALL_LOG_URL": f"sqlite+aiosqlite:///{workdir}/calls.db", "ADMIN_TOKEN": ADMIN_TOKEN, **env}
     settings = load_settings({"REALTIME_URL": realtime_url, "OPENAI_API_KEY": "sk-test", **env})
-    app = create_app(settings)
+    app = create_app(settings, toolbox=toolbox)
+    try:
+        async with serving(app, port) as base_url:
+            yield RunningBridge(base_url, app)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def running_replica(
+    realtime_url: str, call_log_url: str, replica_id: str, **env: str
+) -> AsyncIterator[RunningBridge]:
+    """One of several bridge processes sharing the call log `call_log_url`, run in this process: its
+    app on a loopback port, and its internal listener (where its siblings forward requests for its
+    calls) on another, as `bridge serve` runs them."""
+    env = {"CALL_LOG_URL": call_log_url, "ADMIN_TOKEN": ADMIN_TOKEN, "REPLICA_ID": replica_id, **env}
+    settings = load_settings(
+        {"REALTIME_URL": realtime_url, "OPENAI_API_KEY": "sk-test", "HOST": "127.0.0.1", **env}
+    )
+    internal = bound_socket("127.0.0.1", 0)
+    identity = replica_identity(settings, port=0, internal_port=internal.getsockname()[1])
+    app = create_app(settings, identity=identity)
+    internal_runner = await start_server(app[INTERNAL_APP_KEY], sockets=[internal], access_log=None)
     try:
         async with serving(app) as base_url:
             yield RunningBridge(base_url, app)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        await internal_runner.cleanup()
 
 
 @dataclass
@@ -188,6 +215,20 @@ def tone(ms: float, freq: float, rate: int = 8000, dbfs: float = -10.0) -> bytes
     t = np.arange(int(ms * rate / 1000)) / rate
     amplitude = 32767 * 10 ** (dbfs / 20)
     return (np.sin(2 * np.pi * freq * t) * amplitude).astype("<i2").tobytes()
+
+
+def voice_like(ms: float, rate: int = 8000, seed: int = 0, dbfs: float = -16.0) -> bytes:
+    """Noise shaped like speech's spectrum (falling above 500 Hz, nothing above 3.8 kHz): unlike a
+    tone it never repeats, so a stretch of it can be found in a recording at exactly one place."""
+    rng = np.random.default_rng(seed)
+    n = int(ms * rate / 1000)
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    freqs = np.fft.rfftfreq(n, 1 / rate)
+    spectrum *= 1 / np.sqrt(1 + (freqs / 500) ** 2)
+    spectrum[freqs > 3800] = 0
+    pcm = np.fft.irfft(spectrum, n)
+    pcm *= 32767 * 10 ** (dbfs / 20) / np.sqrt(np.mean(pcm**2))
+    return np.clip(np.rint(pcm), -32768, 32767).astype("<i2").tobytes()
 
 
 def silence(ms: float, rate: int = 8000) -> bytes:

@@ -1,7 +1,7 @@
 """Helper for contract tests: the openai SDK's event types per dialect (Realtime "ga"/"beta", Live "live").
 
 The logic lives in `bridge.sim.realtime_schema` (the emulator's strict mode uses it too); this module
-gives tests the names the protocol reference uses.
+gives tests the names docs/protocols.md §R12 and §L11 use.
 
     validate_client_event(event, "ga")   # KeyError / pydantic.ValidationError / UnknownKeysError (ValueError)
     validate_server_event(event, "beta") # unknown keys allowed: real servers may be newer than the SDK

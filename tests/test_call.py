@@ -278,6 +278,87 @@ def test_interrupted_transcript_is_cut_where_the_caller_barged_in() -> None:
     assert records[0].data["full_text"] == "one two three four"
 
 
+def assistant_lines(call: Call) -> list[dict[str, Any]]:
+    return [r.data for r in call.drain()[2] if r.kind == "assistant_transcript"]
+
+
+def complete_reply(call: Call, carrier: IdealCarrier, text: str, ms: int, done_at: float = 0) -> None:
+    """The model says `text` with `ms` of audio from time 0, all of it by `done_at` (faster than
+    real time)."""
+    call.model_event(rt.ResponseCreated("r1"), 0)
+    call.model_event(rt.OutputTranscriptDelta("r1", "i1", text), 0)
+    call.model_event(rt.AudioDelta("r1", "i1", 0, tone_24k(ms)), 0)
+    carrier.take(0)
+    call.model_event(rt.AudioDone("r1", "i1"), done_at)
+    call.model_event(rt.OutputTranscriptDone("r1", "i1", text), done_at)
+    call.model_event(rt.ResponseDone("r1", "completed", None, None), done_at)
+    carrier.take(done_at)
+
+
+def test_a_complete_reply_is_logged_once_the_caller_heard_it_all() -> None:
+    call, carrier = started_call()
+    complete_reply(call, carrier, "one two three four", 1000, done_at=40)
+    assert assistant_lines(call) == []  # complete, but the caller has heard little of it yet
+    assert call.history == []
+    carrier.play_until(900)
+    assert assistant_lines(call) == []
+    carrier.play_until(1100)  # its last mark, after the resampler's tail
+    [record] = [r for r in call.drain()[2] if r.kind == "assistant_transcript"]
+    assert record.data == {"item_id": "i1", "text": "one two three four", "interrupted": False}
+    assert record.at == 40  # placed where it was complete, not where it was heard to the end
+    assert call.history == [("assistant", "one two three four")]
+
+
+def test_a_complete_reply_the_caller_barged_into_is_logged_as_far_as_heard() -> None:
+    call, carrier = started_call()
+    complete_reply(call, carrier, "one two three four", 1000)
+    carrier.play_until(500)
+    call.model_event(rt.SpeechStarted("u1", 0), 500)
+    [line] = assistant_lines(call)
+    assert (line["text"], line["interrupted"], line["cut_by"]) == ("one two t", True, "barge_in")
+    assert call.history == [("assistant", "one two t")]
+
+
+@pytest.mark.parametrize("complete", [False, True], ids=["still-speaking", "transcript-complete"])
+def test_a_reply_cut_by_the_callers_hang_up_is_logged_as_far_as_heard(complete: bool) -> None:
+    call, carrier = started_call()
+    if complete:
+        complete_reply(call, carrier, "one two three four", 1000)
+    else:
+        speak(call, carrier, 1000, at=0)
+        call.model_event(rt.OutputTranscriptDelta("r1", "i1", "one two three four"), 0)
+    carrier.play_until(500)
+    call.carrier_event(CallEnded(), 500)
+    assert assistant_lines(call) == []  # settled when the line is closed, not before
+    call.line_closed(510, "caller_hangup")
+    [line] = assistant_lines(call)
+    assert (line["text"], line["full_text"], line["interrupted"]) == ("one two t", "one two three four", True)
+    assert (line["cut_by"], line["heard_ms"]) == ("caller_hangup", 500)
+    assert call.history == [("assistant", "one two t")]
+
+
+def test_a_reply_heard_whole_before_the_line_closed_is_not_cut() -> None:
+    call, carrier = started_call()
+    complete_reply(call, carrier, "one two", 200)
+    carrier.play_until(200)
+    call.carrier_event(CallEnded(), 300)
+    call.line_closed(300, "caller_hangup")
+    [line] = assistant_lines(call)
+    assert line == {"item_id": "i1", "text": "one two", "interrupted": False}
+
+
+def test_a_reply_cut_by_a_lost_session_is_logged_and_handed_to_the_new_one() -> None:
+    call, carrier = started_call()
+    complete_reply(call, carrier, "one two three four", 1000)
+    carrier.play_until(500)
+    call.resume(RealtimeCodec("ga"), 500, "the connection dropped (close code 1011)")
+    _, upstream, records = call.drain()
+    [line] = [r.data for r in records if r.kind == "assistant_transcript"]
+    assert (line["text"], line["cut_by"]) == ("one two t", "session_replaced")
+    restored = [e["item"]["content"][0]["text"] for e in upstream if e["type"] == "conversation.item.create"]
+    assert restored == ["one two t"]
+
+
 def test_fatal_upstream_error_ends_the_call_for_the_pump_to_close() -> None:
     call = make_call()
     call.drain()
@@ -615,3 +696,63 @@ def test_an_operators_announcement_waits_for_the_greeting_it_would_collide_with(
     assert (
         greeting["response"]["instructions"] == "Hello." and "Please hold." in say["response"]["instructions"]
     )
+
+
+def caller_turns(records: list) -> list[tuple[str, float | None, dict]]:
+    return [(r.kind, r.at, r.data) for r in records if r.kind in ("caller_transcript", "caller_spoke")]
+
+
+def test_without_transcription_a_caller_turn_is_logged_as_how_long_they_spoke() -> None:
+    call, _ = started_call()
+    # Server VAD's figures hold 300 ms of padding before the speech and 500 ms of silence after it.
+    call.model_event(rt.SpeechStarted("u1", 1200), 2000)
+    call.model_event(rt.SpeechStopped("u1", 6300), 6800)
+    assert caller_turns(call.drain()[2]) == [
+        ("caller_spoke", 2000, {"item_id": "u1", "spoken_ms": 4300, "words": "off"}),
+    ]
+
+
+def test_with_transcription_the_words_are_logged_where_the_caller_began() -> None:
+    call, _ = started_call(transcribed=True)
+    call.model_event(rt.SpeechStarted("u1", 1200), 2000)
+    call.model_event(rt.SpeechStopped("u1", 6300), 6800)
+    assert caller_turns(call.drain()[2]) == []  # the words are on their way
+    call.model_event(rt.InputTranscript("u1", " I need a refund. "), 7400)
+    assert caller_turns(call.drain()[2]) == [
+        ("caller_transcript", 2000, {"item_id": "u1", "text": "I need a refund.", "spoken_ms": 4300}),
+    ]
+
+
+def test_a_turn_whose_transcription_failed_or_was_empty_still_shows_the_caller_spoke() -> None:
+    call, _ = started_call(transcribed=True)
+    call.model_event(rt.SpeechStarted("u1", 100), 100)
+    call.model_event(rt.SpeechStopped("u1", 2100), 1900)
+    call.model_event(rt.InputTranscriptFailed("u1", "audio unreadable"), 2500)
+    call.model_event(rt.SpeechStarted("u2", 3000), 3100)
+    call.model_event(rt.SpeechStopped("u2", 4000), 3900)
+    call.model_event(rt.InputTranscript("u2", "  "), 4200)
+    assert caller_turns(call.drain()[2]) == [
+        (
+            "caller_spoke",
+            100,
+            {"item_id": "u1", "spoken_ms": 1200, "words": "failed", "message": "audio unreadable"},
+        ),
+        ("caller_spoke", 3100, {"item_id": "u2", "spoken_ms": 200, "words": "empty"}),
+    ]
+
+
+def test_semantic_vad_figures_hold_only_the_padding_before_the_speech() -> None:
+    opts = SessionOptions(instructions="x", voice="marin", turn_detection="semantic_vad")
+    started = CallStarted(stream_sid="MZ1", call_sid="CA1")
+    call = Call(CallConfig(session=opts), RealtimeCodec("ga"), started, 0)
+    call.drain()
+    call.model_event(rt.SpeechStarted("u1", 1000), 1000)
+    call.model_event(rt.SpeechStopped("u1", 3300), 3400)
+    assert caller_turns(call.drain()[2])[0][2]["spoken_ms"] == 2000
+
+
+def test_speech_at_the_very_start_has_no_padding_before_it_to_subtract() -> None:
+    call, _ = started_call()
+    call.model_event(rt.SpeechStarted("u1", 0), 300)
+    call.model_event(rt.SpeechStopped("u1", 2000), 2300)
+    assert caller_turns(call.drain()[2])[0][2]["spoken_ms"] == 1500

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
+from bridge.answer_detection import DetectionPlan, MachineDetection
 from bridge.audio import L16_16K, L16_24K, PCMA_8K, PCMU_8K
 from bridge.call_config import DEMO_GREETING, CallConfig, LiveConfig
 from bridge.config import ConfigError, load_settings
@@ -37,6 +39,7 @@ EVERYTHING = {
     "TRANSFER_ALLOWLIST": "+15550002222",
     "MAX_CALL_SECONDS": "600",
     "DISPOSITIONS": "resolved,spam",
+    "RECORDING_NOTICE": str(Path(__file__).parents[1] / "bridge" / "sim" / "assets" / "caller.wav"),
 }
 
 
@@ -71,7 +74,8 @@ def test_every_call_rule_comes_from_a_setting() -> None:
     config = CallConfig.from_settings(load_settings(EVERYTHING))
     defaults = CallConfig(session=config.session)
     for option in dataclasses.fields(CallConfig):
-        if option.name not in ("session", *LIVE_ONLY):
+        # `detection` belongs to one placed call (for_placed_call), never to every call.
+        if option.name not in ("session", "detection", *LIVE_ONLY):
             assert getattr(config, option.name) != getattr(defaults, option.name), option.name
     assert config.live is None and "RESPONSE_MODE=manual" in config.live_unavailable
     assert config.transfer_numbers == ("+15550001111", "+15550002222")
@@ -140,3 +144,17 @@ def test_demo_mode_runs_live_tools_on_the_emulators_backend() -> None:
     live = CallConfig.from_settings(load_settings({"UPSTREAM_API": "live"})).live
     assert live is not None and live.delegation == "responses" and live.backend_model
     assert [tool["name"] for tool in live.tools] == ["end_call"]
+
+
+def test_a_placed_call_brings_its_own_instructions_greeting_and_detection() -> None:
+    base = CallConfig.from_settings(load_settings(EVERYTHING))
+    plan = DetectionPlan(MachineDetection.LEAVE_MESSAGE, "Call us back.", wait_ms=3000)
+    placed = base.for_placed_call(
+        instructions="Remind Ann of her 3 pm visit.", greeting="Greet Ann.", detection=plan
+    )
+    assert placed.session.instructions == "Remind Ann of her 3 pm visit." and placed.greeting == "Greet Ann."
+    assert placed.detection == plan and not placed.greets_at_once
+    assert dataclasses.replace(placed.session, instructions=base.session.instructions) == base.session
+    # Nothing given: the server's own; an empty greeting: the model waits for the callee to speak.
+    assert base.for_placed_call() == base and base.greets_at_once
+    assert base.for_placed_call(greeting="").greeting == ""

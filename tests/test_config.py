@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 from pathlib import Path
 
 import pytest
 
-from bridge.config import ConfigError, Settings, load_settings
+from bridge.config import DEPRECATED_MODELS, ConfigError, Settings, load_settings
 from bridge.upstream import session_headers, session_url
 
 
@@ -17,6 +18,25 @@ def test_defaults_are_a_working_demo() -> None:
     assert settings.realtime_model == "gpt-realtime-2.1"
     assert settings.demo_mode
     assert settings.model_shutdown_date is None
+
+
+def test_the_callers_words_are_transcribed_unless_turned_off() -> None:
+    from bridge.call_config import CallConfig
+
+    default = load_settings({})
+    assert default.transcription_model == "gpt-4o-mini-transcribe"
+    assert CallConfig.from_settings(default).session.transcription_model == "gpt-4o-mini-transcribe"
+    assert CallConfig.from_settings(default).transcribed
+    for off in ("off", "none", "", " OFF "):
+        settings = load_settings({"INPUT_TRANSCRIPTION_MODEL": off})
+        assert settings.transcription_model == ""
+        assert not CallConfig.from_settings(settings).transcribed
+    chosen = load_settings({"INPUT_TRANSCRIPTION_MODEL": "gpt-transcribe"})
+    assert chosen.transcription_model == "gpt-transcribe"
+    # Azure needs the name of a transcription deployment: nothing is assumed there.
+    azure = {"REALTIME_URL": "wss://acme.openai.azure.com/openai/realtime"}
+    assert load_settings(azure).transcription_model == ""
+    assert load_settings({**azure, "INPUT_TRANSCRIPTION_MODEL": "stt"}).transcription_model == "stt"
 
 
 def test_every_bad_value_is_named_on_its_own_line() -> None:
@@ -48,6 +68,25 @@ def test_instructions_file(tmp_path: Path) -> None:
 
 def test_deprecated_model_is_flagged() -> None:
     assert load_settings({"REALTIME_MODEL": "gpt-realtime"}).model_shutdown_date == "2027-01-20"
+
+
+def sdk_deprecated_models() -> dict[str, str]:
+    """The Realtime models the installed openai SDK marks deprecated, with their announced shutdown
+    dates: the `model` field's docstring (docs/protocols.md §R2)."""
+    from openai.types.realtime import realtime_session_create_request
+
+    source = inspect.getsource(realtime_session_create_request)
+    listing = source.split("Deprecated values:", 1)[1].split('"""', 1)[0]
+    deprecated = {}
+    for entry in re.split(r"\n\s*- ", listing):
+        if (date := re.search(r"shutdown date: (\d{4}-\d{2}-\d{2})", entry)) is not None:
+            deprecated.update(dict.fromkeys(re.findall(r'"([^"]+)"', entry), date[1]))
+    return deprecated
+
+
+def test_the_deprecated_models_are_the_sdks() -> None:
+    assert sdk_deprecated_models()  # the docstring still has the shape read above
+    assert sdk_deprecated_models() == DEPRECATED_MODELS
 
 
 def test_openai_and_azure_auth_headers() -> None:

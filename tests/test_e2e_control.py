@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import aiohttp
 import pytest
+from structlog.testing import capture_logs
 
 from bridge.sim.carrier_emulator import TwilioCallerEmulator
 from tests.e2e import ADMIN_TOKEN, eventually, running_bridge, running_emulator, tone
@@ -17,12 +20,27 @@ PNG = (
 )
 
 
-async def post(base_url: str, path: str, body: dict | None = None, auth: bool = True) -> int:
+OPERATORS = {"alice": "alice-token-0123456789", "bob": "bob-token-0123456789"}
+
+
+def operator(label: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {OPERATORS[label]}"}
+
+
+async def post(base_url: str, path: str, body: dict | None = None, auth: bool = True, as_: str = "") -> int:
+    return (await answer(base_url, path, body, auth=auth, as_=as_))[0]
+
+
+async def answer(
+    base_url: str, path: str, body: dict | None = None, auth: bool = True, as_: str = ""
+) -> tuple[int, dict]:
+    headers = operator(as_) if as_ else AUTH if auth else {}
     async with (
         aiohttp.ClientSession() as http,
-        http.post(base_url + path, json=body or {}, headers=AUTH if auth else {}) as response,
+        http.post(base_url + path, json=body or {}, headers=headers) as response,
     ):
-        return response.status
+        assert response.content_type == "application/json", await response.text()
+        return response.status, await response.json()
 
 
 async def test_injected_context_lands_after_the_callers_words_then_the_model_answers() -> None:
@@ -36,10 +54,7 @@ async def test_injected_context_lands_after_the_callers_words_then_the_model_ans
         await caller.wait_heard(min_ms=300, timeout_s=10)  # the caller's turn is in the conversation
         caller_item = next(i["id"] for i in session.conversation if i.get("role") == "user")
         path = f"/api/calls/{caller.call_sid}/inject"
-        assert await post(bridge.base_url, path, {"text": "VIP customer"}, auth=False) == 401
-        assert await post(bridge.base_url, "/api/calls/CA0000/inject", {"text": "x"}) == 404
         assert await post(bridge.base_url, path, {"image": "data:image/gif;base64,R0lGOD"}) == 400
-        assert await post(bridge.base_url, path, {}) == 400
         assert (
             await post(bridge.base_url, path, {"text": "VIP customer", "image": PNG, "respond": True}) == 200
         )
@@ -69,15 +84,111 @@ async def test_injected_context_lands_after_the_callers_words_then_the_model_ans
             ),
             timeout_s=10,
         )
-        transfer = f"/api/calls/{caller.call_sid}/transfer"
-        assert await post(bridge.base_url, transfer, {"number": "555-1234"}) == 400
-        assert (
-            await post(bridge.base_url, transfer, {"number": "+15550001111"}) == 502
-        )  # no Twilio credentials
-        assert not caller.ended  # a failed transfer leaves the call as it was
+        assert not caller.ended
         assert await post(bridge.base_url, f"/api/calls/{caller.call_sid}/hangup") == 200
         await caller.wait_closed(timeout_s=5)
         assert session.rejected == []
+
+
+async def test_every_operator_action_is_on_record_with_who_what_when_and_how_it_went() -> None:
+    tokens = ",".join(f"{label}:{token}" for label, token in OPERATORS.items())
+    with capture_logs() as logs:
+        async with (
+            running_emulator() as (_, url),
+            running_bridge(url, OPERATOR_TOKENS=tokens) as bridge,
+            TwilioCallerEmulator(bridge.media_url) as caller,
+        ):
+            calls = bridge.bridge.active_calls
+            await eventually(lambda: getattr(calls.get(caller.call_sid), "call", None) is not None)
+            base, call = bridge.base_url, f"/api/calls/{caller.call_sid}"
+            before = datetime.now(UTC)
+
+            # Who is asking: no token, or one nobody has, is answered like /api/calls.
+            assert await answer(base, f"{call}/say", {"text": "x"}, auth=False) == (
+                401,
+                {"error": "unauthorized"},
+            )
+            status, body = await answer(base, "/api/calls/CA0000/hangup", as_="alice")
+            assert (status, body) == (404, {"error": "no call in progress with that id"})
+
+            status, body = await answer(base, f"{call}/inject", {"text": "VIP customer"}, as_="alice")
+            assert status == 200
+            assert body["operator"] == "alice" and body["action"] == "inject" and body["outcome"] == "done"
+            assert body["text"] == "VIP customer" and body["respond"] is False and body["image"] is False
+            assert before <= datetime.fromisoformat(body["at"]) <= datetime.now(UTC)
+
+            status, body = await answer(base, f"{call}/say", {"text": "  Please hold.  "}, as_="bob")
+            assert (status, body["operator"], body["action"], body["text"]) == (
+                200,
+                "bob",
+                "say",
+                "Please hold.",
+            )
+
+            # A request that makes no sense is refused before anything happens, saying why.
+            assert await answer(base, f"{call}/transfer", {"number": "555-1234"}, as_="alice") == (
+                400,
+                {"error": "number must be E.164, like +14155550123"},
+            )
+            assert (await answer(base, f"{call}/say", {}, as_="alice"))[0] == 400
+            # A transfer the configuration rules out: a 4xx that names the setting, and on record.
+            status, body = await answer(base, f"{call}/transfer", {"number": "+15550001111"}, as_="alice")
+            assert status == 409
+            assert body["missing_setting"] == "TWILIO_AUTH_TOKEN" and "TWILIO_AUTH_TOKEN" in body["error"]
+            assert not caller.ended  # a transfer that did not happen leaves the call as it was
+
+            status, body = await answer(base, f"{call}/hangup", as_="bob")
+            assert (status, body["operator"], body["action"], body["outcome"]) == (
+                200,
+                "bob",
+                "hangup",
+                "done",
+            )
+            await caller.wait_closed(timeout_s=5)
+            after = datetime.now(UTC)
+            logged = await bridge.logged_call(caller.call_sid)
+            assert (await answer(base, f"{call}/hangup", as_="bob"))[0] == 404  # it is over
+
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{base}{call}", headers=operator("bob")) as response:
+                    shown = await response.json()
+                async with http.get(f"{base}{call}?reveal=1", headers=operator("bob")) as response:
+                    revealed = await response.json()
+
+    assert logged is not None and logged["end_reason"] == "operator_ended"
+    actions = [e for e in shown["events"] if e["kind"] == "operator_action"]
+    assert [(e["data"]["operator"], e["data"]["action"], e["data"]["outcome"]) for e in actions] == [
+        ("alice", "inject", "done"),
+        ("bob", "say", "done"),
+        ("alice", "transfer", "refused"),
+        ("bob", "hangup", "done"),
+    ]
+    assert all(before <= datetime.fromisoformat(e["at"]) <= after for e in actions)
+    assert [e["at"] for e in actions] == sorted(e["at"] for e in actions)
+    assert actions[0]["data"]["text"] == "VIP customer" and actions[1]["data"]["text"] == "Please hold."
+    refused = actions[2]["data"]
+    assert "TWILIO_AUTH_TOKEN" in refused["error"] and refused["number"] == "+*******1111"  # masked
+    assert [e for e in revealed["events"] if e["kind"] == "operator_action"][2]["data"][
+        "number"
+    ] == "+15550001111"
+
+    # The process log has a line for each, by label, without the words, numbers or tokens.
+    lines = [entry for entry in logs if entry["event"] in ("operator action", "operator action refused")]
+    done = [(e["operator"], e["action"], e.get("outcome") or e["status"]) for e in lines]
+    assert done == [
+        ("alice", "hangup", 404),
+        ("alice", "inject", "done"),
+        ("bob", "say", "done"),
+        ("alice", "transfer", 400),
+        ("alice", "say", 400),
+        ("alice", "transfer", "refused"),
+        ("bob", "hangup", "done"),
+        ("bob", "hangup", 404),
+    ]
+    assert lines[1]["chars"] == len("VIP customer") and lines[5]["to"] == "+*******1111"
+    flat = repr(logs)
+    for secret in (*OPERATORS.values(), "VIP customer", "Please hold", "+15550001111"):
+        assert secret not in flat
 
 
 async def test_an_inject_landing_while_a_clear_is_being_sent_reaches_the_model(

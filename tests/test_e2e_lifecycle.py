@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from pathlib import Path
 
 import aiohttp
@@ -84,6 +85,60 @@ async def test_sigterm_drains_calls_and_keeps_every_record(tmp_path: Path) -> No
     assert caller.playout.played_ms_total >= 800 - 20  # the goodbye was heard whole
     call = await stored_call(server.call_log_url, caller.call_sid)
     assert call is not None and (call["status"], call["end_reason"]) == ("ended", "shutdown")
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+async def test_a_long_goodbye_at_sigterm_still_ends_within_the_stop_budget(
+    tmp_path: Path, workers: str
+) -> None:
+    """The stop's budget, scaled down (1 s of drain, 11 s in all, where the deploy files grant 50 s to
+    30 s of drain and a 45 s budget: tests/deploy checks those): a goodbye that would play for 30 s is
+    cut so that the process, or the supervisor and its workers, has exited within the budget, every
+    record written."""
+    budget_s = 11.0
+    async with (
+        running_emulator() as (emulator, url),
+        bridge_process(
+            tmp_path,
+            url,
+            DRAIN_SECONDS="1",
+            SHUTDOWN_BUDGET_SECONDS=str(budget_s),
+            WORKERS=workers,
+            TMPDIR=str(tmp_path),
+        ) as server,
+    ):
+        emulator.script_reply(
+            ScriptedReply(audio_pcm24k=tone(30_000, 500, rate=24000), transcript="Goodbye.")
+        )
+        await every_worker_ready(server.base_url)  # a worker still starting has no handler for SIGTERM
+        caller = TwilioCallerEmulator(server.media_url)
+        await caller.connect()
+        await emulator.wait_for_session()
+        signalled = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(server.process.wait, budget_s + 5)
+        stopped_s = time.monotonic() - signalled
+        await caller.wait_closed(timeout_s=5)
+        await caller.hangup()
+    print(f"stopped {stopped_s:.1f} s after SIGTERM (budget {budget_s:g} s)")
+    assert code == 0 and stopped_s <= budget_s  # a clean exit, within the budget
+    session = emulator.sessions[0]
+    asked = [e["response"]["instructions"] for e in session.client_events if e["type"] == "response.create"]
+    assert any("closing for maintenance" in text for text in asked)
+    assert 2000 < caller.playout.played_ms_total < 20_000  # the goodbye was heard, and cut
+    call = await stored_call(server.call_log_url, caller.call_sid)
+    assert call is not None and (call["status"], call["end_reason"]) == ("ended", "shutdown")
+
+
+async def every_worker_ready(base_url: str) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(300):
+            async with http.get(base_url + "/readyz") as response:
+                body = await response.json()
+            if response.status == 200 and all(w["state"] == "ready" for w in body.get("workers", [])):
+                return
+            await asyncio.sleep(0.05)
+    pytest.fail("the workers never were all ready")
 
 
 async def test_a_flooding_stream_is_closed_and_a_good_call_beside_it_goes_on() -> None:

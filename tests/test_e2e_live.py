@@ -17,6 +17,7 @@ from bridge.config import load_settings
 from bridge.dial import answer_call
 from bridge.server import create_app
 from bridge.sim.carrier_emulator import LineConditions, TwilioCallerEmulator
+from bridge.sim.emulated_model import emulated_transcript
 from bridge.sim.live_emulator import EmulatedLiveSession
 from bridge.sim.realtime_emulator import EmulatorConfig, RealtimeEmulator, ScriptedReply, greeting_pcm24k
 from bridge.tools.toolbox import Toolbox
@@ -132,7 +133,7 @@ async def test_a_greeting_and_a_turn_on_a_mobile_line_with_usage_and_cost_in_the
     (started,) = events(call, "live_session")
     assert started["session_id"] == call["live_session_id"] == session.session["id"]
     assert events(call, "greeting_latency") and events(call, "turn_latency")
-    assert [line["text"] for line in events(call, "caller_transcript")] == ["(caller speech 0.7 s)"]
+    assert [line["text"] for line in events(call, "caller_transcript")] == [emulated_transcript(0.7)]
     said_lines = [line["text"] for line in events(call, "assistant_transcript")]
     assert said_lines[-1] == "You said something for 0.7 seconds." and all(said_lines)
     closed = await session_closed(call)

@@ -1,7 +1,8 @@
 """WORKERS=2 through a real `bridge serve`: two worker processes on one port and one SQLite call log.
 
-Calls spread over both workers (the log names two owners); one scrape of /metrics counts both; each
-worker is reached at the internal address its calls record; a worker killed with -9 is started
+Calls spread over both workers (the log names two owners); every call is controlled from either
+worker (the other forwards to its owner); one scrape of /metrics counts both; each worker is reached
+at the internal address its calls record; a worker killed with -9 is started
 again and its calls are closed in the log by a living worker; SIGTERM drains both; workers whose
 supervisor was killed drain by themselves.
 """
@@ -123,6 +124,22 @@ async def test_two_workers_share_the_calls_the_metrics_and_the_lifecycle(tmp_pat
             assert status == 200 and ready["replica"] == replica
             pids[replica] = ready["pid"]
 
+        # Control of every call from either worker: each request on a fresh connection, which the
+        # kernel hands to either worker, until the call's own worker and its sibling have both taken
+        # one; the sibling forwards to the owner. Each note reaches the call (its owner logs it).
+        for sid, replica in owner.items():
+            answered_by: set[str | None] = set()
+            notes = 0
+            while answered_by != {None, replica}:
+                assert notes < 40, f"40 requests and not both workers: {answered_by}"
+                notes += 1
+                status, via = await inject(server.base_url, sid, f"note {notes}")
+                assert status == 200 and via in (None, replica)
+                answered_by.add(via)
+            await until(
+                "the notes in the call's log", lambda sid=sid, n=notes: _noted(server.base_url, sid, n)
+            )
+
         # One call on each worker hangs up; any worker's scrape counts both workers' calls.
         for sids in by_owner.values():
             await callers.pop(sids.pop(0)).hangup()
@@ -190,6 +207,24 @@ async def test_two_workers_share_the_calls_the_metrics_and_the_lifecycle(tmp_pat
     for sid in callers:
         row = await stored_call(server.call_log_url, sid)
         assert row is not None and (row["status"], row["end_reason"]) == ("ended", "shutdown")
+
+
+async def inject(base_url: str, call_sid: str, text: str) -> tuple[int, str | None]:
+    """POST an inject on a connection of its own; the status, and the owner it was forwarded to."""
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with (
+        aiohttp.ClientSession(connector=connector) as http,
+        http.post(f"{base_url}/api/calls/{call_sid}/inject", json={"text": text}, headers=AUTH) as response,
+    ):
+        return response.status, response.headers.get("X-Bridge-Call-Owner")
+
+
+async def _noted(base_url: str, call_sid: str, count: int) -> bool:
+    row = await logged(base_url, call_sid)
+    events = (row or {}).get("events", [])
+    actions = [e["data"] for e in events if e["kind"] == "operator_action"]
+    notes = [data["text"] for data in actions if data["action"] == "inject"]
+    return notes == [f"note {n}" for n in range(1, count + 1)]
 
 
 async def _counted(base_url: str, *, hung_up: int, active: int) -> dict[Any, float] | None:

@@ -1,4 +1,4 @@
-"""The playback ledger against a hand-computed carrier timeline (PROTOCOLS.md A5)."""
+"""The playback ledger against a hand-computed carrier timeline (docs/protocols.md §T5)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The Realtime codec: every event the bridge sends validates against the openai SDK's own types for
-its dialect (PROTOCOLS.md part C), and server events of both dialects decode to the same meaning."""
+its dialect (docs/protocols.md §R12), and server events of both dialects decode to the same meaning."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The Realtime emulator over real loopback WebSockets, in both dialects (PROTOCOLS.md Part B)."""
+"""The Realtime emulator over real loopback WebSockets, in both dialects (docs/protocols.md §R)."""
 
 from __future__ import annotations
 
@@ -19,12 +19,13 @@ import websockets
 from pydantic import ValidationError
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from bridge.sim.emulator_audio import decode_g711, encode_output, resample
+from bridge.sim.emulator_audio import decode_g711, encode_output, murmur_pcm24k, resample
 from bridge.sim.realtime_emulator import (
     GREETING_TRANSCRIPT,
     EmulatorConfig,
     RealtimeEmulator,
     ScriptedReply,
+    emulated_transcript,
 )
 from bridge.sim.realtime_schema import BETA_CLIENT_EVENT_TYPES, GA_CLIENT_EVENT_TYPES, merge_session
 from bridge.sim.vad import dbfs_to_amplitude
@@ -159,6 +160,16 @@ def update_event(dialect: str, fmt: str = "pcm16", **turn_detection) -> dict:
 def audio_ms(events: list[dict], dialect: str, fmt: str = "pcm16") -> float:
     total = sum(len(base64.b64decode(e["delta"])) for e in events if e["type"] == AUDIO_DELTA[dialect])
     return total / (48 if fmt == "pcm16" else 8)
+
+
+async def transcribed_without_vad(client: Client) -> None:
+    """The session transcribes its input, and turns are committed by hand."""
+    patch = {
+        "type": "realtime",
+        "audio": {"input": {"turn_detection": None, "transcription": {"model": "gpt-4o-mini-transcribe"}}},
+    }
+    await client.send({"type": "session.update", "session": patch})
+    await client.until("session.updated")
 
 
 async def greeting_done(client: Client) -> dict:
@@ -352,14 +363,7 @@ async def test_ga_turn_event_sequence_follows_b8(start) -> None:
 async def test_manual_commit_transcription_and_clear(start) -> None:
     emulator, url = await start(**FAST)
     async with connect(url, "ga") as client:
-        patch = {
-            "type": "realtime",
-            "audio": {
-                "input": {"turn_detection": None, "transcription": {"model": "gpt-4o-mini-transcribe"}}
-            },
-        }
-        await client.send({"type": "session.update", "session": patch})
-        await client.until("session.updated")
+        await transcribed_without_vad(client)
         await client.send({"type": "input_audio_buffer.commit", "event_id": "evt_c"})
         error = await client.until("error")
         assert error["error"]["code"] == "input_audio_buffer_commit_empty"
@@ -370,7 +374,9 @@ async def test_manual_commit_transcription_and_clear(start) -> None:
         committed = await client.until("input_audio_buffer.committed")
         transcribed = await client.until("conversation.item.input_audio_transcription.completed")
         assert transcribed["item_id"] == committed["item_id"]
-        assert transcribed["transcript"] == "(caller speech 0.50 s)"
+        # No words were scripted: it says it heard none, and how long the caller spoke.
+        assert transcribed["transcript"] == emulated_transcript(0.5)
+        assert "no speech recognition" in transcribed["transcript"] and "0.5 s" in transcribed["transcript"]
         assert transcribed["usage"]["type"] == "tokens"
         assert not client.of_type("input_audio_buffer.speech_started")
         assert not [e for e in await client.collect(0.2) if e["type"] == "response.created"]
@@ -385,6 +391,23 @@ async def test_manual_commit_transcription_and_clear(start) -> None:
         await client.send({"type": "input_audio_buffer.commit"})
         assert (await client.until("error"))["error"]["code"] == "input_audio_buffer_commit_empty"
     assert len(emulator.sessions[0].appended_pcm) == 2 * 2 * 12000
+
+
+async def test_scripted_caller_words_are_the_transcripts_of_the_next_turns(start) -> None:
+    emulator, url = await start(**FAST)
+    emulator.script_caller_words("I'd like a refund, please.")
+    async with connect(url, "ga") as client:
+        await transcribed_without_vad(client)
+        words = []
+        for _ in range(2):
+            await client.append(tone(24000, 0.4).tobytes(), chunk=4800)
+            await client.send({"type": "input_audio_buffer.commit"})
+            words.append(
+                (await client.until("conversation.item.input_audio_transcription.completed"))["transcript"]
+            )
+        assert words == ["I'd like a refund, please.", emulated_transcript(0.4)]
+        user_items = [i for i in emulator.sessions[0].conversation if i.get("role") == "user"]
+        assert user_items[0]["content"][0]["transcript"] == "I'd like a refund, please."
 
 
 async def test_greeting_when_no_caller_audio_yet(start) -> None:
@@ -624,6 +647,45 @@ async def test_scripted_audio_reply(start) -> None:
     assert second[0]["transcript"] == GREETING_TRANSCRIPT
     sent = bytes(emulator.sessions[0].responses[0].items[0].audio)
     assert sent == encode_output(np.frombuffer(audio, np.int16), 24000, "g711_ulaw")
+
+
+async def test_given_words_are_said_once_and_a_summary_request_answered_as_the_emulators(start) -> None:
+    emulator, url = await start(**FAST)
+    async with connect(url, "ga") as client:
+        await client.send(update_event("ga"))
+        await client.until("session.updated")
+
+        async def reply(response: dict) -> str:
+            await client.send({"type": "response.create", "response": response})
+            done = await client.until("response.done")
+            output = done["response"]["output"][0]["content"][0]
+            return output.get("transcript") or output.get("text")
+
+        say = "Say exactly this to the caller, nothing else: Please hold, an agent is coming."
+        assert await reply({"instructions": say}) == "Please hold, an agent is coming."
+        sent = emulator.sessions[0].responses[0].items[0].audio
+        assert len(sent) == murmur_pcm24k("Please hold, an agent is coming.").size * 2  # pcm16 at 24 kHz
+        # An operator's note, then an answer: the note is said back, once.
+        note = {
+            "type": "message",
+            "role": "user",
+            "content": [{"type": "input_text", "text": "A VIP caller."}],
+        }
+        await client.send({"type": "conversation.item.create", "item": note})
+        assert await reply({}) == "A VIP caller."
+        assert await reply({}) == GREETING_TRANSCRIPT  # nothing new to say back
+        summary = json.loads(
+            await reply(
+                {
+                    "conversation": "none",
+                    "output_modalities": ["text"],
+                    "instructions": 'JSON: {"summary": "...", "intent": "...", "disposition": one of '
+                    '["follow_up_needed", "resolved"]}',
+                }
+            )
+        )
+        assert summary["disposition"] == "resolved" and summary["intent"] == "trying the bridge demo"
+        assert "summarised by the emulator" in summary["summary"] and "answered 3 times" in summary["summary"]
 
 
 async def test_scripted_reply_with_several_audio_items(start) -> None:
@@ -971,7 +1033,7 @@ async def test_every_sent_event_validates_against_sdk_types(start, dialect: str)
 
 
 # ---------------------------------------------------------------------------------------------------
-# schema helper (PROTOCOLS.md Part C) and audio helpers
+# schema helper (docs/protocols.md §R12) and audio helpers
 
 
 def test_type_maps_match_the_sdk_and_the_emulator() -> None:

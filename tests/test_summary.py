@@ -5,7 +5,7 @@ DISPOSITIONS = ("resolved", "follow_up_needed")
 
 def test_json_answer() -> None:
     text = 'Sure: {"summary": "Asked about order A-1.", "intent": "order status", "disposition": "resolved"}'
-    expected = CallSummary("Asked about order A-1.\nCaller's intent: order status", "resolved")
+    expected = CallSummary("Asked about order A-1.", "resolved", "order status")
     assert parse_summary(text, DISPOSITIONS) == expected
 
 

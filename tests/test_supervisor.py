@@ -60,9 +60,11 @@ RECORD_SIGNALS = textwrap.dedent(
 )
 
 
-def supervisor(journal: Path, behaviour: dict[int, str], **policy: float) -> Supervisor:
+def supervisor(
+    journal: Path, behaviour: dict[int, str], env: dict[str, str] | None = None, **policy: float
+) -> Supervisor:
     settings = load_settings(
-        {"WORKERS": "2", "PORT": str(free_port()), "ADMIN_TOKEN": "t", "DRAIN_SECONDS": "0"}
+        {"WORKERS": "2", "PORT": str(free_port()), "ADMIN_TOKEN": "t", "DRAIN_SECONDS": "0", **(env or {})}
     )
 
     def command(index: int, run_dir: Path) -> list[str]:
@@ -155,10 +157,13 @@ async def test_sigterm_drains_every_worker_and_a_second_signal_stops_them(tmp_pa
         assert [what for i, what, _ in journal_lines(journal) if i == index] == ["start", "SIGTERM", "SIGINT"]
 
 
-async def test_a_port_in_use_is_refused_before_any_worker_starts(tmp_path: Path) -> None:
+@pytest.mark.parametrize("taken", ["PORT", "the second worker's internal port"])
+async def test_a_port_in_use_is_refused_before_any_worker_starts(tmp_path: Path, taken: str) -> None:
     journal = tmp_path / "journal"
-    sup = supervisor(journal, {0: NEVER_READY, 1: NEVER_READY})
-    with socket.create_server(("0.0.0.0", sup.settings.port)), capture_logs() as logs:
+    internal = free_port()
+    sup = supervisor(journal, {0: NEVER_READY, 1: NEVER_READY}, {"INTERNAL_PORT": str(internal)})
+    port = sup.settings.port if taken == "PORT" else internal + 1
+    with socket.create_server(("0.0.0.0", port)), capture_logs() as logs:
         assert await sup.run() == 1
     assert any(e["event"] == "cannot listen" for e in logs)
     assert journal_lines(journal) == []

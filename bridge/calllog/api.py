@@ -1,8 +1,8 @@
 """HTTP face of the call log: the JSON/CSV/text API under /api/calls and the web pages under /calls.
 
-Everything but the static assets needs the admin token (bearer header, or the cookie the login form
-at /calls sets). Phone numbers are masked to their last 4 digits unless `?reveal=1` is asked for;
-every reveal is logged.
+Everything but the static assets and the sign-in form needs an operator's token (bearer header,
+or the cookie the login form sets; see `bridge.calllog.auth`). Phone numbers are masked to their
+last 4 digits unless `?reveal=1` is asked for; every reveal is logged.
 """
 
 from __future__ import annotations
@@ -20,10 +20,11 @@ import structlog
 from aiohttp import web
 
 from bridge.call_config import UPSTREAM_APIS
-from bridge.calllog.auth import AdminAuth
+from bridge.calllog.auth import OperatorAuth
 from bridge.calllog.health import CallLogHealth, describe
 from bridge.calllog.present import CSV_COLUMNS, csv_row, public_call, to_json, transcript_text
-from bridge.calllog.store import END_REASONS, CallStore, check_search_text, database_unavailable
+from bridge.calllog.search import check_search_text
+from bridge.calllog.store import END_REASONS, CallStore, database_unavailable
 from bridge.recording.archive import ArchiveError, RecordingArchive, safe_name
 from bridge.recording.download import recording_response
 from bridge.recording.finish import FORMATS
@@ -58,14 +59,13 @@ class _BadRequest(Exception):
 def setup_calllog_routes(
     app: web.Application,
     store: CallStore,
-    admin_token: str,
+    auth: OperatorAuth,
     recordings: RecordingArchive | None = None,
     health: CallLogHealth | None = None,
 ) -> None:
-    """Add the call-log API and pages to `app`; `recordings` serves the calls' recordings; `health`
-    hears how each read went (the server's /readyz reports it). Raises ValueError for an empty
-    `admin_token`."""
-    routes = _CallLogRoutes(store, AdminAuth(admin_token), recordings, health or CallLogHealth(store))
+    """Add the call-log API and pages to `app`, for the operators `auth` knows; `recordings` serves the
+    calls' recordings; `health` hears how each read went (the server's /readyz reports it)."""
+    routes = _CallLogRoutes(store, auth, recordings, health or CallLogHealth(store))
     api, page = routes.api, routes.page
     router = app.router
     # The export paths before /api/calls/{call_id}, which would otherwise take them as an id.
@@ -73,26 +73,31 @@ def setup_calllog_routes(
     router.add_get("/api/calls/export.jsonl", api(routes.export_jsonl))
     router.add_get("/api/calls/export.csv", api(routes.export_csv))
     router.add_get("/api/calls/compare", api(routes.compare))
+    router.add_get("/api/calls/live", api(routes.live_calls))
     router.add_get("/api/calls/{call_id}/transcript", api(routes.transcript))
     router.add_get("/api/calls/{call_id}/recording", api(routes.recording))
     router.add_get("/api/calls/{call_id}", api(routes.get_call))
     router.add_static("/calls/static/", WEB_DIR / "static")
+    router.add_get("/calls/login", routes.login_page)
     router.add_post("/calls/login", routes.login)
     router.add_post("/calls/logout", routes.logout)
     router.add_get("/calls", page(routes.list_page))
+    router.add_get("/calls/live", page(routes.live_page))  # before {call_id}, which would take it
     router.add_get("/calls/{call_id}", page(routes.call_page))
 
 
 class _CallLogRoutes:
     def __init__(
-        self, store: CallStore, auth: AdminAuth, recordings: RecordingArchive | None, health: CallLogHealth
+        self, store: CallStore, auth: OperatorAuth, recordings: RecordingArchive | None, health: CallLogHealth
     ) -> None:
         self.store = store
         self.auth = auth
         self.recordings = recordings
         self.health = health
-        self.list_html = (WEB_DIR / "calls.html").read_text(encoding="utf-8")
-        self.call_html = (WEB_DIR / "call.html").read_text(encoding="utf-8")
+        self.list_html = _page_template("calls.html")
+        self.call_html = _page_template("call.html")
+        self.live_html = _page_template("live.html")
+        self.topbar = _page_template("topbar.html")
         self.login_template = Template((WEB_DIR / "login.html").read_text(encoding="utf-8"))
 
     # ---- auth wrappers ------------------------------------------------------------------------
@@ -147,15 +152,24 @@ class _CallLogRoutes:
 
     # ---- pages --------------------------------------------------------------------------------
 
+    async def login_page(self, request: web.Request) -> web.StreamResponse:
+        """The sign-in form on its own, returning to `?next=` (a page of ours) once signed in."""
+        next_path = _safe_next(request.query.get("next", ""))
+        if self.auth.authenticated(request):
+            return web.Response(status=303, headers={"Location": next_path, **_NO_STORE})
+        return self._login_form(next_path=next_path, error="", status=200)
+
     async def login(self, request: web.Request) -> web.StreamResponse:
         form = await request.post()
         token = str(form.get("token", "")).strip()
         next_path = _safe_next(str(form.get("next", "")))
-        if not token or not self.auth.token_ok(token):
+        operator = self.auth.operator_for_token(token) if token else None
+        if operator is None:
             log.warning("calllog.login_failed", remote=request.remote)
             return self._login_form(next_path=next_path, error="That token is not right.", status=401)
+        log.info("calllog.signed_in", operator=operator, remote=request.remote)
         response = web.Response(status=303, headers={"Location": next_path, **_NO_STORE})
-        self.auth.set_session(request, response)
+        self.auth.set_session(request, response, operator)
         return response
 
     async def logout(self, request: web.Request) -> web.StreamResponse:
@@ -164,10 +178,18 @@ class _CallLogRoutes:
         return response
 
     async def list_page(self, request: web.Request) -> web.StreamResponse:
-        return web.Response(text=self.list_html, content_type="text/html", headers=_PAGE_HEADERS)
+        return self._page(request, self.list_html)
 
     async def call_page(self, request: web.Request) -> web.StreamResponse:
-        return web.Response(text=self.call_html, content_type="text/html", headers=_PAGE_HEADERS)
+        return self._page(request, self.call_html)
+
+    async def live_page(self, request: web.Request) -> web.StreamResponse:
+        return self._page(request, self.live_html)
+
+    def _page(self, request: web.Request, template: Template) -> web.Response:
+        topbar = self.topbar.substitute(operator=escape(self.auth.operator(request) or ""))
+        text = template.substitute(topbar=topbar)
+        return web.Response(text=text, content_type="text/html", headers=_PAGE_HEADERS)
 
     # ---- API ----------------------------------------------------------------------------------
 
@@ -176,12 +198,13 @@ class _CallLogRoutes:
         reveal = _reveal(request)
         limit = _int(query.get("limit"), default=50, low=1, high=MAX_LIMIT, name="limit")
         try:
+            filters = _filters(request)
             page, next_cursor = await self.store.list_calls(
-                **_filters(request), limit=limit, cursor=query.get("cursor") or None
+                **filters, limit=limit, cursor=query.get("cursor") or None, annotate=True
             )
         except ValueError as exc:
             raise _BadRequest(str(exc)) from None
-        calls = [public_call(call, reveal=reveal) for call in page]
+        calls = [public_call(call, reveal=reveal, searched=filters["text"]) for call in page]
         return _json({"calls": calls, "next_cursor": next_cursor})
 
     async def compare(self, request: web.Request) -> web.StreamResponse:
@@ -191,6 +214,15 @@ class _CallLogRoutes:
         except ValueError as exc:
             raise _BadRequest(str(exc)) from None
         return _json({"apis": apis})
+
+    async def live_calls(self, request: web.Request) -> web.StreamResponse:
+        """The live board's data: calls in progress on every replica (from the shared call log, not
+        this process's memory), and those that ended in the last two minutes."""
+        reveal = _reveal(request)
+        calls = await self.store.live_calls()
+        return _json(
+            {"calls": [public_call(call, reveal=reveal) for call in calls], "now": datetime.now(UTC)}
+        )
 
     async def get_call(self, request: web.Request) -> web.StreamResponse:
         call = await self.store.get_call(request.match_info["call_id"])
@@ -202,10 +234,12 @@ class _CallLogRoutes:
         call = await self.store.get_call(request.match_info["call_id"])
         if call is None:
             return web.Response(text="no such call\n", status=404, headers=_NO_STORE)
-        return web.Response(text=transcript_text(call), content_type="text/plain", headers=_NO_STORE)
+        text = transcript_text(public_call(call, reveal=_reveal(request)))
+        return web.Response(text=text, content_type="text/plain", headers=_NO_STORE)
 
     async def recording(self, request: web.Request) -> web.StreamResponse:
-        """The call's recording, `?format=` wav or flac (default flac), with range requests."""
+        """The call's recording, `?format=` wav or flac (default flac), with range requests; or its
+        waveform, `?format=peaks` (JSON, `bridge.recording.finish.Peaks`)."""
         fmt = request.query.get("format", "flac").lower()
         if fmt not in FORMATS:
             raise _BadRequest(f"format must be one of {', '.join(FORMATS)}")
@@ -288,6 +322,10 @@ async def _csv(calls: AsyncIterator[dict[str, Any]], reveal: bool) -> AsyncItera
             buffer.seek(0)
             buffer.truncate()
     yield buffer.getvalue().encode()
+
+
+def _page_template(name: str) -> Template:
+    return Template((WEB_DIR / name).read_text(encoding="utf-8"))
 
 
 def _client_gone(request: web.Request) -> bool:

@@ -89,9 +89,7 @@ class ReplicaLeases:
     # ---- clock --------------------------------------------------------------------------------
 
     def _now(self) -> ColumnElement[datetime]:
-        if self._dialect == "postgresql":
-            return func.now(type_=UTCDateTime())  # the transaction's start: one instant per sweep
-        return literal(datetime.now(UTC), UTCDateTime())
+        return database_now(self._dialect)
 
     def _after(self, seconds: float) -> ColumnElement[datetime]:
         if self._dialect == "postgresql":
@@ -240,6 +238,14 @@ class ReplicaLeases:
             .group_by(call_events.c.call_id)
         )
         return {call_id: (at, seq) for call_id, at, seq in (await conn.execute(query)).all()}
+
+
+def database_now(dialect: str) -> ColumnElement[datetime]:
+    """Now, as leases are compared with it: PostgreSQL's clock (the transaction's start, one instant per
+    statement group), or this host's for SQLite, which only processes of one host share."""
+    if dialect == "postgresql":
+        return func.now(type_=UTCDateTime())
+    return literal(datetime.now(UTC), UTCDateTime())
 
 
 def _orphan_reason(owner_id: str | None, owner_incarnation: str | None, lease_incarnation: str | None) -> str:

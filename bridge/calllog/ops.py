@@ -2,7 +2,8 @@
 
 Every op is safe to apply twice (a batch is retried whole when the database fails mid-way, and a
 commit whose acknowledgement was lost gets replayed): starts and events are keyed and inserted
-"on conflict do nothing", totals are absolute values, and an end only applies to a call in progress.
+"on conflict do nothing" (a start replaces only a never-connected record), totals are absolute
+values, and an end only applies to a call in progress.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class CallStartedOp:
     owner_id: str | None = None
     owner_incarnation: str | None = None
     owner_url: str | None = None
+    # A call we placed: its row exists since we placed it; the start names its stream and its owner.
+    placed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,12 +76,26 @@ class CallEndedOp:
 
 
 @dataclass(frozen=True, slots=True)
+class UnconnectedCallOp:
+    """A call whose webhook was answered but whose media stream never connected: recorded ended
+    (NEVER_CONNECTED) unless the call is already recorded, and replaced if its stream starts after all."""
+
+    call: CallStartedOp  # as it would have started: when its webhook was answered, by whom
+    noticed_at: datetime  # when its stream was given up on
+
+    @property
+    def call_id(self) -> str:
+        return self.call.call_id
+
+
+@dataclass(frozen=True, slots=True)
 class CallSummaryOp:
     """The model's post-call summary; it arrives after the call ended."""
 
     call_id: str
     summary: str
     disposition: str | None
+    intent: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,4 +111,4 @@ class RecordingOp:
     error: str | None = None
 
 
-LogOp = CallStartedOp | EventOp | CallTotalsOp | CallEndedOp | CallSummaryOp | RecordingOp
+LogOp = CallStartedOp | EventOp | CallTotalsOp | CallEndedOp | CallSummaryOp | RecordingOp | UnconnectedCallOp

@@ -28,6 +28,7 @@ from bridge.calllog.ops import (
     EventOp,
     LogOp,
     RecordingOp,
+    UnconnectedCallOp,
 )
 from bridge.calllog.pricing import PriceTable, TokenUsage
 from bridge.calllog.store import CallStore, database_unavailable
@@ -43,6 +44,9 @@ _LINGER_S = 0.25
 # Per-call state is kept a while after the end so a late event (a transcript that completes after the
 # hang-up) still gets the next seq and a late usage object still updates the totals.
 _ENDED_CALLS_KEPT = 1024
+# A stream waits at most this long for its call's row before it is admitted unchecked (the caller
+# hears nothing meanwhile; a claim takes a millisecond or two).
+CLAIM_TIMEOUT_S = 1.0
 
 
 @dataclass(slots=True)
@@ -145,7 +149,40 @@ class CallRecorder:
 
     # ---- recording (audio path: sync, O(1), never raises) -------------------------------------
 
-    def call_started(
+    def call_started(self, **fields: Any) -> None:
+        """Record a call's start (see `_start_op` for the fields), written with the next batch."""
+        try:
+            op = self._start_op(**fields)
+            self._calls[op.call_id] = _CallState(model=op.model, upstream_api=op.upstream_api)
+            self._put(op, essential=True)
+        except Exception:
+            log.exception("calllog.record_failed", method="call_started", call_id=fields.get("call_id"))
+
+    async def claim_call(self, **fields: Any) -> bool:
+        """A stream for this call is admitted here: its row is written now (not with the next batch),
+        naming this process its owner, so every process sees at once who carries it. False when the
+        call has a row already: a second stream for it, or a replayed one, wherever it landed.
+
+        The database cannot refuse calls: while it is unreachable (or slower than CLAIM_TIMEOUT_S) the
+        start is queued like any record and the call admitted, checked by this process alone."""
+        op = self._start_op(**fields)
+        claimed: bool | None = None
+        if self.outage_since is None:
+            try:
+                async with asyncio.timeout(CLAIM_TIMEOUT_S):
+                    claimed = await self.store.claim_call(op)
+            except Exception as exc:
+                log.warning(
+                    "calllog.claim_unchecked", call_id=op.call_id, error=repr(exc), backlog=self.backlog
+                )
+        if claimed is False:
+            return False
+        self._calls[op.call_id] = _CallState(model=op.model, upstream_api=op.upstream_api)
+        if claimed is None:
+            self._put(op, essential=True)
+        return True
+
+    def _start_op(
         self,
         *,
         call_id: str,
@@ -159,30 +196,35 @@ class CallRecorder:
         carrier: str = "twilio",
         started_at: datetime | None = None,
         metadata: dict[str, Any] | None = None,
+        placed: bool = False,
         upstream_api: str = "realtime",
-    ) -> None:
-        try:
-            self._calls[call_id] = _CallState(model=model, upstream_api=upstream_api)
-            op = CallStartedOp(
-                call_id=call_id,
-                call_sid=call_sid,
-                stream_sid=stream_sid,
-                carrier=carrier,
-                from_number=from_number,
-                to_number=to_number,
-                direction=direction,
-                model=model,
-                voice=voice,
-                started_at=_utc(started_at),
-                metadata=dict(metadata) if metadata else None,
-                upstream_api=upstream_api,
-                owner_id=self.owner.replica_id if self.owner else None,
-                owner_incarnation=self.owner.incarnation if self.owner else None,
-                owner_url=self.owner.internal_url if self.owner else None,
-            )
-            self._put(op, essential=True)
-        except Exception:
-            log.exception("calllog.record_failed", method="call_started", call_id=call_id)
+    ) -> CallStartedOp:
+        """`placed`: a call we placed, whose row was written when it was (bridge.calllog.placed_calls);
+        its stream and owner are recorded on it, the rest of that row is left as it is."""
+        return CallStartedOp(
+            call_id=call_id,
+            call_sid=call_sid,
+            stream_sid=stream_sid,
+            carrier=carrier,
+            from_number=from_number,
+            to_number=to_number,
+            direction=direction,
+            model=model,
+            voice=voice,
+            started_at=_utc(started_at),
+            metadata=dict(metadata) if metadata else None,
+            upstream_api=upstream_api,
+            **self._owner(),
+            placed=placed,
+        )
+
+    def _owner(self) -> dict[str, str | None]:
+        owner = self.owner
+        return {
+            "owner_id": owner.replica_id if owner else None,
+            "owner_incarnation": owner.incarnation if owner else None,
+            "owner_url": owner.internal_url if owner else None,
+        }
 
     def event(self, call_id: str, kind: str, data: dict[str, Any], at: datetime | None = None) -> None:
         try:
@@ -238,12 +280,45 @@ class CallRecorder:
         except Exception:
             log.exception("calllog.record_failed", method="call_ended", call_id=call_id)
 
-    def summary(self, call_id: str, summary: str, disposition: str | None) -> None:
+    def call_never_connected(
+        self,
+        *,
+        call_id: str,
+        carrier: str,
+        from_number: str,
+        to_number: str,
+        direction: str,
+        model: str,
+        voice: str,
+        answered_at: datetime,
+        noticed_at: datetime,
+    ) -> None:
+        """A call whose webhook was answered and whose media stream never connected (see
+        `bridge.awaited_streams`): ended before it began, unless it is recorded already."""
+        try:
+            call = CallStartedOp(
+                call_id=call_id,
+                call_sid=call_id,
+                stream_sid="",
+                carrier=carrier,
+                from_number=from_number,
+                to_number=to_number,
+                direction=direction,
+                model=model,
+                voice=voice,
+                started_at=_utc(answered_at),
+                metadata=None,
+                **self._owner(),
+            )
+            self._put(UnconnectedCallOp(call, noticed_at=_utc(noticed_at)), essential=True)
+        except Exception:
+            log.exception("calllog.record_failed", method="call_never_connected", call_id=call_id)
+
+    def summary(self, call_id: str, summary: str, disposition: str | None, intent: str | None = None) -> None:
         """The model's post-call summary (it comes after the call ended)."""
         try:
-            self._put(
-                CallSummaryOp(call_id=call_id, summary=summary, disposition=disposition), essential=True
-            )
+            op = CallSummaryOp(call_id=call_id, summary=summary, disposition=disposition, intent=intent)
+            self._put(op, essential=True)
         except Exception:
             log.exception("calllog.record_failed", method="summary", call_id=call_id)
 

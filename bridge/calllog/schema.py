@@ -94,20 +94,31 @@ calls = Table(
     Column("barge_in_count", Integer, nullable=False, server_default="0"),
     Column("error_count", Integer, nullable=False, server_default="0"),
     Column("summary", Text),
+    Column("intent", Text),  # what the caller wanted, in a few words (from the post-call summary)
     Column("disposition", String(64)),
+    # The summary and intent, casefolded: text search is one plain LIKE, as for events' search_text.
+    Column("search_text", Text),
     Column("metadata", json_type()),
     # The call's recording (bridge.recording), if it was recorded: recording | ready | failed.
     Column("recording_status", String(16)),
     Column("recording_started_at", UTCDateTime()),  # wall-clock time of the recording's first sample
     Column("recording_duration_s", Float),
     Column("recording_location", Text),  # file:// or s3:// URI of the files, without the extension
-    Column("recording_formats", String(32)),  # comma-separated extensions stored there: "wav,flac"
+    Column("recording_formats", String(32)),  # comma-separated extensions stored there: "wav,flac,peaks"
     Column("recording_error", Text),  # why it failed
     # The process that carries (or carried) the call: a replica id, which run of it, and the
     # address its siblings reach it at. Written with the call's start; see bridge.calllog.leases.
     Column("owner_id", String(128)),
     Column("owner_incarnation", String(32)),
     Column("owner_url", String(256)),
+    # A call we placed (bridge.outbound): its progress at the carrier (queued | ringing | answered |
+    # completed | busy | no_answer | failed | canceled), who answered (human | machine | fax |
+    # unknown), how a machine's greeting ended (beep | silence | other), and what was asked of it.
+    # All NULL for calls that reached us.
+    Column("outbound_status", String(16)),
+    Column("answered_by", String(16)),
+    Column("message_end", String(16)),
+    Column("outbound_request", json_type()),
     # Which voice API answered: realtime (tokens) or live (billed by session duration, tools on a
     # delegated Responses backend whose tokens are billed apart).
     Column("upstream_api", String(16), nullable=False, server_default="realtime"),
@@ -118,6 +129,7 @@ calls = Table(
     Column("backend_cached_tokens", BigInteger, nullable=False, server_default="0"),
     Column("backend_output_tokens", BigInteger, nullable=False, server_default="0"),
     Index(None, "started_at", "call_id"),
+    Index(None, "call_sid"),
     Index(None, "status"),
     Index(None, "end_reason"),
     Index(None, "upstream_api"),
@@ -128,6 +140,8 @@ call_events = Table(
     metadata,
     Column("id", big_id(), primary_key=True, autoincrement=True),
     Column("call_id", String(64), ForeignKey("calls.call_id", ondelete="CASCADE"), nullable=False),
+    # 1, 2, 3... as the call's owner records them. Events recorded elsewhere (a carrier's callback
+    # about a call we placed may reach any process) take -1, -2, ..., so the two never collide.
     Column("seq", Integer, nullable=False),
     Column("at", UTCDateTime(), nullable=False),
     Column("kind", String(32), nullable=False),

@@ -25,7 +25,6 @@ from sqlalchemy import (
     bindparam,
     delete,
     event,
-    exists,
     or_,
     select,
     update,
@@ -45,8 +44,10 @@ from bridge.calllog.ops import (
     EventOp,
     LogOp,
     RecordingOp,
+    UnconnectedCallOp,
 )
 from bridge.calllog.schema import RECORDING_COLUMNS, TOTAL_COLUMNS, UTCDateTime, call_events, calls
+from bridge.calllog.search import CONTROL_CHARACTERS, finds, first_words, last_lines, searchable, where_found
 from bridge.log_records import TRANSCRIPT_KINDS, RecordKind
 
 END_REASONS = (
@@ -59,16 +60,24 @@ END_REASONS = (
     "interrupted",
     "timeout",
     "operator_ended",
+    "stream_never_connected",
+    # Calls we placed (bridge.outbound): a message left on a machine, a machine hung up on, and the
+    # calls that never connected, as the carrier reports them.
+    "voicemail",
+    "machine",
+    "busy",
+    "no_answer",
+    "failed",
+    "canceled",
 )
+NEVER_CONNECTED = "stream_never_connected"  # the webhook was answered; its media stream never came
 
 
 _EXPORT_PAGE = 200
 COMPARE_CALLS = 5000  # per API: the comparison's figures cover at most this many newest calls
+MAX_LIVE_CALLS = 1000  # on the live board at once
 # A recording still "recording" this long after its call ended has no process finishing it any more.
 RECORDING_FINISH_LIMIT = timedelta(hours=1)
-
-# C0 and C1 control characters but tab, newline and carriage return, which a line of text may hold.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 
 
 def database_unavailable(exc: BaseException) -> bool:
@@ -79,14 +88,6 @@ def database_unavailable(exc: BaseException) -> bool:
     if isinstance(exc, StatementError) and not isinstance(exc, DBAPIError):
         return False  # failed inside SQLAlchemy (binding a value), before reaching the database
     return isinstance(exc, SQLAlchemyError | OSError | TimeoutError)
-
-
-def check_search_text(text: str) -> None:
-    """Raise ValueError for a transcript search holding control characters. None is typed by a person,
-    and NUL cannot be searched for at all: SQLite's LIKE reads the pattern only up to it (so it matched
-    every line) and PostgreSQL text cannot hold it (the query failed)."""
-    if _CONTROL.search(text):
-        raise ValueError("q must not contain control characters")
 
 
 def _json_dumps(value: Any) -> str:
@@ -164,9 +165,20 @@ class CallStore:
 
     # ---- writes -------------------------------------------------------------------------------
 
+    async def claim_call(self, op: CallStartedOp) -> bool:
+        """Write the call's row now, naming its owner; False when the call has a row already (its
+        stream was admitted before, here or by another process sharing this database). One upsert that
+        does nothing on a conflict but with a row waiting for this stream (`_insert_start`): of two
+        streams for one call, racing on two replicas, exactly one gets the row."""
+        row = _call_row(op)
+        async with self.engine.begin() as conn:
+            result = await conn.execute(_insert_start(self._dialect, row.keys(), placed=op.placed), [row])
+        return result.rowcount == 1
+
     async def write_batch(self, ops: Sequence[LogOp]) -> None:
         """Apply a batch in one transaction. Safe to retry whole (see `bridge.calllog.ops`)."""
-        starts: list[dict[str, Any]] = []
+        starts: dict[str, CallStartedOp] = {}
+        unconnected: list[dict[str, Any]] = []
         events: list[dict[str, Any]] = []
         totals: dict[str, CallTotalsOp] = {}
         ends: dict[str, CallEndedOp] = {}
@@ -178,17 +190,24 @@ class CallStore:
             elif isinstance(op, CallTotalsOp):
                 totals[op.call_id] = op  # the last one is the current state
             elif isinstance(op, CallStartedOp):
-                starts.append(_call_row(op))
+                starts.setdefault(op.call_id, op)  # one row each: an upsert takes no twins
             elif isinstance(op, CallEndedOp):
                 ends.setdefault(op.call_id, op)  # the first end is the real one
             elif isinstance(op, CallSummaryOp):
                 summaries[op.call_id] = op
             elif isinstance(op, RecordingOp):
                 recordings[op.call_id] = op  # the last one is the current state
+            elif isinstance(op, UnconnectedCallOp):
+                unconnected.append(_unconnected_row(op))
         async with self.engine.begin() as conn:
             # Starts first: a batch may hold a call's start and everything after it.
             if starts:
-                await conn.execute(insert_ignoring_duplicates(self._dialect, calls, ["call_id"]), starts)
+                for placed in (False, True):
+                    rows = [_call_row(op) for op in starts.values() if op.placed == placed]
+                    if rows:
+                        await conn.execute(_insert_start(self._dialect, rows[0].keys(), placed=placed), rows)
+            if unconnected:  # after the starts: a call recorded by its stream keeps that record
+                await conn.execute(insert_ignoring_duplicates(self._dialect, calls, ["call_id"]), unconnected)
             if events:
                 insert_events = insert_ignoring_duplicates(self._dialect, call_events, ["call_id", "seq"])
                 await conn.execute(insert_events, events)
@@ -205,9 +224,20 @@ class CallStore:
                 await conn.execute(
                     update(calls)
                     .where(calls.c.call_id == bindparam("b_call_id"))
-                    .values(summary=bindparam("b_summary"), disposition=bindparam("b_disposition")),
+                    .values(
+                        summary=bindparam("b_summary"),
+                        intent=bindparam("b_intent"),
+                        disposition=bindparam("b_disposition"),
+                        search_text=bindparam("b_search_text"),
+                    ),
                     [
-                        {"b_call_id": op.call_id, "b_summary": op.summary, "b_disposition": op.disposition}
+                        {
+                            "b_call_id": op.call_id,
+                            "b_summary": op.summary,
+                            "b_intent": op.intent,
+                            "b_disposition": op.disposition,
+                            "b_search_text": searchable(op.summary, op.intent),
+                        }
                         for op in summaries.values()
                     ],
                 )
@@ -337,10 +367,13 @@ class CallStore:
         upstream_api: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        annotate: bool = False,
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """Newest first. `number` matches the last digits of either number, `text` is a
-        case-insensitive substring of any transcript line, `since` is inclusive and `until` exclusive.
-        Raises ValueError on a bad cursor or a number filter without digits."""
+        """Newest first. `number` matches the last digits of either number, `text` is what a search
+        finds (`bridge.calllog.search`: either side's words, the summary, the SIDs, the numbers),
+        `since` is inclusive and `until` exclusive. `annotate`: each call also gets what a list shows
+        at a glance, `first_words` and (with `text`) `match`. Raises ValueError on a bad cursor or a
+        number filter without digits."""
         if limit < 1:
             raise ValueError("limit must be at least 1")
         query = (
@@ -356,14 +389,39 @@ class CallStore:
             )
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
-        page = [dict(row) for row in rows[:limit]]
+            page = [dict(row) for row in rows[:limit]]
+            if annotate:
+                await first_words(conn, page)
+                if text:
+                    await where_found(conn, page, text)
         if len(rows) <= limit:
             return page, None
         return page, encode_cursor(page[-1]["started_at"], page[-1]["call_id"])
 
+    async def live_calls(
+        self, *, ended_within: timedelta = timedelta(minutes=2), now: datetime | None = None
+    ) -> list[dict[str, Any]]:
+        """The floor: every call in progress, whichever replica carries it, and those that ended in the
+        last `ended_within`, newest first, each with the last line said in it (`last_line`)."""
+        now = now or datetime.now(UTC)
+        recently = and_(
+            calls.c.started_at >= now - timedelta(days=1),  # within the index; calls last an hour at most
+            calls.c.ended_at >= now - ended_within,
+        )
+        query = (
+            select(calls)
+            .where(or_(calls.c.status == "in_progress", recently))
+            .order_by(calls.c.started_at.desc(), calls.c.call_id.desc())
+            .limit(MAX_LIVE_CALLS)
+        )
+        async with self.engine.connect() as conn:
+            page = [dict(row) for row in (await conn.execute(query)).mappings().all()]
+            await last_lines(conn, page)
+        return page
+
     async def get_call(self, call_id: str) -> dict[str, Any] | None:
         """The call with its events in the order they happened."""
-        if _CONTROL.search(call_id):
+        if CONTROL_CHARACTERS.search(call_id):
             return None  # no call id holds one (and PostgreSQL could not even be asked about NUL)
         async with self.engine.connect() as conn:
             row = (await conn.execute(select(calls).where(calls.c.call_id == call_id))).mappings().first()
@@ -436,15 +494,7 @@ def _filters(
     if end_reason:
         where.append(calls.c.end_reason == end_reason)
     if text:
-        check_search_text(text)
-        pattern = "%" + re.sub(r"([\\%_])", r"\\\1", text.casefold()) + "%"
-        where.append(
-            exists().where(
-                call_events.c.call_id == calls.c.call_id,
-                call_events.c.kind.in_(TRANSCRIPT_KINDS),
-                call_events.c.search_text.like(pattern, escape="\\"),
-            )
-        )
+        where.append(finds(text))
     return where
 
 
@@ -490,7 +540,7 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         started_at = datetime.fromisoformat(at)
     except (binascii.Error, ValueError, TypeError):
         raise ValueError("invalid cursor") from None
-    if started_at.tzinfo is None or not isinstance(call_id, str) or _CONTROL.search(call_id):
+    if started_at.tzinfo is None or not isinstance(call_id, str) or CONTROL_CHARACTERS.search(call_id):
         raise ValueError("invalid cursor")
     return started_at, call_id
 
@@ -535,6 +585,33 @@ def _call_row(op: CallStartedOp) -> dict[str, Any]:
         "owner_incarnation": op.owner_incarnation,
         "owner_url": op.owner_url,
     }
+
+
+def _insert_start(dialect: str, columns: Collection[str], *, placed: bool) -> Insert:
+    """Insert calls as their streams start, over the rows waiting for them. A call we placed has its
+    row since it was placed (bridge.calllog.placed_calls): its first stream takes the stream, the
+    model and the owner. A call recorded as never connected (its stream came after the wait, or to a
+    sibling that recorded it first) becomes the call that did connect. Any other row is left alone:
+    the stream is a second one for the call."""
+    if dialect not in ("postgresql", "sqlite"):
+        raise RuntimeError(f"call log supports SQLite and PostgreSQL, not {dialect}")
+    insert = postgresql.insert(calls) if dialect == "postgresql" else sqlite.insert(calls)
+    if placed:
+        taken = ("call_sid", "stream_sid", "model", "voice", "owner_id", "owner_incarnation", "owner_url")
+        return insert.on_conflict_do_update(
+            index_elements=["call_id"],
+            set_={name: insert.excluded[name] for name in taken},
+            where=(calls.c.stream_sid == "") & calls.c.end_reason.is_(None),
+        )
+    replaced = {name: insert.excluded[name] for name in columns if name != "call_id"}
+    replaced.update(ended_at=None, end_reason=None, duration_s=None)
+    return insert.on_conflict_do_update(
+        index_elements=["call_id"], set_=replaced, where=calls.c.end_reason == NEVER_CONNECTED
+    )
+
+
+def _unconnected_row(op: UnconnectedCallOp) -> dict[str, Any]:
+    return {**_call_row(op.call), "status": "ended", "end_reason": NEVER_CONNECTED, "ended_at": op.noticed_at}
 
 
 def _recording_row(op: RecordingOp) -> dict[str, Any]:

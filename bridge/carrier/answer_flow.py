@@ -4,8 +4,11 @@ after a stream, and serve the media socket.
 A call webhook is answered in this order: is it signed (403 if not) → is the bridge draining or full
 (then the busy message, and the fallback number if one is set) → prepare the upstream session while
 the carrier reads our answer → the answer connecting the call to our media socket, carrying the
-call's details and, when webhooks are checked, a one-time stream token. The media socket then checks
-that token at the stream's start (`stream_authorized`), the one token check for every carrier.
+call's details and, when webhooks are checked, a one-time stream token. A call we placed comes back
+to the same webhook with its token in the URL (`?placed=`): it was admitted when it was placed (only
+draining turns it away, silently), and its session and stream get the call's own configuration.
+The media socket then checks the stream token at the stream's start (`stream_authorized`), the one
+token check for every carrier.
 
 What differs per carrier comes in as parts (`bridge.carrier.webhook`): how its webhooks are read and
 its answers written, how it signs, and how it transfers a call.
@@ -22,16 +25,19 @@ from multidict import MultiDict
 from pydantic import SecretStr
 
 from bridge.carrier.events import CallStarted
+from bridge.carrier.outbound import PLACED_CALL_QUERY
 from bridge.carrier.public_url import http_url, public_base, public_url
-from bridge.carrier.stream_tokens import STREAM_TOKEN_PARAMETER, UPSTREAM_PARAMETER, upstream_binding
+from bridge.carrier.stream_tokens import STREAM_TOKEN_PARAMETER, UPSTREAM_PARAMETER
 from bridge.carrier.transfer import CarrierTransfer
 from bridge.carrier.webhook import (
+    RECORD_PARAMETER,
     AnswerDocuments,
     IncomingCall,
     StreamAnswer,
     UnusableWebhook,
     WebhookRequest,
     WebhookSignature,
+    record_requested,
 )
 from bridge.carrier_leg import Transfer
 from bridge.config import Settings
@@ -42,11 +48,25 @@ from bridge.websocket_leg import CarrierCodec
 
 if TYPE_CHECKING:
     from bridge.carrier.registry import Carrier
+    from bridge.outbound.calls import PlacedCall
 
 log = get_logger("bridge.carrier")
 
 BUSY_MESSAGE = "Sorry, all our lines are busy right now. Please call again in a few minutes."
 MAX_WEBHOOK_BYTES = 64 * 1024  # a call webhook is a few hundred bytes of form or JSON
+
+
+def stream_claims(upstream_api: str, record: bool) -> str:
+    """What a stream token vouches for beside its call, as the webhook chose it and the stream's
+    parameters carry it back: a Live call's API (such a stream must carry `upstream=live`, and no other
+    stream can claim it; a Realtime call's stream may leave the parameter out, as streams did before it
+    existed), and that the webhook asked for a recording."""
+    claims = []
+    if upstream_api == "live":
+        claims.append(f"{UPSTREAM_PARAMETER}=live")
+    if record:
+        claims.append(f"{RECORD_PARAMETER}=1")
+    return "&".join(claims)
 
 
 def setting_text(value: SecretStr | str | None) -> str:
@@ -142,17 +162,33 @@ class CarrierRoutes:
         webhook = await self.signed_webhook(request)
         call = self._incoming_call(webhook)
         bridge, name = self.bridge, self.carrier.name
-        if bridge.turned_away(call.call_id, name):
+        placed = None
+        if (placed_token := webhook.query.get(PLACED_CALL_QUERY)) is not None:
+            placed = await self._placed_call(placed_token, call.call_id, request)
+            if bridge.draining:
+                log.warning("placed call answered while draining: hung up", call_id=placed.call_id)
+                return self.document(self.documents.turn_away("", ""))
+        elif bridge.turned_away(call.call_id, name):
             return self.document(
                 self.documents.turn_away(BUSY_MESSAGE, bridge.settings.fallback_number, call.callee)
             )
-        # `?upstream=live|realtime` on the webhook URL (an A/B test), else the called number's, else the
-        # default; the stream carries the choice back, vouched for by its token.
-        api, problem = bridge.call_config.upstream_for(call.callee, webhook.query.get(UPSTREAM_PARAMETER, ""))
-        if problem:
-            log.warning("upstream choice not followed", carrier=name, call_sid=call.call_id, problem=problem)
+        config = placed.config if placed is not None else bridge.call_config
+        if placed is not None:
+            api = "realtime"  # a call we place waits for who answered: the Realtime call's rules do that
+        else:
+            # `?upstream=live|realtime` on the webhook URL (an A/B test), else the called number's, else
+            # the default; the stream carries the choice back, vouched for by its token.
+            api, problem = config.upstream_for(call.callee, webhook.query.get(UPSTREAM_PARAMETER, ""))
+            if problem:
+                log.warning(
+                    "upstream choice not followed", carrier=name, call_sid=call.call_id, problem=problem
+                )
         if call.call_id:
-            bridge.prepared.prepare(call.call_id, lambda: bridge.open_prepared(api))
+            bridge.prepared.prepare(call.call_id, lambda: bridge.open_prepared(config, api))
+            bridge.awaited.answered(call, name)
+        # An operator asks for a call's recording (RECORDING=requested) with `record=1` on the webhook
+        # URL the carrier is given: a number's webhook, or an outbound call's.
+        record = record_requested(webhook.query)
         log.info(
             "call webhook answered",
             carrier=name,
@@ -161,16 +197,32 @@ class CarrierRoutes:
             callee=mask_number(call.callee),
             direction=call.direction,
             upstream_api=api,
+            placed_call=placed.call_id if placed is not None else None,
+            record=record,
         )
-        signed = self.signature is not None and call.call_id
-        token = bridge.stream_tokens.issue(call.call_id, upstream_binding(api)) if signed else ""
+        token = ""
+        if self.signature is not None and call.call_id:
+            token = bridge.stream_tokens.issue(call.call_id, stream_claims(api, record))
         public = http_url(public_base_url(bridge.settings, request))
-        return self.document(self.documents.connect(StreamAnswer(call, public, token, api)))
+        placed_call = placed.call_id if placed is not None else ""
+        answer = StreamAnswer(call, public, token, api, placed_call=placed_call, record=record)
+        return self.document(self.documents.connect(answer))
+
+    async def _placed_call(self, token: str, carrier_call_id: str, request: web.Request) -> PlacedCall:
+        """The call we placed whose answer this is; 403 for a token that names none of ours (or one
+        another of the carrier's calls already answered)."""
+        outbound = self.bridge.outbound
+        placed = await outbound.answering(token, carrier_call_id) if outbound is not None else None
+        if placed is None:
+            log.warning("answer refused: no call we placed", carrier=self.carrier.name, remote=request.remote)
+            raise web.HTTPForbidden()
+        return placed
 
     async def after_stream(self, request: web.Request) -> web.Response:
         """The carrier asks what next once our stream ended: the fallback number if we failed the call,
         else hang up."""
         call = self._incoming_call(await self.signed_webhook(request))
+        self.bridge.awaited.after_stream(call, self.carrier.name)
         fallback = self.bridge.fallback_after_stream(call.call_id)
         return self.document(self.documents.turn_away("", fallback))
 
@@ -185,13 +237,14 @@ class CarrierRoutes:
 
     def stream_authorized(self, started: CallStarted) -> bool:
         """Does the stream carry the one-time token its webhook was answered with (so a captured
-        stream URL cannot place a call)? Always, when webhooks are not checked."""
+        stream URL cannot place a call, nor switch its recording on or off)? Always, when webhooks
+        are not checked."""
         if self.signature is None:
             return True
         params = started.custom_parameters
         token = params.get(STREAM_TOKEN_PARAMETER)
-        bound = upstream_binding(params.get(UPSTREAM_PARAMETER, ""))
-        return self.bridge.stream_tokens.redeem(started.call_sid, token, bound)
+        claims = stream_claims(params.get(UPSTREAM_PARAMETER, ""), record_requested(params))
+        return self.bridge.stream_tokens.redeem(started.call_sid, token, claims)
 
     async def signed_webhook(self, request: web.Request) -> WebhookRequest:
         """The request, once the carrier's signature over it checked out (403 otherwise)."""

@@ -4,6 +4,9 @@ A signed websocket upgrade (where a carrier signs one at all) proves the carrier
 which call it belongs to, and a captured `wss://` URL plus signature could be replayed. So the answer
 to a signed webhook carries a short-lived token bound to that call's id (a TwiML `<Parameter>`, a Plivo
 extra header, a Vonage NCCO header), redeemed once against the stream's start message.
+
+A token can also vouch for what else the answer told the stream (`claims`, e.g. that the call is to be
+recorded): a stream that changed it carries a token that no longer fits.
 """
 
 from __future__ import annotations
@@ -19,13 +22,6 @@ from collections.abc import Callable
 
 STREAM_TOKEN_PARAMETER = "stream_token"
 UPSTREAM_PARAMETER = "upstream"  # the voice API the webhook chose for the call; the token vouches for it
-
-
-def upstream_binding(upstream_api: str) -> str:
-    """What a stream token binds of the `upstream` parameter: a Live call's choice (such a stream must
-    carry `upstream=live` with its token, and no other stream can claim it); nothing for a Realtime
-    call, whose stream may leave the parameter out (as streams did before it existed)."""
-    return "live" if upstream_api == "live" else ""
 
 # Neither part can hold the MAC's field separator, so (CallSid, expiry, nonce) is encoded unambiguously.
 _TOKEN = re.compile(r"(?P<expires>[0-9]{1,16})\.(?P<nonce>[A-Za-z0-9_-]{1,32})\.(?P<mac>[A-Za-z0-9_-]{1,64})")
@@ -71,15 +67,14 @@ class StreamTokens:
         secret = hmac.new(auth_token.encode(), b"bridge stream token v1", hashlib.sha256).digest()
         return cls(secret, ttl_s=ttl_s, clock=clock)
 
-    def issue(self, call_sid: str, bound: str = "") -> str:
-        """A token for `call_sid`; `bound` is a stream parameter it vouches for too (the upstream API the
-        webhook chose), so the stream cannot present another value for it."""
+    def issue(self, call_sid: str, claims: str = "") -> str:
+        """A token for `call_sid`'s stream; `claims`: what else it vouches for (redeemed with the same)."""
         expires_ms = int((self._clock() + self.ttl_s) * 1000)
         nonce = secrets.token_urlsafe(9)
-        return f"{expires_ms}.{nonce}.{self._mac(call_sid, expires_ms, nonce, bound)}"
+        return f"{expires_ms}.{nonce}.{self._mac(call_sid, expires_ms, nonce, claims)}"
 
-    def redeem(self, call_sid: str, token: str | None, bound: str = "") -> bool:
-        """True once for a token issued for `call_sid` (and `bound`) and not yet expired; False ever
+    def redeem(self, call_sid: str, token: str | None, claims: str = "") -> bool:
+        """True once for a token issued for `call_sid` (and `claims`) and not yet expired; False ever
         after."""
         match = _TOKEN.fullmatch(token) if token else None
         if match is None:
@@ -88,7 +83,7 @@ class StreamTokens:
         now = self._clock()
         if now * 1000 > expires_ms:
             return False
-        if not hmac.compare_digest(mac, self._mac(call_sid, expires_ms, nonce, bound)):
+        if not hmac.compare_digest(mac, self._mac(call_sid, expires_ms, nonce, claims)):
             return False
         self._forget_expired(now)
         if token in self._redeemed:
@@ -105,11 +100,11 @@ class StreamTokens:
     def redeemed_count(self) -> int:
         return len(self._redeemed)
 
-    def _mac(self, call_sid: str, expires_ms: int, nonce: str, bound: str) -> str:
-        fields = [call_sid, str(expires_ms), nonce]
-        if bound:  # without it, the message of a token that binds nothing else (as before it existed)
-            fields.append(bound)
-        message = "\n".join(fields).encode()
+    def _mac(self, call_sid: str, expires_ms: int, nonce: str, claims: str = "") -> str:
+        # Without claims the message is what it always was: tokens issued before claims existed (another
+        # replica on the previous release) still redeem.
+        message = f"{call_sid}\n{expires_ms}\n{nonce}" + (f"\n{claims}" if claims else "")
+        message = message.encode()
         digest = hmac.new(self._secret, message, hashlib.sha256).digest()[: self._MAC_BYTES]
         return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
 

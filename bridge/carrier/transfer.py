@@ -21,16 +21,26 @@ class TransferFailed(Exception):
         self.reason = reason
 
 
+class TransferUnavailable(TransferFailed):
+    """The bridge cannot transfer this call as it is configured: nothing was tried. `setting` names
+    what would make it possible, when a setting can ("TWILIO_AUTH_TOKEN")."""
+
+    def __init__(self, reason: str, setting: str | None = None) -> None:
+        super().__init__(reason)
+        self.setting = setting
+
+
 # A carrier's transfer of the call `CallStarted` describes to a number, given the http(s) base URL the
 # carrier reaches us at (where it fetches what to do next, for carriers that ask): returns once the
 # carrier took it, or raises TransferFailed.
 CarrierTransfer = Callable[[CallStarted, str, str], Awaitable[None]]
 
 
-def transfers_unavailable(reason: str) -> CarrierTransfer:
-    """The transfer of a carrier that cannot transfer calls as configured: TransferFailed(reason)."""
+def transfers_unavailable(reason: str, setting: str | None = None) -> CarrierTransfer:
+    """The transfer of a carrier that cannot transfer calls as configured: TransferUnavailable, naming
+    the `setting` that would make it possible (if one would)."""
 
     async def transfer(started: CallStarted, number: str, public_base: str) -> None:
-        raise TransferFailed(reason)
+        raise TransferUnavailable(reason, setting)
 
     return transfer

@@ -13,7 +13,19 @@ from typing import Protocol
 
 from multidict import MultiDict, MultiMapping
 
+from bridge.carrier.outbound import PLACED_CALL_PARAMETER
 from bridge.carrier.stream_tokens import STREAM_TOKEN_PARAMETER, UPSTREAM_PARAMETER
+
+# The stream parameter that asks for the call to be recorded (under RECORDING=requested). The answer
+# flow sets it from the call webhook URL's own `record` query parameter, and the stream token vouches
+# for it; the SIP leg from an `X-Record` header; the softphone from its checkbox.
+RECORD_PARAMETER = "record"
+_YES = ("1", "true", "yes", "on")
+
+
+def record_requested(parameters: Mapping[str, str]) -> bool:
+    """Does `record` say yes (1, true, yes, on; any case)?"""
+    return str(parameters.get(RECORD_PARAMETER, "")).strip().lower() in _YES
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +81,8 @@ class StreamAnswer:
     public_base: str  # http(s) base URL the carrier reaches us at; the documents name our paths under it
     stream_token: str = ""  # the one-time token the stream must present; empty when webhooks are unchecked
     upstream_api: str = "realtime"  # the voice API the call was given (the token vouches for it too)
+    placed_call: str = ""  # our id of the call, when we placed it (the stream finds its configuration)
+    record: bool = False  # the webhook asked for the call to be recorded (`record_requested`)
 
     def parameters(self) -> dict[str, str]:
         """The stream's parameters, handed back by the carrier in the stream's start message."""
@@ -86,6 +100,10 @@ class StreamAnswer:
         parameters = {UPSTREAM_PARAMETER: self.upstream_api}
         if self.stream_token:
             parameters[STREAM_TOKEN_PARAMETER] = self.stream_token
+        if self.placed_call:
+            parameters[PLACED_CALL_PARAMETER] = self.placed_call
+        if self.record:
+            parameters[RECORD_PARAMETER] = "1"
         return parameters
 
 

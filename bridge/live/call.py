@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bridge.audio import Transcoder
 from bridge.call_config import CallConfig, LiveConfig
@@ -42,6 +42,10 @@ from bridge.live.speech_gate import CallerVoice, SpeechGate, TurnEnded, TurnStar
 from bridge.log_records import LogRecord, RecordKind
 from bridge.outbound_audio import FRAME_MS
 from bridge.phone_call import PendingBargeIn, PhoneCall
+from bridge.upstream_loss import NOT_TRIED, ConnectReport, UpstreamLoss
+
+if TYPE_CHECKING:
+    from bridge.recording.call_recording import CallRecording
 
 START_TIMEOUT_MS = 10_000.0  # session.start -> session.started; then the call is the upstream's failure
 STOP_SILENCE_MS = 40  # the model silent this long mid-turn, the caller talking: it stopped for them
@@ -104,13 +108,15 @@ class LiveCall(PhoneCall):
         now: float,
         *,
         play_chunk_ms: int = FRAME_MS,
+        tap: CallRecording | None = None,
     ) -> None:
+        """`tap`: the call's recording, when it is recorded."""
         if config.live is None:
             raise ValueError(f"Live calls cannot run with these settings: {config.live_unavailable}")
         self.live: LiveConfig = config.live
         options = self.live.session(started.line)
         fmt = options.audio_format
-        super().__init__(config, started, now, fmt, play_chunk_ms)
+        super().__init__(config, started, now, fmt, play_chunk_ms, tap)
         self.codec = codec
         self.fmt = fmt
         self._frame_bytes = fmt.frame_bytes(FRAME_MS)
@@ -173,13 +179,8 @@ class LiveCall(PhoneCall):
     def tick(self, now: float) -> None:
         super().tick(now)
         if self._start_deadline is not None and now >= self._start_deadline and self.end_reason is None:
-            self._record(
-                RecordKind.ERROR,
-                source="upstream",
-                code="start_timeout",
-                message=f"no session.started within {START_TIMEOUT_MS / 1000:.0f} s",
-            )
-            self.upstream_lost()
+            message = f"no session.started within {START_TIMEOUT_MS / 1000:.0f} s"
+            self.upstream_lost(UpstreamLoss("start_timeout", message))
         goodbye = self.goodbye
         if (
             goodbye.state is GoodbyeState.ASKED
@@ -354,7 +355,8 @@ class LiveCall(PhoneCall):
         self._pacer.clear()
         self.outbound.drop()
         self.outbound.greeting_interrupted()
-        playback = {p.item_id: p for p in self.ledger.clear(now, [turn.turn_id])}
+        stopped = self._playback_cut(self.ledger.clear(now, [turn.turn_id]), "barge_in")
+        playback = {p.item_id: p for p in stopped}
         self._gate.end_turn()  # if the model talks on, that is a turn of its own
         self._turn_ended(now)
         p = playback.get(turn.turn_id)
@@ -547,9 +549,11 @@ class LiveCall(PhoneCall):
 
     def _server_error(self, event: ev.ServerError) -> None:
         code = event.code or ""
-        self._record(RecordKind.ERROR, source="upstream", code=code or event.type, message=event.message)
         if code in FATAL_ERROR_CODES or self._start_deadline is not None:
-            self.upstream_lost()  # an error before session.started: the session will not start (§L10)
+            # an error before session.started: the session will not start (§L10)
+            self.upstream_lost(UpstreamLoss(code or event.type, event.message))
+            return
+        self._record(RecordKind.ERROR, source="upstream", code=code or event.type, message=event.message)
 
     def _session_closed(self, event: ev.SessionClosed, now: float) -> None:
         self.closed = event
@@ -570,10 +574,7 @@ class LiveCall(PhoneCall):
         if event.reason in RENEW_REASONS:
             self.needs_new_session = True
         else:
-            self._record(
-                RecordKind.ERROR, source="upstream", code=event.reason, message="the Live session was closed"
-            )
-            self.upstream_lost()
+            self.upstream_lost(UpstreamLoss(event.reason, "the Live session was closed"))
 
     def _estimated_seconds(self, now: float) -> float:
         started = self._session_started_at
@@ -584,7 +585,9 @@ class LiveCall(PhoneCall):
         """Session seconds of this call so far: its earlier sessions' final ones, and the current one's."""
         return self._billed_s + self.session_seconds
 
-    def resume(self, codec: LiveCodec, now: float) -> None:
+    def resume(
+        self, codec: LiveCodec, now: float, lost: str = "", connecting: ConnectReport = NOT_TRIED
+    ) -> None:
         """A new session replaces a lost one, started with the conversation so far (as text). What the
         old one was saying is gone: the carrier's playback is cleared, and caller audio waits for the
         new session to start (dropped, like at the call's start)."""
@@ -594,7 +597,7 @@ class LiveCall(PhoneCall):
         self.codec = codec
         if self.ledger.pending():
             self.to_carrier.append(ClearPlayback())
-            self.ledger.clear(now)
+            self._playback_cut(self.ledger.clear(now), "session_replaced")
         self._pacer.clear()
         self.outbound.drop()
         self._gate.end_turn()
@@ -609,7 +612,7 @@ class LiveCall(PhoneCall):
         self.to_upstream.append(codec.session_start(self.live.session(self.started.line, history)))
         self._start_deadline = now + START_TIMEOUT_MS
         self.sessions_restored += 1
-        self._record(RecordKind.SESSION_RESTORED, items=len(history))
+        self._record(RecordKind.SESSION_RESTORED, items=len(history), lost=lost, **connecting.data())
 
     def after_call(self, reason: str) -> LiveSessionEnd:
         """Once the call ended: close the session and wait for its final usage (§L9)."""

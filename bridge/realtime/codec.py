@@ -1,7 +1,7 @@
 """OpenAI Realtime over WebSocket as a sans-IO codec, hiding the GA/beta dialect differences.
 
-`decode` maps one server message to a plain event (PROTOCOLS.md B4); the builder methods return the
-client events to send, shaped for the dialect (PROTOCOLS.md B2, B3). No socket here.
+`decode` maps one server message to a plain event (docs/protocols.md §R6); the builder methods return the
+client events to send, shaped for the dialect (docs/protocols.md §R3, §R4, §R5). No socket here.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ ModelAudio = Literal["pcm24k", "pcmu"]
 
 _decoder = msgspec.json.Decoder()
 
-# GA names first; beta names map onto the same meaning (PROTOCOLS.md B4.1).
+# GA names first; beta names map onto the same meaning (docs/protocols.md §R6).
 _AUDIO_DELTA = frozenset({"response.output_audio.delta", "response.audio.delta"})
 _AUDIO_DONE = frozenset({"response.output_audio.done", "response.audio.done"})
 _TRANSCRIPT_DELTA = frozenset({"response.output_audio_transcript.delta", "response.audio_transcript.delta"})

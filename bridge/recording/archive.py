@@ -2,8 +2,9 @@
 
 A recording's *location* is an absolute URI of its files without the extension, kept in the call log:
 `file:///var/lib/bridge/recordings/2025/11/23/CA123` or `s3://bucket/prefix/2025/11/23/CA123`, with
-`.wav` and `.flac` beside each other. Reads and deletes follow the stored location, not today's settings,
-so a recording made before RECORDING_URL changed is still served, and still goes when its call does.
+`.wav`, `.flac` and `.peaks` beside each other. Reads and deletes follow the stored location, not
+today's settings, so a recording made before RECORDING_URL changed is still served, and still goes
+when its call does.
 
 S3 credentials, region and the rest come from boto3's default chain (environment, shared config and
 credentials files, instance or container roles); `endpoint_url` points it at an S3-compatible service.
@@ -24,7 +25,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 READ_CHUNK = 256 * 1024
-CONTENT_TYPES = {"wav": "audio/wav", "flac": "audio/flac"}
+CONTENT_TYPES = {"wav": "audio/wav", "flac": "audio/flac", "peaks": "application/json"}
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 

@@ -5,6 +5,8 @@ The call's tap feeds it on the call's own clock (the monotonic milliseconds `Cal
     recording.caller(payload, at_ms)             each caller frame as received, when it arrived
     recording.assistant(payload, play_at_ms)     each piece of assistant line audio handed to the carrier,
                                                  with when the carrier will start playing it
+    recording.assistant_moved(by_ms)             the carrier's first echo showed the assistant audio
+                                                 being played started `by_ms` later than projected
     recording.cleared(unheard_bytes)             a barge-in cleared playback: the last `unheard_bytes` of
                                                  the queued assistant audio were never heard
     recording.finish(at_ms)                      the call is over
@@ -23,8 +25,8 @@ Where audio lands (sample 0 is `started_ms`; everything at the line's rate):
   (it was jitter, not a pause).
 * **Assistant.** The carrier plays what it is sent in order: a piece starts at `play_at_ms` or when the
   piece before it ends, whichever is later. A piece that would start after the queue ran dry (the model
-  stalled) starts a new run, and the wait is silence. A clear cuts the run being played: only what was
-  heard stays.
+  stalled) starts a new run, and the wait is silence. The run being played moves when the carrier's
+  echoes say when it really began. A clear cuts it: only what was heard stays.
 """
 
 from __future__ import annotations
@@ -45,6 +47,9 @@ from bridge.recording.spool import (
 )
 
 CALLER_GAP_MS = 60.0
+# A piece projected to start this little after the queue's end follows it: the projection's float
+# arithmetic, not a pause.
+ASSISTANT_SLACK_MS = 1.0
 
 
 class _Run:
@@ -76,6 +81,7 @@ class CallRecording:
         self._width = line.bytes_per_sample
         self._per_ms = line.rate / 1000.0
         self._gap = CALLER_GAP_MS * self._per_ms
+        self._slack = ASSISTANT_SLACK_MS * self._per_ms
         self._caller: _Run | None = None
         self._assistant: _Run | None = None
         self._runs = [0, 0]  # runs begun per channel
@@ -120,7 +126,7 @@ class CallRecording:
             return
         start = round((play_at_ms - self.started_ms) * self._per_ms)
         run = self._assistant
-        if run is not None and start > run.start + run.length:
+        if run is not None and start > run.start + run.length + self._slack:
             self._close(ASSISTANT, run)  # the queue ran dry before this piece: silence in between
             run = None
         if run is None:
@@ -128,6 +134,13 @@ class CallRecording:
         run.buffer += payload[: n * self._width]
         run.length += n
         self._pending_bytes += n * self._width
+
+    def assistant_moved(self, by_ms: float) -> None:
+        """The assistant audio being played began `by_ms` later than its `play_at_ms` said (earlier
+        if negative): its run moves, what follows it keeps following it."""
+        run = self._assistant
+        if self.active and run is not None:
+            run.start += round(by_ms * self._per_ms)
 
     def cleared(self, unheard_bytes: int) -> None:
         """Playback was cleared and the last `unheard_bytes` of what was sent were never heard."""

@@ -31,6 +31,7 @@ from typing import Any, Literal, Protocol
 import structlog
 
 from bridge.audio import AudioFormat
+from bridge.carrier.webhook import record_requested
 from bridge.recording.archive import ArchiveError, RecordingArchive, safe_name
 from bridge.recording.call_recording import CallRecording
 from bridge.recording.finish import FORMATS, RecordingFailed, render
@@ -39,8 +40,6 @@ from bridge.recording.spool import SpoolError, read_header
 log = structlog.get_logger(__name__)
 
 RecordingMode = Literal["off", "all", "requested"]
-RECORD_PARAMETER = "record"  # the custom parameter that asks for a recording under RECORDING=requested
-_YES = ("1", "true", "yes", "on")
 SPOOL_INTERVAL_S = 1.0
 # Audio handed to the spool thread and not yet written: past this the disk is not keeping up, and the
 # recording is given up rather than holding ever more of it in memory (1 MiB is about a minute of a
@@ -68,11 +67,7 @@ class RecordingLog(Protocol):
 def recording_wanted(mode: RecordingMode, parameters: Mapping[str, str]) -> bool:
     """RECORDING=all records every call, requested only those whose webhook or outbound request set
     the `record` custom parameter to a yes (1, true, yes, on)."""
-    if mode == "all":
-        return True
-    if mode == "requested":
-        return str(parameters.get(RECORD_PARAMETER, "")).strip().lower() in _YES
-    return False
+    return mode == "all" or (mode == "requested" and record_requested(parameters))
 
 
 @dataclass(slots=True, eq=False)

@@ -3,7 +3,7 @@
 `CallerEmulator` is the carrier-neutral part: a frame clock sending one 20 ms frame every 20 ms of real
 time (silence when the caller is quiet), DTMF on request, a hang-up, and the playout of what comes back.
 A subclass says how its carrier puts those on the wire (the `_*_message` hooks and `parse_outbound`).
-`TwilioCallerEmulator` speaks Twilio Media Streams (PROTOCOLS.md A3-A5) the way Twilio does:
+`TwilioCallerEmulator` speaks Twilio Media Streams (docs/protocols.md §T3, §T4, §T5) the way Twilio does:
 `connected`, `start`, `media`, `dtmf`, `stop`. What the bridge sends back goes through a `Playout`,
 which decides what the caller heard and when marks are echoed. Both directions can be delayed and
 jittered; like a TCP stream, a late message is never overtaken by a later one.
@@ -592,7 +592,7 @@ class CallerEmulator:
 
 
 class TwilioCallerEmulator(CallerEmulator):
-    """Twilio Media Streams, bidirectional (PROTOCOLS.md A3-A5)."""
+    """Twilio Media Streams, bidirectional (docs/protocols.md §T3, §T4, §T5)."""
 
     carrier = "twilio"
 

@@ -1,18 +1,23 @@
 """The emulated model, whichever API it is reached through: its settings and what it says.
 
-What the model says: a queued `ScriptedReply` if any, else the caller's last utterance played back
-(echo), else a recorded greeting.
+What the model says: a queued `ScriptedReply` if any; else the words an instruction asks for word for
+word ("Say exactly this ...: <words>"); else what it was last given, said back (echo): a text message
+(an operator's note) as those words, the caller's last utterance as that audio; else a recorded
+greeting. Given words are heard as a hum with their rhythm (`murmur_pcm24k`): it has no voice.
+Asked for the post-call summary (JSON), it answers one that says plainly it is the emulator's.
 """
 
 from __future__ import annotations
 
+import json
 import random
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from bridge.sim.carrier_emulator import DelayLine
-from bridge.sim.emulator_audio import greeting_pcm24k
+from bridge.sim.emulator_audio import greeting_pcm24k, murmur_pcm24k
 
 GREETING_TRANSCRIPT = "Hello! This is the bridge demo. Say something, and I will say it back to you."
 
@@ -29,6 +34,7 @@ class EmulatorConfig:
     )
     refuse_status: int | None = None  # refuse the websocket upgrade with this HTTP status
     refuse_times: int | None = None  # ... only this many times, then accept (None: always)
+    refuse_for_s: float | None = None  # ... only for this long after the first refusal, then accept
     strict: bool = True  # validate every client event against the openai SDK types of the session's dialect
     vad_threshold_dbfs: float = -40.0  # energy threshold at the session's default VAD threshold of 0.5
     # The network from the service to the bridge: every server event is late by delay +/- jitter
@@ -63,6 +69,12 @@ class ScriptedReply:
     more_audio: tuple[bytes, ...] = ()  # further assistant message items (PCM16 24 kHz) in the same response
 
 
+def emulated_transcript(seconds: float) -> str:
+    """What the emulator's transcription says of caller speech it was given no words for: it has no
+    speech recognition, and says so rather than invent words."""
+    return f"[Demo: the emulator has no speech recognition. The caller spoke for {seconds:.1f} s]"
+
+
 Utterance = tuple[np.ndarray, int]  # PCM16 samples and their rate
 
 
@@ -78,3 +90,38 @@ def spoken_parts(
         pcm, rate = last_utterance
         return [(pcm, rate, f"You said something for {pcm.size / rate:.1f} seconds.")]
     return [(np.frombuffer(greeting_pcm24k(), dtype="<i2"), 24000, GREETING_TRANSCRIPT)]
+
+
+_SAY_WORDS = re.compile(r"\bsay exactly this\b[^:]*:\s*(?P<words>.+)", re.IGNORECASE | re.DOTALL)
+_CHOICES = re.compile(r"one of (\[[^\]]*\])")
+
+
+def words_to_say(instructions: str | None) -> str | None:
+    """The words an instruction asks to be said word for word ("Say exactly this to the caller,
+    nothing else: <words>"): the one kind of instruction the emulated model follows to the letter."""
+    match = _SAY_WORDS.search(instructions or "")
+    return (match.group("words").strip() or None) if match else None
+
+
+def said_words(words: str) -> list[tuple[np.ndarray, int, str]]:
+    """(samples, rate, transcript) of saying `words`: the transcript is the words, the audio a hum."""
+    return [(murmur_pcm24k(words), 24000, words)]
+
+
+def emulated_summary(instructions: str | None, caller_turns: int, answers: int) -> str | None:
+    """Asked for the post-call summary as JSON (summary, intent, disposition), the emulator's answer:
+    what it can count, said to be the emulator's; None for any other request."""
+    text = instructions or ""
+    if '"summary"' not in text or '"disposition"' not in text:
+        return None
+    try:
+        choices = [str(c) for c in json.loads(found.group(1))] if (found := _CHOICES.search(text)) else []
+    except ValueError:
+        choices = []
+    summary = (
+        f"Demo call, summarised by the emulator (it has no language model): the caller spoke "
+        f"{caller_turns} time{'s' if caller_turns != 1 else ''} and the assistant answered {answers} "
+        f"time{'s' if answers != 1 else ''}."
+    )
+    disposition = "resolved" if "resolved" in choices else (choices[0] if choices else None)
+    return json.dumps({"summary": summary, "intent": "trying the bridge demo", "disposition": disposition})

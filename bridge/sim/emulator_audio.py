@@ -7,6 +7,7 @@ numpy tables. Formats use the Realtime beta names (`pcm16`, `g711_ulaw`, `g711_a
 from __future__ import annotations
 
 import functools
+import re
 import wave
 from importlib import resources
 
@@ -90,3 +91,38 @@ def greeting_pcm24k() -> bytes:
         if (w.getnchannels(), w.getsampwidth(), w.getframerate()) != (1, 2, 24000):
             raise ValueError("greeting.wav must be PCM16 24 kHz mono")
         return w.readframes(w.getnframes())
+
+
+_VOWELS = re.compile(r"[aeiouyäöüáéíóúàèìòùâêîôûæøå]+", re.IGNORECASE)
+_RATE = 24000
+_PAUSES_S = {",": 0.22, ";": 0.22, ":": 0.22, ".": 0.38, "!": 0.38, "?": 0.38}
+
+
+@functools.cache
+def _syllable(rise: int, falling: bool) -> np.ndarray:
+    """170 ms of buzz at about 150 Hz, shaped like an open vowel (strong harmonics around
+    500-1200 Hz), then 30 ms of silence; `rise` lifts the pitch a little, `falling` ends a sentence."""
+    t = np.arange(int(0.17 * _RATE)) / _RATE
+    pitch = 150.0 * np.linspace(1.0 + 0.04 * rise, 0.8 if falling else 1.0, t.size)
+    phase = 2 * np.pi * np.cumsum(pitch) / _RATE
+    buzz = sum(np.sin(k * phase) / k * (1.6 if 3 <= k <= 8 else 1.0) for k in range(1, 16))
+    envelope = np.minimum(1.0, np.minimum(t / 0.02, (t[-1] - t) / 0.04))
+    shaped = buzz * envelope
+    return np.concatenate([shaped / np.max(np.abs(shaped)), np.zeros(int(0.03 * _RATE))])
+
+
+def murmur_pcm24k(text: str, dbfs: float = -18.0) -> np.ndarray:
+    """A voice-like hum with the rhythm of `text` (PCM16 24 kHz): a syllable of buzz for each vowel
+    group of each word, short gaps between words, longer ones at punctuation, the pitch falling at the
+    end of a sentence. The emulator has no voice of its own; this is how it "says" given words."""
+    pieces: list[np.ndarray] = []
+    words = text.split()
+    for index, word in enumerate(words):
+        syllables = max(1, len(_VOWELS.findall(word)))
+        final = word[-1] in ".!?" or index == len(words) - 1
+        for syllable in range(syllables):
+            pieces.append(_syllable((index + syllable) % 3, final and syllable == syllables - 1))
+        pieces.append(np.zeros(int(_PAUSES_S.get(word[-1], 0.07) * _RATE)))
+    if not pieces:
+        return np.zeros(0, dtype="<i2")
+    return (np.concatenate(pieces) * 32767 * 10 ** (dbfs / 20)).astype("<i2")

@@ -42,7 +42,13 @@ from bridge.clock import now_ms
 from bridge.sim import realtime_schema as schema
 from bridge.sim.carrier_emulator import DelayLine
 from bridge.sim.emulated_connection import EmulatedConnection, Reject
-from bridge.sim.emulated_model import EmulatorConfig, ScriptedReply, Utterance, spoken_parts
+from bridge.sim.emulated_model import (
+    EmulatorConfig,
+    ScriptedReply,
+    Utterance,
+    emulated_transcript,
+    spoken_parts,
+)
 from bridge.sim.emulator_audio import encode_output, resample
 from bridge.sim.realtime_schema import ProtocolError
 from bridge.sim.vad import EnergyVad, SpeechStarted, SpeechStopped, VadEvent
@@ -386,7 +392,7 @@ class EmulatedLiveSession(EmulatedConnection):
         self._emit(
             {
                 "type": "session.input_transcript.delta",
-                "delta": f"(caller speech {seconds:.1f} s) ",
+                "delta": emulated_transcript(seconds) + " ",
                 "start_ms": int(self._ms(onset)),
                 "end_ms": int(self._ms(event.speech_end)),
             }

@@ -1,9 +1,9 @@
 """What a caller on a Twilio line hears: the carrier's outbound buffer, marks and clear, as a plain model.
 
 Driven by an explicit clock (`now_ms`, any monotonic millisecond scale) so it can be unit-tested without
-sleeping. Semantics follow PROTOCOLS.md A4/A5: outbound µ-law is buffered and played in order at 8 bytes
-per ms; a mark is echoed when all audio queued before it has played, at once if nothing is buffered, and
-every pending mark is echoed at once by a `clear`, which drops all unplayed audio.
+sleeping. Semantics follow docs/protocols.md §T4, §T5: outbound µ-law is buffered and played in order
+at 8 bytes per ms; a mark is echoed when all audio queued before it has played, at once if nothing is
+buffered, and every pending mark is echoed at once by a `clear`, which drops all unplayed audio.
 
 The model is advanced lazily: every method first plays whatever was due up to `now_ms`, and echoes are
 stamped with the exact time they became due, not the time `advance` happened to be called.
@@ -215,6 +215,14 @@ class Playout:
             if piece.end_ms > after_ms:
                 return max(piece.start_ms, after_ms)
         return None
+
+    def reply_started_ms(self, after_ms: float) -> float | None:
+        """When the first audio that arrived after `after_ms` started playing (a reply to what was
+        said until then), or None if none has."""
+        starts = [
+            a.started_ms for a in self.arrivals if a.received_at_ms >= after_ms and a.started_ms is not None
+        ]
+        return min(starts) if starts else None
 
     def audio_received_after_clear(self, clear_index: int) -> int:
         """Bytes of media that arrived after the given clear (check `arrivals` for when)."""

@@ -1,12 +1,14 @@
 """An in-process emulator of the OpenAI Realtime API over WebSocket (GA and beta dialects).
 
 The bridge connects to it exactly as to `wss://api.openai.com/v1/realtime?model=...`. It powers the
-end-to-end tests, the no-API-key demo mode and the load benchmark, so it follows PROTOCOLS.md Part B
+end-to-end tests, the no-API-key demo mode and the load benchmark, so it follows docs/protocols.md §R
 in the behaviours a bridge depends on (event names and order, server VAD, barge-in, truncate/cancel
 errors) and keeps per-session CPU low.
 
 What the "model" says: a queued `ScriptedReply` if any, else the caller's last utterance played back
-(echo), else a recorded greeting. Audio is streamed `speed` times faster than real time, like the real
+(echo), else a recorded greeting. With input transcription on, each caller turn is "transcribed" as
+the next scripted caller words if any, else as a line saying the emulator heard no words (it has no
+speech recognition). Audio is streamed `speed` times faster than real time, like the real
 model, so responses are usually done long before the caller has heard them.
 
 The same server also speaks the Live API (GPT-Live) at /v1/live/sessions: see `live_emulator`.
@@ -34,6 +36,7 @@ import numpy as np
 import structlog
 from aiohttp import web
 
+from bridge.clock import now_ms
 from bridge.sim import realtime_schema as schema
 from bridge.sim.carrier_emulator import DelayLine
 from bridge.sim.emulated_connection import EmulatedConnection, Reject
@@ -41,10 +44,14 @@ from bridge.sim.emulated_model import (
     GREETING_TRANSCRIPT,
     EmulatorConfig,
     ScriptedReply,
+    emulated_summary,
+    emulated_transcript,
+    said_words,
     spoken_parts,
     upstream_line,
+    words_to_say,
 )
-from bridge.sim.emulator_audio import bytes_per_ms, encode_output, greeting_pcm24k
+from bridge.sim.emulator_audio import bytes_per_ms, encode_output, greeting_pcm24k, murmur_pcm24k
 from bridge.sim.live_emulator import EmulatedLiveSession
 from bridge.sim.realtime_schema import ProtocolError
 from bridge.sim.vad import EnergyVad, SpeechStarted, SpeechStopped, VadEvent
@@ -57,6 +64,7 @@ __all__ = [
     "EmulatorConfig",
     "RealtimeEmulator",
     "ScriptedReply",
+    "emulated_transcript",
     "greeting_pcm24k",
 ]
 
@@ -140,8 +148,10 @@ class EmulatedSession(EmulatedConnection):
         next_script: Callable[[], ScriptedReply | None],
         validate: bool,
         network: DelayLine | None = None,
+        next_caller_words: Callable[[], str | None] = lambda: None,
     ) -> None:
         super().__init__(dialect, headers, query, validate, network)
+        self._next_caller_words = next_caller_words
         self.appended_pcm = bytearray()
         self.truncations: list[dict] = []
         self.responses: list[EmulatedResponse] = []
@@ -157,6 +167,7 @@ class EmulatedSession(EmulatedConnection):
         self._buffer_start = 0  # VAD sample of _buffer[0]
         self._speech: _Speech | None = None
         self._last_utterance: tuple[np.ndarray, int] | None = None
+        self._last_text: str | None = None  # what it was given last, when that was a text message
         self._committed_ms = 0.0
         self._conversation_id = schema.new_id("conv")
         self._active: _Run | None = None  # the response writing to the default conversation
@@ -364,9 +375,10 @@ class EmulatedSession(EmulatedConnection):
         self._insert_item(item, previous)
         self._committed_ms += committed.size * 1000 / self.input_rate
         self._last_utterance = (spoken.copy(), self.input_rate)
+        self._last_text = None
         if self._view.transcription:
             seconds = spoken.size / self.input_rate
-            transcript = f"(caller speech {seconds:.2f} s)"
+            transcript = self._next_caller_words() or emulated_transcript(seconds)
             item["content"][0]["transcript"] = transcript
             audio_tokens = max(1, round(seconds * 10))
             self._emit(
@@ -443,6 +455,9 @@ class EmulatedSession(EmulatedConnection):
         item.setdefault("object", "realtime.item")
         item["status"] = "completed"
         self._insert_item(item, event.get("previous_item_id"))
+        if item.get("type") == "message" and item.get("role") == "user":
+            parts = [c.get("text") or "" for c in item.get("content") or [] if c.get("type") == "input_text"]
+            self._last_text = " ".join(p.strip() for p in parts if p.strip()) or None
 
     def _on_item_retrieve(self, event: dict) -> None:
         self._emit({"type": "conversation.item.retrieved", "item": self._find(event["item_id"])})
@@ -476,7 +491,7 @@ class EmulatedSession(EmulatedConnection):
         sent = self._assistant_items.get(item_id)
         held = self._truncated_ms.get(item_id, sent.audio_ms if sent is not None else 0)
         if audio_end_ms > held:
-            # PROTOCOLS B6.1: exact text, no param, error.event_id null even when the client set one.
+            # docs/protocols.md §R8: exact text, no param, error.event_id null even when the client set one.
             raise Reject(
                 ProtocolError(
                     "invalid_value", f"Audio content of {held}ms is already shorter than {audio_end_ms}ms"
@@ -534,7 +549,7 @@ class EmulatedSession(EmulatedConnection):
                 )
             )
         modality, output_format, voice = self._response_output(params)
-        plan = self._plan(modality, output_format)
+        plan = self._plan(modality, output_format, conversation, params.get("instructions"))
         loop = asyncio.get_running_loop()
         response = EmulatedResponse(
             id=schema.new_id("resp"),
@@ -578,16 +593,31 @@ class EmulatedSession(EmulatedConnection):
         modality = schema.response_modality(modalities) if modalities else view.modality
         return modality, output_format or view.output_format, str(voice or view.voice)
 
-    def _plan(self, modality: str, output_format: str) -> _Plan:
+    def _plan(self, modality: str, output_format: str, conversation: str, instructions: str | None) -> _Plan:
         script = self._next_script()
         if script is not None and script.tool_call is not None:
             return _Plan(tool_call=script.tool_call)
+        parts = spoken_parts(script, self._last_utterance)
+        if script is None:
+            words = words_to_say(instructions)
+            if words is None and conversation == "auto" and self._last_text is not None:
+                words, self._last_text = self._last_text, None  # said back once
+            if words is not None:
+                parts = said_words(words)
+            elif conversation == "none" and (summary := self._summary(instructions)) is not None:
+                parts = [(np.zeros(0, dtype="<i2"), 24000, summary)]
         return _Plan(
             segments=[
                 (encode_output(pcm, rate, output_format) if modality == "audio" else b"", text)
-                for pcm, rate, text in spoken_parts(script, self._last_utterance)
+                for pcm, rate, text in parts
             ]
         )
+
+    def _summary(self, instructions: str | None) -> str | None:
+        users = [i for i in self.conversation if i.get("role") == "user" and i.get("type") == "message"]
+        spoke = sum(1 for i in users if any(c.get("type") == "input_audio" for c in i.get("content") or []))
+        answers = sum(1 for i in self.conversation if i.get("role") == "assistant")
+        return emulated_summary(instructions, spoke, answers)
 
     def _open_item(self, run: _Run) -> EmulatedItem:
         response = run.response
@@ -885,7 +915,9 @@ class RealtimeEmulator:
         self.live_sessions: list[EmulatedLiveSession] = []
         self.live_url = ""  # ws://.../v1/live/sessions once started
         self.refused = 0  # upgrades refused by `refuse_status`
+        self._refusing_since: float | None = None  # the first refusal, for `refuse_for_s`
         self._scripts: deque[ScriptedReply] = deque()
+        self._caller_words: deque[str] = deque()
         self._changed = asyncio.Condition()
         self._app: web.Application | None = None
         self._runner: web.AppRunner | None = None
@@ -925,6 +957,11 @@ class RealtimeEmulator:
     def script_reply(self, reply: ScriptedReply) -> None:
         self._scripts.append(reply)
 
+    def script_caller_words(self, *texts: str) -> None:
+        """What the caller's next turns said, in order: the transcripts of those turns (when the
+        session transcribes its input) instead of the emulator's confession that it heard no words."""
+        self._caller_words.extend(texts)
+
     async def wait_for_session(self, n: int = 1, timeout: float = 5) -> EmulatedSession:  # noqa: ASYNC109
         async with asyncio.timeout(timeout), self._changed:
             await self._changed.wait_for(lambda: len(self.sessions) >= n)
@@ -946,6 +983,7 @@ class RealtimeEmulator:
         if self._validate_live:
             schema.client_types("live")
         greeting_pcm24k()
+        murmur_pcm24k("Warm up every syllable. Once and again, a b c d e f.")
 
     async def _close_sessions(self) -> None:
         sessions = [*self.sessions, *self.live_sessions]
@@ -955,9 +993,16 @@ class RealtimeEmulator:
         await self._close_sessions()
 
     def _refusal(self) -> web.Response | None:
-        refusing = self.config.refuse_times is None or self.refused < self.config.refuse_times
-        if (status := self.config.refuse_status) is None or not refusing:
+        config = self.config
+        refusing = config.refuse_times is None or self.refused < config.refuse_times
+        if (status := config.refuse_status) is None or not refusing:
             return None
+        if config.refuse_for_s is not None:
+            now = now_ms()
+            if self._refusing_since is None:
+                self._refusing_since = now
+            elif now - self._refusing_since >= config.refuse_for_s * 1000:
+                return None
         self.refused += 1
         kind, code, message = _REFUSALS.get(status, ("server_error", None, "The server had an error."))
         body = {"error": {"message": message, "type": kind, "code": code, "param": None}}
@@ -979,6 +1024,7 @@ class RealtimeEmulator:
             self._next_script,
             self._validate,
             upstream_line(self.config, len(self.sessions)),
+            lambda: self._caller_words.popleft() if self._caller_words else None,
         )
         log.debug("realtime_emulator.session_opened", dialect=dialect, model=request.query.get("model"))
         await self._serve(ws, session, self.sessions)

@@ -2,9 +2,9 @@
 "beta") and the Live API ("live"; contract validation only, its sessions live in `live_schema`).
 
 Three things live here, all plain synchronous code:
-- contract validation of events against the `openai` SDK's pydantic types (PROTOCOLS.md Part C), turned
+- contract validation of events against the `openai` SDK's pydantic types (docs/protocols.md §R12), turned
   into the error payloads the real service sends (`unknown_parameter`, `missing_required_parameter`, ...);
-- the dialect-specific event names and content-part types (PROTOCOLS.md B4.1);
+- the dialect-specific event names and content-part types (docs/protocols.md §R4, §R6);
 - session objects: the server defaults, `session.update` merge semantics, and a dialect-neutral view.
 
 The `openai` package is only needed for validation and is imported on first use, so the emulator can run
@@ -246,7 +246,7 @@ def _param_path(data: Any, loc: tuple, missing: bool) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Dialect-specific names (PROTOCOLS.md B4.1)
+# Dialect-specific names (docs/protocols.md §R4, §R6)
 
 _EVENT_NAMES = {
     "audio_delta": ("response.output_audio.delta", "response.audio.delta"),

@@ -5,8 +5,9 @@ then `media` every 20 ms with `chunk`, `timestamp` and a top-level `sequence_num
 echoes and `stop`, all as `bridge.carrier.telnyx.codec` documents them. Telnyx says frame order is not
 guaranteed, so `swap_frames` names frames that leave just after the one following them, exercising
 the bridge's reordering. Outbound it accepts only what Telnyx takes: `media` with a base64 payload,
-`mark` with a name, `clear`. Playback semantics (marks echoed once the audio before them played,
-pending marks echoed by a clear) are Twilio's, assumed for Telnyx.
+`mark` with a name, `clear`. Playback semantics are Twilio's, as Telnyx documents them for its
+stream (docs/protocols.md §TX3): marks echoed once the audio before them played, pending marks echoed
+by a clear.
 """
 
 from __future__ import annotations

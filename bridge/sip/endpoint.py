@@ -314,7 +314,7 @@ class SipEndpoint(asyncio.DatagramProtocol):
 
         async def opener() -> Any:
             try:
-                return await bridge.open_prepared(api)
+                return await bridge.open_prepared(api=api)
             finally:
                 leg.upstream_ready.set()
 

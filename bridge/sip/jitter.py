@@ -39,13 +39,14 @@ class JitterBuffer:
         self.samples_per_ms = samples_per_ms
         self.stats = JitterStats()
         self.jitter_ms = 0.0
-        self._frames: dict[int, bytes] = {}
+        self._frames: dict[int, tuple[bytes, float]] = {}  # payload and arrival, by extended sequence
         self._next: int | None = None  # extended sequence number of the next frame to play
         self._highest: int | None = None
         self._playing = False
         self._last: bytes | None = None
         self._concealing = 0
         self._previous: tuple[float, int] | None = None  # (arrival ms, timestamp) of the last new packet
+        self.popped_arrival_ms: float | None = None  # when the frame `pop` returned arrived (None: concealed)
 
     @property
     def target_frames(self) -> int:
@@ -87,7 +88,7 @@ class JitterBuffer:
             self.stats.duplicates += 1
             return False
         self.stats.received += 1
-        self._frames[ext] = payload
+        self._frames[ext] = (payload, arrival_ms)
         if self._highest is None or ext > self._highest:
             self._update_jitter(arrival_ms, timestamp)
             self._highest = ext
@@ -124,14 +125,16 @@ class JitterBuffer:
             self._frames.pop(self._next, None)  # too deep: shed the oldest frame
             self._next = min(self._frames) if self._frames else self._next + 1
             self.stats.shed += 1
-        frame = self._frames.pop(self._next, None)
+        entry = self._frames.pop(self._next, None)
         self._next += 1
-        if frame is not None:
+        if entry is not None:
+            frame, self.popped_arrival_ms = entry
             self._last, self._concealing = frame, 0
             return frame
         return self._conceal()  # lost: later frames are here, this one never came
 
     def _conceal(self) -> bytes:
+        self.popped_arrival_ms = None
         self.stats.concealed += 1
         self._concealing += 1
         if self._concealing == 1 and self._last is not None:

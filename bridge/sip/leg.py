@@ -34,6 +34,7 @@ from bridge.carrier.events import (
     PlaybackMark,
 )
 from bridge.carrier.transfer import TransferFailed
+from bridge.carrier.webhook import RECORD_PARAMETER
 from bridge.clock import now_ms
 from bridge.sip.dialog import Acked, Datagram, Dialog, Ended, InfoDigit, ReferOutcome, ReInvite
 from bridge.sip.jitter import JitterBuffer
@@ -48,6 +49,7 @@ REFER_WAIT_S = 30.0  # a transfer target that never reports is a failed transfer
 SSRC_TAKEOVER_MS = 200.0
 MAX_CALL_ID = 64  # the call log's call_id column
 MAX_CATCH_UP = 10  # frames the clock sends at once after a long stall; older ones are dropped
+RECORD_HEADER = "X-Record"  # on the INVITE, `1` asks for the call to be recorded (RECORDING=requested)
 
 
 def call_log_id(call_id: str) -> str:
@@ -158,14 +160,17 @@ class SipLeg:
             await self.close("no_ack")
             return None
         invite = self.dialog.invite
+        parameters = {
+            "from": uri_user(header_uri(invite.get("From"))),
+            "to": uri_user(header_uri(invite.get("To"))),
+            "direction": "inbound",
+        }
+        if record := invite.get(RECORD_HEADER):  # the trunk or PBX asks for a recording
+            parameters[RECORD_PARAMETER] = record
         self.started = CallStarted(
             stream_sid=self.dialog.local_tag,
             call_sid=call_log_id(self.dialog.call_id),
-            custom_parameters={
-                "from": uri_user(header_uri(invite.get("From"))),
-                "to": uri_user(header_uri(invite.get("To"))),
-                "direction": "inbound",
-            },
+            custom_parameters=parameters,
             line=self.offer.line,
         )
         self._clock = asyncio.get_running_loop().create_task(self._run_clock())
@@ -358,7 +363,9 @@ class SipLeg:
                 self._drained.set()
         inbound = self._jitter.pop()
         if inbound is not None:
-            self._emit(CallerAudio(inbound))
+            # Stamped when it reached us, not when the buffer let it go: the caller said it then
+            # (a concealed frame, which never came, is stamped now).
+            self._emit(CallerAudio(inbound), self._jitter.popped_arrival_ms)
 
     def _emit(self, event: CarrierEvent, at: float | None = None) -> None:
         self._events.put_nowait((event, now_ms() if at is None else at))

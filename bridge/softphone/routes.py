@@ -44,9 +44,9 @@ _SIGN_IN_PAGE = """<!doctype html>
 <body>
 <main class="card notice">
   <h1>Sign in first</h1>
-  <p>The softphone calls your assistant through this bridge, so it needs the admin sign-in.
-  <a href="/calls">Sign in at /calls</a> with the admin token,
-  then come back to <a href="/phone">/phone</a>.</p>
+  <p>The softphone calls your assistant through this bridge, so it needs an operator's sign-in.</p>
+  <p><a class="sign-in" href="/calls/login?next=/phone">Sign in</a> with your token, and you are brought
+  back here.</p>
 </main>
 </body>
 </html>

@@ -233,6 +233,17 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return f"v1={digest}"
 
 
+def signed_headers(secret: str, body: bytes) -> dict[str, str]:
+    """What goes with every request the bridge sends to its users' systems (tools, the before-response
+    hook, placed calls' status events): the JSON content type, the time it was sent, and (with a
+    secret) our signature over both."""
+    timestamp = str(int(time.time()))
+    headers = {"Content-Type": "application/json", "X-Bridge-Timestamp": timestamp}
+    if secret:
+        headers["X-Bridge-Signature"] = sign(secret, timestamp, body)
+    return headers
+
+
 def verify_signature(
     secret: str, timestamp: str, body: bytes, header: str, now: float, tolerance_s: float = 300
 ) -> bool:
@@ -297,10 +308,7 @@ async def call_webhook_tool(
         separators=(",", ":"),
         ensure_ascii=False,
     ).encode()
-    timestamp = str(int(time.time()))
-    headers = {**tool.headers, "Content-Type": "application/json", "X-Bridge-Timestamp": timestamp}
-    if secret:
-        headers["X-Bridge-Signature"] = sign(secret, timestamp, body)
+    headers = {**tool.headers, **signed_headers(secret, body)}
 
     try:
         # One deadline over connect, send and read: the caller is waiting in silence meanwhile.

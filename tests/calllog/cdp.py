@@ -14,7 +14,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -100,15 +100,26 @@ class Page:
         url = await self.evaluate("location.href")
         raise AssertionError(f"timed out waiting for {expression!r} on {url} (last error: {last_error})")
 
-    async def screenshot(self, path: Path) -> None:
-        """The whole page, not only the viewport, as PNG."""
+    async def set_viewport(self, width: int, height: int, *, mobile: bool = False) -> None:
+        await self.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=mobile,
+        )
+
+    async def screenshot(self, path: Path, width: int = VIEWPORT[0]) -> None:
+        """The whole page, not only the viewport, as PNG; `width`: the viewport's, when it was changed."""
         metrics = await self.send("Page.getLayoutMetrics")
-        height = max(math.ceil(metrics["cssContentSize"]["height"]), VIEWPORT[1])
+        height = max(
+            math.ceil(metrics["cssContentSize"]["height"]), VIEWPORT[1] if width == VIEWPORT[0] else 0
+        )
         shot = await self.send(
             "Page.captureScreenshot",
             format="png",
             captureBeyondViewport=True,
-            clip={"x": 0, "y": 0, "width": VIEWPORT[0], "height": height, "scale": 1},
+            clip={"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
         )
         _write(path, base64.b64decode(shot["data"]))
 
@@ -131,6 +142,19 @@ def chromium_executable() -> str:
             pytrace=False,
         )
     return path
+
+
+@contextlib.asynccontextmanager
+async def browser_page(workdir: Path, extra_flags: Sequence[str] = ()) -> AsyncIterator[Page]:
+    """The page of a fresh headless Chromium; the test fails if the page logged errors."""
+    browser = await Browser.launch(chromium_executable(), workdir, extra_flags)
+    try:
+        page = await browser.first_page()
+        yield page
+        await page.close()
+        assert page.errors == [], f"the page logged errors: {page.errors}"
+    finally:
+        await browser.close()
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -193,13 +217,7 @@ class Browser:
         page = Page(self.session, ws)
         await page.send("Page.enable")
         await page.send("Runtime.enable")
-        await page.send(
-            "Emulation.setDeviceMetricsOverride",
-            width=VIEWPORT[0],
-            height=VIEWPORT[1],
-            deviceScaleFactor=1,
-            mobile=False,
-        )
+        await page.set_viewport(*VIEWPORT)
         return page
 
     async def close(self) -> None:

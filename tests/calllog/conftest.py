@@ -21,6 +21,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy.engine import URL, make_url
 
 from bridge.calllog import CallRecorder, CallStore, setup_calllog_routes
+from bridge.calllog.auth import OperatorAuth
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "test-admin-token-0123456789"
@@ -129,7 +130,7 @@ async def recorder(store: CallStore) -> AsyncIterator[CallRecorder]:
 @pytest.fixture
 async def client(store: CallStore) -> AsyncIterator[TestClient]:
     app = web.Application()
-    setup_calllog_routes(app, store, ADMIN_TOKEN)
+    setup_calllog_routes(app, store, OperatorAuth(ADMIN_TOKEN))
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
         yield client
 

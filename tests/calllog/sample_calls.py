@@ -87,10 +87,21 @@ def record_refund_call(
         6.4,
         "assistant_transcript",
         item_id="a2",
-        text="I found order A-1042 for 49 dollars 90. Refunds usually take five to seven business days, "
+        text="I found order A-1042 for 49 dollars 90. Refunds usually take five",
+        full_text="I found order A-1042 for 49 dollars 90. Refunds usually take five to seven business days, "
         "and you will get an email as soon as it has been processed.",
         interrupted=True,
         heard_ms=2300,
+    )
+    ev(
+        7.0,
+        "operator_action",
+        operator="alice",
+        action="inject",
+        outcome="done",
+        text="Premium customer since 2019: refund without questions.",
+        image=False,
+        respond=False,
     )
     ev(8.9, "barge_in", item_id="a2", reaction_ms=180, sent_ms=4100, heard_ms=2300)
     ev(9.3, "caller_transcript", item_id="u2", text="Sorry — can you send that email to my work address?")
@@ -115,6 +126,14 @@ def record_refund_call(
     for _ in range(3):
         recorder.usage(call_id, USAGE)
     recorder.call_ended(call_id, "caller_hangup", at=started_at + timedelta(seconds=63.5))
+    recorder.summary(call_id, REFUND_SUMMARY, "resolved", "a refund for last week's order")
+
+
+REFUND_SUMMARY = (
+    "The caller asked for a refund for last week's order A-1042 (49.90). The assistant found the order, "
+    "said refunds take five to seven business days, and will send the confirmation to the caller's "
+    "work email."
+)
 
 
 def record_failed_call(recorder: CallRecorder, call_id: str, started_at: datetime, from_number: str) -> None:
@@ -168,6 +187,12 @@ def record_transferred_call(
     )
     recorder.usage(call_id, USAGE)
     recorder.call_ended(call_id, "transferred", at=at + timedelta(seconds=95))
+    recorder.summary(
+        call_id,
+        "Outbound delivery call. The customer asked for a person; the transfer failed (no agent available).",
+        "escalated",
+        "to speak to a person",
+    )
 
 
 def record_day_of_calls(recorder: CallRecorder) -> None:
@@ -179,10 +204,33 @@ def record_day_of_calls(recorder: CallRecorder) -> None:
         call_id = f"CA01{i}short"
         begin = DAY + timedelta(hours=11, minutes=minute)
         start(recorder, call_id, begin, from_number=f"+1312555{4400 + i:04d}")
-        said = {"item_id": "u1", "text": "What are your opening hours?"}
-        recorder.event(call_id, "caller_transcript", said, begin + timedelta(seconds=3))
+        if i == 2:  # a call from before caller transcription was on: how long they spoke, no words
+            said = {"item_id": "u1", "spoken_ms": 2100, "words": "off"}
+            recorder.event(call_id, "caller_spoke", said, begin + timedelta(seconds=3))
+        else:
+            said = {"item_id": "u1", "text": "What are your opening hours?"}
+            recorder.event(call_id, "caller_transcript", said, begin + timedelta(seconds=3))
+        answer = {
+            "item_id": "a1",
+            "text": "We are open nine to five, Monday to Friday.",
+            "interrupted": False,
+        }
+        recorder.event(call_id, "assistant_transcript", answer, begin + timedelta(seconds=5))
         recorder.usage(call_id, USAGE)
         recorder.call_ended(call_id, "assistant_ended", at=begin + timedelta(seconds=41 + i))
+        summary = "Asked for the opening hours; the assistant gave them and ended the call."
+        recorder.summary(call_id, summary, "resolved", "opening hours")
+    recorder.call_never_connected(
+        call_id="CA0004never",
+        carrier="twilio",
+        from_number="+13125550199",
+        to_number="+15557654321",
+        direction="inbound",
+        model="gpt-realtime-2.1",
+        voice="marin",
+        answered_at=DAY + timedelta(hours=14, minutes=20),
+        noticed_at=DAY + timedelta(hours=14, minutes=20, seconds=30),
+    )
     live = datetime.now(UTC) - timedelta(seconds=95)
     start(recorder, "CA0009live", live, from_number="+15559876543")
     said = {"item_id": "u1", "text": "Hi, I'm calling about a delivery."}

@@ -8,7 +8,7 @@ import json
 import logging
 import socket
 import struct
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -19,12 +19,13 @@ from structlog.testing import capture_logs
 from yarl import URL
 
 from bridge.calllog import CallRecorder, CallStore, setup_calllog_routes
-from bridge.calllog.auth import COOKIE_NAME
+from bridge.calllog.auth import COOKIE_NAME, OperatorAuth
 from bridge.calllog.health import CallLogHealth
+from bridge.calllog.leases import ReplicaIdentity
 from bridge.calllog.store import encode_cursor
 from tests.calllog.conftest import ADMIN_TOKEN
 from tests.calllog.helpers import database_outage, record_simple_call, wait_until
-from tests.calllog.sample_calls import DAY, record_day_of_calls
+from tests.calllog.sample_calls import DAY, record_day_of_calls, start
 from tests.e2e import serving
 
 REFUND = "CA0001refund"
@@ -34,7 +35,9 @@ PROTECTED = [
     f"/api/calls/{REFUND}/transcript",
     "/api/calls/export.jsonl",
     "/api/calls/export.csv",
+    "/api/calls/live",
     "/calls",
+    "/calls/live",
     f"/calls/{REFUND}",
 ]
 
@@ -105,6 +108,27 @@ async def test_login_form_sets_a_strict_httponly_cookie(client: TestClient) -> N
     assert (await client.get("/api/calls")).status == 401
 
 
+async def test_the_sign_in_form_on_its_own_returns_where_it_was_asked_from(client: TestClient) -> None:
+    form = await client.get("/calls/login", params={"next": "/phone"}, allow_redirects=False)
+    assert form.status == 200 and 'name="next" value="/phone"' in await form.text()
+    signed_in = await client.post(
+        "/calls/login", data={"token": ADMIN_TOKEN, "next": "/phone"}, allow_redirects=False
+    )
+    assert signed_in.headers["Location"] == "/phone"
+    # Signed in already: straight there.
+    again = await client.get("/calls/login", params={"next": "/calls/live"}, allow_redirects=False)
+    assert again.status == 303 and again.headers["Location"] == "/calls/live"
+
+
+async def test_the_pages_say_who_is_signed_in(store: CallStore) -> None:
+    app = web.Application()
+    setup_calllog_routes(app, store, OperatorAuth(ADMIN_TOKEN, {"alice": "alice-token-0123456789"}))
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        for path in ("/calls", "/calls/live", f"/calls/{REFUND}"):
+            page = await client.get(path, headers={"Authorization": "Bearer alice-token-0123456789"})
+            assert '<span class="operator" title="Signed in as">alice</span>' in await page.text(), path
+
+
 async def test_login_never_redirects_off_site(client: TestClient) -> None:
     for target in ("//evil.example/", "https://evil.example/", "/elsewhere", "/calls\\@evil"):
         response = await client.post(
@@ -117,7 +141,7 @@ async def test_static_assets_are_public_and_setup_needs_a_token(store: CallStore
     for asset in ("calllog.css", "common.js", "calls.js", "call.js"):
         assert (await client.get(f"/calls/static/{asset}")).status == 200
     with pytest.raises(ValueError):
-        setup_calllog_routes(web.Application(), store, "")
+        OperatorAuth("")
 
 
 @pytest.mark.usefixtures("seeded")
@@ -141,6 +165,37 @@ async def test_list_masks_numbers_unless_revealed(client: TestClient, auth_heade
 
 
 @pytest.mark.usefixtures("seeded")
+async def test_a_search_says_where_it_found_each_call_with_a_snippet(
+    client: TestClient, auth_headers: dict
+) -> None:
+    async def found(**params: str) -> dict:
+        response = await client.get("/api/calls", params=params, headers=auth_headers)
+        assert response.status == 200, await response.text()
+        return {call["call_id"]: call["match"] for call in (await response.json())["calls"]}
+
+    refund = (await found(q="seven business"))[REFUND]
+    assert refund["field"] == "summary"  # the unheard rest is not what was said; the summary is
+    assert (await found(q="order from last"))[REFUND][
+        "text"
+    ] == "Hi, I'd like a refund for my order from last week."
+    long = (await found(q="work email"))[REFUND]
+    assert long["text"].startswith("…") and long["text"].endswith("work email.") and len(long["text"]) <= 122
+    assert await found(q="CA0003transfer") == {
+        "CA0003transfer": {"field": "call_sid", "text": "CA0003transfer"}
+    }
+    assert await found(q="415 555 0187") == {"CA0002failed": {"field": "from_number", "text": "+*******0187"}}
+    revealed = await found(q="415 555 0187", reveal="1")
+    assert revealed["CA0002failed"]["text"] == "+14155550187"
+    # Without a search nothing was "found", but each call says what its caller said first.
+    response = await client.get("/api/calls", headers=auth_headers)
+    calls = {c["call_id"]: c for c in (await response.json())["calls"]}
+    assert "match" not in calls[REFUND] and "search_text" not in calls[REFUND]
+    assert calls[REFUND]["first_words"]["text"] == "Hi, I'd like a refund for my order from last week."
+    assert calls[REFUND]["intent"] == "a refund for last week's order"
+    assert calls["CA012short"]["first_words"] is None  # it has no words, only how long the caller spoke
+
+
+@pytest.mark.usefixtures("seeded")
 async def test_list_filters_and_pagination(client: TestClient, auth_headers: dict) -> None:
     async def ids(**params: str) -> list[str]:
         response = await client.get("/api/calls", params=params, headers=auth_headers)
@@ -151,7 +206,7 @@ async def test_list_filters_and_pagination(client: TestClient, auth_headers: dic
     assert await ids(end_reason="transferred") == ["CA0003transfer"]
     since, until = DAY + timedelta(hours=13), DAY + timedelta(hours=15)
     afternoon = {"since": since.isoformat(), "until": until.isoformat()}
-    assert await ids(**afternoon) == ["CA0002failed", "CA0003transfer"]
+    assert await ids(**afternoon) == ["CA0002failed", "CA0004never", "CA0003transfer"]
     assert await ids(since="2025-11-21T15:00:00Z", until="2025-11-21T16:00:00Z") == [REFUND]
     assert await ids(q="OPENING HOURS") == ["CA012short", "CA011short", "CA010short"]
 
@@ -161,8 +216,40 @@ async def test_list_filters_and_pagination(client: TestClient, auth_headers: dic
     second = await (await client.get("/api/calls", params=params, headers=auth_headers)).json()
     assert second["next_cursor"] is None
     all_ids = [c["call_id"] for c in first["calls"] + second["calls"]]
-    assert len(all_ids) == len(set(all_ids)) == 7
+    assert len(all_ids) == len(set(all_ids)) == 8
     assert all_ids[0] == "CA0009live"  # in progress, and the newest
+
+
+async def test_the_live_board_reads_every_replicas_calls_from_the_call_log(
+    store: CallStore, recorder: CallRecorder, client: TestClient, auth_headers: dict
+) -> None:
+    record_day_of_calls(recorder)  # its calls ended in 2025, but for CA0009live
+    sibling = CallRecorder(store, owner=ReplicaIdentity("bridge-b", "http://10.0.0.8:8080"))
+    await sibling.start()
+    try:
+        now = datetime.now(UTC)
+        start(sibling, "CA-b1", now - timedelta(seconds=30), from_number="+14155550142")
+        sibling.event("CA-b1", "caller_transcript", {"item_id": "u1", "text": "Where is my parcel?"}, now)
+        sibling.event("CA-b1", "caller_spoke", {"item_id": "u2", "spoken_ms": 1800, "words": "failed"})
+        start(sibling, "CA-b2", now - timedelta(minutes=3))
+        sibling.call_ended("CA-b2", "caller_hangup", at=now - timedelta(seconds=20))
+        start(sibling, "CA-b3", now - timedelta(minutes=9))
+        sibling.call_ended("CA-b3", "caller_hangup", at=now - timedelta(minutes=5))  # too long ago
+        await sibling.flush()
+        await recorder.flush()
+    finally:
+        await sibling.stop()
+    response = await client.get("/api/calls/live", headers=auth_headers)
+    assert response.status == 200
+    board = await response.json()
+    calls = {call["call_id"]: call for call in board["calls"]}
+    assert list(calls) == ["CA-b1", "CA0009live", "CA-b2"]  # newest first
+    assert (calls["CA-b1"]["status"], calls["CA-b1"]["owner_id"]) == ("in_progress", "bridge-b")
+    assert calls["CA-b1"]["from_number"] == "+*******0142"
+    assert calls["CA-b1"]["last_line"]["kind"] == "caller_spoke"  # the latest thing said
+    assert calls["CA0009live"]["last_line"]["data"]["text"] == "Hi, I'm calling about a delivery."
+    assert calls["CA-b2"]["end_reason"] == "caller_hangup" and calls["CA-b2"]["last_line"] is None
+    assert datetime.fromisoformat(board["now"]) >= now
 
 
 @pytest.mark.usefixtures("seeded")
@@ -191,7 +278,7 @@ async def test_call_detail_and_transcript(client: TestClient, auth_headers: dict
     call = await (await client.get(f"/api/calls/{REFUND}", headers=auth_headers)).json()
     assert call["end_reason"] == "caller_hangup" and call["duration_s"] == 63.5
     assert call["started_at"] == "2025-11-21T15:02:10+00:00"
-    assert [e["seq"] for e in call["events"]] == list(range(1, 16))
+    assert [e["seq"] for e in call["events"]] == list(range(1, 17))
     barge = next(e for e in call["events"] if e["kind"] == "barge_in")
     assert barge["data"]["heard_ms"] == 2300 and barge["at"] == "2025-11-21T15:02:18.900000+00:00"
 
@@ -200,9 +287,16 @@ async def test_call_detail_and_transcript(client: TestClient, auth_headers: dict
     lines = (await response.text()).splitlines()
     assert lines[0] == "[00:00.7] Assistant: Hi, thanks for calling Acme support. How can I help you today?"
     assert lines[1] == "[00:04.1] Caller: Hi, I'd like a refund for my order from last week."
-    assert lines[2].startswith("[00:06.4] Assistant: I found order A-1042") and lines[2].endswith("[cut off]")
+    assert lines[2] == (
+        "[00:06.4] Assistant: I found order A-1042 for 49 dollars 90. Refunds usually take five [cut off; "
+        "not heard: to seven business days, and you will get an email as soon as it has been processed.]"
+    )
+    assert (
+        lines[3]
+        == '[00:07.0] Operator alice, inject: "Premium customer since 2019: refund without questions."'
+    )
     assert lines[-1] == "[00:18.0] Caller: No, that's all. Thank you!"
-    assert len(lines) == 7
+    assert len(lines) == 8
 
     assert (await client.get("/api/calls/nope", headers=auth_headers)).status == 404
     assert (await client.get("/api/calls/nope/transcript", headers=auth_headers)).status == 404
@@ -214,9 +308,9 @@ async def test_jsonl_export_streams_calls_with_events(client: TestClient, auth_h
     assert response.status == 200
     assert "attachment" in response.headers["Content-Disposition"]
     calls = [json.loads(line) for line in (await response.text()).splitlines()]
-    assert len(calls) == 7
+    assert len(calls) == 8
     refund = next(c for c in calls if c["call_id"] == REFUND)
-    assert len(refund["events"]) == 15 and refund["from_number"] == "+*******1234"
+    assert len(refund["events"]) == 16 and refund["from_number"] == "+*******1234"
 
     params = {"end_reason": "upstream_failure", "reveal": "1"}
     response = await client.get("/api/calls/export.jsonl", params=params, headers=auth_headers)
@@ -235,7 +329,7 @@ async def test_csv_export_has_a_header_and_one_row_per_call(client: TestClient, 
     assert float(rows[0]["cost_usd"]) > 0
 
     everything = await client.get("/api/calls/export.csv", headers=auth_headers)
-    assert len(list(csv.DictReader(io.StringIO(await everything.text())))) == 7
+    assert len(list(csv.DictReader(io.StringIO(await everything.text())))) == 8
 
 
 @pytest.mark.usefixtures("seeded")
@@ -283,7 +377,7 @@ async def test_while_the_database_is_down_the_api_answers_503_and_logs_one_line_
     """Issue #16: with PostgreSQL down, GET /api/calls answered 500 and logged ~99 lines of traceback."""
     health = CallLogHealth(store)
     app = web.Application()
-    setup_calllog_routes(app, store, ADMIN_TOKEN, health=health)
+    setup_calllog_routes(app, store, OperatorAuth(ADMIN_TOKEN), health=health)
     paths = [
         "/api/calls",
         f"/api/calls/{REFUND}",
@@ -333,7 +427,7 @@ async def test_an_export_cut_short_by_an_outage_ends_as_a_broken_download(
 
     store.list_calls = second_read_meets_an_outage  # type: ignore[method-assign]
     app = web.Application()
-    setup_calllog_routes(app, store, ADMIN_TOKEN)
+    setup_calllog_routes(app, store, OperatorAuth(ADMIN_TOKEN))
     async with outage, TestClient(TestServer(app, host="127.0.0.1")) as client:
         with capture_logs() as logs:
             response = await client.get("/api/calls/export.jsonl", headers=auth_headers)
@@ -366,7 +460,7 @@ async def test_an_agent_cancelling_a_download_is_not_an_outage(
             handled.append(request)
 
     app = web.Application(middlewares=[note_when_handled])
-    setup_calllog_routes(app, store, ADMIN_TOKEN, health=health)
+    setup_calllog_routes(app, store, OperatorAuth(ADMIN_TOKEN), health=health)
     caplog.set_level(logging.INFO)
     with capture_logs() as logs:
         # Served as the bridge serves it (a test server would cancel the handler instead).

@@ -50,11 +50,53 @@ def test_transcript_lines() -> None:
                 "data": {"text": "Hi there, how can", "interrupted": True},
             },
             {"at": start + timedelta(seconds=5), "kind": "caller_transcript", "data": {"text": "  "}},
+            {
+                "at": start + timedelta(seconds=6),
+                "kind": "assistant_transcript",
+                "data": {
+                    "text": "Sure, your",
+                    "full_text": "Sure, your order ships today.",
+                    "interrupted": True,
+                },
+            },
+            {
+                "at": start + timedelta(seconds=7),
+                "kind": "caller_spoke",
+                "data": {"item_id": "u3", "spoken_ms": 4300, "words": "off"},
+            },
+            {
+                "at": start + timedelta(seconds=8),
+                "kind": "operator_action",
+                "data": {"operator": "bob", "action": "say", "outcome": "done", "text": "Please hold."},
+            },
+            {
+                "at": start + timedelta(seconds=9),
+                "kind": "operator_action",
+                "data": {
+                    "operator": "alice",
+                    "action": "transfer",
+                    "outcome": "refused",
+                    "number": "+*******1111",
+                    "error": "no Twilio credentials are configured (TWILIO_AUTH_TOKEN)",
+                },
+            },
+            {
+                "at": start + timedelta(seconds=10),
+                "kind": "operator_action",
+                "data": {"operator": "bob", "action": "hangup", "outcome": "done"},
+            },
         ],
     }
-    assert transcript_text(call) == (
-        "[00:03.2] Caller: Hello?\n[00:04.0] Assistant: Hi there, how can [cut off]\n"
-    )
+    assert transcript_text(call).splitlines() == [
+        "[00:03.2] Caller: Hello?",
+        "[00:04.0] Assistant: Hi there, how can [cut off]",
+        "[00:06.0] Assistant: Sure, your [cut off; not heard: order ships today.]",
+        "[00:07.0] Caller: (spoke 4.3 s, not transcribed)",
+        '[00:08.0] Operator bob, say: "Please hold."',
+        "[00:09.0] Operator alice, transfer: to +*******1111 (refused: no Twilio credentials are configured "
+        "(TWILIO_AUTH_TOKEN))",
+        "[00:10.0] Operator bob, hangup",
+    ]
 
 
 def test_csv_cells_cannot_become_formulas_but_numbers_stay_numbers() -> None:
@@ -70,3 +112,22 @@ def test_csv_cells_cannot_become_formulas_but_numbers_stay_numbers() -> None:
     assert "'=HYPERLINK(1)" in cells
     assert "+*******1234" in cells and "+15551231234" in cells
     assert "'+cmd|' /C calc'!A0" in cells and "'@SUM(1)" in cells
+
+
+def test_a_snippet_shows_the_words_around_what_was_found() -> None:
+    from bridge.calllog.present import snippet
+
+    short = "Hi, I'd like a refund."
+    assert snippet(short, "refund") == short
+    line = (
+        "Thanks for waiting. I have looked at your account and I can see the order from last Tuesday, "
+        "the one with the blue kettle, and I can offer you a full refund today or a replacement that "
+        "ships tomorrow morning, whichever you prefer."
+    )
+    cut = snippet(line, "FULL REFUND", width=60)
+    assert "full refund" in cut and cut.startswith("…") and cut.endswith("…")
+    assert len(cut) <= 62
+    assert not cut[1].isspace() and cut[1:].split()[0] in line.split()  # cut between words
+    assert snippet(line, "thanks", width=60).startswith("Thanks for waiting.")
+    assert snippet(line, "prefer", width=60).endswith("whichever you prefer.")
+    assert "Straße" in snippet("x " * 80 + "Die Straße ist gesperrt " + "y " * 80, "STRASSE", width=40)

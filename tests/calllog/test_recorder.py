@@ -31,6 +31,7 @@ async def test_a_recorded_call_reads_back_in_order_with_totals(
         "tool_call",
         "tool_result",
         "assistant_transcript",
+        "operator_action",
         "barge_in",
         "caller_transcript",
         "turn_latency",
@@ -40,9 +41,9 @@ async def test_a_recorded_call_reads_back_in_order_with_totals(
         "assistant_transcript",
         "caller_transcript",
     ]
-    assert [e["seq"] for e in call["events"]] == list(range(1, 16))
+    assert [e["seq"] for e in call["events"]] == list(range(1, 17))
     barge_in = {"item_id": "a2", "reaction_ms": 180, "sent_ms": 4100, "heard_ms": 2300}
-    assert call["events"][7]["data"] == barge_in
+    assert call["events"][8]["data"] == barge_in
     assert (call["status"], call["end_reason"], call["duration_s"]) == ("ended", "caller_hangup", 63.5)
     # Three identical usage objects, summed by kind.
     assert call["input_text_tokens"] == 600 and call["input_audio_tokens"] == 3000
@@ -136,7 +137,7 @@ async def test_stop_writes_everything_still_queued(store: CallStore) -> None:
     record_refund_call(recorder, "CA-s", T0)
     await recorder.stop()
     call = await store.get_call("CA-s")
-    assert call is not None and len(call["events"]) == 15 and call["status"] == "ended"
+    assert call is not None and len(call["events"]) == 16 and call["status"] == "ended"
 
 
 async def test_database_outage_mid_call_keeps_ops_and_writes_them_once_back(

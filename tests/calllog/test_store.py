@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
@@ -154,6 +155,52 @@ async def test_list_filters(store: CallStore, recorder: CallRecorder) -> None:
     assert await ids(store, text="refund", number="1234", end_reason="caller_hangup") == ["CA-a"]
 
 
+async def test_a_search_finds_calls_by_either_side_the_summary_the_sids_and_numbers(
+    store: CallStore, recorder: CallRecorder
+) -> None:
+    await seed_for_filters(recorder)
+    recorder.event("CA-b", "assistant_transcript", {"item_id": "a1", "text": "Your PARCEL is in the depot."})
+    recorder.event("CA-b", "caller_transcript", {"item_id": "u2", "text": "Which depot? My parcel is late."})
+    recorder.summary("CA-c", "Asked which discount code applies.", "resolved", "a discount code")
+    await recorder.flush()
+
+    async def found(text: str) -> dict[str, dict | None]:
+        calls, _ = await store.list_calls(text=text, annotate=True)
+        return {call["call_id"]: call["match"] for call in calls}
+
+    # Both sides' words: the first line that matched, and how many did.
+    parcel = await found("parcel")
+    assert list(parcel) == ["CA-b"]
+    assert parcel["CA-b"] is not None
+    assert parcel["CA-b"]["field"] == "caller" and parcel["CA-b"]["text"] == "Where is my parcel?"
+    assert parcel["CA-b"]["lines"] == 3
+    assert (await found("the depot"))["CA-b"]["field"] == "assistant"  # type: ignore[index]
+    # The summary and the intent.
+    assert await found("DISCOUNT CODE") == {
+        "CA-c": {"field": "summary", "text": "Asked which discount code applies."}
+    }
+    # The call SID, the stream SID, whole and trimmed.
+    assert await found(" CA-b ") == {"CA-b": {"field": "call_sid", "text": "CA-b"}}
+    assert await found("MZ-c") == {"CA-c": {"field": "stream_sid", "text": "MZ-c"}}
+    # The digits of either number, however they are written; too few digits find no number.
+    assert await found("+1 (555) 999-9999") == {"CA-b": {"field": "from_number", "text": "+15559999999"}}
+    assert list(await found("1234")) == ["CA-d", "CA-b", "CA-a"]
+    assert (await found("1234000"))["CA-b"] == {"field": "to_number", "text": "+15551234000"}
+    assert await found("12") == {}
+    # A list without a search says where nothing was found, but what each caller said first.
+    calls, _ = await store.list_calls(annotate=True)
+    assert "match" not in calls[0]
+    assert {c["call_id"]: (c["first_words"] or {}).get("text") for c in calls} == {
+        "CA-d": "Ich möchte eine Rückerstattung, ÄRGERLICH",
+        "CA-c": "100% sure, use code a_b",
+        "CA-b": "Where is my parcel?",
+        "CA-a": "I want a REFUND please",
+    }
+    # An export is the calls as stored, without what a list shows at a glance.
+    exported = [call async for call in store.export_calls(text="parcel")]
+    assert [c["call_id"] for c in exported] == ["CA-b"] and "match" not in exported[0]
+
+
 async def test_text_search_is_literal_and_refuses_control_characters(
     store: CallStore, recorder: CallRecorder
 ) -> None:
@@ -234,3 +281,103 @@ async def test_the_migrations_build_exactly_the_declared_schema(store: CallStore
 
     async with store.engine.connect() as conn:
         assert await conn.run_sync(compare) == []
+
+
+async def test_summaries_stored_before_the_intent_had_a_column_are_split_and_searchable(db_url: str) -> None:
+    store = CallStore.connect(db_url)
+    try:
+        async with store.engine.begin() as conn:
+            await conn.run_sync(migrate_to, "0003_call_owners")
+            started = T0.replace(tzinfo=None) if db_url.startswith("sqlite") else T0
+            for call_id, summary in [
+                ("CA-old", "Wanted a refund for a late parcel.\nCaller's intent: Rückerstattung"),
+                ("CA-plain", "Asked about the opening hours."),
+            ]:
+                await conn.execute(
+                    text(
+                        "INSERT INTO calls (call_id, carrier, from_number, to_number, direction, "
+                        "started_at, status, model, voice, summary) VALUES (:id, 'twilio', '+1', '+2', "
+                        "'inbound', :at, 'ended', 'gpt-realtime', 'marin', :summary)"
+                    ),
+                    {"id": call_id, "at": started, "summary": summary},
+                )
+        await store.migrate()
+        old, plain = await store.get_call("CA-old"), await store.get_call("CA-plain")
+        assert old is not None and plain is not None
+        assert (old["summary"], old["intent"]) == ("Wanted a refund for a late parcel.", "Rückerstattung")
+        assert (plain["summary"], plain["intent"]) == ("Asked about the opening hours.", None)
+        assert await ids(store, text="RÜCKERSTATTUNG") == ["CA-old"]
+        assert await ids(store, text="opening hours") == ["CA-plain"]
+        # And back: the intent is the summary's last line again.
+        async with store.engine.begin() as conn:
+            await conn.run_sync(downgrade_to, "0003_call_owners")
+            summary = (
+                await conn.execute(text("SELECT summary FROM calls WHERE call_id = 'CA-old'"))
+            ).scalar_one()
+        assert summary == "Wanted a refund for a late parcel.\nCaller's intent: Rückerstattung"
+    finally:
+        await store.close()
+
+
+def migrate_to(connection, revision: str) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
+def downgrade_to(connection, revision: str) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.downgrade(config, revision)
+
+
+async def test_a_call_that_never_connected_is_recorded_once_and_a_stream_that_comes_after_all_wins(
+    store: CallStore, recorder: CallRecorder
+) -> None:
+    def never_connected(call_id: str, noticed: datetime) -> None:
+        recorder.call_never_connected(
+            call_id=call_id,
+            carrier="twilio",
+            from_number="+15551231234",
+            to_number="+15557654321",
+            direction="inbound",
+            model="gpt-realtime-2.1",
+            voice="marin",
+            answered_at=T0,
+            noticed_at=noticed,
+        )
+
+    never_connected("CA-lost", T0 + timedelta(seconds=30))
+    never_connected("CA-lost", T0 + timedelta(seconds=31))  # the after-stream request too: no second row
+    await recorder.flush()
+    lost = await store.get_call("CA-lost")
+    assert lost is not None
+    assert (lost["status"], lost["end_reason"], lost["started_at"], lost["ended_at"]) == (
+        "ended",
+        "stream_never_connected",
+        T0,
+        T0 + timedelta(seconds=30),
+    )
+    assert lost["from_number"] == "+15551231234" and lost["events"] == []
+    assert await ids(store, end_reason="stream_never_connected") == ["CA-lost"]
+
+    # Its stream came after all (late, or to a sibling that had not written yet): the call it became.
+    record_simple_call(recorder, "CA-lost", T0 + timedelta(seconds=40), said="Hello?", reason=None)
+    await recorder.flush()
+    late = await store.get_call("CA-lost")
+    assert late is not None
+    assert (late["status"], late["end_reason"], late["ended_at"]) == ("in_progress", None, None)
+    assert late["started_at"] == T0 + timedelta(seconds=40)
+    recorder.call_ended("CA-lost", "caller_hangup", at=T0 + timedelta(seconds=90))
+    await recorder.flush()
+    done = await store.get_call("CA-lost")
+    assert done is not None and (done["end_reason"], done["duration_s"]) == ("caller_hangup", 50.0)
+
+    # A call recorded by its stream is never overwritten by a replica that waited for it in vain.
+    record_simple_call(recorder, "CA-here", T0, reason=None)
+    await recorder.flush()
+    never_connected("CA-here", T0 + timedelta(seconds=30))
+    await recorder.flush()
+    here = await store.get_call("CA-here")
+    assert here is not None and (here["status"], here["end_reason"]) == ("in_progress", None)
+    assert [e["kind"] for e in here["events"]] == ["caller_transcript"]

@@ -1,4 +1,4 @@
-"""The Twilio codec: exact message shapes both ways (PROTOCOLS.md A3, A4) and bad input."""
+"""The Twilio codec: exact message shapes both ways (docs/protocols.md §T3, §T4) and bad input."""
 
 from __future__ import annotations
 

@@ -52,13 +52,19 @@ def vonage_jwt(body: bytes = b"", *, secret: str = SECRET) -> str:
 
 
 async def answer(
-    bridge: RunningBridge, uuid: str, *, authorization: str | None = None, post: bool = False
+    bridge: RunningBridge,
+    uuid: str,
+    *,
+    authorization: str | None = None,
+    post: bool = False,
+    record: bool = False,
 ) -> tuple[int, Any]:
-    """Ask the answer URL for an NCCO, as Vonage does (GET with a query, or POST with JSON)."""
+    """Ask the answer URL for an NCCO, as Vonage does (GET with a query, or POST with JSON); `record`:
+    the answer URL the operator configured asks for a recording (`?record=1`)."""
     params = {"uuid": uuid, "conversation_uuid": "CON-" + uuid, "from": CALLER, "to": OUR_NUMBER}
     headers = {"Authorization": authorization} if authorization else {}
     async with aiohttp.ClientSession() as http:
-        url = bridge.base_url + "/vonage/answer"
+        url = bridge.base_url + "/vonage/answer" + ("?record=1" if record else "")
         if post:
             request = http.post(url, json=params, headers=headers)
         else:
@@ -81,8 +87,10 @@ def caller_from_ncco(ncco: Any, uuid: str, **kwargs: Any) -> VonageCallerEmulato
     return caller
 
 
-async def answered_caller(bridge: RunningBridge, uuid: str, **kwargs: Any) -> VonageCallerEmulator:
-    status, ncco = await answer(bridge, uuid)
+async def answered_caller(
+    bridge: RunningBridge, uuid: str, *, record: bool = False, **kwargs: Any
+) -> VonageCallerEmulator:
+    status, ncco = await answer(bridge, uuid, record=record)
     assert status == 200
     return caller_from_ncco(ncco, uuid, **kwargs)
 
@@ -311,3 +319,24 @@ async def test_only_signed_webhooks_and_streams_with_their_token_get_a_call() ->
             assert response.status == 200
             posted_ncco = await response.json()
         assert posted_ncco[0]["endpoint"][0]["headers"]["call_id"] == post_uuid
+
+
+async def test_a_hang_up_mid_reply_keeps_what_was_heard_though_vonage_sends_no_stop() -> None:
+    """Vonage ends a call by closing the socket: the call still learns of it and keeps the reply's
+    heard part, marked cut."""
+    transcript = "Your order shipped on Monday and should reach you by Thursday this week."
+    async with (
+        running_emulator() as (emulator, url),
+        running_bridge(url, CARRIERS="vonage", GREETING="Answer.") as bridge,
+    ):
+        emulator.script_reply(ScriptedReply(audio_pcm24k=tone(8000, 500, rate=24000), transcript=transcript))
+        uuid = "aaaaaaaa-0000-0000-0000-00000000cafe"
+        caller = await answered_caller(bridge, uuid)
+        async with caller:
+            await caller.wait_heard(min_ms=1000, timeout_s=10)
+        call = await bridge.logged_call(uuid)
+        assert call is not None and call["end_reason"] == "caller_hangup"
+        [line] = [e["data"] for e in call["events"] if e["kind"] == "assistant_transcript"]
+        assert line["interrupted"] is True and line["cut_by"] == "caller_hangup"
+        assert 0 < line["heard_ms"] < 8000 and transcript.startswith(line["full_text"])
+        assert line["text"] and line["full_text"].startswith(line["text"]) and line["text"] != transcript

@@ -21,29 +21,34 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from bridge.config import Settings, load_settings
+from bridge.media_stream import HEARTBEAT_S
 from bridge.metrics import ACTIVE_CALLS, BridgeMetrics
 from bridge.server import create_app
+from bridge.supervisor import STRAGGLER_GRACE_S
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 
 SETTING_NAMES = frozenset(name.upper() for name in Settings.model_fields)
-SECRETS = ("OPENAI_API_KEY", "TWILIO_AUTH_TOKEN", "ADMIN_TOKEN")
+SECRETS = ("OPENAI_API_KEY", "TWILIO_AUTH_TOKEN", "ADMIN_TOKEN", "CLUSTER_SECRET")
 
 
 # ---- readers ----------------------------------------------------------------------------------------
 
 
-def compose() -> dict[str, Any]:
-    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+REPLICAS_COMPOSE = "docker-compose.replicas.yml"  # several replicas behind HAProxy
 
 
-def bridge_service() -> dict[str, Any]:
-    return compose()["services"]["bridge"]
+def compose(name: str = "docker-compose.yml") -> dict[str, Any]:
+    return yaml.safe_load((ROOT / name).read_text())
 
 
-def compose_env() -> dict[str, str]:
-    env = bridge_service().get("environment", {})
+def bridge_service(name: str = "docker-compose.yml") -> dict[str, Any]:
+    return compose(name)["services"]["bridge"]
+
+
+def compose_env(name: str = "docker-compose.yml") -> dict[str, str]:
+    env = bridge_service(name).get("environment", {})
     if isinstance(env, list):
         env = dict(item.split("=", 1) for item in env)
     return {key: str(value) for key, value in env.items()}
@@ -109,10 +114,10 @@ def instructions(stage: list[tuple[str, str]], name: str) -> list[str]:
 
 
 def seconds(duration: str | int) -> float:
-    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m)?", str(duration))
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)?", str(duration))
     assert match, f"not a duration: {duration!r}"
     value, unit = float(match[1]), match[2] or "s"
-    return value * {"ms": 0.001, "s": 1.0, "m": 60.0}[unit]
+    return value * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[unit]
 
 
 def drain_seconds() -> float:
@@ -130,6 +135,7 @@ def default_port() -> int:
     ("where", "names"),
     [
         ("docker-compose.yml (bridge)", lambda: set(compose_env())),
+        (f"{REPLICAS_COMPOSE} (bridge)", lambda: set(compose_env(REPLICAS_COMPOSE))),
         (".env.example", lambda: set(env_example())),
         ("deploy/k8s", lambda: set(k8s_env())),
     ],
@@ -224,13 +230,91 @@ def test_probes_use_the_health_routes() -> None:
     assert len(healthcheck) == 1 and "/healthz" in healthcheck[0]
 
 
-def test_termination_grace_outlasts_the_drain() -> None:
-    drain = drain_seconds()
-    grace = k8s()["Deployment"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    assert grace > drain
-    assert seconds(bridge_service()["stop_grace_period"]) > drain
-    assert float(k8s_env().get("DRAIN_SECONDS", drain)) == drain
-    assert float(compose_env().get("DRAIN_SECONDS", drain)) == drain
+def test_the_kill_comes_after_the_whole_stop_budget() -> None:
+    # SIGTERM to exit takes at most the stop budget (bridge.stop_budget), with WORKERS the supervisor
+    # kills a straggler STRAGGLER_GRACE_S after it: the orchestrator's kill must come later still.
+    secrets = {k: v or f"placeholder-{k.lower()}" for k, v in k8s_env().items()}
+    for where, grace, env in (
+        (
+            "deploy/k8s terminationGracePeriodSeconds",
+            float(k8s()["Deployment"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]),
+            secrets,
+        ),
+        (
+            "docker-compose.yml stop_grace_period",
+            seconds(bridge_service()["stop_grace_period"]),
+            compose_env(),
+        ),
+        ("docker-compose.yml .env defaults", seconds(bridge_service()["stop_grace_period"]), {}),
+        (
+            f"{REPLICAS_COMPOSE} stop_grace_period",
+            seconds(bridge_service(REPLICAS_COMPOSE)["stop_grace_period"]),
+            {k: v for k, v in compose_env(REPLICAS_COMPOSE).items() if "${" not in v},
+        ),
+    ):
+        budget = load_settings(env).shutdown_budget
+        assert budget >= drain_seconds()
+        assert grace > budget + STRAGGLER_GRACE_S, (
+            f"{where} ({grace:g} s) must exceed the stop budget ({budget:g} s)"
+        )
+
+
+def test_the_internal_port_is_reached_by_the_bridges_pods_alone() -> None:
+    # Control requests are forwarded pod to pod at http://POD_IP:INTERNAL_PORT: the container
+    # declares it, no Service or Ingress routes to it, and the NetworkPolicy admits only bridge pods.
+    internal = int(k8s_env()["INTERNAL_PORT"])
+    assert internal != default_port()
+    assert {p["name"]: p["containerPort"] for p in container()["ports"]}["internal"] == internal
+    assert "POD_IP" in {item["name"] for item in container()["env"]}
+    docs = k8s()
+    assert "internal" not in {p["targetPort"] for p in docs["Service"]["spec"]["ports"]}
+    backends = [
+        path["backend"]["service"]["port"]["name"]
+        for rule in docs["Ingress"]["spec"]["rules"]
+        for path in rule["http"]["paths"]
+    ]
+    assert backends and set(backends) == {"http"}
+    policy = docs["NetworkPolicy"]["spec"]
+    pods = docs["Deployment"]["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= pods.items()
+    for rule in policy["ingress"]:
+        ports = {p["port"] for p in rule["ports"]}
+        if "internal" in ports:
+            assert ports == {"internal"}
+            assert [source["podSelector"]["matchLabels"] for source in rule["from"]] == [pods]
+        else:
+            assert "from" not in rule  # PORT and the metrics port stay open as before
+    assert sum("internal" in {p["port"] for p in rule["ports"]} for rule in policy["ingress"]) == 1
+
+
+def test_compose_replicas_sit_behind_haproxy_and_share_postgresql() -> None:
+    services = compose(REPLICAS_COMPOSE)["services"]
+    bridge, env = services["bridge"], compose_env(REPLICAS_COMPOSE)
+    assert bridge["deploy"]["replicas"] > 1 and "ports" not in bridge  # reached through HAProxy only
+    assert env["CALL_LOG_URL"] == compose_env()["CALL_LOG_URL"]
+    assert bridge["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert env["ADMIN_TOKEN"].startswith("${ADMIN_TOKEN:?")  # one token for every replica, or no start
+    assert env["INTERNAL_PORT"] != env["PORT"] and env["INTERNAL_PORT"] in bridge["expose"]
+    assert services["haproxy"]["ports"] == [f"{env['PORT']}:{env['PORT']}"]
+    assert (
+        "./deploy/haproxy/haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro" in services["haproxy"]["volumes"]
+    )
+
+
+def test_haproxy_keeps_calls_and_follows_readiness() -> None:
+    config = (DEPLOY / "haproxy" / "haproxy.cfg").read_text()
+    lines = [line.split("#")[0].strip() for line in config.splitlines()]
+    # Silence on a tunnelled websocket: longer than the bridge's heartbeat, which finds a dead stream.
+    tunnel = next(line for line in lines if line.startswith("timeout tunnel"))
+    assert seconds(tunnel.split()[-1]) > HEARTBEAT_S
+    assert "balance roundrobin" in lines
+    assert "option httpchk GET /readyz" in lines and "http-check expect status 200" in lines
+    assert "shutdown-sessions" not in config  # a replica marked down (draining) keeps its calls
+    port = compose_env(REPLICAS_COMPOSE)["PORT"]
+    assert f"bind :{port}" in lines
+    assert any(
+        line.startswith("server-template bridge ") and f"bridge:{port} check" in line for line in lines
+    )
 
 
 def test_compose_waits_for_a_healthy_database() -> None:

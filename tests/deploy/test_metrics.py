@@ -33,6 +33,7 @@ NAMES = [
     "bridge_live_session_seconds_total",
     "bridge_upstream_connect_seconds",
     "bridge_upstream_errors_total",
+    "bridge_control_forwards_total",
     "bridge_frame_processing_seconds",
     "bridge_event_loop_lag_seconds",
     "bridge_event_loop_lag_distribution_seconds",
@@ -60,6 +61,7 @@ def test_exposition_has_every_metric() -> None:
     metrics = BridgeMetrics()
     metrics.call_ended("caller_hangup")
     metrics.upstream_error("session_expired")
+    metrics.control_forwarded("answered")
     metrics.carrier_frame(0.0001)
     text = exposition(metrics)
     for name in NAMES:

@@ -3,7 +3,9 @@ S3-compatible server: the admin token, byte ranges a browser seeks with, both fo
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import wave
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -88,7 +90,7 @@ async def test_the_call_shows_its_recording(recorded: RecordedApp) -> None:
         call = await response.json()
     recording = call["recording"]
     assert recording["status"] == "ready" and recording["error"] is None
-    assert recording["formats"] == ["wav", "flac"] and recording["duration_s"] == 3.0
+    assert recording["formats"] == ["wav", "flac", "peaks"] and recording["duration_s"] == 3.0
     assert recording["channels"] == {"left": "caller", "right": "assistant"}
     assert datetime.fromisoformat(recording["started_at"]) == STARTED_AT
     assert recording["url"] == "/api/calls/CA-rec/recording"
@@ -116,6 +118,21 @@ async def test_whole_files_in_both_formats_hold_the_call(recorded: RecordedApp) 
         assert response.status == 200 and response.headers["Content-Type"] == "audio/flac"
         flac_bytes = await response.read()
     assert flac_bytes[:4] == b"fLaC" and len(flac_bytes) < len(wav_bytes)
+
+
+async def test_the_waveform_is_served_as_peaks(recorded: RecordedApp) -> None:
+    async with recorded.http.get(recorded.url("CA-rec", "?format=peaks"), headers=AUTH) as response:
+        assert response.status == 200 and response.headers["Content-Type"] == "application/json"
+        peaks = json.loads(await response.read())
+    assert peaks["rate"] == 8000 and peaks["bucket_ms"] == 20 and peaks["samples"] == 24000
+    assert peaks["channels"] == ["caller", "assistant"]
+    # The loudest sample of each 20 ms, one byte: the caller talked for the first two seconds, the
+    # assistant for a second from 0.5 s (record_call).
+    for name, samples, at in (("caller", recorded.caller, 0), ("assistant", recorded.assistant, 4000)):
+        channel = expected_channel(24000, [(at, pcm(PCMU_8K, samples))])
+        loudest = np.abs(channel.astype(np.int32)).reshape(-1, 160).max(axis=1)
+        expected = np.ceil(loudest * 255 / 32768).astype(np.uint8)
+        assert np.frombuffer(base64.b64decode(peaks[name]), dtype=np.uint8).tolist() == expected.tolist()
 
 
 async def test_byte_ranges_seek_like_a_browser(recorded: RecordedApp) -> None:
@@ -158,7 +175,7 @@ async def test_byte_ranges_seek_like_a_browser(recorded: RecordedApp) -> None:
 async def test_what_cannot_be_served_says_why(recorded: RecordedApp, tmp_path: Path) -> None:
     async with recorded.http.get(recorded.url("CA-rec", "?format=mp3"), headers=AUTH) as response:
         assert response.status == 400
-        assert "format must be one of wav, flac" in (await response.json())["error"]
+        assert "format must be one of wav, flac, peaks" in (await response.json())["error"]
     async with recorded.http.get(recorded.url("CA-nobody"), headers=AUTH) as response:
         assert response.status == 404 and (await response.json())["error"] == "no such call"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import socket
 import subprocess
@@ -120,12 +121,13 @@ async def test_a_call_is_spooled_while_it_runs_and_stored_in_the_directory(
     call = await logged(recorder, "CA-dir")
     assert_call_record_whole(call)
     assert call["recording_status"] == "ready" and call["recording_error"] is None
-    assert call["recording_formats"] == "wav,flac" and call["recording_duration_s"] == 2.0
+    assert call["recording_formats"] == "wav,flac,peaks" and call["recording_duration_s"] == 2.0
     assert call["recording_started_at"] == STARTED_AT
     stem = tmp_path / "recordings" / "2025" / "11" / "23" / "CA-dir"
     assert call["recording_location"] == stem.as_uri()
     assert_recording_matches(read_wav(stem.with_suffix(".wav")), caller, assistant)
     assert stem.with_suffix(".flac").stat().st_size > 0
+    assert json.loads(stem.with_suffix(".peaks").read_text())["samples"] == 16000
     assert list(spool_dir.iterdir()) == []  # the spool goes once the recording is stored
 
 
@@ -146,7 +148,8 @@ async def test_a_call_is_stored_in_s3(
     assert_call_record_whole(call)
     assert call["recording_status"] == "ready", call["recording_error"]
     assert call["recording_location"] == f"s3://{bucket}/calls/2025/11/23/CA-s3"
-    assert s3_keys(s3_endpoint, bucket) == ["calls/2025/11/23/CA-s3.flac", "calls/2025/11/23/CA-s3.wav"]
+    stored = ["calls/2025/11/23/CA-s3.flac", "calls/2025/11/23/CA-s3.peaks", "calls/2025/11/23/CA-s3.wav"]
+    assert s3_keys(s3_endpoint, bucket) == stored
     body = s3_client(s3_endpoint).get_object(Bucket=bucket, Key="calls/2025/11/23/CA-s3.wav")["Body"].read()
     (tmp_path / "downloaded.wav").write_bytes(body)
     assert_recording_matches(read_wav(tmp_path / "downloaded.wav"), caller, assistant)

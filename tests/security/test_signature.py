@@ -1,7 +1,8 @@
 """Twilio request signatures (SignalWire's too) and one-time stream tokens.
 
-Expected signatures come from the twilio SDK's own `RequestValidator.compute_signature` or from
-PROTOCOLS.md A7's vectors, never from the code under test, so agreement here means agreement with Twilio.
+Expected signatures come from the twilio SDK's own `RequestValidator.compute_signature` or from the
+test vectors of docs/protocols.md §T6 and §T7, never from the code under test, so agreement here means
+agreement with Twilio.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from bridge.carrier.twilio.signature import (
 )
 from bridge.carrier.webhook import WebhookRequest
 
-# PROTOCOLS.md A7.1: Twilio's documented example.
+# docs/protocols.md §T6: Twilio's documented example.
 DOC_TOKEN = "12345"
 DOC_URL = "https://mycompany.com/myapp.php?foo=1&bar=2"
 DOC_PARAMS = {
@@ -38,7 +39,7 @@ DOC_PARAMS = {
 }
 DOC_SIGNATURE = "0/KCTR6DLpKmkAf8muzZqo1nDgQ="
 
-# PROTOCOLS.md A7.2: the media socket upgrade.
+# docs/protocols.md §T7: the media socket upgrade.
 WS_URL = "wss://example.com/media-stream"
 WS_SIGNATURE = "XFfwGS2Ev7f9qAP9MmRoMS7C724="
 
@@ -352,6 +353,15 @@ def test_token_is_bound_to_its_call() -> None:
     token = tokens.issue(CALL)
     assert not tokens.redeem("CA" + "2" * 32, token)
     assert tokens.redeem(CALL, token)  # a failed attempt for another call does not burn it
+
+
+def test_token_vouches_for_its_claims() -> None:
+    """A token issued for a recorded call does not redeem for a stream that dropped the claim, nor an
+    unclaimed one for a stream that added it; a token issued without claims is what it always was."""
+    tokens = StreamTokens(b"k" * 32, clock=Clock())
+    recorded, plain = tokens.issue(CALL, "record=1"), tokens.issue(CALL)
+    assert not tokens.redeem(CALL, recorded) and not tokens.redeem(CALL, plain, "record=1")
+    assert tokens.redeem(CALL, recorded, "record=1") and tokens.redeem(CALL, plain)
 
 
 def test_token_expires() -> None:

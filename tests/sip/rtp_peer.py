@@ -52,6 +52,7 @@ class RtpPeer(asyncio.DatagramProtocol):
         self._sender: asyncio.Task[None] | None = None
         self._heard = asyncio.Event()  # the bridge's first packet came: we know where to talk
         self.sent = 0
+        self.said: list[tuple[float, bytes]] = []  # (time.monotonic() ms it was sent, µ-law frame)
 
     @property
     def port(self) -> int:
@@ -91,6 +92,7 @@ class RtpPeer(asyncio.DatagramProtocol):
             packet = RtpPacket(0, (4000 + n) & 0xFFFF, 80_000 + 160 * n, 0x5EED1234, frame, marker=n == 0)
             assert self.transport is not None
             self.transport.sendto(packet.serialise(), self.bridge_address)
+            self.said.append((time.monotonic() * 1000.0, frame))
             self.sent += 1
             n += 1
             delay = start + n * 0.020 - loop.time()

@@ -19,28 +19,23 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
 from bridge.audio import StreamingResampler
-from bridge.calllog.auth import COOKIE_NAME, AdminAuth
+from bridge.calllog.auth import COOKIE_NAME, OperatorAuth
 from bridge.config import load_settings
 from bridge.server import BRIDGE_KEY, create_app
 from bridge.sim.realtime_emulator import RealtimeEmulator
-from tests.calllog.cdp import Browser, Page, chromium_executable
+from tests.calllog.cdp import Page, browser_page
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN_TOKEN = "softphone-test-token-0123456789"
-AUTH = AdminAuth(ADMIN_TOKEN)
+AUTH = OperatorAuth(ADMIN_TOKEN)
 MIC_RATE = 48000
 
 
 def session_cookie() -> str:
     """The call log's sign-in cookie for ADMIN_TOKEN, as its login form would set it."""
     response = web.Response()
-    AUTH.set_session(make_mocked_request("POST", "/calls/login"), response)
+    AUTH.set_session(make_mocked_request("POST", "/calls/login"), response, "admin")
     return response.cookies[COOKIE_NAME].value
-
-
-@pytest.fixture
-def chromium() -> str:
-    return chromium_executable()
 
 
 def write_microphone_wav(path: Path, *, lead_in_s: float, tail_s: float) -> Path:
@@ -66,30 +61,17 @@ def microphone_wav(tmp_path: Path) -> Path:
     return write_microphone_wav(tmp_path / "microphone.wav", lead_in_s=2.5, tail_s=1.5)
 
 
-async def launch_browser(executable: str, workdir: Path, microphone: Path) -> Browser:
-    """Chromium as the call-log tests launch it, plus a fake microphone playing `microphone`."""
-    return await Browser.launch(
-        executable,
-        workdir,
-        extra_flags=(
-            "--use-fake-ui-for-media-stream",
-            "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-audio-capture={microphone}",
-            "--autoplay-policy=no-user-gesture-required",
-        ),
-    )
-
-
 @pytest.fixture
-async def page(chromium: str, tmp_path: Path, microphone_wav: Path) -> AsyncIterator[Page]:
-    browser = await launch_browser(chromium, tmp_path / "chromium", microphone_wav)
-    try:
-        page = await browser.first_page()
+async def page(tmp_path: Path, microphone_wav: Path) -> AsyncIterator[Page]:
+    """Chromium as the call-log tests launch it, plus a fake microphone playing `microphone_wav`."""
+    flags = (
+        "--use-fake-ui-for-media-stream",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={microphone_wav}",
+        "--autoplay-policy=no-user-gesture-required",
+    )
+    async with browser_page(tmp_path / "chromium", flags) as page:
         yield page
-        await page.close()
-        assert page.errors == [], f"the page logged errors: {page.errors}"
-    finally:
-        await browser.close()
 
 
 async def open_phone(page: Page, base_url: str) -> None:
@@ -111,8 +93,9 @@ class RecordingCallLog:
     events: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     ended: list[tuple[str, str]] = field(default_factory=list)
 
-    def call_started(self, **fields: Any) -> None:
+    async def claim_call(self, **fields: Any) -> bool:
         self.started.append(fields)
+        return True
 
     def event(self, call_id: str, kind: str, data: dict[str, Any], at: datetime | None = None) -> None:
         self.events.append((call_id, kind, data))

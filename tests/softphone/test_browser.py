@@ -365,6 +365,9 @@ async def test_a_browser_call_through_the_bridge_with_barge_in(page: Page) -> No
         await page.evaluate("document.querySelector('#hangup').click()")
         await page.wait_for("window.softphone.state === 'ended'")
         await page.wait_for("document.querySelector('#fig-barge-ins').textContent !== '0'")
+        # The finished call's page in the call log is a click away.
+        assert await page.evaluate("document.querySelector('#call-link').hidden") is False
+        link = await page.evaluate("document.querySelector('#call-link a').getAttribute('href')")
         for _ in range(50):
             if bridge.call_log.ended:
                 break
@@ -372,6 +375,7 @@ async def test_a_browser_call_through_the_bridge_with_barge_in(page: Page) -> No
 
     (call,) = bridge.call_log.started
     assert call["direction"] == "browser" and call["from_number"] == "browser"
+    assert link == f"/calls/{call['call_id']}"
     assert bridge.call_log.ended == [(call["call_id"], "caller_hangup")]
     barge_ins = [data for _, kind, data in bridge.call_log.events if kind == "barge_in"]
     assert len(barge_ins) >= 1 and barge_ins[0]["heard_ms"] > 500

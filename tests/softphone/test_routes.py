@@ -36,7 +36,7 @@ async def test_the_page_needs_the_sign_in(client: TestClient) -> None:
     response = await client.get("/phone")
     assert response.status == 401
     body = await response.text()
-    assert "Sign in" in body and 'href="/calls"' in body
+    assert "Sign in" in body and 'href="/calls/login?next=/phone"' in body
     assert 'id="call"' not in body  # no softphone for strangers
 
     wrong = await client.get("/phone", headers={"Authorization": "Bearer nope"})

@@ -1,10 +1,10 @@
 """Plivo Audio Streaming (bidirectional XML `<Stream>`) as a sans-IO codec.
 
 `decode` turns one websocket text message from Plivo into a plain carrier event (or None for messages
-we deliberately ignore); `encode` turns a carrier command into the JSON text Plivo accepts. PROTOCOLS.md
-A9 summarises the dialect; the details below were checked against Plivo's Audio Streaming protocol
-reference, its `<Stream>` XML reference, its official stream SDKs (Python `plivo_stream`, Java
-`com.plivo.stream`) and pipecat's `PlivoFrameSerializer`.
+we deliberately ignore); `encode` turns a carrier command into the JSON text Plivo accepts.
+docs/protocols.md §P1, §P2, §P3 summarise the dialect; the details below were checked against Plivo's
+Audio Streaming documentation, its `<Stream>` XML reference, its official stream SDKs (Python
+`plivo_stream`, Java `com.plivo.stream`) and pipecat's `PlivoFrameSerializer`.
 
 Messages from Plivo:
   `start`   {"event","sequenceNumber","start":{"callId","streamId","accountId","tracks",
@@ -67,6 +67,7 @@ from bridge.carrier.json_message import (
     media_payload,
 )
 from bridge.carrier.stream_tokens import STREAM_TOKEN_PARAMETER, UPSTREAM_PARAMETER
+from bridge.carrier.webhook import RECORD_PARAMETER
 
 # 20 ms is 160 bytes of µ-law or 640 of L16 at 16 kHz: more than a second is not a phone frame.
 MAX_INBOUND_PAYLOAD_BYTES = 32_000  # a second of L16 at 16 kHz
@@ -87,6 +88,7 @@ _HEADER_NAMES = {
     "from": "from",
     "to": "to",
     "direction": "direction",
+    RECORD_PARAMETER: "record",
 }
 _PARAMETER_NAMES = {header: parameter for parameter, header in _HEADER_NAMES.items()}
 _ALNUM = re.compile(r"[A-Za-z0-9]+")

@@ -58,7 +58,8 @@ def setup_routes(app: web.Application, carrier: Carrier) -> None:
     if settings.plivo_auth_id and token:
         transfer = call_api_transfer(settings.plivo_auth_id, token, settings.plivo_api_base)
     else:
-        transfer = transfers_unavailable(NO_CREDENTIALS)
+        missing = "PLIVO_AUTH_TOKEN" if settings.plivo_auth_id else "PLIVO_AUTH_ID"
+        transfer = transfers_unavailable(NO_CREDENTIALS, missing)
     answers = PlivoAnswers(PATHS)
     routes = CarrierRoutes(bridge, carrier, answers, PlivoSignature, transfer)
     routes.mount(app)

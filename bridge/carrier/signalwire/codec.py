@@ -1,5 +1,5 @@
-"""SignalWire's `<Connect><Stream>` media stream is Twilio's dialect (PROTOCOLS.md A9): Twilio's codec,
-under SignalWire's name in the call log."""
+"""SignalWire's `<Connect><Stream>` media stream is Twilio's dialect (docs/protocols.md §SW1): Twilio's
+codec, under SignalWire's name in the call log."""
 
 from __future__ import annotations
 

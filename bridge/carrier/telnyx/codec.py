@@ -1,6 +1,6 @@
 """Telnyx Media Streaming (bidirectional RTP mode) as a sans-IO codec.
 
-The wire (Telnyx "Stream call media over WebSocket", PROTOCOLS.md A9): JSON text frames, snake_case.
+The wire (Telnyx "Stream call media over WebSocket", docs/protocols.md §TX2): JSON text frames, snake_case.
 In: `connected`; `start` with `stream_id` and `start.{call_control_id, from, to, custom_parameters,
 media_format{encoding, sample_rate, channels}}`; `media` with `media.{track, chunk, timestamp,
 payload}` (base64 RTP payload, no header) and a top-level `sequence_number`; `dtmf` (`dtmf.digit`);
@@ -13,9 +13,8 @@ is full: then the missing frame is counted in `sequence_gaps` and skipped), and 
 its place was skipped is dropped and counted in `late_frames`. In-order frames pass with no delay.
 
 What was played: the bridge sends a `mark` after its audio and Telnyx echoes it once that audio has
-played. That is the ledger's input, exactly as with Twilio. The docs list `mark` both ways; that the
-echo comes when the audio before it finished playing, and that a `clear` makes pending marks come
-back at once, is Twilio's behaviour assumed here, not verified against Telnyx.
+played (at once when nothing is playing), and a `clear` sends the pending marks back at once; Telnyx
+documents both (docs/protocols.md §TX3). That is the ledger's input, exactly as with Twilio.
 
 `error` frames are valid messages that report a problem (e.g. 100003 malformed_frame, 100004
 invalid_media, 100005 rate_limit_reached): they decode to None and are logged and counted, never

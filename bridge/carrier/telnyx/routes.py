@@ -53,6 +53,6 @@ def setup_routes(app: web.Application, carrier: Carrier) -> None:
     if api_key := setting_text(settings.telnyx_api_key):
         transfer = call_control_transfer(TelnyxCallControl(api_key, settings.telnyx_api_base))
     else:
-        transfer = transfers_unavailable("no Telnyx API key is configured (TELNYX_API_KEY)")
+        transfer = transfers_unavailable("no Telnyx API key is configured (TELNYX_API_KEY)", "TELNYX_API_KEY")
     answers = TwimlAnswers(PATHS, stream_attributes=STREAM_ATTRIBUTES)
     CarrierRoutes(bridge, carrier, answers, TelnyxSignature.from_public_key, transfer).mount(app)

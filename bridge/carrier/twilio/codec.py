@@ -2,7 +2,7 @@
 
 `decode` turns one websocket text message into a plain carrier event (or None for messages we
 deliberately ignore); `encode` turns a carrier command into the JSON text Twilio accepts. Neither
-touches a socket. PROTOCOLS.md A3-A5 is the reference.
+touches a socket. docs/protocols.md §T3, §T4, §T5 is the reference.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Call control over Twilio's REST API: transferring a live call (PROTOCOLS.md A8.1, A8.2).
+"""Call control over Twilio's REST API: transferring a live call (docs/protocols.md §T8) and placing
+one (§T9).
 
 The official SDK builds the requests, adds the credentials and turns error bodies into exceptions; its async
 resource methods (`update_async`) run on the event loop rather than the sync client in a thread, so a
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
+from collections.abc import Iterator
 from types import TracebackType
 
 import aiohttp
@@ -23,10 +26,21 @@ from twilio.http.response import Response
 from twilio.rest import Client
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
+from bridge.answer_detection import MachineDetection
+from bridge.carrier.outbound import CallNotPlaced, Placement
 from bridge.carrier.transfer import TransferFailed
+from bridge.carrier.twilio.signature import TwilioSignature
 from bridge.phone_numbers import valid_e164
 
 DEFAULT_TIMEOUT_S = 10.0
+# Progress worth hearing about (docs/protocols.md §T9); Twilio sends only `completed` when none is named.
+STATUS_EVENTS = ["initiated", "ringing", "answered", "completed"]
+# Enable answers as soon as it can tell (hang up on a machine); DetectMessageEnd waits for a
+# machine's greeting to end, so a message left then is recorded whole.
+MACHINE_DETECTION = {
+    MachineDetection.HANG_UP: "Enable",
+    MachineDetection.LEAVE_MESSAGE: "DetectMessageEnd",
+}
 
 
 class _AiohttpTransport(AsyncHttpClient):
@@ -70,6 +84,10 @@ class _AiohttpTransport(AsyncHttpClient):
 
 
 class TwilioCalls:
+    """One Twilio account's calls: transfers, and placing calls (a `bridge.carrier.outbound.Dialer`)."""
+
+    carrier = "twilio"
+
     def __init__(
         self,
         account_sid: str,
@@ -79,6 +97,7 @@ class TwilioCalls:
         timeout: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         self._timeout = timeout
+        self.signature = TwilioSignature(auth_token)  # its callbacks are signed with the Auth Token
         # No retries: a rejected token or a 5xx is reported at once and the caller decides.
         self._http = _AiohttpTransport(timeout)
         self._client = Client(account_sid, auth_token, http_client=self._http)
@@ -98,23 +117,57 @@ class TwilioCalls:
         if caller_id is not None and not valid_e164(caller_id):
             raise TransferFailed("the caller id is not E.164")
         twiml = str(transfer_twiml(number, caller_id=caller_id))
-        failed = f"twilio transfer {call_sid}"
-        try:
+        with self._request(f"twilio transfer {call_sid}", TransferFailed):
             async with asyncio.timeout(self._timeout):
                 await self._client.calls(call_sid).update_async(twiml=twiml)
+
+    async def place(self, placement: Placement) -> str:
+        """Create the call (`Calls.json`), answered by our `answer_url`, its progress and (with machine
+        detection) Twilio's asynchronous verdict posted to our callback URLs; returns its CallSid.
+        CallNotPlaced says why Twilio did not take it."""
+        detection: dict[str, str] = {}
+        if (mode := MACHINE_DETECTION.get(placement.machine_detection)) is not None:
+            detection = {
+                "machine_detection": mode,
+                "async_amd": "true",  # the call connects at once: our stream starts while Twilio listens
+                "async_amd_status_callback": placement.detection_url,
+                "async_amd_status_callback_method": "POST",
+            }
+        with self._request("twilio call", CallNotPlaced):
+            async with asyncio.timeout(self._timeout):
+                call = await self._client.calls.create_async(
+                    to=placement.to,
+                    from_=placement.from_,
+                    url=placement.answer_url,
+                    method="POST",
+                    status_callback=placement.status_url,
+                    status_callback_method="POST",
+                    status_callback_event=STATUS_EVENTS,
+                    timeout=placement.ring_timeout_s,
+                    **detection,
+                )
+        if not call.sid:
+            raise CallNotPlaced("twilio call: the answer names no call")
+        return str(call.sid)
+
+    @contextlib.contextmanager
+    def _request(self, what: str, failure: type[Exception]) -> Iterator[None]:
+        """Turn whatever a REST request raises into `failure` with a one-line reason."""
+        try:
+            yield
         except TwilioException as exc:
             status = getattr(exc, "status", None)
             code = getattr(exc, "code", None)
             # TwilioRestException.__str__ adds terminal colours; build a plain one-line message instead.
             detail = getattr(exc, "msg", None) or getattr(exc, "title", None) or type(exc).__name__
-            raise TransferFailed(f"{failed} failed: HTTP {status} code {code}: {detail}") from None
+            raise failure(f"{what} failed: HTTP {status} code {code}: {detail}") from None
         except TimeoutError:
-            raise TransferFailed(f"{failed} timed out after {self._timeout:g} s") from None
+            raise failure(f"{what} timed out after {self._timeout:g} s") from None
         except aiohttp.ClientError as exc:
-            raise TransferFailed(f"{failed} failed: {type(exc).__name__}: {exc}") from None
+            raise failure(f"{what} failed: {type(exc).__name__}: {exc}") from None
         except ValueError:
-            # A 2xx whose body is not JSON: the update may have happened, but nothing confirms it.
-            raise TransferFailed(f"{failed}: unreadable response") from None
+            # A 2xx whose body is not JSON: it may have happened, but nothing confirms it.
+            raise failure(f"{what}: unreadable response") from None
 
     async def close(self) -> None:
         await self._http.close()

@@ -1,5 +1,6 @@
-"""Twilio's request signature, `X-Twilio-Signature` (PROTOCOLS.md A7): base64 HMAC-SHA1, keyed with the
-Auth Token, of the URL Twilio requested followed by the POSTed form's names and values sorted by name.
+"""Twilio's request signature, `X-Twilio-Signature` (docs/protocols.md §T6, §T7): base64 HMAC-SHA1,
+keyed with the Auth Token, of the URL Twilio requested followed by the POSTed form's names and values
+sorted by name.
 SignalWire signs its cXML webhooks the same way with its Signing Key (`bridge.carrier.signalwire.signature`).
 
 `form_is_signed` and `upgrade_url_is_signed` are the scheme over plain strings and mappings;
@@ -23,10 +24,10 @@ SIGNATURE_HEADER = "X-Twilio-Signature"
 def form_is_signed(
     auth_token: str, public_url: str, form: Mapping[str, object], signature: str | None
 ) -> bool:
-    """Does `signature` sign this form POST to `public_url` with `auth_token` (PROTOCOLS.md A7.1)?
+    """Does `signature` sign this form POST to `public_url` with `auth_token` (docs/protocols.md §T6)?
 
     `form` may repeat names (aiohttp's MultiDictProxy); all values count, as Twilio signs them.
-    The SDK also accepts the URL with and without its default port (A7.1 point 7).
+    The SDK also accepts the URL with and without its default port (docs/protocols.md §T6).
     """
     if not auth_token or not signature:
         return False
@@ -39,7 +40,7 @@ def form_is_signed(
 
 
 def upgrade_url_is_signed(auth_token: str, public_ws_url: str, signature: str | None) -> bool:
-    """Does `signature` sign the media websocket URL (PROTOCOLS.md A7.2)?
+    """Does `signature` sign the media websocket URL (docs/protocols.md §T7)?
 
     Twilio signs the URL it connected to with no parameters. Whether that is the `wss://` or the
     `https://` spelling is unverified for Media Streams, so either passes; both need the Auth Token.

@@ -1,4 +1,4 @@
-"""Twilio's call webhook read, and the TwiML that answers it (PROTOCOLS.md A2).
+"""Twilio's call webhook read, and the TwiML that answers it (docs/protocols.md §T2).
 
 SignalWire's cXML and Telnyx's TeXML are TwiML dialects: their routes read and answer with
 `TwimlAnswers` too, at their own paths and, for Telnyx, with its own `<Stream>` attributes.
@@ -23,8 +23,8 @@ def connect_stream(
 ) -> str:
     """`<Connect><Stream>` to `stream_url` (which must have no query: Twilio forbids one), passing
     `parameters` as `<Parameter>`s (empty ones left out). `action_url`: where Twilio asks what to do
-    once the stream has ended (PROTOCOLS.md A2). `stream_attributes`: further `<Stream>` attributes in
-    snake_case (written lowerCamelCase)."""
+    once the stream has ended (docs/protocols.md §T1, §T2). `stream_attributes`: further `<Stream>`
+    attributes in snake_case (written lowerCamelCase)."""
     response = VoiceResponse()
     connect = Connect(action=action_url, method="POST") if action_url else Connect()
     stream = connect.stream(url=stream_url, name="bridge", **dict(stream_attributes or {}))

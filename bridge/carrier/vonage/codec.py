@@ -1,6 +1,6 @@
 """Vonage Voice API websockets (NCCO `connect` to a `websocket` endpoint) as a sans-IO codec.
 
-The wire (PROTOCOLS.md A9; Vonage's "WebSockets" guide; pipecat's `serializers/vonage.py`):
+The wire (docs/protocols.md §V1, §V2, §V3, with their sources):
 
 * Vonage opens the socket to the NCCO's `uri`. Its first message is text,
   `{"event": "websocket:connected", "content-type": "audio/l16;rate=16000", ...}`, with every key of

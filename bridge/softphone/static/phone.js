@@ -1,5 +1,6 @@
 // The softphone: a call into the bridge from this browser. It speaks exactly the Twilio Media Streams
-// protocol (PROTOCOLS.md part A), so the bridge handles it like any phone call: same call, barge-in, call log.
+// protocol (docs/protocols.md §T3, §T4, §T5), so the bridge handles it like any phone call: same call,
+// barge-in, call log.
 
 const FRAME_MS = 20;
 const ULAW_RATE = 8000;
@@ -197,7 +198,12 @@ class Call {
         callSid: this.callSid,
         tracks: ["inbound"],
         mediaFormat: { encoding: "audio/x-mulaw", sampleRate: ULAW_RATE, channels: 1 },
-        customParameters: { from: "browser", to: "softphone", direction: "browser" },
+        customParameters: {
+          from: "browser",
+          to: "softphone",
+          direction: "browser",
+          ...($("record").checked ? { record: "1" } : {}),
+        },
       },
     });
     this.live = true;
@@ -310,6 +316,11 @@ class Call {
     showFigures(this);
     eventLog.add(state === "failed" ? "problem" : "info", text);
     setState(state, state === "failed" ? "Call failed" : "Call ended");
+    if (this.connectedAt) {
+      // The bridge logs a browser call under the call SID this page made up.
+      $("call-link").querySelector("a").href = `/calls/${encodeURIComponent(this.callSid)}`;
+      $("call-link").hidden = false;
+    }
   }
 
   release() {
@@ -328,6 +339,7 @@ $("call").addEventListener("click", async () => {
   $("mute").textContent = "Mute";
   $("mute").setAttribute("aria-pressed", "false");
   eventLog.clear(performance.now());
+  $("call-link").hidden = true;
   setState("connecting", "Connecting…");
   eventLog.add("info", "Starting the microphone and calling the bridge");
   current = new Call();

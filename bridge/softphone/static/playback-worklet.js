@@ -1,5 +1,5 @@
 // The assistant's voice: G.711 µ-law 8 kHz in, played in real time at the AudioContext rate.
-// It behaves like Twilio's playout buffer (PROTOCOLS.md A5): audio plays in order, a mark is released
+// It behaves like Twilio's playout buffer (docs/protocols.md §T5): audio plays in order, a mark is released
 // once the audio queued before it has been played (at once when nothing is queued), and a clear drops
 // everything queued and releases every pending mark.
 import { SincResampler, ULAW_TO_FLOAT } from "./dsp.js";

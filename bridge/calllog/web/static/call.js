@@ -1,12 +1,21 @@
 "use strict";
 
 (() => {
-  const { el, getJSON, formatWhen, liveDuration, formatCost, formatMs, clock, reasonBadge, poll } = CallLog;
+  const {
+    el, getJSON, formatWhen, liveDuration, formatCost, formatMs, formatSpoken, clock, party, callTitle,
+    reasonBadge, directionBadge, dispositionBadge, operatorAction, poll, END_REASONS,
+  } = CallLog;
   const callId = decodeURIComponent(window.location.pathname.split("/").pop());
   const highlight = new URLSearchParams(window.location.search).get("q") || "";
   const status = document.getElementById("status");
+  const sections = document.getElementById("sections");
   const timeline = document.getElementById("timeline");
   const revealButton = document.getElementById("reveal");
+  const WORDLESS = {
+    off: "not transcribed",
+    failed: "the transcription failed",
+    empty: "no words could be made out",
+  };
   let reveal = false;
   let call = null;
 
@@ -17,29 +26,40 @@
     document.getElementById(id).textContent = text;
   }
 
-  // The search words, marked inside a transcript line (built from text nodes, never HTML).
-  function marked(text) {
-    if (!highlight) return [text];
-    const parts = [];
-    const lower = text.toLowerCase();
-    const needle = highlight.toLowerCase();
-    let from = 0;
-    for (let at = lower.indexOf(needle); at !== -1 && needle; at = lower.indexOf(needle, from)) {
-      parts.push(text.slice(from, at), el("mark", { text: text.slice(at, at + needle.length) }));
-      from = at + needle.length;
-    }
-    parts.push(text.slice(from));
-    return parts;
-  }
+  // The words searched for, marked wherever they were found.
+  const marked = (text) => CallLog.marked(text, highlight);
 
-  function renderSummary() {
-    document.getElementById("summary").hidden = false;
-    const who = call.direction === "outbound" ? `Call to ${call.to_number}` : `Call from ${call.from_number}`;
-    set("title", who);
-    document.title = `${who} · Call log`;
-    document.getElementById("badge").replaceChildren(reasonBadge(call));
-    set("from", call.from_number);
-    set("to", call.to_number);
+  function renderOverview() {
+    const title = callTitle(call);
+    set("title", title);
+    document.title = `${title} · Call log`;
+    const direction = directionBadge(call);
+    document.getElementById("badge").replaceChildren(reasonBadge(call), ...(direction ? [" ", direction] : []));
+    document.getElementById("disposition").replaceChildren(dispositionBadge(call.disposition) || "");
+
+    // The gist first: what the caller wanted and what happened, before any figure.
+    const intent = document.getElementById("intent");
+    intent.parentElement.hidden = !call.intent;
+    let summary = call.summary || "";
+    if (!summary) {
+      if (call.end_reason === "stream_never_connected") {
+        summary = "The carrier asked for this call and the bridge answered, but the call's audio never reached it: "
+          + "no media stream connected (a firewall or proxy in the way, a wrong public URL, a refused stream token).";
+      } else if (call.status === "in_progress") {
+        summary = "The summary is written once the call has ended.";
+      } else if (Date.now() - Date.parse(call.ended_at) < 60000) {
+        summary = "The summary is on its way.";
+      } else {
+        summary = "No summary for this call.";
+      }
+    }
+    const summaryNode = document.getElementById("summary");
+    summaryNode.replaceChildren(...(call.summary ? marked(summary) : [summary]));
+    summaryNode.classList.toggle("muted", !call.summary);
+    intent.replaceChildren(...marked(call.intent || ""));
+
+    set("from", party(call, "from"));
+    set("to", party(call, "to"));
     set("started", formatWhen(call.started_at));
     set("duration", liveDuration(call));
     set("cost", formatCost(call.cost_usd));
@@ -54,6 +74,7 @@
     set("barge-ins", String(call.barge_in_count));
     set("model", `${call.model} · ${call.voice}`);
     revealButton.textContent = reveal ? "Hide full numbers" : "Show full numbers";
+    revealButton.hidden = call.carrier === "browser";
 
     const n = (v) => Number(v || 0).toLocaleString();
     const facts = [
@@ -61,13 +82,17 @@
       ["Carrier call id", call.call_sid || "—"],
       ["Stream id", call.stream_sid || "—"],
       ["Carrier · direction", `${call.carrier} · ${call.direction}`],
+      ["Handled by", call.owner_id || "—"],
       ["Input tokens", `${n(call.input_text_tokens)} text, ${n(call.input_audio_tokens)} audio (${n(call.input_cached_tokens)} cached)`],
       ["Output tokens", `${n(call.output_text_tokens)} text, ${n(call.output_audio_tokens)} audio`],
       ["Errors", String(call.error_count)],
+      ["Ended", call.ended_at ? formatWhen(call.ended_at) : "—"],
     ];
-    if (call.ended_at) facts.push(["Ended", formatWhen(call.ended_at)]);
-    if (call.disposition) facts.push(["Disposition", call.disposition]);
-    if (call.summary) facts.push(["Summary", call.summary]);
+    if (call.outbound_status) {
+      const asked = call.outbound_request || {};
+      const answered = call.answered_by ? `answered by ${call.answered_by}${call.message_end ? ` (greeting ended: ${call.message_end})` : ""}` : "not answered yet";
+      facts.push(["Placed call", `${call.outbound_status} · ${answered} · machine detection ${asked.machine_detection || "off"}`]);
+    }
     document.getElementById("tech").replaceChildren(
       ...facts.map(([k, v]) => el("div", {}, el("dt", { text: k }), el("dd", { text: v }))),
     );
@@ -105,6 +130,35 @@
     );
   }
 
+  // What the assistant said, and, when the caller cut it off, the rest it would have said: greyed,
+  // marked as never heard.
+  function assistantWords(d) {
+    const heard = String(d.text || "");
+    const full = typeof d.full_text === "string" ? d.full_text : "";
+    const words = heard ? marked(heard) : [el("span", { class: "muted", text: "(cut off before a word was heard)" })];
+    if (d.interrupted && full.length > heard.length && full.startsWith(heard)) {
+      const rest = full.slice(heard.length);
+      words.push(
+        el("span", { class: "unheard", title: "Never heard: the caller cut in" }, rest),
+        el("span", { class: "unheard-label", text: " not heard" }),
+      );
+    }
+    return words;
+  }
+
+  function operatorNote(e) {
+    const d = e.data || {};
+    const failed = d.outcome !== "done";
+    return el(
+      "div",
+      { class: `note operator${failed ? " problem" : ""}`, dataset: { kind: e.kind, outcome: d.outcome || "" } },
+      el("time", { text: at(e) }),
+      el("span", { class: "operator-tag", text: "Operator" }),
+      el("strong", { class: "operator-name", text: d.operator || "unknown" }),
+      el("span", { class: "operator-did", text: operatorAction(d) }),
+    );
+  }
+
   function json(value) {
     const text = typeof value === "string" ? value : JSON.stringify(value);
     return text && text.length > 400 ? `${text.slice(0, 400)}…` : text;
@@ -125,10 +179,19 @@
     let pendingLatency = null;
     for (const e of events) {
       const d = e.data || {};
+      const before = nodes.length;
       switch (e.kind) {
         case "caller_transcript":
           nodes.push(bubble("caller", "Caller", e, marked(String(d.text || "…"))));
           break;
+        case "caller_spoke": {
+          const spoke = d.spoken_ms ? `Caller spoke (${formatSpoken(d.spoken_ms)})` : "Caller spoke";
+          const why = WORDLESS[d.words] ? ` — ${WORDLESS[d.words]}` : "";
+          const node = bubble("caller", "Caller", e, [el("span", { class: "wordless", text: `${spoke}${why}` })]);
+          node.classList.add("wordless-turn");
+          nodes.push(node);
+          break;
+        }
         case "assistant_transcript": {
           const barge = bargeByItem.get(d.item_id);
           const extra = [];
@@ -138,7 +201,7 @@
           }
           if (barge) extra.push(cutMarker(barge));
           else if (d.interrupted) extra.push(el("p", { class: "cut-marker", text: "✂ Cut off by the caller" }));
-          const node = bubble("assistant", "Assistant", e, marked(String(d.text || "…")), extra);
+          const node = bubble("assistant", "Assistant", e, assistantWords(d), extra);
           if (barge || d.interrupted) node.classList.add("cut");
           nodes.push(node);
           break;
@@ -174,20 +237,60 @@
             note(e, "problem", el("strong", { text: `Error${d.source ? ` (${d.source})` : ""}` }), `${d.code ? ` ${d.code}` : ""}: ${d.message || ""}`),
           );
           break;
+        case "operator_action":
+          nodes.push(operatorNote(e));
+          break;
         case "note":
-          nodes.push(note(e, "quiet", String(d.text || "")));
+          nodes.push(
+            note(
+              e,
+              "added",
+              el("span", { class: "added-tag", text: d.source === "before_response" ? "Added by the before-response hook" : "Added to the conversation" }),
+              el("span", { text: String(d.text || "") }),
+            ),
+          );
+          break;
+        case "session_restored":
+          nodes.push(note(e, "quiet", `The AI session was replaced; the conversation so far (${d.items} lines) went on in the new one`));
+          break;
+        case "call_progress":
+          nodes.push(note(e, d.status === "failed" ? "problem" : "quiet", progressText(d)));
+          break;
+        case "answering":
+          nodes.push(note(e, "quiet", answeringText(d)));
           break;
         default:
           nodes.push(note(e, "quiet", `${e.kind}: ${json(d)}`));
       }
+      // The recording's player (recording.js) plays each line from its time when it is clicked.
+      if (nodes.length > before && typeof CallRecording !== "undefined") CallRecording.line(nodes[nodes.length - 1], e);
     }
     if (call.status === "in_progress") nodes.push(el("p", { class: "live-tail" }, el("span", { class: "dot" }), " Call in progress — updating live"));
     else if (call.ended_at) {
-      const label = CallLog.END_REASONS[call.end_reason] || call.end_reason || "Ended";
+      const label = END_REASONS[call.end_reason] || call.end_reason || "Ended";
       nodes.push(note({ at: call.ended_at, kind: "end" }, "end", `Call ended — ${label}`));
     }
-    if (!events.length && call.status !== "in_progress") nodes.unshift(el("p", { class: "muted", text: "Nothing was recorded for this call." }));
+    if (!events.length && call.status !== "in_progress") nodes.unshift(el("p", { class: "muted", text: "Nothing was said on this call." }));
     timeline.replaceChildren(...nodes);
+  }
+
+  // A placed call's progress as the carrier reported it.
+  function progressText(d) {
+    if (d.answered_by) return `Carrier: answered by ${d.answered_by}${d.message_end ? `, greeting ended (${d.message_end})` : ""}`;
+    const status = d.status || d.carrier_status || "";
+    return `Carrier: ${status.replace("_", " ")}${d.error ? ` — ${d.error}` : ""}`;
+  }
+
+  // What the call did once it knew (or stopped waiting to know) who answered.
+  function answeringText(d) {
+    const action = {
+      converse: "the assistant speaks",
+      leave_message: "the assistant leaves its message",
+      await_message_end: "waiting for the machine's beep",
+      hang_up: "hung up on the machine",
+    }[d.action];
+    if (!action) return `Answered by ${d.answered_by || "?"}`;
+    return d.assumed ? `No answer type in time: ${action}, as to a person` : `Answered by ${d.answered_by}: ${action}`;
   }
 
   function toolOutcome(result) {
@@ -208,8 +311,10 @@
       return;
     }
     status.hidden = true;
-    renderSummary();
+    sections.hidden = false;
+    renderOverview();
     renderTimeline();
+    document.dispatchEvent(new CustomEvent("calllog:call", { detail: call }));
     // Follow a live call like a chat, unless the reader has scrolled up to read.
     if (call.status === "in_progress" && nearBottom) window.scrollTo(0, document.body.scrollHeight);
   }
@@ -219,6 +324,10 @@
     load();
   });
 
+  // A live call, and a call that ended a moment ago (its summary is on its way), stay fresh.
+  const fresh = () =>
+    call !== null &&
+    (call.status === "in_progress" || (!call.summary && Date.now() - Date.parse(call.ended_at) < 60000));
   load();
-  poll(load, () => call !== null && call.status === "in_progress");
+  poll(load, fresh);
 })();

@@ -1,13 +1,27 @@
 "use strict";
 
 (() => {
-  const { el, getJSON, formatWhen, liveDuration, formatCost, reasonBadge, poll, END_REASONS } = CallLog;
+  const {
+    el, getJSON, formatWhen, liveDuration, formatCost, reasonBadge, dispositionBadge, directionBadge, party, plural, marked, poll,
+    END_REASONS,
+  } = CallLog;
   const form = document.getElementById("filters");
-  const tbody = document.querySelector("#calls tbody");
+  const table = document.getElementById("calls");
   const status = document.getElementById("status");
   const empty = document.getElementById("empty");
   const more = document.getElementById("more");
-  const FILTERS = ["q", "number", "since", "until", "end_reason", "upstream_api"];
+  // The filters are the form's fields marked data-filter; their names are /api/calls's parameters.
+  const fields = [...form.querySelectorAll("[data-filter]")];
+  const FOUND_IN = {
+    caller: "what the caller said",
+    assistant: "what the assistant said",
+    summary: "the summary",
+    call_sid: "the call SID",
+    call_id: "the call id",
+    stream_sid: "the stream SID",
+    from_number: "the caller's number",
+    to_number: "the number called",
+  };
 
   const select = form.elements.end_reason;
   for (const [value, label] of Object.entries(END_REASONS)) select.append(el("option", { value, text: label }));
@@ -28,11 +42,11 @@
 
   function filtersFromForm() {
     const params = new URLSearchParams();
-    for (const name of FILTERS) {
-      let value = form.elements[name].value.trim();
+    for (const field of fields) {
+      let value = field.value.trim();
       if (!value) continue;
-      if (name === "since" || name === "until") value = new Date(value).toISOString();
-      params.set(name, value);
+      if ("time" in field.dataset) value = new Date(value).toISOString();
+      params.set(field.name, value);
     }
     return params;
   }
@@ -40,36 +54,72 @@
   function formFromAddress() {
     const params = new URLSearchParams(window.location.search);
     applied = new URLSearchParams();
-    for (const name of FILTERS) if (params.get(name)) applied.set(name, params.get(name));
-    for (const name of FILTERS) {
-      const value = params.get(name) || "";
-      form.elements[name].value = name === "since" || name === "until" ? (value ? toLocalInput(value) : "") : value;
+    for (const field of fields) {
+      const value = params.get(field.name) || "";
+      if (value) applied.set(field.name, value);
+      field.value = "time" in field.dataset ? (value ? toLocalInput(value) : "") : value;
     }
   }
 
-  function row(call, query) {
-    const href = `/calls/${encodeURIComponent(call.call_id)}${query.get("q") ? `?q=${encodeURIComponent(query.get("q"))}` : ""}`;
+  // The one line that says what the call was about: the search hit, else the summary's gist, else
+  // what the caller said first.
+  function gist(call, searched) {
+    const parts = [];
+    const match = call.match;
+    if (match) {
+      const where = FOUND_IN[match.field] || match.field;
+      const lines = match.lines > 1 ? ` (${plural(match.lines, "line")})` : "";
+      const snippet = el("span", { class: "snippet" }, "“", ...marked(match.text, searched), "”");
+      parts.push(el("span", { class: "match" }, el("span", { class: "found" }, `Found in ${where}${lines}: `), snippet));
+    }
+    const about = el("span", { class: "about" });
+    const badge = dispositionBadge(call.disposition);
+    if (badge) about.append(badge, " ");
+    if (call.intent) about.append(el("strong", { class: "intent", text: call.intent }));
+    if (call.summary) about.append(call.intent ? " — " : "", el("span", { class: "summary-text", text: call.summary }));
+    if (!call.intent && !call.summary) {
+      if (call.end_reason === "stream_never_connected") {
+        about.append(el("span", { class: "muted", text: "The webhook was answered, but the call's audio never reached the bridge." }));
+      } else if (call.first_words) {
+        about.append(el("span", { class: "muted", text: "Caller: " }), el("span", { class: "first-words", text: call.first_words.text }));
+      } else {
+        about.append(el("span", { class: "muted", text: call.status === "in_progress" ? "Nothing said yet." : "No words were recorded." }));
+      }
+    }
+    if (!match || call.intent || call.summary) parts.push(about);
     const notes = [];
-    if (call.barge_in_count) notes.push(`${call.barge_in_count} barge-in${call.barge_in_count > 1 ? "s" : ""}`);
-    if (call.error_count) notes.push(`${call.error_count} error${call.error_count > 1 ? "s" : ""}`);
-    if (call.direction && call.direction !== "inbound") notes.push(call.direction);
+    if (call.barge_in_count) notes.push(plural(call.barge_in_count, "barge-in"));
+    if (call.error_count) notes.push(plural(call.error_count, "error"));
+    if (call.direction && call.direction !== "inbound" && call.direction !== "browser" && !call.outbound_status) notes.push(call.direction);
     if (call.upstream_api === "live") notes.push("Live API");
-    const tr = el(
-      "tr",
-      { class: call.status === "in_progress" ? "clickable live-row" : "clickable", dataset: { href } },
-      el("td", {}, el("a", { href, text: formatWhen(call.started_at) })),
-      el("td", { class: "number", text: call.from_number }),
-      el("td", { class: "number", text: call.to_number }),
-      el("td", { text: liveDuration(call) }),
-      el("td", {}, reasonBadge(call)),
-      el("td", { class: "num", text: formatCost(call.cost_usd) }),
-      el("td", { class: call.error_count ? "notes problem-text" : "notes", text: notes.join(" · ") }),
+    if (notes.length) parts.push(el("span", { class: call.error_count ? "notes problem-text" : "notes", text: notes.join(" · ") }));
+    return parts;
+  }
+
+  function callRows(call, query) {
+    const searched = query.get("q") || "";
+    const href = `/calls/${encodeURIComponent(call.call_id)}${searched ? `?q=${encodeURIComponent(searched)}` : ""}`;
+    const direction = directionBadge(call);
+    const tbody = el(
+      "tbody",
+      { class: call.status === "in_progress" ? "call clickable live-row" : "call clickable", dataset: { href, callId: call.call_id } },
+      el(
+        "tr",
+        { class: "main" },
+        el("td", { "data-label": "Started" }, el("a", { href, text: formatWhen(call.started_at) })),
+        el("td", { class: "number", "data-label": "Caller", text: party(call, "from") }),
+        el("td", { class: "number", "data-label": "Called", text: party(call, "to") }),
+        el("td", { "data-label": "Duration", text: liveDuration(call) }),
+        el("td", { "data-label": "How it ended" }, reasonBadge(call), direction && " ", direction),
+        el("td", { class: "num", "data-label": "Cost (est.)", text: formatCost(call.cost_usd) }),
+      ),
+      el("tr", { class: "gist" }, el("td", { colspan: "6" }, el("div", { class: "gist-line" }, ...gist(call, searched)))),
     );
-    tr.addEventListener("click", (event) => {
+    tbody.addEventListener("click", (event) => {
       if (event.target.closest("a")) return;
       window.location.href = href;
     });
-    return tr;
+    return tbody;
   }
 
   function updateExportLinks(params) {
@@ -97,16 +147,16 @@
     }
     if (mine !== generation) return;
     status.classList.remove("problem-text");
-    if (!append) tbody.replaceChildren();
-    for (const call of data.calls) tbody.append(row(call, params));
+    if (!append) for (const old of table.querySelectorAll("tbody.call")) old.remove();
+    for (const call of data.calls) table.append(callRows(call, params));
     nextCursor = data.next_cursor;
     more.hidden = !nextCursor;
-    const shown = tbody.children.length;
+    const shown = table.querySelectorAll("tbody.call").length;
     empty.hidden = shown > 0;
     const filtered = [...params.keys()].length > 0;
-    status.textContent = shown
-      ? `${shown}${nextCursor ? "+" : ""} call${shown === 1 ? "" : "s"}${filtered ? " match" : ""}, newest first`
-      : "";
+    const count = `${shown}${nextCursor ? "+" : ""} call${shown === 1 && !nextCursor ? "" : "s"}`;
+    const verb = shown === 1 && !nextCursor ? "matches" : "match";
+    status.textContent = shown ? `${count}${filtered ? ` ${verb}` : ""}, newest first` : "";
     updateExportLinks(params);
   }
 

@@ -1,7 +1,7 @@
 """calls: which voice API answered (realtime | live), and a Live call's session and backend usage
 
-Revision ID: 0004_upstream_api
-Revises: 0003_call_owners
+Revision ID: 0006_upstream_api
+Revises: 0005_outbound
 Create Date: 2026-01-20
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004_upstream_api"
-down_revision = "0003_call_owners"
+revision = "0006_upstream_api"
+down_revision = "0005_outbound"
 branch_labels = None
 depends_on = None
 
