@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from bridge.answer_detection import DetectionPlan, MachineDetection
 from bridge.call_config import DEMO_GREETING, CallConfig
@@ -35,6 +36,7 @@ EVERYTHING = {
     "TRANSFER_ALLOWLIST": "+15550002222",
     "MAX_CALL_SECONDS": "600",
     "DISPOSITIONS": "resolved,spam",
+    "RECORDING_NOTICE": str(Path(__file__).parents[1] / "bridge" / "sim" / "assets" / "caller.wav"),
 }
 
 
