@@ -106,6 +106,7 @@ class CallPump:
         self.call_id = ""
         self.config = ctx.call_config  # a call we placed brings its own
         self._tool_context: dict[str, Any] = {}  # what tools and the before-response hook are told
+        self._end_when_connected: str | None = None  # ended (`end`) before the model's session opened
         self._carrier_lock = asyncio.Lock()
         self._upstream_lock = asyncio.Lock()
         self._wake = asyncio.Event()  # the call has something to send that no pump loop will flush
@@ -211,6 +212,8 @@ class CallPump:
             return "upstream_failure"
         self.ctx.metrics.upstream_connected(self.upstream.connect_ms)
         self.call = call = self._open_call(self.upstream, started)
+        if self._end_when_connected is not None:
+            call.hang_up(self._end_when_connected)
         self.log.info(
             "upstream session open",
             connect_ms=round(self.upstream.connect_ms, 1),
@@ -325,9 +328,15 @@ class CallPump:
     # -- what operators and the server do to a live call ------------------------------------------
 
     def end(self, reason: str) -> bool:
-        """End the call now (shutdown, an operator's hang-up): the hang-up goes out with the next flush.
-        False when there is nothing to end: the call has not connected yet, or is ending already."""
-        if self.call is None or self.call.end_reason is not None:
+        """End the call now (shutdown, an operator's hang-up): the hang-up goes out with the next flush,
+        or, while the model's session is still being opened, as soon as it is. False when the call is
+        ending already."""
+        if self.call is None:
+            if self._end_when_connected is not None:
+                return False
+            self._end_when_connected = reason
+            return True
+        if self.call.end_reason is not None:
             return False
         self.call.hang_up(reason)
         self._wake.set()

@@ -9,6 +9,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from bridge.sim.carrier_emulator import TwilioCallerEmulator
+from bridge.sim.realtime_emulator import EmulatorConfig
 from tests.e2e import ADMIN_TOKEN, eventually, running_bridge, running_emulator, tone
 
 pytestmark = pytest.mark.e2e
@@ -224,3 +225,21 @@ async def test_an_inject_landing_while_a_clear_is_being_sent_reaches_the_model(
         await caller.wait_until(lambda: bool(caller.playout.clears), timeout_s=10, what="a clear")
         assert landed == [caller.call_sid]
         await eventually(lambda: "VIP customer" in message_texts(session), timeout_s=3)
+
+
+async def test_a_hang_up_while_the_model_is_still_being_reached_ends_the_call_once_it_is() -> None:
+    # The service refuses the first two attempts: the call is live (its stream admitted) for a while
+    # before it has a session. An operator's hang-up then is taken, and carried out once it has one.
+    async with (
+        running_emulator(EmulatorConfig(refuse_status=503, refuse_times=2)) as (emulator, url),
+        running_bridge(url) as bridge,
+        TwilioCallerEmulator(bridge.media_url) as caller,
+    ):
+        await eventually(lambda: caller.call_sid in bridge.bridge.active_calls)
+        assert bridge.bridge.active_calls.get(caller.call_sid).call is None  # still connecting
+        status, body = await answer(bridge.base_url, f"/api/calls/{caller.call_sid}/hangup")
+        assert (status, body["action"], body["outcome"]) == (200, "hangup", "done")
+        await caller.wait_closed(timeout_s=10)
+        logged = await bridge.logged_call(caller.call_sid)
+    assert logged is not None and logged["end_reason"] == "operator_ended"
+    assert len(emulator.sessions) == 1  # it did connect, and was hung up then
