@@ -40,6 +40,7 @@ from bridge.carrier.outbound import (
     PlacedCallPaths,
     Placement,
 )
+from bridge.carrier.webhook import RECORD_PARAMETER
 from bridge.logs import get_logger, mask_number
 from bridge.outbound.request import BadOutboundRequest, OutboundRequest
 from bridge.outbound.status_events import StatusEvents
@@ -161,6 +162,7 @@ class OutboundCalls:
             "instructions": request.instructions,
             "greeting": request.greeting,
             "callback_url": request.callback_url,
+            "record": request.record,
         }
         row = {
             "call_id": call_id,
@@ -179,11 +181,15 @@ class OutboundCalls:
         self._send_event(placed, {"status": QUEUED, "carrier_call_id": ""})
         token = self.tokens.issue(call_id)
         paths = route.paths
+        # The answer URL asks for the recording as any call webhook's does (`record=1`).
+        answer_url = _url(public_base, paths.answer, token)
+        if request.record:
+            answer_url += f"&{RECORD_PARAMETER}=1"
         placement = Placement(
             call_id=call_id,
             to=request.to,
             from_=from_,
-            answer_url=_url(public_base, paths.answer, token),
+            answer_url=answer_url,
             status_url=_url(public_base, paths.status, token),
             detection_url=_url(public_base, paths.verdict, token),
             machine_detection=detection,

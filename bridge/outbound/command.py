@@ -49,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--voicemail", help="the message to leave on a machine, word for word")
     parser.add_argument("--metadata", help="a JSON object kept with the call and given to tools")
     parser.add_argument("--callback-url", help="where the bridge posts the call's status events")
+    parser.add_argument("--record", action="store_true", help="ask for the call to be recorded")
     parser.add_argument("--url", default=DEFAULT_URL, help="the bridge (%(default)s)")
     parser.add_argument("--token", help="the admin token (default: ADMIN_TOKEN, or the local bridge's)")
     parser.add_argument("--no-wait", action="store_true", help="print the call id and return")
@@ -75,6 +76,8 @@ def _request(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[
     ):
         if value is not None:
             body[name] = value
+    if args.record:
+        body["record"] = True
     if args.metadata:
         try:
             body["metadata"] = json.loads(args.metadata)

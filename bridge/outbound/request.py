@@ -31,6 +31,7 @@ class OutboundRequest(BaseModel):
     voicemail_message: str = Field(default="", max_length=2_000)  # "": the model's own, short
     callback_url: str = ""
     carrier: str | None = None  # None: OUTBOUND_CARRIER
+    record: bool = False  # ask for the call to be recorded (what RECORDING=requested records)
 
     @field_validator("to", "from_")
     @classmethod

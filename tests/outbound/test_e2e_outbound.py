@@ -3,6 +3,9 @@ REST stand-in → its scripted callee on the media stream our TwiML connects →
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -166,3 +169,31 @@ async def test_no_answer_when_it_rings_past_the_ring_timeout() -> None:
         call = await outbound.finished(call_id, number)
     assert outbound.simulated(number).params["Timeout"] == "5"
     assert (call["end_reason"], call["outbound_status"]) == ("no_answer", "no_answer")
+
+
+async def test_a_placed_call_asking_for_its_recording_is_recorded_and_only_that_one(tmp_path: Path) -> None:
+    other = "+15550102"
+    async with (
+        running_emulator() as (_, url),
+        outbound_bridge(
+            url,
+            {PERSON: quick_person(), other: quick_person()},
+            RECORDING="requested",
+            RECORDING_DIR=str(tmp_path / "recordings"),
+        ) as outbound,
+    ):
+        recorded_id = await outbound.placed(to=PERSON, record=True)
+        plain_id = await outbound.placed(to=other)
+        assert "record=1" in outbound.simulated(PERSON).params["Url"]
+        recorded = await outbound.finished(recorded_id, PERSON)
+        plain = await outbound.finished(plain_id, other)
+        store = outbound.bridge.bridge.store
+        assert store is not None
+        for _ in range(100):  # the files are written once the call has ended
+            recorded = await store.get_call(recorded_id) or recorded
+            if recorded["recording_status"] == "ready":
+                break
+            await asyncio.sleep(0.1)
+    assert recorded["recording_status"] == "ready" and recorded["recording_duration_s"] > 0
+    assert recorded["outbound_request"]["record"] is True
+    assert plain["recording_status"] is None
