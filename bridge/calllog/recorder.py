@@ -296,7 +296,7 @@ class CallRecorder:
         """A call whose webhook was answered and whose media stream never connected (see
         `bridge.awaited_streams`): ended before it began, unless it is recorded already."""
         try:
-            call = CallStartedOp(
+            call = self._start_op(
                 call_id=call_id,
                 call_sid=call_id,
                 stream_sid="",
@@ -306,9 +306,7 @@ class CallRecorder:
                 direction=direction,
                 model=model,
                 voice=voice,
-                started_at=_utc(answered_at),
-                metadata=None,
-                **self._owner(),
+                started_at=answered_at,
             )
             self._put(UnconnectedCallOp(call, noticed_at=_utc(noticed_at)), essential=True)
         except Exception:
