@@ -36,9 +36,9 @@ from pathlib import Path
 
 import aiohttp
 
-from bridge.dial import answer_call
 from bridge.sim.carrier_emulator import TwilioCallerEmulator, random_sid
 from bridge.sim.realtime_emulator import EmulatorConfig, RealtimeEmulator
+from bridge.sim.twilio_voice import answer_call
 
 ADMIN_TOKEN = "bench-admin-token"
 GREETING = "Greet the caller in one short sentence."

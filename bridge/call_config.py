@@ -136,10 +136,13 @@ class CallConfig:
         """The model a call on `api` talks to, as the call log names it."""
         return self.live.model if api == "live" and self.live is not None else self.model
 
-    def upstream_for(self, callee: str, requested: str = "") -> tuple[UpstreamApi, str]:
+    def upstream_for(
+        self, callee: str, requested: str = "", *, recorded: bool = False
+    ) -> tuple[UpstreamApi, str]:
         """The API a call to `callee` uses, and why not the one `requested` (a webhook's `upstream`
         parameter) when it is not that one ("" when it is, or none was requested). Requested first,
-        then UPSTREAM_API_BY_NUMBER, then UPSTREAM_API; Live only where it can run."""
+        then UPSTREAM_API_BY_NUMBER, then UPSTREAM_API; Live only where it can run, and not for a
+        `recorded` call that must hear the recording notice (only a Realtime call plays it)."""
         problem = ""
         if requested and requested not in ("realtime", "live"):
             problem, requested = f"unknown upstream {requested[:20]!r} (realtime or live)", ""
@@ -147,6 +150,9 @@ class CallConfig:
         api: UpstreamApi = "live" if choice == "live" else "realtime"
         if api == "live" and self.live is None:
             problem = problem or f"Live cannot answer: {self.live_unavailable}"
+            api = "realtime"
+        if api == "live" and recorded and self.recording_notice:
+            problem = problem or "a recorded call hears the recording notice, which only Realtime calls play"
             api = "realtime"
         return api, problem
 

@@ -146,7 +146,9 @@ class CallPump:
         else:
             # The webhook's choice, carried in the stream's parameters (bound to its stream token), or
             # the called number's; a SIP call has only the number.
-            api, problem = config.upstream_for(params.get("to", ""), params.get(UPSTREAM_PARAMETER, ""))
+            recorded = self.ctx.recordings is not None and self.ctx.recordings.wanted(params)
+            requested = params.get(UPSTREAM_PARAMETER, "")
+            api, problem = config.upstream_for(params.get("to", ""), requested, recorded=recorded)
             if problem:
                 self.log.warning("upstream choice not followed", problem=problem, upstream_api=api)
         self.upstream_api = api

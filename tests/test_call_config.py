@@ -158,3 +158,13 @@ def test_a_placed_call_brings_its_own_instructions_greeting_and_detection() -> N
     # Nothing given: the server's own; an empty greeting: the model waits for the callee to speak.
     assert base.for_placed_call() == base and base.greets_at_once
     assert base.for_placed_call(greeting="").greeting == ""
+
+
+def test_a_recorded_call_that_must_hear_the_notice_is_answered_by_realtime() -> None:
+    with_notice = CallConfig.from_settings(load_settings(LIVE))
+    assert with_notice.recording_notice and with_notice.upstream_for("+15550001234") == ("live", "")
+    api, problem = with_notice.upstream_for("+15550001234", "live", recorded=True)
+    assert api == "realtime" and "recording notice" in problem
+    unannounced = {k: v for k, v in LIVE.items() if k != "RECORDING_NOTICE"}
+    without = CallConfig.from_settings(load_settings(unannounced))
+    assert without.upstream_for("+15550001234", recorded=True) == ("live", "")

@@ -14,12 +14,13 @@ import numpy as np
 import pytest
 
 from bridge.config import load_settings
-from bridge.dial import answer_call
+from bridge.dial import SAMPLE_WAV
 from bridge.server import create_app
 from bridge.sim.carrier_emulator import LineConditions, TwilioCallerEmulator
 from bridge.sim.emulated_model import emulated_transcript
 from bridge.sim.live_emulator import EmulatedLiveSession
 from bridge.sim.realtime_emulator import EmulatorConfig, RealtimeEmulator, ScriptedReply, greeting_pcm24k
+from bridge.sim.twilio_voice import answer_call
 from bridge.tools.toolbox import Toolbox
 from tests.e2e import (
     ADMIN_TOKEN,
@@ -515,3 +516,34 @@ async def test_a_vonage_call_on_live_keeps_its_wideband_audio_untouched() -> Non
     assert session.session is not None
     assert session.session["audio"]["format"] == {"type": "audio/pcm", "rate": 16000}
     assert call is not None and call["upstream_api"] == "live" and call["carrier"] == "vonage"
+
+
+async def test_a_recorded_call_with_a_notice_to_hear_is_answered_by_realtime(tmp_path: Path) -> None:
+    """The recording notice is played by Realtime calls alone: a call that asks for Live and for its
+    recording, with a notice configured, gets Realtime (its session opened on Realtime); one that asks
+    for Live without the recording gets Live."""
+    token = "twilio-auth-token"
+    async with (
+        running_emulator(network()) as (emulator, url),
+        running_bridge(
+            url,
+            TWILIO_AUTH_TOKEN=token,
+            LIVE_URL=emulator.live_url,
+            LIVE_BACKEND_MODEL="gpt-5-mini",
+            RECORDING="requested",
+            RECORDING_DIR=str(tmp_path / "recordings"),
+            RECORDING_NOTICE=str(SAMPLE_WAV),
+        ) as bridge,
+    ):
+        voice = bridge.base_url + "/twilio/voice"
+        answered = []
+        for n, query in enumerate(("?upstream=live&record=1", "?upstream=live")):
+            form = {"CallSid": f"CA{n:032d}", "From": "+14155550123", "To": "+18005550100"}
+            async with aiohttp.ClientSession() as http:
+                answered.append(await answer_call(http, voice + query, form, token))
+        (_, recorded), (_, unrecorded) = answered
+        assert (recorded["upstream"], recorded.get("record")) == ("realtime", "1")
+        assert unrecorded["upstream"] == "live"
+        await eventually(
+            lambda: len(emulator.sessions) == 1 and len(emulator.live_sessions) == 1, timeout_s=5
+        )

@@ -11,8 +11,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from bridge.dial import answer_call, asking_to_record, stream_headers
+from bridge.dial import asking_to_record
 from bridge.sim.carrier_emulator import TwilioCallerEmulator, random_sid
+from bridge.sim.twilio_voice import answer_call, stream_headers
 from tests.e2e import RunningBridge, running_bridge, running_emulator
 
 pytestmark = pytest.mark.e2e
