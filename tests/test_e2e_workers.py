@@ -229,7 +229,8 @@ async def _noted(base_url: str, call_sid: str, count: int) -> bool:
 
 async def _counted(base_url: str, *, hung_up: int, active: int) -> dict[Any, float] | None:
     metrics = await scrape(base_url)
-    counted = metrics.get(("bridge_calls_total", (("reason", "caller_hangup"),)), 0)
+    hung_up_labels = (("reason", "caller_hangup"), ("upstream_api", "realtime"))
+    counted = metrics.get(("bridge_calls_total", hung_up_labels), 0)
     if counted == hung_up and metrics[("bridge_active_calls", ())] == active:
         return metrics
     return None
