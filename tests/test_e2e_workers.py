@@ -164,9 +164,11 @@ async def test_two_workers_share_the_calls_the_metrics_and_the_lifecycle(tmp_pat
             assert (row["status"], row["end_reason"]) == ("ended", "interrupted")
             why = row["events"][-1]
             assert why["kind"] == "interrupted" and why["data"]["owner"] == dead
-            # The survivor notices the lapse, or the restarted worker finds its predecessor's calls.
+            # The survivor notices the lapse (or, once the worker started again, the restart), or the
+            # restarted worker finds its predecessor's calls.
             assert (why["data"]["swept_by"], why["data"]["reason"]) in (
                 (survivor, "lease_lapsed"),
+                (survivor, "owner_restarted"),
                 (dead, "owner_restarted"),
             )
         closed_after_s = time.monotonic() - killed_at
