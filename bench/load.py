@@ -41,6 +41,13 @@ machine (CPU model, cores, Python, event loop).
 `--sweep 25,50,100,200` prints one row per call count (CPU per call-second must stay flat, i.e. total
 CPU grows linearly). `--profile 10` also samples the bridge with py-spy for 10 s under load and prints
 its hottest functions (py-spy must be installed; it slows the bridge a little).
+
+`--bridge-cpu 0 --others-cpu 1` pins the bridge (and its workers) to core 0 and everything else (the
+emulator, the load generator, this process, py-spy) to core 1, so that the bridge's latencies are its
+own and not the queue for a core it shares with the load. `--floor` runs `bench/floor_relay.py` in the
+bridge's place, with the same pinning, load and seed, just before the bridge at every call count, and
+prints the bridge's CPU per call-second as a multiple of the floor's ("x floor"). `--workers 2` runs the
+bridge with WORKERS=2; its CPU is then the supervisor's and every worker's together.
 """
 
 from __future__ import annotations
@@ -271,6 +278,7 @@ class Row:
     bridge_lag_p99: float | None = None
     profile: list[tuple[str, float]] = field(default_factory=list)
     profile_bridge: list[tuple[str, float]] = field(default_factory=list)
+    floor_ratio: float | None = None  # CPU per call-second against the floor relay's at this count
 
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -280,6 +288,54 @@ def proc_ticks(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat(5))
+
+
+def tree_pids(pid: int) -> list[int]:
+    """The process and all its descendants (a supervisor's workers), read from /proc."""
+    pids, i = [pid], 0
+    while i < len(pids):
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{pids[i]}/task"):
+                with open(f"/proc/{pids[i]}/task/{task}/children") as fh:
+                    pids.extend(int(child) for child in fh.read().split())
+        i += 1
+    return pids
+
+
+def tree_ticks(pid: int) -> int:
+    """CPU ticks of a process and its descendants; one that ended since the last sample drops out, so
+    a worker restarted mid-run would show as a dip (load.py reports failed calls when that happens)."""
+    total = 0
+    for p in tree_pids(pid):
+        with contextlib.suppress(OSError):
+            total += proc_ticks(p)
+    return total
+
+
+def tree_rss(pid: int) -> int:
+    total = 0
+    for p in tree_pids(pid):
+        with contextlib.suppress(OSError):
+            total += proc_rss(p)
+    return total
+
+
+def cpu_set(text: str | None) -> set[int] | None:
+    """A CPU list as taskset takes it ("0", "1,3", "0-3"), or None for no pinning."""
+    if not text:
+        return None
+    cpus: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
+def pinned(cpus: set[int] | None) -> dict[str, Any]:
+    """Popen arguments that start the child on `cpus` (its own children inherit them), as taskset would."""
+    if cpus is None:
+        return {}
+    return {"preexec_fn": lambda: os.sched_setaffinity(0, cpus)}
 
 
 def proc_rss(pid: int) -> int:
@@ -354,6 +410,7 @@ def bridge_env(
         TWILIO_AUTH_TOKEN=TWILIO_TOKEN,
         MAX_CALLS=str(args.calls_max + 10),
         METRICS_PORT=str(metrics_port),
+        WORKERS=str(args.workers),
         BRIDGE_ENV="production",  # signatures checked, as in production
         AUDIO_PASSTHROUGH="true" if args.passthrough else "false",
     )
@@ -367,9 +424,17 @@ def spawn(command: list[str], log: Path, **kwargs: Any) -> subprocess.Popen[byte
         return subprocess.Popen(command, stderr=fh, **kwargs)
 
 
-def run_level(args: argparse.Namespace, calls: int) -> Row:
+def run_level(args: argparse.Namespace, calls: int, floor: bool = False) -> Row:
+    """One call count through the bridge, or with `floor` through bench/floor_relay.py in its place."""
     row = Row(calls)
     here = Path(__file__).resolve()
+    bridge_cpus, others = cpu_set(args.bridge_cpu), pinned(cpu_set(args.others_cpu))
+    if floor:
+        command = [sys.executable, str(here.with_name("floor_relay.py"))]
+    elif args.bridge_command:
+        command = shlex.split(args.bridge_command)
+    else:
+        command = [sys.executable, "-m", "bridge", "serve"]
     python = sys.executable
     with tempfile.TemporaryDirectory(prefix="bridge-bench-") as tmp:
         workdir = Path(tmp)
@@ -382,21 +447,21 @@ def run_level(args: argparse.Namespace, calls: int) -> Row:
             emulator = spawn(
                 [*role, "emulator", "--port", str(emulator_port), "--out", str(emulator_out)],
                 workdir / "emulator.log",
+                **others,
             )
             procs.append(emulator)
             wait_listening(emulator_port, emulator, 30.0)
             bridge = spawn(
-                shlex.split(args.bridge_command)
-                if args.bridge_command
-                else [python, "-m", "bridge", "serve"],
+                command,
                 workdir / "bridge.log",
                 env=bridge_env(args, port, emulator_port, metrics_port, workdir),
                 cwd=workdir,
+                **pinned(bridge_cpus),
             )
             procs.append(bridge)
             wait_ready(f"http://{HOST}:{port}/readyz", bridge, 30.0)
             time.sleep(1.0)
-            idle_rss = proc_rss(bridge.pid)
+            idle_rss = tree_rss(bridge.pid)
             load = spawn(
                 [
                     *(*role, "load", "--url", f"http://{HOST}:{port}"),
@@ -405,6 +470,7 @@ def run_level(args: argparse.Namespace, calls: int) -> Row:
                     *("--out", str(workdir / "load.json")),
                 ],
                 workdir / "load.log",
+                **others,
             )
             procs.append(load)
             samples = []
@@ -415,14 +481,14 @@ def run_level(args: argparse.Namespace, calls: int) -> Row:
                     load.kill()
                     raise RuntimeError("load generator overran its time limit")
                 if time.monotonic() >= profile_at:
-                    spy = start_profiler(bridge.pid, args.profile, workdir / "profile.txt")
+                    spy = start_profiler(bridge.pid, args.profile, workdir / "profile.txt", others)
                     profile_at = math.inf
                 busy, total = host_ticks()
                 samples.append(
                     Sample(
                         now_ms(),
-                        proc_ticks(bridge.pid),
-                        proc_rss(bridge.pid),
+                        tree_ticks(bridge.pid),
+                        tree_rss(bridge.pid),
                         proc_ticks(emulator.pid) + proc_ticks(load.pid),
                         busy,
                         total,
@@ -451,7 +517,8 @@ def run_level(args: argparse.Namespace, calls: int) -> Row:
                     "profile.txt",
                 ):
                     if (workdir / name).exists():
-                        (Path(args.keep_logs) / f"{calls}-{name}").write_bytes((workdir / name).read_bytes())
+                        kept = Path(args.keep_logs) / f"{calls}-{'floor-' if floor else ''}{name}"
+                        kept.write_bytes((workdir / name).read_bytes())
         finally:
             if spy is not None and spy.poll() is None:
                 spy.kill()
@@ -484,11 +551,11 @@ def scrape_loop_lag(metrics_port: int) -> float | None:
     return next(le for le, count in buckets if count >= 0.99 * total) * 1000
 
 
-def start_profiler(pid: int, seconds: int, out: Path) -> subprocess.Popen[bytes]:
+def start_profiler(pid: int, seconds: int, out: Path, pinning: dict[str, Any]) -> subprocess.Popen[bytes]:
     spy = Path(sys.executable).with_name("py-spy")
     command = [str(spy) if spy.exists() else "py-spy", "record", "-p", str(pid), "-d", str(seconds)]
     command += ["-r", "200", "--nonblocking", "-f", "raw", "-o", str(out)]
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **pinning)
 
 
 def read_profile(path: Path, top: int = 10) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
@@ -625,6 +692,7 @@ COLUMNS = [
     ("call-s", 7),
     ("failed", 6),
     ("CPU ms/call-s", 13),
+    ("x floor", 7),
     ("bridge CPU%", 11),
     ("RSS MB/call", 11),
     ("idle RSS MB", 11),
@@ -655,9 +723,12 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, Python {python}, {loop}"
 
 
-def print_table(rows: list[Row], load_before: float) -> None:
+def print_table(rows: list[Row], load_before: float, args: argparse.Namespace) -> None:
     print()
     print(f"machine: {machine()}")
+    pinning = f"bridge on CPU {args.bridge_cpu}" if args.bridge_cpu else "bridge not pinned"
+    pinning += f", emulator + load on CPU {args.others_cpu}" if args.others_cpu else ", others not pinned"
+    print(f"{pinning}; bridge WORKERS={args.workers}")
     print(f"host load average before the run: {load_before:.2f} (other work on the host skews latencies)")
     print("latencies are p50/p99 ms; CPU% is of one core; lag = p99 event-loop lag (ms) of the bridge and of")
     print("the load generator (when the generator lags, so do the times it stamps)")
@@ -669,6 +740,7 @@ def print_table(rows: list[Row], load_before: float) -> None:
             f"{row.call_seconds:.0f}",
             str(row.failed),
             f"{row.cpu_ms_per_call_s:.2f}",
+            "-" if row.floor_ratio is None else f"{row.floor_ratio:.2f}",
             f"{row.cpu_pct:.1f}",
             f"{row.rss_mb_per_call:.2f}",
             f"{row.idle_rss_mb:.0f}",
@@ -757,6 +829,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--passthrough", action="store_true", help="AUDIO_PASSTHROUGH=true: µ-law to the model unchanged"
     )
     parser.add_argument("--profile", type=int, default=0, metavar="SECONDS", help="py-spy the bridge")
+    parser.add_argument("--bridge-cpu", metavar="CPUS", help="pin the bridge to these CPUs (e.g. 0)")
+    parser.add_argument(
+        "--others-cpu", metavar="CPUS", help="pin the emulator, load generator and this process (e.g. 1)"
+    )
+    parser.add_argument(
+        "--floor", action="store_true", help="run bench/floor_relay.py before the bridge at each count"
+    )
+    parser.add_argument("--workers", type=int, default=1, help="WORKERS for the bridge")
     parser.add_argument("--keep-logs", metavar="DIR", help="copy the processes' logs here")
     parser.add_argument("--no-quality", action="store_true", help="skip the resampler quality check")
     parser.add_argument("--role", choices=["emulator", "load"], help=argparse.SUPPRESS)
@@ -784,19 +864,28 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     levels = [int(n) for n in args.sweep.split(",")] if args.sweep else [args.calls]
     args.calls_max = max(levels)
+    if (cpus := cpu_set(args.others_cpu)) is not None:
+        os.sched_setaffinity(0, cpus)  # this process samples /proc: it must not share the bridge's core
     load_before = os.getloadavg()[0]
+    mode = "passthrough" if args.passthrough else "transcode"
     rows = []
     for calls in levels:
-        print(f"running {calls} calls of {args.seconds:.0f} s ...", file=sys.stderr, flush=True)
-        try:
-            rows.append(run_level(args, calls))
-        except RuntimeError as exc:  # one level going wrong (an overrun) still reports the others
-            row = Row(calls, failed=calls)
-            row.errors[f"run aborted: {exc}"[:120]] = 1
+        floor_row = None
+        for floor in (True, False) if args.floor else (False,):
+            what = "floor relay" if floor else "bridge"
+            print(f"running {calls} calls of {args.seconds:.0f} s, {what} ...", file=sys.stderr, flush=True)
+            try:
+                row = run_level(args, calls, floor)
+            except RuntimeError as exc:  # one level going wrong (an overrun) still reports the others
+                row = Row(calls, failed=calls)
+                row.errors[f"run aborted: {exc}"[:120]] = 1
+            row.mode = "floor relay" if floor else mode
+            if floor:
+                floor_row = row
+            elif floor_row is not None and floor_row.cpu_ms_per_call_s > 0:
+                row.floor_ratio = row.cpu_ms_per_call_s / floor_row.cpu_ms_per_call_s
             rows.append(row)
-    for row in rows:
-        row.mode = "passthrough" if args.passthrough else "transcode"
-    print_table(rows, load_before)
+    print_table(rows, load_before, args)
     if not args.no_quality:
         print_resampler_quality()
     return 0
