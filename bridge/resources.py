@@ -203,8 +203,11 @@ class Bridge:
 
     @property
     def at_capacity(self) -> bool:
-        # Calls whose webhook was answered count too: their media streams are on the way.
-        return len(self.active_calls) + len(self.prepared) >= self.settings.max_calls
+        # Calls whose webhook was answered count too: their media streams are on the way. A stream
+        # that started holds its prepared session until its call is on record: it counts once.
+        prepared, active = self.prepared, self.active_calls
+        arriving = len(prepared) - sum(1 for call_id in active if call_id in prepared)
+        return len(active) + arriving >= self.settings.max_calls
 
     def begin_stop(self, *, at_once: bool = False) -> StopClock:
         """The stop's deadlines (bridge.stop_budget), set by the first call: a signal's, or the
