@@ -47,7 +47,9 @@ emulator, the load generator, this process, py-spy) to core 1, so that the bridg
 own and not the queue for a core it shares with the load. `--floor` runs `bench/floor_relay.py` in the
 bridge's place, with the same pinning, load and seed, just before the bridge at every call count, and
 prints the bridge's CPU per call-second as a multiple of the floor's ("x floor"). `--workers 2` runs the
-bridge with WORKERS=2; its CPU is then the supervisor's and every worker's together.
+bridge with WORKERS=2; its CPU is then the supervisor's and every worker's together. `--nice -10` (root)
+starts every process of the benchmark at that niceness, so that other work on a shared host waits for
+them instead of preempting them: the "foreign%" column shows how much other work there was.
 """
 
 from __future__ import annotations
@@ -266,6 +268,7 @@ class Row:
     idle_rss_mb: float = math.nan
     others_pct: float = math.nan
     host_busy_pct: float = math.nan
+    foreign_pct: float = math.nan  # CPU used by processes not in the benchmark (% of one core)
     greeting: list[float] = field(default_factory=list)
     barge: list[float] = field(default_factory=list)
     barge_bridge: list[float] = field(default_factory=list)
@@ -331,11 +334,19 @@ def cpu_set(text: str | None) -> set[int] | None:
     return cpus
 
 
-def pinned(cpus: set[int] | None) -> dict[str, Any]:
-    """Popen arguments that start the child on `cpus` (its own children inherit them), as taskset would."""
-    if cpus is None:
+def pinned(cpus: set[int] | None, nice: int = 0) -> dict[str, Any]:
+    """Popen arguments that start the child on `cpus` (its own children inherit them), as taskset would,
+    and at niceness `nice` (as `nice -n`; below 0 needs root)."""
+    if cpus is None and not nice:
         return {}
-    return {"preexec_fn": lambda: os.sched_setaffinity(0, cpus)}
+
+    def setup() -> None:
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)
+        if nice:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+
+    return {"preexec_fn": setup}
 
 
 def proc_rss(pid: int) -> int:
@@ -428,7 +439,7 @@ def run_level(args: argparse.Namespace, calls: int, floor: bool = False) -> Row:
     """One call count through the bridge, or with `floor` through bench/floor_relay.py in its place."""
     row = Row(calls)
     here = Path(__file__).resolve()
-    bridge_cpus, others = cpu_set(args.bridge_cpu), pinned(cpu_set(args.others_cpu))
+    bridge_cpus, others = cpu_set(args.bridge_cpu), pinned(cpu_set(args.others_cpu), args.nice)
     if floor:
         command = [sys.executable, str(here.with_name("floor_relay.py"))]
     elif args.bridge_command:
@@ -456,12 +467,13 @@ def run_level(args: argparse.Namespace, calls: int, floor: bool = False) -> Row:
                 workdir / "bridge.log",
                 env=bridge_env(args, port, emulator_port, metrics_port, workdir),
                 cwd=workdir,
-                **pinned(bridge_cpus),
+                **pinned(bridge_cpus, args.nice),
             )
             procs.append(bridge)
             wait_ready(f"http://{HOST}:{port}/readyz", bridge, 30.0)
             time.sleep(1.0)
             idle_rss = tree_rss(bridge.pid)
+            scrape_loop_lag(metrics_port, workdir / "metrics-idle.txt")
             load = spawn(
                 [
                     *(*role, "load", "--url", f"http://{HOST}:{port}"),
@@ -504,7 +516,7 @@ def run_level(args: argparse.Namespace, calls: int, floor: bool = False) -> Row:
             load_out = json.loads((workdir / "load.json").read_text())
             results = load_out["calls"]
             row.generator_lag = load_out["lag_ms"]
-            row.bridge_lag_p99 = scrape_loop_lag(metrics_port)
+            row.bridge_lag_p99 = scrape_loop_lag(metrics_port, workdir / "metrics.txt")
             sessions = json.loads(emulator_out.read_text())
             analyse(row, results, sessions, samples, idle_rss)
             if args.keep_logs:
@@ -515,6 +527,8 @@ def run_level(args: argparse.Namespace, calls: int, floor: bool = False) -> Row:
                     "load.json",
                     "emulator.json",
                     "profile.txt",
+                    "metrics-idle.txt",
+                    "metrics.txt",
                 ):
                     if (workdir / name).exists():
                         kept = Path(args.keep_logs) / f"{calls}-{'floor-' if floor else ''}{name}"
@@ -531,14 +545,16 @@ def ramp_s(args: argparse.Namespace, calls: int) -> float:
     return args.ramp if args.ramp is not None else max(1.0, calls / 40)
 
 
-def scrape_loop_lag(metrics_port: int) -> float | None:
-    """p99 of the bridge's own event-loop lag (bridge/metrics.py), if it serves /metrics on METRICS_PORT."""
+def scrape_loop_lag(metrics_port: int, keep: Path) -> float | None:
+    """p99 of the bridge's own event-loop lag (bridge/metrics.py), if it serves /metrics on METRICS_PORT.
+    The whole scrape is written to `keep` (--keep-logs copies it: GC pauses, frame timings)."""
     name = "bridge_event_loop_lag_distribution_seconds_bucket"
     try:
         with urllib.request.urlopen(f"http://{HOST}:{metrics_port}/metrics", timeout=2) as response:
             text = response.read().decode()
     except OSError:
         return None
+    keep.write_text(text)
     buckets = []
     for line in text.splitlines():
         if line.startswith(name + "{"):
@@ -622,6 +638,7 @@ def analyse(
         row.cpu_pct = 100 * cpu_ms / span_ms
         row.others_pct = 100 * (b.other_ticks - a.other_ticks) * 1000 / CLK_TCK / span_ms
         row.host_busy_pct = 100 * (b.host_busy - a.host_busy) / max(1, b.host_total - a.host_total)
+        row.foreign_pct = max(0.0, row.host_busy_pct * (os.cpu_count() or 1) - row.cpu_pct - row.others_pct)
         row.rss_mb_per_call = (max(s.bridge_rss for s in window) - idle_rss) / 2**20 / len(started)
     for r in ok:
         if r["greeting_ms"] is not None:
@@ -703,6 +720,7 @@ COLUMNS = [
     ("out ms", 9),
     ("others CPU%", 11),
     ("host busy%", 10),
+    ("foreign%", 8),
     ("bridge lag", 10),
     ("load lag", 8),
 ]
@@ -728,10 +746,13 @@ def print_table(rows: list[Row], load_before: float, args: argparse.Namespace) -
     print(f"machine: {machine()}")
     pinning = f"bridge on CPU {args.bridge_cpu}" if args.bridge_cpu else "bridge not pinned"
     pinning += f", emulator + load on CPU {args.others_cpu}" if args.others_cpu else ", others not pinned"
+    if args.nice:
+        pinning += f", all at nice {args.nice}"
     print(f"{pinning}; bridge WORKERS={args.workers}")
     print(f"host load average before the run: {load_before:.2f} (other work on the host skews latencies)")
     print("latencies are p50/p99 ms; CPU% is of one core; lag = p99 event-loop lag (ms) of the bridge and of")
-    print("the load generator (when the generator lags, so do the times it stamps)")
+    print("the load generator (when the generator lags, so do the times it stamps); foreign% = CPU (of one")
+    print("core) used meanwhile by processes outside the benchmark: above a few %, latencies include them")
     print("  ".join(f"{name:>{width}}" for name, width in COLUMNS))
     for row in rows:
         cells = [
@@ -751,6 +772,7 @@ def print_table(rows: list[Row], load_before: float, args: argparse.Namespace) -
             p50_99_fine(row.outbound),
             f"{row.others_pct:.0f}",
             f"{row.host_busy_pct:.0f}",
+            f"{row.foreign_pct:.0f}",
             "-" if row.bridge_lag_p99 is None else f"{row.bridge_lag_p99:.0f}",
             f"{pct(row.generator_lag, 99):.0f}" if row.generator_lag else "-",
         ]
@@ -837,6 +859,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--floor", action="store_true", help="run bench/floor_relay.py before the bridge at each count"
     )
     parser.add_argument("--workers", type=int, default=1, help="WORKERS for the bridge")
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="niceness of the benchmark's processes (-10: others' work waits)",
+    )
     parser.add_argument("--keep-logs", metavar="DIR", help="copy the processes' logs here")
     parser.add_argument("--no-quality", action="store_true", help="skip the resampler quality check")
     parser.add_argument("--role", choices=["emulator", "load"], help=argparse.SUPPRESS)
@@ -866,6 +894,8 @@ def main(argv: list[str] | None = None) -> int:
     args.calls_max = max(levels)
     if (cpus := cpu_set(args.others_cpu)) is not None:
         os.sched_setaffinity(0, cpus)  # this process samples /proc: it must not share the bridge's core
+    if args.nice:
+        os.setpriority(os.PRIO_PROCESS, 0, args.nice)
     load_before = os.getloadavg()[0]
     mode = "passthrough" if args.passthrough else "transcode"
     rows = []
