@@ -136,7 +136,7 @@ class PlaybackLedger:
             return False
         half = self.half_rtt
         candidate = now - half  # when the carrier finished it, if this echo had the shortest delay
-        projected = self._projected_end(name) if self._burst_start is None else None
+        projected = self._projected_end(name, half) if self._burst_start is None else None
         burst_start = self._burst_start
         played = 0
         while self._frames:
@@ -164,13 +164,14 @@ class PlaybackLedger:
         self._burst_start = None
         return True
 
-    def _projected_end(self, mark: str) -> float | None:
-        """When the carrier finishes the frames up to `mark`, projected from the current anchor."""
+    def _projected_end(self, mark: str, half_rtt: float) -> float | None:
+        """When the carrier finishes the frames up to `mark`, projected from the current anchor
+        (`half_rtt`: the current `half_rtt`, worked out once by the caller, not once per frame)."""
         if self._anchor is None:
             return None
         t = self._anchor
         for frame in self._frames:
-            t = self._frame_start(t, frame) + frame.size / self.bytes_per_ms
+            t = self._frame_start(t, frame, half_rtt) + frame.size / self.bytes_per_ms
             if frame.mark == mark:
                 return t
         return None
@@ -209,8 +210,8 @@ class PlaybackLedger:
         item = self._items.get(item_id)
         return item is not None and item.played_bytes < item.sent_bytes
 
-    def _frame_start(self, t: float, frame: _Frame) -> float:
-        arrival = frame.sent_at + self.half_rtt
+    def _frame_start(self, t: float, frame: _Frame, half_rtt: float) -> float:
+        arrival = frame.sent_at + half_rtt
         return t if arrival <= t else arrival + self.playout_delay_ms
 
     def heard(self, now: float, stopped_at: float | None = None) -> list[ItemPlayback]:
@@ -224,8 +225,9 @@ class PlaybackLedger:
         heard: dict[str, int] = {}
         t = self._anchor if self._anchor is not None else float("-inf")
         position = 0  # bytes of unconfirmed audio the carrier will have played
+        half = self.half_rtt
         for frame in self._frames:
-            start = self._frame_start(t, frame)
+            start = self._frame_start(t, frame, half)
             if start >= clear_arrives or position >= ceiling:
                 break
             played = min(frame.size, int((clear_arrives - start) * self.bytes_per_ms), ceiling - position)
