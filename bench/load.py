@@ -47,6 +47,15 @@ add none to the audio path). The issue's budget is 1 ms of CPU per call-second.
 `--sweep 25,50,100,200` prints one row per call count (CPU per call-second must stay flat, i.e. total
 CPU grows linearly). `--profile 10` also samples the bridge with py-spy for 10 s under load and prints
 its hottest functions (py-spy must be installed; it slows the bridge a little).
+
+`--bridge-cpu 0 --others-cpu 1` pins the bridge (and its workers) to core 0 and everything else (the
+emulator, the load generator, this process, py-spy) to core 1, so that the bridge's latencies are its
+own and not the queue for a core it shares with the load. `--floor` runs `bench/floor_relay.py` in the
+bridge's place, with the same pinning, load and seed, just before the bridge at every call count, and
+prints the bridge's CPU per call-second as a multiple of the floor's ("x floor"). `--workers 2` runs the
+bridge with WORKERS=2; its CPU is then the supervisor's and every worker's together. `--nice -10` (root)
+starts every process of the benchmark at that niceness, so that other work on a shared host waits for
+them instead of preempting them: the "foreign%" column shows how much other work there was.
 """
 
 from __future__ import annotations
@@ -269,6 +278,7 @@ class Row:
     idle_rss_mb: float = math.nan
     others_pct: float = math.nan
     host_busy_pct: float = math.nan
+    foreign_pct: float = math.nan  # CPU used by processes not in the benchmark (% of one core)
     greeting: list[float] = field(default_factory=list)
     barge: list[float] = field(default_factory=list)
     barge_bridge: list[float] = field(default_factory=list)
@@ -281,6 +291,7 @@ class Row:
     bridge_lag_p99: float | None = None
     profile: list[tuple[str, float]] = field(default_factory=list)
     profile_bridge: list[tuple[str, float]] = field(default_factory=list)
+    floor_ratio: float | None = None  # CPU per call-second against the floor relay's at this count
 
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -290,6 +301,62 @@ def proc_ticks(pid: int) -> int:
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat(5))
+
+
+def tree_pids(pid: int) -> list[int]:
+    """The process and all its descendants (a supervisor's workers), read from /proc."""
+    pids, i = [pid], 0
+    while i < len(pids):
+        with contextlib.suppress(OSError):
+            for task in os.listdir(f"/proc/{pids[i]}/task"):
+                with open(f"/proc/{pids[i]}/task/{task}/children") as fh:
+                    pids.extend(int(child) for child in fh.read().split())
+        i += 1
+    return pids
+
+
+def tree_ticks(pid: int) -> int:
+    """CPU ticks of a process and its descendants; one that ended since the last sample drops out, so
+    a worker restarted mid-run would show as a dip (load.py reports failed calls when that happens)."""
+    total = 0
+    for p in tree_pids(pid):
+        with contextlib.suppress(OSError):
+            total += proc_ticks(p)
+    return total
+
+
+def tree_rss(pid: int) -> int:
+    total = 0
+    for p in tree_pids(pid):
+        with contextlib.suppress(OSError):
+            total += proc_rss(p)
+    return total
+
+
+def cpu_set(text: str | None) -> set[int] | None:
+    """A CPU list as taskset takes it ("0", "1,3", "0-3"), or None for no pinning."""
+    if not text:
+        return None
+    cpus: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
+def pinned(cpus: set[int] | None, nice: int = 0) -> dict[str, Any]:
+    """Popen arguments that start the child on `cpus` (its own children inherit them), as taskset would,
+    and at niceness `nice` (as `nice -n`; below 0 needs root)."""
+    if cpus is None and not nice:
+        return {}
+
+    def setup() -> None:
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)
+        if nice:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+
+    return {"preexec_fn": setup}
 
 
 def proc_rss(pid: int) -> int:
@@ -369,6 +436,7 @@ def bridge_env(
         TWILIO_AUTH_TOKEN=TWILIO_TOKEN,
         MAX_CALLS=str(args.calls_max + 10),
         METRICS_PORT=str(metrics_port),
+        WORKERS=str(args.workers),
         BRIDGE_ENV="production",  # signatures checked, as in production
         AUDIO_PASSTHROUGH="true" if args.passthrough else "false",
         RECORDING="all" if recording else "off",
@@ -384,9 +452,18 @@ def spawn(command: list[str], log: Path, **kwargs: Any) -> subprocess.Popen[byte
         return subprocess.Popen(command, stderr=fh, **kwargs)
 
 
-def run_level(args: argparse.Namespace, calls: int, recording: bool = False) -> Row:
+def run_level(args: argparse.Namespace, calls: int, recording: bool = False, floor: bool = False) -> Row:
+    """One call count through the bridge (`recording`: with RECORDING=all), or with `floor` through
+    bench/floor_relay.py in its place."""
     row = Row(calls, recording=recording)
     here = Path(__file__).resolve()
+    bridge_cpus, others = cpu_set(args.bridge_cpu), pinned(cpu_set(args.others_cpu), args.nice)
+    if floor:
+        command = [sys.executable, str(here.with_name("floor_relay.py"))]
+    elif args.bridge_command:
+        command = shlex.split(args.bridge_command)
+    else:
+        command = [sys.executable, "-m", "bridge", "serve"]
     python = sys.executable
     with tempfile.TemporaryDirectory(prefix="bridge-bench-") as tmp:
         workdir = Path(tmp)
@@ -399,21 +476,22 @@ def run_level(args: argparse.Namespace, calls: int, recording: bool = False) -> 
             emulator = spawn(
                 [*role, "emulator", "--port", str(emulator_port), "--out", str(emulator_out)],
                 workdir / "emulator.log",
+                **others,
             )
             procs.append(emulator)
             wait_listening(emulator_port, emulator, 30.0)
             bridge = spawn(
-                shlex.split(args.bridge_command)
-                if args.bridge_command
-                else [python, "-m", "bridge", "serve"],
+                command,
                 workdir / "bridge.log",
                 env=bridge_env(args, port, emulator_port, metrics_port, workdir, recording),
                 cwd=workdir,
+                **pinned(bridge_cpus, args.nice),
             )
             procs.append(bridge)
             wait_ready(f"http://{HOST}:{port}/readyz", bridge, 30.0)
             time.sleep(1.0)
-            idle_rss = proc_rss(bridge.pid)
+            idle_rss = tree_rss(bridge.pid)
+            scrape_loop_lag(metrics_port, workdir / "metrics-idle.txt")
             load = spawn(
                 [
                     *(*role, "load", "--url", f"http://{HOST}:{port}"),
@@ -422,6 +500,7 @@ def run_level(args: argparse.Namespace, calls: int, recording: bool = False) -> 
                     *("--out", str(workdir / "load.json")),
                 ],
                 workdir / "load.log",
+                **others,
             )
             procs.append(load)
             samples = []
@@ -432,14 +511,14 @@ def run_level(args: argparse.Namespace, calls: int, recording: bool = False) -> 
                     load.kill()
                     raise RuntimeError("load generator overran its time limit")
                 if time.monotonic() >= profile_at:
-                    spy = start_profiler(bridge.pid, args.profile, workdir / "profile.txt")
+                    spy = start_profiler(bridge.pid, args.profile, workdir / "profile.txt", others)
                     profile_at = math.inf
                 busy, total = host_ticks()
                 samples.append(
                     Sample(
                         now_ms(),
-                        proc_ticks(bridge.pid),
-                        proc_rss(bridge.pid),
+                        tree_ticks(bridge.pid),
+                        tree_rss(bridge.pid),
                         proc_ticks(emulator.pid) + proc_ticks(load.pid),
                         busy,
                         total,
@@ -458,7 +537,7 @@ def run_level(args: argparse.Namespace, calls: int, recording: bool = False) -> 
             load_out = json.loads((workdir / "load.json").read_text())
             results = load_out["calls"]
             row.generator_lag = load_out["lag_ms"]
-            row.bridge_lag_p99 = scrape_loop_lag(metrics_port)
+            row.bridge_lag_p99 = scrape_loop_lag(metrics_port, workdir / "metrics.txt")
             sessions = json.loads(emulator_out.read_text())
             analyse(row, results, sessions, samples, idle_rss)
             if samples and row.call_seconds:
@@ -473,9 +552,12 @@ def run_level(args: argparse.Namespace, calls: int, recording: bool = False) -> 
                     "load.json",
                     "emulator.json",
                     "profile.txt",
+                    "metrics-idle.txt",
+                    "metrics.txt",
                 ):
                     if (workdir / name).exists():
-                        (Path(args.keep_logs) / f"{calls}-{name}").write_bytes((workdir / name).read_bytes())
+                        kept = Path(args.keep_logs) / f"{calls}-{'floor-' if floor else ''}{name}"
+                        kept.write_bytes((workdir / name).read_bytes())
         finally:
             if spy is not None and spy.poll() is None:
                 spy.kill()
@@ -499,14 +581,16 @@ def ramp_s(args: argparse.Namespace, calls: int) -> float:
     return args.ramp if args.ramp is not None else max(1.0, calls / 40)
 
 
-def scrape_loop_lag(metrics_port: int) -> float | None:
-    """p99 of the bridge's own event-loop lag (bridge/metrics.py), if it serves /metrics on METRICS_PORT."""
+def scrape_loop_lag(metrics_port: int, keep: Path) -> float | None:
+    """p99 of the bridge's own event-loop lag (bridge/metrics.py), if it serves /metrics on METRICS_PORT.
+    The whole scrape is written to `keep` (--keep-logs copies it: GC pauses, frame timings)."""
     name = "bridge_event_loop_lag_distribution_seconds_bucket"
     try:
         with urllib.request.urlopen(f"http://{HOST}:{metrics_port}/metrics", timeout=2) as response:
             text = response.read().decode()
     except OSError:
         return None
+    keep.write_text(text)
     buckets = []
     for line in text.splitlines():
         if line.startswith(name + "{"):
@@ -519,11 +603,11 @@ def scrape_loop_lag(metrics_port: int) -> float | None:
     return next(le for le, count in buckets if count >= 0.99 * total) * 1000
 
 
-def start_profiler(pid: int, seconds: int, out: Path) -> subprocess.Popen[bytes]:
+def start_profiler(pid: int, seconds: int, out: Path, pinning: dict[str, Any]) -> subprocess.Popen[bytes]:
     spy = Path(sys.executable).with_name("py-spy")
     command = [str(spy) if spy.exists() else "py-spy", "record", "-p", str(pid), "-d", str(seconds)]
     command += ["-r", "200", "--nonblocking", "-f", "raw", "-o", str(out)]
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **pinning)
 
 
 def read_profile(path: Path, top: int = 10) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
@@ -590,6 +674,7 @@ def analyse(
         row.cpu_pct = 100 * cpu_ms / span_ms
         row.others_pct = 100 * (b.other_ticks - a.other_ticks) * 1000 / CLK_TCK / span_ms
         row.host_busy_pct = 100 * (b.host_busy - a.host_busy) / max(1, b.host_total - a.host_total)
+        row.foreign_pct = max(0.0, row.host_busy_pct * (os.cpu_count() or 1) - row.cpu_pct - row.others_pct)
         row.rss_mb_per_call = (max(s.bridge_rss for s in window) - idle_rss) / 2**20 / len(started)
     for r in ok:
         if r["greeting_ms"] is not None:
@@ -660,6 +745,7 @@ COLUMNS = [
     ("call-s", 7),
     ("failed", 6),
     ("CPU ms/call-s", 13),
+    ("x floor", 7),
     ("bridge CPU%", 11),
     ("RSS MB/call", 11),
     ("idle RSS MB", 11),
@@ -670,6 +756,7 @@ COLUMNS = [
     ("out ms", 9),
     ("others CPU%", 11),
     ("host busy%", 10),
+    ("foreign%", 8),
     ("bridge lag", 10),
     ("load lag", 8),
 ]
@@ -690,12 +777,18 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, Python {python}, {loop}"
 
 
-def print_table(rows: list[Row], load_before: float) -> None:
+def print_table(rows: list[Row], load_before: float, args: argparse.Namespace) -> None:
     print()
     print(f"machine: {machine()}")
+    pinning = f"bridge on CPU {args.bridge_cpu}" if args.bridge_cpu else "bridge not pinned"
+    pinning += f", emulator + load on CPU {args.others_cpu}" if args.others_cpu else ", others not pinned"
+    if args.nice:
+        pinning += f", all at nice {args.nice}"
+    print(f"{pinning}; bridge WORKERS={args.workers}")
     print(f"host load average before the run: {load_before:.2f} (other work on the host skews latencies)")
     print("latencies are p50/p99 ms; CPU% is of one core; lag = p99 event-loop lag (ms) of the bridge and of")
-    print("the load generator (when the generator lags, so do the times it stamps)")
+    print("the load generator (when the generator lags, so do the times it stamps); foreign% = CPU (of one")
+    print("core) used meanwhile by processes outside the benchmark: above a few %, latencies include them")
     print("  ".join(f"{name:>{width}}" for name, width in COLUMNS))
     for row in rows:
         cells = [
@@ -704,6 +797,7 @@ def print_table(rows: list[Row], load_before: float) -> None:
             f"{row.call_seconds:.0f}",
             str(row.failed),
             f"{row.cpu_ms_per_call_s:.2f}",
+            "-" if row.floor_ratio is None else f"{row.floor_ratio:.2f}",
             f"{row.cpu_pct:.1f}",
             f"{row.rss_mb_per_call:.2f}",
             f"{row.idle_rss_mb:.0f}",
@@ -714,6 +808,7 @@ def print_table(rows: list[Row], load_before: float) -> None:
             p50_99_fine(row.outbound),
             f"{row.others_pct:.0f}",
             f"{row.host_busy_pct:.0f}",
+            f"{row.foreign_pct:.0f}",
             "-" if row.bridge_lag_p99 is None else f"{row.bridge_lag_p99:.0f}",
             f"{pct(row.generator_lag, 99):.0f}" if row.generator_lag else "-",
         ]
@@ -832,6 +927,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="each level with RECORDING=off, then all: what recording costs",
     )
     parser.add_argument("--profile", type=int, default=0, metavar="SECONDS", help="py-spy the bridge")
+    parser.add_argument("--bridge-cpu", metavar="CPUS", help="pin the bridge to these CPUs (e.g. 0)")
+    parser.add_argument(
+        "--others-cpu", metavar="CPUS", help="pin the emulator, load generator and this process (e.g. 1)"
+    )
+    parser.add_argument(
+        "--floor", action="store_true", help="run bench/floor_relay.py before the bridge at each count"
+    )
+    parser.add_argument("--workers", type=int, default=1, help="WORKERS for the bridge")
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=0,
+        help="niceness of the benchmark's processes (-10: others' work waits)",
+    )
     parser.add_argument("--keep-logs", metavar="DIR", help="copy the processes' logs here")
     parser.add_argument("--no-quality", action="store_true", help="skip the resampler quality check")
     parser.add_argument("--role", choices=["emulator", "load"], help=argparse.SUPPRESS)
@@ -859,21 +968,32 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     levels = [int(n) for n in args.sweep.split(",")] if args.sweep else [args.calls]
     args.calls_max = max(levels)
+    if (cpus := cpu_set(args.others_cpu)) is not None:
+        os.sched_setaffinity(0, cpus)  # this process samples /proc: it must not share the bridge's core
+    if args.nice:
+        os.setpriority(os.PRIO_PROCESS, 0, args.nice)
     load_before = os.getloadavg()[0]
+    mode = "passthrough" if args.passthrough else "transcode"
     rows = []
     for calls in levels:
-        for recording in (False, True) if args.recording else (False,):
-            what = " recorded" if recording else ""
-            print(f"running {calls}{what} calls of {args.seconds:.0f} s ...", file=sys.stderr, flush=True)
+        floor_row = None
+        runs = [(True, False)] if args.floor else []
+        runs += [(False, recording) for recording in ((False, True) if args.recording else (False,))]
+        for floor, recording in runs:
+            what = "floor relay" if floor else "bridge, recorded" if recording else "bridge"
+            print(f"running {calls} calls of {args.seconds:.0f} s, {what} ...", file=sys.stderr, flush=True)
             try:
-                rows.append(run_level(args, calls, recording))
+                row = run_level(args, calls, recording, floor)
             except RuntimeError as exc:  # one level going wrong (an overrun) still reports the others
                 row = Row(calls, failed=calls, recording=recording)
                 row.errors[f"run aborted: {exc}"[:120]] = 1
-                rows.append(row)
-    for row in rows:
-        row.mode = ("passthrough" if args.passthrough else "transcode") + ("+rec" if row.recording else "")
-    print_table(rows, load_before)
+            row.mode = "floor relay" if floor else mode + ("+rec" if recording else "")
+            if floor:
+                floor_row = row
+            elif floor_row is not None and floor_row.cpu_ms_per_call_s > 0:
+                row.floor_ratio = row.cpu_ms_per_call_s / floor_row.cpu_ms_per_call_s
+            rows.append(row)
+    print_table(rows, load_before, args)
     if not args.no_quality:
         print_resampler_quality()
     return 0

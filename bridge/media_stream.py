@@ -22,7 +22,8 @@ async def handle_media_stream(
     ctx: StreamContext, request: web.Request, codec: CarrierCodec, transfer: Transfer | None = None
 ) -> web.StreamResponse:
     """Serve one carrier media-stream websocket as a call."""
-    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_S, max_msg_size=MAX_CARRIER_MESSAGE, compress=False)
+    # The leg pings a quiet stream itself (its HEARTBEAT_S), and so answers the carrier's pings too.
+    ws = web.WebSocketResponse(autoping=False, max_msg_size=MAX_CARRIER_MESSAGE, compress=False)
     logger = log.bind(remote=request.remote or "", carrier=codec.carrier)
     try:
         await ws.prepare(request)
@@ -32,7 +33,7 @@ async def handle_media_stream(
         logger.warning("media stream closed by the carrier during the handshake")
         # The half-prepared websocket cannot be finished; this answer only reaches the access log.
         return web.Response(status=499, reason="Client Closed Request")
-    pump = CallPump(ctx, WebSocketLeg(ws, codec, logger, transfer), logger)
+    pump = CallPump(ctx, WebSocketLeg(ws, codec, logger, transfer, HEARTBEAT_S), logger)
     try:
         await pump.run()
     except Exception:

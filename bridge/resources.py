@@ -232,10 +232,13 @@ class Bridge:
 
     @property
     def at_capacity(self) -> bool:
-        # Calls whose webhook was answered count too: their media streams are on the way; and so do
+        # Calls whose webhook was answered count too: their media streams are on the way (a stream that
+        # started holds its prepared session until its call is on record: it counts once); and so do
         # calls this process placed, until their answer comes.
+        prepared, active = self.prepared, self.active_calls
+        arriving = len(prepared) - sum(1 for call_id in active if call_id in prepared)
         placed = self.outbound.reserved if self.outbound is not None else 0
-        return len(self.active_calls) + len(self.prepared) + placed >= self.settings.max_calls
+        return len(active) + arriving + placed >= self.settings.max_calls
 
     def begin_stop(self, *, at_once: bool = False) -> StopClock:
         """The stop's deadlines (bridge.stop_budget), set by the first call: a signal's, or the

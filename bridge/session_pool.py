@@ -110,6 +110,9 @@ class PreparedSessions:
     def __len__(self) -> int:
         return len(self._tasks)
 
+    def __contains__(self, call_sid: object) -> bool:
+        return call_sid in self._tasks
+
 
 def _silence(task: asyncio.Task[UpstreamSession]) -> None:
     if not task.cancelled():

@@ -41,6 +41,29 @@ async def test_one_call_beyond_max_calls_is_turned_away() -> None:
         assert not first.ended
 
 
+async def test_a_call_whose_stream_started_counts_once_towards_max_calls() -> None:
+    # Between its stream's start and its row in the call log, a call is live and still holds the
+    # session its webhook prepared: counted twice, a burst of calls was turned away below MAX_CALLS.
+    async with running_emulator() as (_, url), running_bridge(url, MAX_CALLS="2") as bridge:
+        recorded = asyncio.Event()
+        claim = bridge.bridge.call_log.claim_call
+
+        async def slow_claim(**fields: object) -> bool:
+            await recorded.wait()  # the database is slow to write the call's row
+            return await claim(**fields)
+
+        bridge.bridge.call_log.claim_call = slow_claim  # type: ignore[method-assign]
+        first_sid = "CA" + "1" * 32
+        assert "<Stream" in await post_webhook(bridge.base_url, first_sid)
+        async with TwilioCallerEmulator(bridge.media_url, call_sid=first_sid):
+            await eventually(lambda: first_sid in bridge.bridge.active_calls)
+            assert len(bridge.bridge.prepared) == 1  # still held: its claim waits for the row
+
+            assert "<Stream" in await post_webhook(bridge.base_url, "CA" + "2" * 32)
+            assert "busy" in await post_webhook(bridge.base_url, "CA" + "3" * 32)
+            recorded.set()
+
+
 async def test_the_call_time_limit_ends_after_the_goodbye_was_heard() -> None:
     async with running_emulator() as (emulator, url), running_bridge(url, MAX_CALL_SECONDS="1") as bridge:
         goodbye = tone(1200, 700, rate=24000)

@@ -86,6 +86,20 @@ def test_sequence_gaps_counted(codec: TwilioCodec) -> None:
     assert codec.sequence_gaps == 1
 
 
+def test_mark_echoes_count_in_the_sequence_and_odd_ones_read_as_before(codec: TwilioCodec) -> None:
+    codec.decode(media_message(b"\xff" * 160, seq=2))
+    assert codec.decode('{"event":"mark","sequenceNumber":"3","mark":{"name":"a1"}}') == PlaybackMark("a1")
+    assert codec.decode('{"event":"mark","sequenceNumber":5,"mark":{"name":"a2"}}') == PlaybackMark("a2")
+    assert codec.sequence_gaps == 1  # 4 is missing
+    # Shapes the typed reading refuses go the general way: same events, same errors.
+    odd = '{"event":"mark","sequenceNumber":6.5,"mark":{"name":"a3","x":[1]}}'
+    assert codec.decode(odd) == PlaybackMark("a3")
+    with pytest.raises(CarrierProtocolError, match="'name' missing or not a str"):
+        codec.decode('{"event":"mark","mark":{"name":7}}')
+    with pytest.raises(CarrierProtocolError, match="'mark' missing"):
+        codec.decode('{"event":"mark","mark":"a5"}')
+
+
 @pytest.mark.parametrize(
     ("message", "why"),
     [

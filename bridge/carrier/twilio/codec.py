@@ -18,6 +18,7 @@ from bridge.carrier.events import (
     CarrierEvent,
     CarrierProtocolError,
     Connected,
+    PlaybackMark,
 )
 from bridge.carrier.json_message import (
     JsonCommands,
@@ -56,6 +57,21 @@ class _MediaMessage(msgspec.Struct):
 _media_decoder = msgspec.json.Decoder(_MediaMessage)
 
 
+class _Mark(msgspec.Struct):
+    name: str
+
+
+class _MarkMessage(msgspec.Struct):
+    """A mark echo: one for every 100 ms of the model's audio, read straight into its fields too."""
+
+    event: str
+    mark: _Mark
+    sequenceNumber: str | int | None = None
+
+
+_mark_decoder = msgspec.json.Decoder(_MarkMessage)
+
+
 class TwilioCodec(JsonCommands):
     """State of one Twilio media stream's message framing: the stream sid and sequence numbers.
 
@@ -74,10 +90,14 @@ class TwilioCodec(JsonCommands):
         return self._sequence.gaps
 
     def decode(self, text: str | bytes) -> CarrierEvent | None:
-        if self.stream_sid is not None and isinstance(text, str) and '"media"' in text[:48]:
-            audio = self._fast_media(text)
-            if audio is not None:
-                return audio
+        if isinstance(text, str):
+            head = text[:48]
+            if self.stream_sid is not None and '"media"' in head:
+                audio = self._fast_media(text)
+                if audio is not None:
+                    return audio
+            elif '"mark"' in head and (echo := self._fast_mark(text)) is not None:
+                return echo
         event, message = decode_event(text)
         self._sequence.see(message.get("sequenceNumber"))
 
@@ -113,6 +133,17 @@ class TwilioCodec(JsonCommands):
         if media.track != "inbound":
             return CallerAudio(payload=b"")
         return CallerAudio(payload=media.payload, timestamp_ms=as_int(media.timestamp))
+
+    def _fast_mark(self, text: str) -> PlaybackMark | None:
+        """A well-formed mark echo read by type; None sends anything else down the general path."""
+        try:
+            message = _mark_decoder.decode(text)
+        except (msgspec.DecodeError, RecursionError):
+            return None
+        if message.event != "mark":
+            return None
+        self._sequence.see(message.sequenceNumber)
+        return PlaybackMark(name=message.mark.name)
 
     def _start(self, message: dict[str, Any]) -> CallStarted:
         if self.stream_sid is not None:
