@@ -161,13 +161,16 @@ class CallConfig:
     ) -> CallConfig:
         """This configuration for one call we place: its own instructions and greeting (each
         replacing the server's when given; an empty greeting means the model waits for the callee)
-        and how it waits for the carrier's answering-machine verdict."""
+        and how it waits for the carrier's answering-machine verdict. It is answered by Realtime,
+        whose calls wait for that verdict, whatever UPSTREAM_API and UPSTREAM_API_BY_NUMBER say."""
         session = replace(self.session, instructions=instructions) if instructions else self.session
         return replace(
             self,
             session=session,
             greeting=self.greeting if greeting is None else greeting,
             detection=detection,
+            upstream_api="realtime",
+            upstream_by_number={},
         )
 
     @property

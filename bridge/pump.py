@@ -140,17 +140,14 @@ class CallPump:
             self.log.warning("second stream for a call already in progress refused")
             await self.leg.close("duplicate call", code=1008)
             return
-        config = self.config
-        if placed is not None:
-            api: UpstreamApi = "realtime"  # a call we placed waits for who answered: Realtime rules do that
-        else:
-            # The webhook's choice, carried in the stream's parameters (bound to its stream token), or
-            # the called number's; a SIP call has only the number.
-            recorded = self.ctx.recordings is not None and self.ctx.recordings.wanted(params)
-            requested = params.get(UPSTREAM_PARAMETER, "")
-            api, problem = config.upstream_for(params.get("to", ""), requested, recorded=recorded)
-            if problem:
-                self.log.warning("upstream choice not followed", problem=problem, upstream_api=api)
+        config, recordings = self.config, self.ctx.recordings
+        recorded = recordings is not None and recordings.wanted(params)
+        # The webhook's choice, carried in the stream's parameters (bound to its stream token), or the
+        # called number's (a SIP call has only the number); a call we placed has Realtime's.
+        requested = params.get(UPSTREAM_PARAMETER, "")
+        api, problem = config.upstream_for(params.get("to", ""), requested, recorded=recorded)
+        if problem:
+            self.log.warning("upstream choice not followed", problem=problem, upstream_api=api)
         self.upstream_api = api
         started_at = datetime.now(UTC)  # the call log's start and the recording's first sample alike
         # The call's row names this process its owner from here on; a stream for a call admitted
@@ -174,8 +171,7 @@ class CallPump:
             self.log.warning("stream for a call admitted before refused (live elsewhere, or a replay)")
             await self.leg.close("duplicate call", code=1008)
             return
-        recordings = self.ctx.recordings
-        if recordings is not None and recordings.wanted(params):
+        if recordings is not None and recorded:
             self.recording = recordings.begin(self.call_id, started.line, now_ms(), started_at)
         self.log.info(
             "call started",

@@ -168,3 +168,9 @@ def test_a_recorded_call_that_must_hear_the_notice_is_answered_by_realtime() -> 
     unannounced = {k: v for k, v in LIVE.items() if k != "RECORDING_NOTICE"}
     without = CallConfig.from_settings(load_settings(unannounced))
     assert without.upstream_for("+15550001234", recorded=True) == ("live", "")
+
+
+def test_a_call_we_place_is_answered_by_realtime_whatever_the_default() -> None:
+    placed = CallConfig.from_settings(load_settings(LIVE)).for_placed_call(greeting="")
+    assert placed.upstream_for("+15550001234") == ("realtime", "")
+    assert placed.upstream_for("+15550003333", "realtime") == ("realtime", "")

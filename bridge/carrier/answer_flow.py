@@ -177,17 +177,13 @@ class CarrierRoutes:
         # URL the carrier is given: a number's webhook, or an outbound call's.
         record = record_requested(webhook.query)
         recorded = bridge.recordings is not None and bridge.recordings.wanted(webhook.query)
-        if placed is not None:
-            api = "realtime"  # a call we place waits for who answered: the Realtime call's rules do that
-        else:
-            # `?upstream=live|realtime` on the webhook URL (an A/B test), else the called number's, else
-            # the default; the stream carries the choice back, vouched for by its token.
-            requested = webhook.query.get(UPSTREAM_PARAMETER, "")
-            api, problem = config.upstream_for(call.callee, requested, recorded=recorded)
-            if problem:
-                log.warning(
-                    "upstream choice not followed", carrier=name, call_sid=call.call_id, problem=problem
-                )
+        # `?upstream=live|realtime` on the webhook URL (an A/B test), else the called number's, else the
+        # default (a call we placed: Realtime); the stream carries the choice back, vouched for by its
+        # token.
+        requested = webhook.query.get(UPSTREAM_PARAMETER, "")
+        api, problem = config.upstream_for(call.callee, requested, recorded=recorded)
+        if problem:
+            log.warning("upstream choice not followed", carrier=name, call_sid=call.call_id, problem=problem)
         if call.call_id:
             bridge.prepared.prepare(call.call_id, lambda: bridge.open_prepared(config, api))
             bridge.awaited.answered(call, name)
