@@ -31,6 +31,8 @@ log = get_logger("bridge.upstream")
 MAX_SERVER_MESSAGE = 16 * 1024 * 1024
 
 
+_TEXT = WSMsgType.TEXT
+
 # Close codes after which the session simply ended; anything else (or no close frame) means it was lost.
 _NORMAL_CLOSE = (1000, 1001)
 
@@ -60,6 +62,7 @@ class UpstreamSocket:
     def __init__(self, http: aiohttp.ClientSession, ws: aiohttp.ClientWebSocketResponse) -> None:
         self._http = http
         self._ws = ws
+        self._send_frame = ws.send_frame
 
     @property
     def close_code(self) -> int | None:
@@ -69,18 +72,13 @@ class UpstreamSocket:
     def closed(self) -> bool:
         return self._ws.closed
 
-    async def send(self, message: str | bytes) -> None:
-        """One text message; bytes must be UTF-8 (msgspec's output is), and are sent without a copy."""
-        ws = self._ws
-        if ws.closed:
-            raise UpstreamClosed(ws.close_code, "already closed")
+    async def send(self, message: bytes) -> None:
+        """One text message, UTF-8 (msgspec's output is), sent without a copy. A socket that closed or is
+        closing raises `UpstreamClosed` (aiohttp refuses to write to it)."""
         try:
-            if isinstance(message, bytes):
-                await ws.send_frame(message, WSMsgType.TEXT)
-            else:
-                await ws.send_str(message)
+            await self._send_frame(message, _TEXT)
         except ConnectionError as exc:
-            raise UpstreamClosed(ws.close_code, str(exc)) from None
+            raise UpstreamClosed(self._ws.close_code, str(exc)) from None
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         ws = self._ws
