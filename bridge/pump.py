@@ -507,7 +507,7 @@ class CallPump:
 
     async def _flush(self) -> None:
         # Runs for every message either way (50+ a second per call): plain code and local names, no
-        # per-flush lock or context-manager objects.
+        # per-flush lock or context-manager objects, the upstream sends written out here.
         call = self.call
         if call is None:
             return
@@ -517,11 +517,28 @@ class CallPump:
                 self._carrier_backlog += to_carrier
             else:
                 await self._send_carrier(call, to_carrier)
-        if to_upstream and self.upstream is not None:
+        if to_upstream and (upstream := self.upstream) is not None:
             if self._upstream_sending:
                 self._upstream_backlog += to_upstream
             else:
-                await self._send_upstream(to_upstream)
+                # As `_send_carrier`: what other flushes leave meanwhile goes after these, in order.
+                self._upstream_sending = True
+                send, encode = upstream.socket.send, upstream.codec.encode
+                try:
+                    while True:
+                        for event in to_upstream:
+                            await send(encode(event))
+                        if not self._upstream_backlog:
+                            break
+                        to_upstream, self._upstream_backlog = self._upstream_backlog, []
+                        upstream = self.upstream or upstream  # replaced meanwhile: the rest is its
+                        send, encode = upstream.socket.send, upstream.codec.encode
+                except ConnectionError:
+                    # The upstream loop sees the close and replaces the session or ends the call; what
+                    # the call sent meanwhile is the new session's to rebuild (`Call.resume`).
+                    self._upstream_backlog.clear()
+                finally:
+                    self._upstream_sending = False
         if records:
             for record in records:
                 self._record(record)
@@ -549,28 +566,6 @@ class CallPump:
                 commands, self._carrier_backlog = self._carrier_backlog, []
         finally:
             self._carrier_sending = False
-
-    async def _send_upstream(self, events: list[dict[str, Any]]) -> None:
-        """Send `events`, then whatever other flushes left meanwhile, in order (as `_send_carrier`)."""
-        upstream = self.upstream
-        assert upstream is not None
-        self._upstream_sending = True
-        socket, encode = upstream.socket, upstream.codec.encode
-        try:
-            while True:
-                for event in events:
-                    await socket.send(encode(event))
-                if not self._upstream_backlog:
-                    return
-                events, self._upstream_backlog = self._upstream_backlog, []
-                upstream = self.upstream or upstream  # replaced meanwhile: the rest is the new session's
-                socket, encode = upstream.socket, upstream.codec.encode
-        except UpstreamClosed:
-            # The upstream loop sees the close and replaces the session or ends the call; what the call
-            # sent meanwhile is the new session's to rebuild (`Call.resume`).
-            self._upstream_backlog.clear()
-        finally:
-            self._upstream_sending = False
 
     # -- jobs: beside the call, never on the audio path -------------------------------------------
 

@@ -43,7 +43,6 @@ _encoder = msgspec.json.Encoder()
 class _Media(msgspec.Struct):
     payload: bytes  # msgspec decodes the base64 while parsing: no second pass over the text
     track: str = "inbound"
-    timestamp: str | int | None = None
 
 
 class _MediaMessage(msgspec.Struct):
@@ -143,10 +142,7 @@ class TwilioCodec(JsonCommands):
             gaps.last = number
         if media.track != "inbound":
             return CallerAudio(payload=b"")
-        timestamp = media.timestamp
-        if type(timestamp) is str and timestamp.isdigit() and timestamp.isascii() and len(timestamp) <= 18:
-            return CallerAudio(media.payload, int(timestamp))
-        return CallerAudio(media.payload, as_int(timestamp))
+        return CallerAudio(media.payload)
 
     def _fast_mark(self, text: str) -> PlaybackMark | None:
         """A well-formed mark echo read by type; None sends anything else down the general path."""
@@ -185,8 +181,8 @@ class TwilioCodec(JsonCommands):
         media = field(message, "media", dict, "media")
         if media.get("track", "inbound") != "inbound":
             return CallerAudio(payload=b"")  # Only the caller's track is relayed upstream.
-        audio = media_payload(media, MAX_INBOUND_PAYLOAD_BYTES)
-        return CallerAudio(payload=audio, timestamp_ms=as_int(media.get("timestamp")))
+        # Twilio's `timestamp` is not read: the bridge stamps each frame with its own clock on arrival.
+        return CallerAudio(payload=media_payload(media, MAX_INBOUND_PAYLOAD_BYTES))
 
     @property
     def stream_started(self) -> bool:
