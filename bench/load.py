@@ -488,7 +488,7 @@ def run_level(args: argparse.Namespace, calls: int, recording: bool = False, flo
                 **pinned(bridge_cpus, args.nice),
             )
             procs.append(bridge)
-            wait_ready(f"http://{HOST}:{port}/readyz", bridge, float(os.environ.get("BENCH_READY_S", "30")))
+            wait_ready(f"http://{HOST}:{port}/readyz", bridge, 30.0)
             time.sleep(1.0)
             idle_rss = tree_rss(bridge.pid)
             scrape_loop_lag(metrics_port, workdir / "metrics-idle.txt")
