@@ -516,7 +516,7 @@ class CallPump:
             if self._carrier_sending:
                 self._carrier_backlog += to_carrier
             else:
-                await self._send_carrier(call, to_carrier)
+                await self._send_carrier(call, to_carrier, records)
         if to_upstream and (upstream := self.upstream) is not None:
             if self._upstream_sending:
                 self._upstream_backlog += to_upstream
@@ -545,9 +545,12 @@ class CallPump:
         if call.jobs:  # rare: the per-frame flush stays free of it
             self._start_jobs(call)
 
-    async def _send_carrier(self, call: PhoneCall, commands: list[CarrierCommand]) -> None:
+    async def _send_carrier(
+        self, call: PhoneCall, commands: list[CarrierCommand], records: list[LogRecord]
+    ) -> None:
         """Send `commands`, then whatever other flushes left meanwhile (only while a send waited for
-        the socket to drain), in order. Nothing goes after a hang-up."""
+        the socket to drain), in order. Nothing goes after a hang-up. A barge-in's record, known once
+        its clear is written, joins `records` (the flush's, written after its sends)."""
         self._carrier_sending = True
         send = self.leg.send
         try:
@@ -560,7 +563,7 @@ class CallPump:
                         self._carrier_backlog.clear()
                         return
                     if type(command) is ClearPlayback and (written := call.clear_written(now_ms())):
-                        self._record(written)
+                        records.append(written)
                 if not self._carrier_backlog:
                     return
                 commands, self._carrier_backlog = self._carrier_backlog, []
