@@ -383,9 +383,10 @@ class BridgeMetrics:
         )
         self._reason = _BoundedLabel()
         self._code = _BoundedLabel()
-        # Children are created once, before the first scrape, so both sources always show.
-        self._frame_carrier = self.frame_processing.labels("carrier")
-        self._frame_upstream = self.frame_processing.labels("upstream")
+        # Children are created once, before the first scrape, so both sources always show. The pump
+        # observes each message's processing time (seconds) straight into them: no call in between.
+        self.carrier_frame: Callable[[float], None] = self.frame_processing.labels("carrier").observe
+        self.upstream_message: Callable[[float], None] = self.frame_processing.labels("upstream").observe
 
     # -- wiring helpers -----------------------------------------------------------------------------
 
@@ -433,12 +434,6 @@ class BridgeMetrics:
 
     def control_forwarded(self, outcome: str) -> None:
         self.control_forwards.labels(outcome).inc()
-
-    def carrier_frame(self, seconds: float) -> None:
-        self._frame_carrier.observe(seconds)
-
-    def upstream_message(self, seconds: float) -> None:
-        self._frame_upstream.observe(seconds)
 
     def record(self, kind: RecordKind, data: Mapping[str, Any], upstream_api: str = "realtime") -> None:
         """Feed one call-log record (a `LogRecord`'s kind and data) of a call on `upstream_api`;

@@ -34,7 +34,15 @@ from bridge.call_config import CallConfig, UpstreamApi
 from bridge.call_jobs import AwaitVerdict, CallJob, ToolRequest, TransferRequest, TurnReview
 from bridge.call_log_sink import CallLogSink
 from bridge.call_registry import CallRegistry
-from bridge.carrier.events import CallEnded, CallStarted, ClearPlayback, Hangup, Mark, PlayAudio
+from bridge.carrier.events import (
+    CallEnded,
+    CallStarted,
+    CarrierCommand,
+    ClearPlayback,
+    Hangup,
+    Mark,
+    PlayAudio,
+)
 from bridge.carrier.outbound import PLACED_CALL_PARAMETER
 from bridge.carrier.stream_tokens import UPSTREAM_PARAMETER
 from bridge.carrier.transfer import TransferFailed
@@ -107,8 +115,12 @@ class CallPump:
         self.config = ctx.call_config  # a call we placed brings its own
         self._tool_context: dict[str, Any] = {}  # what tools and the before-response hook are told
         self._end_when_connected: str | None = None  # ended (`end`) before the model's session opened
-        self._carrier_lock = asyncio.Lock()
-        self._upstream_lock = asyncio.Lock()
+        # Sends go out in the order the call produced them without a lock per flush: a flush that finds
+        # a send of its direction still under way (the socket draining) leaves its batch to that one.
+        self._carrier_sending = False
+        self._carrier_backlog: list[CarrierCommand] = []
+        self._upstream_sending = False
+        self._upstream_backlog: list[dict[str, Any]] = []
         self._wake = asyncio.Event()  # the call has something to send that no pump loop will flush
         self._jobs: set[asyncio.Task[None]] = set()
 
@@ -386,12 +398,13 @@ class CallPump:
     async def _carrier_loop(self) -> None:
         call = self.call
         assert call is not None
+        observe, clock = self.ctx.metrics.carrier_frame, time.perf_counter
         async for event, now in self.leg.events():
-            started = time.perf_counter()
-            call.carrier_event(event, now)
+            started = clock()
+            call.carrier_event(event, now)  # a CallEnded sets the call's end_reason
             await self._flush()
-            self.ctx.metrics.carrier_frame(time.perf_counter() - started)
-            if isinstance(event, CallEnded) or call.end_reason is not None:
+            observe(clock() - started)
+            if call.end_reason is not None:
                 return
         # The stream closed without saying the call ended (Vonage ends a call so): the caller is gone.
         call.carrier_event(CallEnded(), now_ms())
@@ -415,18 +428,19 @@ class CallPump:
         """Model events into the call until the session ends or must be replaced; returns why it did."""
         call, upstream = self.call, self.upstream
         assert call is not None and upstream is not None
+        observe, clock, decode = self.ctx.metrics.upstream_message, time.perf_counter, upstream.codec.decode
         try:
             async for message in upstream.socket:
                 now = now_ms()
                 try:
-                    event = upstream.codec.decode(message)
+                    event = decode(message)
                 except UPSTREAM_PROTOCOL_ERRORS as exc:
                     self.log.warning("unusable upstream message", error=str(exc))
                     continue
-                started = time.perf_counter()
+                started = clock()
                 call.model_event(event, now)
                 await self._flush()
-                self.ctx.metrics.upstream_message(time.perf_counter() - started)
+                observe(clock() - started)
                 if call.end_reason is not None:
                     return "the call ended"
                 if call.needs_new_session:
@@ -492,40 +506,69 @@ class CallPump:
             await self._flush()
 
     async def _flush(self) -> None:
-        # Runs for every message either way (50+ a second per call): plain try/except and local names,
-        # no per-call context-manager objects.
+        # Runs for every message either way (50+ a second per call): plain code and local names, no
+        # per-flush lock or context-manager objects, the upstream sends written out here.
         call = self.call
         if call is None:
             return
         to_carrier, to_upstream, records = call.drain()  # the one drain: all of it is sent below
         if to_carrier:
-            async with self._carrier_lock:
-                send = self.leg.send
-                for command in to_carrier:
-                    await send(command)
-                    if type(command) is PlayAudio or type(command) is Mark:
-                        continue
-                    if isinstance(command, Hangup):
-                        break
-                    if (
-                        isinstance(command, ClearPlayback)
-                        and (record := call.clear_written(now_ms())) is not None
-                    ):
-                        records.append(record)
-        upstream = self.upstream
-        if to_upstream and upstream is not None:
-            socket, encode = upstream.socket, upstream.codec.encode
-            async with self._upstream_lock:
+            if self._carrier_sending:
+                self._carrier_backlog += to_carrier
+            else:
+                await self._send_carrier(call, to_carrier, records)
+        if to_upstream and (upstream := self.upstream) is not None:
+            if self._upstream_sending:
+                self._upstream_backlog += to_upstream
+            else:
+                # As `_send_carrier`: what other flushes leave meanwhile goes after these, in order.
+                self._upstream_sending = True
+                send, encode = upstream.socket.send, upstream.codec.encode
                 try:
-                    for event in to_upstream:
-                        await socket.send(encode(event))
-                except UpstreamClosed:
-                    pass  # the upstream loop sees the close and replaces the session or ends the call
+                    while True:
+                        for event in to_upstream:
+                            await send(encode(event))
+                        if not self._upstream_backlog:
+                            break
+                        to_upstream, self._upstream_backlog = self._upstream_backlog, []
+                        upstream = self.upstream or upstream  # replaced meanwhile: the rest is its
+                        send, encode = upstream.socket.send, upstream.codec.encode
+                except ConnectionError:
+                    # The upstream loop sees the close and replaces the session or ends the call; what
+                    # the call sent meanwhile is the new session's to rebuild (`Call.resume`).
+                    self._upstream_backlog.clear()
+                finally:
+                    self._upstream_sending = False
         if records:
             for record in records:
                 self._record(record)
         if call.jobs:  # rare: the per-frame flush stays free of it
             self._start_jobs(call)
+
+    async def _send_carrier(
+        self, call: PhoneCall, commands: list[CarrierCommand], records: list[LogRecord]
+    ) -> None:
+        """Send `commands`, then whatever other flushes left meanwhile (only while a send waited for
+        the socket to drain), in order. Nothing goes after a hang-up. A barge-in's record, known once
+        its clear is written, joins `records` (the flush's, written after its sends)."""
+        self._carrier_sending = True
+        send = self.leg.send
+        try:
+            while True:
+                for command in commands:
+                    await send(command)
+                    if type(command) is PlayAudio or type(command) is Mark:
+                        continue
+                    if type(command) is Hangup:
+                        self._carrier_backlog.clear()
+                        return
+                    if type(command) is ClearPlayback and (written := call.clear_written(now_ms())):
+                        records.append(written)
+                if not self._carrier_backlog:
+                    return
+                commands, self._carrier_backlog = self._carrier_backlog, []
+        finally:
+            self._carrier_sending = False
 
     # -- jobs: beside the call, never on the audio path -------------------------------------------
 

@@ -155,7 +155,7 @@ class Bridge:
         try:
             prefetch = await greet and config.greets_at_once
             for event in config.opening_events(session.codec, greet=prefetch):
-                await session.socket.send(session.codec.encode(event).decode())
+                await session.socket.send(session.codec.encode(event))
         except BaseException:
             # Dropped while it was being configured (its stream started elsewhere), or it failed.
             with contextlib.suppress(Exception):

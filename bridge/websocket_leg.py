@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from time import monotonic
 from typing import Any, Protocol
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -32,6 +33,8 @@ from bridge.carrier.transfer import TransferUnavailable
 from bridge.carrier_leg import Transfer
 from bridge.clock import now_ms
 from bridge.message_rate import MAX_MESSAGES_PER_S, MessageRate
+
+_TEXT, _BINARY, _PING, _ERROR = WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.PING, WSMsgType.ERROR
 
 START_TIMEOUT_S = 10.0
 MAX_BAD_MESSAGES = 50  # beyond this a stream is not a confused carrier but a broken or hostile one
@@ -106,24 +109,26 @@ class WebSocketLeg:
         keepalive = None
         if self.heartbeat_s is not None:
             keepalive = asyncio.get_running_loop().create_task(self._keep_alive(self.heartbeat_s))
+        # Runs for every message of every call: the clock (`bridge.clock.now_ms`'s) and the flood
+        # check are read inline, the codec's `decode` bound once.
+        rate, decode = self._rate, self.codec.decode
         try:
             async for msg in self.ws:
-                now = self._heard_at = now_ms()
-                if self._rate.exceeded(now):
+                now = self._heard_at = monotonic() * 1000.0
+                if rate.exceeded(now):
                     self.log.warning("carrier message flood, closing stream", limit_per_s=MAX_MESSAGES_PER_S)
                     await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"message flood")
                     yield CallEnded("error"), now
                     return
                 kind = msg.type
-                if kind is WSMsgType.PING:
-                    await self.ws.pong(msg.data)
-                    continue
-                if kind is WSMsgType.ERROR:
-                    return
-                if kind is not WSMsgType.TEXT and kind is not WSMsgType.BINARY:
+                if kind is not _TEXT and kind is not _BINARY:
+                    if kind is _PING:
+                        await self.ws.pong(msg.data)
+                    elif kind is _ERROR:
+                        return
                     continue  # a pong: that it arrived is all it says
                 try:
-                    event = self.codec.decode(msg.data)
+                    event = decode(msg.data)
                 except Exception as exc:  # whatever a codec raises, it is this one message that was bad
                     self._bad(str(exc) if isinstance(exc, CarrierProtocolError) else type(exc).__name__)
                     if self.bad_messages > MAX_BAD_MESSAGES:

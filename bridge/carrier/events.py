@@ -7,30 +7,27 @@ never learns which carrier it is talking to. Audio is in the line format `CallSt
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import msgspec
 
 from bridge.audio import PCMU_8K, AudioFormat
 
 
-@dataclass(frozen=True, slots=True)
-class CallStarted:
+class CallStarted(msgspec.Struct, frozen=True):
     stream_sid: str
     call_sid: str
     account_sid: str = ""
-    custom_parameters: dict[str, str] = field(default_factory=dict)
+    custom_parameters: dict[str, str] = msgspec.field(default_factory=dict)
     line: AudioFormat = PCMU_8K  # the carrier's audio on the wire, both ways
 
 
-@dataclass(frozen=True, slots=True)
-class CallerAudio:
+class CallerAudio(msgspec.Struct, frozen=True):
     """One inbound frame of caller audio in the line format (normally 20 ms)."""
 
     payload: bytes
     timestamp_ms: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class PlaybackMark:
+class PlaybackMark(msgspec.Struct, frozen=True):
     """The carrier echoed a mark: the audio before it was played, or was discarded by a clear."""
 
     name: str
@@ -40,18 +37,15 @@ class PlaybackMark:
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 
 
-@dataclass(frozen=True, slots=True)
-class Dtmf:
+class Dtmf(msgspec.Struct, frozen=True):
     digit: str  # one of DTMF_DIGITS
 
 
-@dataclass(frozen=True, slots=True)
-class CallEnded:
+class CallEnded(msgspec.Struct, frozen=True):
     reason: str = "caller_hangup"
 
 
-@dataclass(frozen=True, slots=True)
-class Connected:
+class Connected(msgspec.Struct, frozen=True):
     """The carrier's hello before the stream starts (Twilio `connected`)."""
 
     protocol: str = ""
@@ -61,28 +55,24 @@ class Connected:
 CarrierEvent = Connected | CallStarted | CallerAudio | PlaybackMark | Dtmf | CallEnded
 
 
-@dataclass(frozen=True, slots=True)
-class PlayAudio:
+class PlayAudio(msgspec.Struct, frozen=True):
     """Queue audio for the caller: line format, whole 20 ms frames (at most the leg's
     `play_chunk_ms`), or the last piece of an item."""
 
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Mark:
+class Mark(msgspec.Struct, frozen=True):
     """Ask the carrier to echo `name` once everything queued before it has played."""
 
     name: str
 
 
-@dataclass(frozen=True, slots=True)
-class ClearPlayback:
+class ClearPlayback(msgspec.Struct, frozen=True):
     """Drop everything queued for the caller, at once."""
 
 
-@dataclass(frozen=True, slots=True)
-class Hangup:
+class Hangup(msgspec.Struct, frozen=True):
     """End the carrier leg (for a media stream: close the socket with `reason`)."""
 
     reason: str

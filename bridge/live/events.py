@@ -8,14 +8,14 @@ wrapped in `response.event`; the codec unwraps the few the bridge acts on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Literal
+
+import msgspec
 
 ContextKind = Literal["instructions", "thinking", "commentary"]
 
 
-@dataclass(frozen=True, slots=True)
-class SessionStarted:
+class SessionStarted(msgspec.Struct, frozen=True):
     """`session.started`: the resolved configuration; audio and commands may flow from now on."""
 
     session_id: str
@@ -27,21 +27,18 @@ class SessionStarted:
     session: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class SessionUpdated:
+class SessionUpdated(msgspec.Struct, frozen=True):
     session: dict[str, Any]
     client_event_id: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class OutputAudio:
+class OutputAudio(msgspec.Struct, frozen=True):
     """One `session.output_audio.delta`, raw audio in the session's format (silence included)."""
 
     audio: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class InputTranscript:
+class InputTranscript(msgspec.Struct, frozen=True):
     """A fragment of what the caller said; fragments concatenate in delivery order, no turn boundaries."""
 
     text: str
@@ -49,8 +46,7 @@ class InputTranscript:
     end_ms: int
 
 
-@dataclass(frozen=True, slots=True)
-class OutputTranscript:
+class OutputTranscript(msgspec.Struct, frozen=True):
     """A fragment of what the model said (not necessarily heard yet: it is generation, not playback)."""
 
     text: str
@@ -58,8 +54,7 @@ class OutputTranscript:
     end_ms: int
 
 
-@dataclass(frozen=True, slots=True)
-class ContextAppended:
+class ContextAppended(msgspec.Struct, frozen=True):
     """`session.{instructions,thinking,commentary}.appended`: accepted into the timeline, nothing more."""
 
     kind: ContextKind
@@ -68,16 +63,14 @@ class ContextAppended:
     end_ms: int
 
 
-@dataclass(frozen=True, slots=True)
-class InputMuted:
+class InputMuted(msgspec.Struct, frozen=True):
     """`session.input_audio.muted` (muted=True) or `.unmuted` (muted=False)."""
 
     muted: bool
     client_event_id: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class DelegationCreated:
+class DelegationCreated(msgspec.Struct, frozen=True):
     """The model handed work to a backend; metadata only, never the task text."""
 
     delegation_id: str
@@ -86,8 +79,7 @@ class DelegationCreated:
     response_id: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class FunctionCall:
+class FunctionCall(msgspec.Struct, frozen=True):
     """A completed function call of the Responses backend, for the bridge to run and answer."""
 
     delegation_id: str | None
@@ -97,22 +89,19 @@ class FunctionCall:
     item_id: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class BackendResponseCreated:
+class BackendResponseCreated(msgspec.Struct, frozen=True):
     delegation_id: str | None
     response_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class BackendText:
+class BackendText(msgspec.Struct, frozen=True):
     """Text the Responses backend finished writing (the voice model speaks it in its own words)."""
 
     delegation_id: str | None
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class BackendResponseDone:
+class BackendResponseDone(msgspec.Struct, frozen=True):
     """`response.completed`, `.failed` or `.incomplete` of the backend, with its token usage."""
 
     delegation_id: str | None
@@ -122,8 +111,7 @@ class BackendResponseDone:
     error: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class UsageUpdated:
+class UsageUpdated(msgspec.Struct, frozen=True):
     """Cumulative billable seconds so far (never sum these); context use when the service knows it."""
 
     seconds: float
@@ -132,8 +120,7 @@ class UsageUpdated:
     context_usage_ratio: float | None
 
 
-@dataclass(frozen=True, slots=True)
-class SessionClosed:
+class SessionClosed(msgspec.Struct, frozen=True):
     """The terminal event: why the session ended and its final billable duration."""
 
     reason: str  # close_requested | expired | content | remote_hangup | connection_lost (or newer)
@@ -141,18 +128,15 @@ class SessionClosed:
     session: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class FixturePlaying:
+class FixturePlaying(msgspec.Struct, frozen=True):
     client_event_id: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class FixturePlayed:
+class FixturePlayed(msgspec.Struct, frozen=True):
     client_event_id: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class ServerError:
+class ServerError(msgspec.Struct, frozen=True):
     type: str
     code: str | None
     message: str
@@ -160,14 +144,12 @@ class ServerError:
     client_event_id: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class Info:
+class Info(msgspec.Struct, frozen=True):
     code: str
     message: str
 
 
-@dataclass(frozen=True, slots=True)
-class Ignored:
+class Ignored(msgspec.Struct, frozen=True):
     """A valid server event the bridge has no use for (decisions, transport notices, other backend events)."""
 
     type: str

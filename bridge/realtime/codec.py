@@ -98,7 +98,8 @@ class RealtimeCodec(ClientEventEncoder):
     # -- server -> bridge -------------------------------------------------------------------------
 
     def decode(self, text: str | bytes) -> ev.RealtimeEvent:
-        if isinstance(text, str) and "audio.delta" in text[:64]:
+        # The socket hands over bytes (`UpstreamSocket`), a test may hand over text.
+        if ("audio.delta" if type(text) is str else b"audio.delta") in text[:64]:
             delta = self._fast_audio_delta(text)
             if delta is not None:
                 return delta
@@ -209,12 +210,14 @@ class RealtimeCodec(ClientEventEncoder):
             )
         return ev.Ignored(kind)
 
-    def _fast_audio_delta(self, text: str) -> ev.AudioDelta | None:
+    def _fast_audio_delta(self, text: str | bytes) -> ev.AudioDelta | None:
         """A well-formed audio delta read by type; None sends anything else (bad input included) down
         the general path, so results and errors are the same either way."""
         try:
             message = _delta_decoder.decode(text)
-        except msgspec.DecodeError:  # also a wrong type or bad base64 (ValidationError)
+        # DecodeError is also a wrong type or bad base64 (ValidationError); the general path decides
+        # what a message too deep or not UTF-8 is.
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             return None
         if message.type not in _AUDIO_DELTA:
             return None

@@ -2,38 +2,34 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 
-@dataclass(frozen=True, slots=True)
-class SessionReady:
+
+class SessionReady(msgspec.Struct, frozen=True):
     """session.created or session.updated."""
 
     updated: bool
     session: dict[str, Any]
 
 
-@dataclass(frozen=True, slots=True)
-class SpeechStarted:
+class SpeechStarted(msgspec.Struct, frozen=True):
     item_id: str
     audio_start_ms: int
 
 
-@dataclass(frozen=True, slots=True)
-class SpeechStopped:
+class SpeechStopped(msgspec.Struct, frozen=True):
     item_id: str
     audio_end_ms: int
 
 
-@dataclass(frozen=True, slots=True)
-class InputCommitted:
+class InputCommitted(msgspec.Struct, frozen=True):
     item_id: str
     previous_item_id: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class ItemAdded:
+class ItemAdded(msgspec.Struct, frozen=True):
     """An item is in the conversation (GA conversation.item.added / beta conversation.item.created)."""
 
     item_id: str
@@ -42,70 +38,60 @@ class ItemAdded:
     previous_item_id: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class ResponseCreated:
+class ResponseCreated(msgspec.Struct, frozen=True):
     response_id: str
     conversation: str | None = None
     metadata: dict[str, Any] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class OutputItemAdded:
+class OutputItemAdded(msgspec.Struct, frozen=True):
     response_id: str
     item_id: str
     item_type: str
     role: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class AudioDelta:
+class AudioDelta(msgspec.Struct, frozen=True):
     response_id: str
     item_id: str
     content_index: int
     audio: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class AudioDone:
+class AudioDone(msgspec.Struct, frozen=True):
     response_id: str
     item_id: str
 
 
-@dataclass(frozen=True, slots=True)
-class OutputTranscriptDelta:
+class OutputTranscriptDelta(msgspec.Struct, frozen=True):
     response_id: str
     item_id: str
     delta: str
 
 
-@dataclass(frozen=True, slots=True)
-class OutputTranscriptDone:
+class OutputTranscriptDone(msgspec.Struct, frozen=True):
     response_id: str
     item_id: str
     transcript: str
 
 
-@dataclass(frozen=True, slots=True)
-class OutputTextDone:
+class OutputTextDone(msgspec.Struct, frozen=True):
     response_id: str
     item_id: str
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class InputTranscript:
+class InputTranscript(msgspec.Struct, frozen=True):
     item_id: str
     transcript: str
 
 
-@dataclass(frozen=True, slots=True)
-class InputTranscriptFailed:
+class InputTranscriptFailed(msgspec.Struct, frozen=True):
     item_id: str
     message: str
 
 
-@dataclass(frozen=True, slots=True)
-class FunctionCall:
+class FunctionCall(msgspec.Struct, frozen=True):
     response_id: str
     item_id: str
     call_id: str
@@ -113,34 +99,30 @@ class FunctionCall:
     arguments: str
 
 
-@dataclass(frozen=True, slots=True)
-class ResponseDone:
+class ResponseDone(msgspec.Struct, frozen=True):
     response_id: str
     status: str
     reason: str | None
     usage: dict[str, Any] | None
-    output: list[dict[str, Any]] = field(default_factory=list)
+    output: list[dict[str, Any]] = msgspec.field(default_factory=list)
     metadata: dict[str, Any] | None = None
     conversation: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ItemTruncated:
+class ItemTruncated(msgspec.Struct, frozen=True):
     item_id: str
     content_index: int
     audio_end_ms: int
 
 
-@dataclass(frozen=True, slots=True)
-class ServerError:
+class ServerError(msgspec.Struct, frozen=True):
     type: str
     code: str | None
     message: str
     client_event_id: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class Ignored:
+class Ignored(msgspec.Struct, frozen=True):
     """A valid server event the bridge has no use for (rate_limits.updated, content_part.*, ...)."""
 
     type: str

@@ -1,4 +1,5 @@
-"""Does a dataclass instance hold what its annotations promise? Codec output is typed input to `Call`."""
+"""Does an event (a msgspec Struct or a dataclass) hold what its annotations promise? Codec output is typed
+input to `Call`."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import dataclasses
 import types
 import typing
 from typing import Any
+
+import msgspec
 
 
 def conforms(value: Any, hint: Any) -> bool:
@@ -30,10 +33,14 @@ def conforms(value: Any, hint: Any) -> bool:
 
 
 def violations(instance: Any) -> list[str]:
-    """Fields of a dataclass instance whose values do not match their annotation."""
+    """Fields of an event whose values do not match their annotation."""
     hints = typing.get_type_hints(type(instance))
+    if isinstance(instance, msgspec.Struct):
+        names = list(instance.__struct_fields__)
+    else:
+        names = [f.name for f in dataclasses.fields(instance)]
     return [
-        f"{type(instance).__name__}.{f.name}={getattr(instance, f.name)!r:.60} is not {hints[f.name]}"
-        for f in dataclasses.fields(instance)
-        if not conforms(getattr(instance, f.name), hints[f.name])
+        f"{type(instance).__name__}.{name}={getattr(instance, name)!r:.60} is not {hints[name]}"
+        for name in names
+        if not conforms(getattr(instance, name), hints[name])
     ]

@@ -264,6 +264,27 @@ def test_realtime_events_hold_their_declared_types(message: str | bytes) -> None
         assert violations(event) == []
 
 
+def realtime_outcome(message: str | bytes) -> object:
+    try:
+        return RealtimeCodec().decode(message)
+    except RealtimeProtocolError:
+        return RealtimeProtocolError
+
+
+@bounded
+@given(message=wire(realtime_shaped))
+@example(message=b'{"type":"response.output_audio.delta","response_id":"r","item_id":"i","delta":"AAA="}')
+@example(message=b'{"type":"response.output_audio.delta","response_id":"r","item_id":"i","delta":"%%%"}')
+@example(message=b'{"type":"response.audio.delta","response_id":1,"item_id":"i","delta":"AAA="}')
+def test_realtime_fast_delta_path_agrees_with_the_general_path(message: str | bytes) -> None:
+    """An audio delta is read on a typed fast path when "audio.delta" is in its first 64 characters,
+    as text or as the socket's bytes; the same message after 64 spaces takes the general path. Events
+    and errors must be the same either way."""
+    padding = " " * 64
+    padded = padding + message if isinstance(message, str) else padding.encode() + message
+    assert realtime_outcome(message) == realtime_outcome(padded)
+
+
 @pytest.mark.parametrize("message", DEEP_JSON, ids=lambda m: m[:12])
 def test_realtime_deeply_nested_json_is_a_protocol_error(message: str) -> None:
     with pytest.raises(RealtimeProtocolError):

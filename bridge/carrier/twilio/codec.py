@@ -43,7 +43,6 @@ _encoder = msgspec.json.Encoder()
 class _Media(msgspec.Struct):
     payload: bytes  # msgspec decodes the base64 while parsing: no second pass over the text
     track: str = "inbound"
-    timestamp: str | int | None = None
 
 
 class _MediaMessage(msgspec.Struct):
@@ -129,10 +128,21 @@ class TwilioCodec(JsonCommands):
         media = message.media
         if message.event != "media" or len(media.payload) > MAX_INBOUND_PAYLOAD_BYTES:
             return None
-        self._sequence.see(message.sequenceNumber)
+        # 50 times a second per call: Twilio's counters are digit strings, read here without a call;
+        # anything else goes through `as_int` as on the general path.
+        number = message.sequenceNumber
+        if type(number) is str and number.isdigit() and number.isascii() and len(number) <= 18:
+            number = int(number)
+        else:
+            number = as_int(number)
+        if number is not None:
+            gaps = self._sequence
+            if gaps.last is not None and number != gaps.last + 1:
+                gaps.gaps += 1
+            gaps.last = number
         if media.track != "inbound":
             return CallerAudio(payload=b"")
-        return CallerAudio(payload=media.payload, timestamp_ms=as_int(media.timestamp))
+        return CallerAudio(media.payload)
 
     def _fast_mark(self, text: str) -> PlaybackMark | None:
         """A well-formed mark echo read by type; None sends anything else down the general path."""
@@ -171,8 +181,8 @@ class TwilioCodec(JsonCommands):
         media = field(message, "media", dict, "media")
         if media.get("track", "inbound") != "inbound":
             return CallerAudio(payload=b"")  # Only the caller's track is relayed upstream.
-        audio = media_payload(media, MAX_INBOUND_PAYLOAD_BYTES)
-        return CallerAudio(payload=audio, timestamp_ms=as_int(media.get("timestamp")))
+        # Twilio's `timestamp` is not read: the bridge stamps each frame with its own clock on arrival.
+        return CallerAudio(payload=media_payload(media, MAX_INBOUND_PAYLOAD_BYTES))
 
     @property
     def stream_started(self) -> bool:
