@@ -507,38 +507,15 @@ class CallPump:
 
     async def _flush(self) -> None:
         # Runs for every message either way (50+ a second per call): plain code and local names, no
-        # per-flush lock or context-manager objects, the upstream sends written out here.
+        # per-flush lock or context-manager objects.
         call = self.call
         if call is None:
             return
         to_carrier, to_upstream, records = call.drain()  # the one drain: all of it is sent below
         if to_carrier:
-            if self._carrier_sending:
-                self._carrier_backlog += to_carrier
-            else:
-                await self._send_carrier(call, to_carrier, records)
-        if to_upstream and (upstream := self.upstream) is not None:
-            if self._upstream_sending:
-                self._upstream_backlog += to_upstream
-            else:
-                # As `_send_carrier`: what other flushes leave meanwhile goes after these, in order.
-                self._upstream_sending = True
-                send, encode = upstream.socket.send, upstream.codec.encode
-                try:
-                    while True:
-                        for event in to_upstream:
-                            await send(encode(event))
-                        if not self._upstream_backlog:
-                            break
-                        to_upstream, self._upstream_backlog = self._upstream_backlog, []
-                        upstream = self.upstream or upstream  # replaced meanwhile: the rest is its
-                        send, encode = upstream.socket.send, upstream.codec.encode
-                except ConnectionError:
-                    # The upstream loop sees the close and replaces the session or ends the call; what
-                    # the call sent meanwhile is the new session's to rebuild (`Call.resume`).
-                    self._upstream_backlog.clear()
-                finally:
-                    self._upstream_sending = False
+            await self._send_carrier(call, to_carrier, records)
+        if to_upstream and self.upstream is not None:
+            await self._send_upstream(to_upstream)
         if records:
             for record in records:
                 self._record(record)
@@ -548,9 +525,13 @@ class CallPump:
     async def _send_carrier(
         self, call: PhoneCall, commands: list[CarrierCommand], records: list[LogRecord]
     ) -> None:
-        """Send `commands`, then whatever other flushes left meanwhile (only while a send waited for
-        the socket to drain), in order. Nothing goes after a hang-up. A barge-in's record, known once
-        its clear is written, joins `records` (the flush's, written after its sends)."""
+        """Send `commands`, then whatever other flushes left meanwhile, in order; while another flush
+        is sending (its send waits for the socket to drain), leave them to it. Nothing goes after a
+        hang-up. A barge-in's record, known once its clear is written, joins `records` (the flush's,
+        written after its sends)."""
+        if self._carrier_sending:
+            self._carrier_backlog += commands
+            return
         self._carrier_sending = True
         send = self.leg.send
         try:
@@ -569,6 +550,31 @@ class CallPump:
                 commands, self._carrier_backlog = self._carrier_backlog, []
         finally:
             self._carrier_sending = False
+
+    async def _send_upstream(self, events: list[dict[str, Any]]) -> None:
+        """Send `events` to the model's session as `_send_carrier` sends commands: in order, what other
+        flushes leave meanwhile after them, to the session replaced meanwhile if it was."""
+        if self._upstream_sending:
+            self._upstream_backlog += events
+            return
+        self._upstream_sending = True
+        upstream = self.upstream
+        assert upstream is not None
+        try:
+            while True:
+                send, encode = upstream.socket.send, upstream.codec.encode
+                for event in events:
+                    await send(encode(event))
+                if not self._upstream_backlog:
+                    return
+                events, self._upstream_backlog = self._upstream_backlog, []
+                upstream = self.upstream or upstream
+        except ConnectionError:
+            # The upstream loop sees the close and replaces the session or ends the call; what the call
+            # sent meanwhile is the new session's to rebuild (`Call.resume`).
+            self._upstream_backlog.clear()
+        finally:
+            self._upstream_sending = False
 
     # -- jobs: beside the call, never on the audio path -------------------------------------------
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from time import monotonic
 from typing import Any, Protocol
 
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -109,12 +108,10 @@ class WebSocketLeg:
         keepalive = None
         if self.heartbeat_s is not None:
             keepalive = asyncio.get_running_loop().create_task(self._keep_alive(self.heartbeat_s))
-        # Runs for every message of every call: the clock (`bridge.clock.now_ms`'s) and the flood
-        # check are read inline, the codec's `decode` bound once.
-        rate, decode = self._rate, self.codec.decode
+        rate, decode = self._rate, self.codec.decode  # bound once: read for every message of every call
         try:
             async for msg in self.ws:
-                now = self._heard_at = monotonic() * 1000.0
+                now = self._heard_at = now_ms()
                 if rate.exceeded(now):
                     self.log.warning("carrier message flood, closing stream", limit_per_s=MAX_MESSAGES_PER_S)
                     await self.ws.close(code=WSCloseCode.POLICY_VIOLATION, message=b"message flood")

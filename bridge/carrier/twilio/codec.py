@@ -128,18 +128,7 @@ class TwilioCodec(JsonCommands):
         media = message.media
         if message.event != "media" or len(media.payload) > MAX_INBOUND_PAYLOAD_BYTES:
             return None
-        # 50 times a second per call: Twilio's counters are digit strings, read here without a call;
-        # anything else goes through `as_int` as on the general path.
-        number = message.sequenceNumber
-        if type(number) is str and number.isdigit() and number.isascii() and len(number) <= 18:
-            number = int(number)
-        else:
-            number = as_int(number)
-        if number is not None:
-            gaps = self._sequence
-            if gaps.last is not None and number != gaps.last + 1:
-                gaps.gaps += 1
-            gaps.last = number
+        self._sequence.see(message.sequenceNumber)
         if media.track != "inbound":
             return CallerAudio(payload=b"")
         return CallerAudio(media.payload)
