@@ -157,10 +157,23 @@ async def test_sigterm_drains_every_worker_and_a_second_signal_stops_them(tmp_pa
         assert [what for i, what, _ in journal_lines(journal) if i == index] == ["start", "SIGTERM", "SIGINT"]
 
 
+def free_port_pair() -> int:
+    """A free port whose next one is free too: two workers' internal ports are INTERNAL_PORT and the
+    one after it, and the test below must take the second itself (a clean-clone run once found it
+    taken by something else)."""
+    while True:
+        first = free_port()
+        try:
+            socket.create_server(("0.0.0.0", first + 1)).close()
+        except OSError:
+            continue
+        return first
+
+
 @pytest.mark.parametrize("taken", ["PORT", "the second worker's internal port"])
 async def test_a_port_in_use_is_refused_before_any_worker_starts(tmp_path: Path, taken: str) -> None:
     journal = tmp_path / "journal"
-    internal = free_port()
+    internal = free_port_pair()
     sup = supervisor(journal, {0: NEVER_READY, 1: NEVER_READY}, {"INTERNAL_PORT": str(internal)})
     port = sup.settings.port if taken == "PORT" else internal + 1
     with socket.create_server(("0.0.0.0", port)), capture_logs() as logs:
