@@ -52,7 +52,9 @@ its hottest functions (py-spy must be installed; it slows the bridge a little).
 emulator, the load generator, this process, py-spy) to core 1, so that the bridge's latencies are its
 own and not the queue for a core it shares with the load. `--floor` runs `bench/floor_relay.py` in the
 bridge's place, with the same pinning, load and seed, just before the bridge at every call count, and
-prints the bridge's CPU per call-second as a multiple of the floor's ("x floor"). `--workers 2` runs the
+prints the bridge's CPU per call-second as a multiple of the floor's ("x floor"); `--pairs 3` runs the
+floor and the bridge in turn three times at each count and prints the median of the three ratios, for
+a figure the host's drift between two runs moves less. `--workers 2` runs the
 bridge with WORKERS=2; its CPU is then the supervisor's and every worker's together. `--nice -10` (root)
 starts every process of the benchmark at that niceness, so that other work on a shared host waits for
 them instead of preempting them: the "foreign%" column shows how much other work there was.
@@ -824,6 +826,7 @@ def print_table(rows: list[Row], load_before: float, args: argparse.Namespace) -
             notes.append("failures: " + ", ".join(f"{k} x{v}" for k, v in row.errors.most_common()))
         print(f"  {row.calls} calls: " + "; ".join(notes))
     print_recording_cost(rows)
+    print_floor_pairs(rows)
     for row in rows:
         if row.profile:
             print(f"\nbridge hot functions at {row.calls} calls (py-spy, % of samples, self time):")
@@ -832,6 +835,21 @@ def print_table(rows: list[Row], load_before: float, args: argparse.Namespace) -
             print("bridge/ functions by inclusive time (with everything they call):")
             for name, share in row.profile_bridge:
                 print(f"  {share:5.1f}%  {name}")
+
+
+def print_floor_pairs(rows: list[Row]) -> None:
+    """With --pairs: each count's floor ratios, one per floor-then-bridge pair, and their median. The
+    host's speed drifts by more than the bridge's changes, so one pair says little; the median of pairs
+    run back to back does."""
+    by_count: dict[int, list[float]] = {}
+    for row in rows:
+        if row.floor_ratio is not None and not row.recording:
+            by_count.setdefault(row.calls, []).append(row.floor_ratio)
+    for calls, ratios in by_count.items():
+        if len(ratios) > 1:
+            listed = ", ".join(f"{ratio:.2f}" for ratio in ratios)
+            median = float(np.median(ratios))
+            print(f"  x floor at {calls} calls: median {median:.2f} of {len(ratios)} pairs ({listed})")
 
 
 def print_recording_cost(rows: list[Row]) -> None:
@@ -934,6 +952,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--floor", action="store_true", help="run bench/floor_relay.py before the bridge at each count"
     )
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=1,
+        help="with --floor: run floor and bridge this many times in turn at each count (median ratio)",
+    )
     parser.add_argument("--workers", type=int, default=1, help="WORKERS for the bridge")
     parser.add_argument(
         "--nice",
@@ -958,6 +982,14 @@ def run_role(coro: Any, out: str) -> None:
     Path(out).write_text(json.dumps(asyncio.run(coro)))
 
 
+def level_runs(args: argparse.Namespace) -> list[tuple[bool, bool]]:
+    """The runs at each call count, in order, as (floor, recording): the floor relay first, then the
+    bridge (and the bridge recorded), all of it `--pairs` times over."""
+    runs = [(True, False)] if args.floor else []
+    runs += [(False, recording) for recording in ((False, True) if args.recording else (False,))]
+    return runs * args.pairs
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.role == "emulator":
@@ -977,9 +1009,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for calls in levels:
         floor_row = None
-        runs = [(True, False)] if args.floor else []
-        runs += [(False, recording) for recording in ((False, True) if args.recording else (False,))]
-        for floor, recording in runs:
+        for floor, recording in level_runs(args):
             what = "floor relay" if floor else "bridge, recorded" if recording else "bridge"
             print(f"running {calls} calls of {args.seconds:.0f} s, {what} ...", file=sys.stderr, flush=True)
             try:
