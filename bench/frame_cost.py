@@ -3,6 +3,8 @@
     .venv/bin/python bench/frame_cost.py            # wall-clock µs, then instruction counts under callgrind
     .venv/bin/python bench/frame_cost.py --no-callgrind
     .venv/bin/python bench/frame_cost.py --recording  # the same call, recorded (its tap fed)
+    .venv/bin/python bench/frame_cost.py --passthrough  # AUDIO_PASSTHROUGH=true: µ-law both ways
+    .venv/bin/python bench/frame_cost.py --floor  # bench/floor_relay.py's work for the same messages
 
 Three paths, each exactly the code the pump runs for one message (bridge/pump.py), minus the
 socket I/O:
@@ -13,7 +15,9 @@ socket I/O:
   * mark echo: TwilioCodec.decode of a `mark` message -> Call.carrier_event (the ledger settles frames);
 each with the pump's two perf_counter calls and its Prometheus observation. With `--recording` the call
 has a tap (bridge.recording.CallRecording): what recording adds to each path; the spool thread's work
-and the rendering after the call are bench/recording_cost.py's.
+and the rendering after the call are bench/recording_cost.py's. With `--floor` the same messages go
+through bench/floor_relay.py's relay instead (its decode, its append or media and mark, and nothing for
+an echo but the decode): the figure each path is held against.
 
 Instruction counts come from callgrind (other processes on the host cannot change them): the driver runs
 twice under valgrind, with 0 and with N messages after the same set-up and warm-up, and the difference is
@@ -33,8 +37,10 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,6 +56,9 @@ from bridge.metrics import BridgeMetrics  # noqa: E402
 from bridge.realtime.codec import RealtimeCodec, SessionOptions  # noqa: E402
 from bridge.recording import CallRecording  # noqa: E402
 from bridge.server import settle_heap  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+import floor_relay  # noqa: E402
 
 PATHS = ("caller", "delta", "echo")
 WARMUP = 200
@@ -73,7 +82,7 @@ def _speech_like(rate: int, ms: int, seed: int) -> np.ndarray:
 class Bench:
     """One call in progress, fed messages exactly as the pump would, minus the sockets."""
 
-    def __init__(self, recording: bool = False) -> None:
+    def __init__(self, recording: bool = False, passthrough: bool = False) -> None:
         self.twilio = TwilioCodec()
         self.realtime = RealtimeCodec("ga")
         self.metrics = BridgeMetrics(process_metrics=False)
@@ -92,10 +101,12 @@ class Bench:
             },
         }
         started = self.twilio.decode(json.dumps(start))
-        opts = SessionOptions(instructions="x", voice="marin")
+        opts = SessionOptions(
+            instructions="x", voice="marin", audio_format="pcmu" if passthrough else "pcm24k"
+        )
         tap = CallRecording("CA" + "0" * 32, PCMU_8K, 0.0, datetime.now(UTC)) if recording else None
         self.call = Call(  # type: ignore[arg-type]
-            CallConfig(session=opts),
+            CallConfig(session=opts, audio_passthrough=passthrough),
             self.realtime,
             started,
             0.0,
@@ -109,7 +120,9 @@ class Bench:
         caller = pcm16_to_ulaw(_speech_like(8000, 1000, 1).tobytes())
         self.caller_frames = [caller[i : i + 160] for i in range(0, len(caller), 160)]
         model = _speech_like(24000, 1000, 2).tobytes()
-        step = DELTA_MS * 48
+        if passthrough:  # the model speaks µ-law 8 kHz too
+            model = pcm16_to_ulaw(_speech_like(8000, 1000, 2).tobytes())
+        step = DELTA_MS * (8 if passthrough else 48)
         self.deltas = [
             json.dumps(
                 {
@@ -208,19 +221,63 @@ class Bench:
             self.now += DELTA_MS
 
 
-def prepared(path: str, n: int, recording: bool = False) -> tuple[Callable[[], None], Callable[[], None]]:
+class FloorBench:
+    """bench/floor_relay.py's relay fed the same messages, as its server would: what each path is held
+    against."""
+
+    def __init__(self, passthrough: bool) -> None:
+        told = os.environ.get("AUDIO_PASSTHROUGH")
+        os.environ["AUDIO_PASSTHROUGH"] = "true" if passthrough else "false"  # the relay reads it here
+        try:
+            self.relay = floor_relay._Relay()
+        finally:
+            if told is None:
+                del os.environ["AUDIO_PASSTHROUGH"]
+            else:
+                os.environ["AUDIO_PASSTHROUGH"] = told
+        self.relay.from_carrier(json.dumps({"event": "start", "streamSid": SID, "start": {"streamSid": SID}}))
+
+    def caller(self, messages: list[Any]) -> None:
+        for text in messages:
+            self.relay.from_carrier(text)
+
+    def delta(self, messages: list[Any]) -> None:
+        for data in messages:
+            self.relay.from_model(data)
+
+    echo = caller
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Which call the messages go through: recorded or not, µ-law passed through or transcoded, the
+    bridge's or the floor relay's."""
+
+    recording: bool = False
+    passthrough: bool = False
+    floor: bool = False
+
+    def flags(self) -> list[str]:
+        return [f"--{name}" for name in ("recording", "passthrough", "floor") if getattr(self, name)]
+
+
+def prepared(path: str, n: int, setup: Setup) -> tuple[Callable[[], None], Callable[[], None]]:
     """Warm-up and measured run of `path` on a fresh call. The set-up is the same whatever `n` (the
     messages are built for MAX_MESSAGES), so two callgrind runs differ only by the n measured ones."""
     if n > MAX_MESSAGES:
         raise SystemExit(f"at most {MAX_MESSAGES} messages per path")
-    bench = Bench(recording)
-    messages = bench.messages(path, WARMUP + MAX_MESSAGES)
+    bench = Bench(setup.recording, setup.passthrough)
+    messages: list[Any] = bench.messages(path, WARMUP + MAX_MESSAGES)
     loop = getattr(bench, path)
+    if setup.floor:
+        loop = getattr(FloorBench(setup.passthrough), path)
+        if path == "delta":  # the relay's upstream socket hands it bytes
+            messages = [text.encode() for text in messages]
     return (lambda: loop(messages[:WARMUP])), (lambda: loop(messages[WARMUP : WARMUP + n]))
 
 
-def run_once(path: str, n: int, recording: bool) -> None:
-    warm_up, run = prepared(path, n, recording)
+def run_once(path: str, n: int, setup: Setup) -> None:
+    warm_up, run = prepared(path, n, setup)
     warm_up()
     # As the server runs: what was loaded and built before the calls, frozen out of the collector's
     # sight (bridge.server.settle_heap), so a collection costs what the messages allocated, not the
@@ -229,11 +286,11 @@ def run_once(path: str, n: int, recording: bool) -> None:
     run()
 
 
-def wall_clock_us(path: str, n: int, repeats: int, recording: bool) -> tuple[float, float]:
+def wall_clock_us(path: str, n: int, repeats: int, setup: Setup) -> tuple[float, float]:
     """Best and median µs per message over `repeats` fresh calls (best is the least disturbed)."""
     samples = []
     for _ in range(repeats):
-        warm_up, run = prepared(path, n, recording)
+        warm_up, run = prepared(path, n, setup)
         warm_up()
         start = time.perf_counter()
         run()
@@ -242,10 +299,10 @@ def wall_clock_us(path: str, n: int, repeats: int, recording: bool) -> tuple[flo
     return samples[0], samples[len(samples) // 2]
 
 
-def _callgrind(path: str, count: int, out: Path, python: str, recording: bool) -> subprocess.Popen[bytes]:
+def _callgrind(path: str, count: int, out: Path, python: str, setup: Setup) -> subprocess.Popen[bytes]:
     command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", python, __file__]
     return subprocess.Popen(
-        [*command, "--run", path, "--n", str(count), *(["--recording"] if recording else [])],
+        [*command, "--run", path, "--n", str(count), *setup.flags()],
         # OpenBLAS's worker threads (numpy) spin for as long as the host makes them wait: with them
         # the same run varied by 3-5 thousand instructions per message, without them by about 100.
         env={**os.environ, "PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1"},
@@ -273,18 +330,14 @@ def _by_function(out: Path) -> dict[str, int]:
     return costs
 
 
-def instructions(
-    path: str, n: int, python: str, breakdown: int, recording: bool = False
-) -> tuple[float, list[str]]:
+def instructions(path: str, n: int, python: str, breakdown: int, setup: Setup) -> tuple[float, list[str]]:
     """Instructions per message: callgrind totals of an N-message run minus a 0-message run, over N.
 
     The two runs go side by side (instruction counts do not care). With `breakdown`, also print the
     functions with the largest per-message difference (exclusive cost)."""
     with tempfile.TemporaryDirectory() as tmp:
         outs = [Path(tmp) / f"callgrind.{path}.{count}" for count in (0, n)]
-        runs = [
-            _callgrind(path, count, out, python, recording) for count, out in zip((0, n), outs, strict=True)
-        ]
+        runs = [_callgrind(path, count, out, python, setup) for count, out in zip((0, n), outs, strict=True)]
         for run in runs:
             if run.wait() != 0:
                 raise SystemExit(f"valgrind failed on the {path} path")
@@ -311,9 +364,14 @@ def main() -> None:
     )
     parser.add_argument("--breakdown", type=int, default=0, metavar="K", help="top K functions per path")
     parser.add_argument("--recording", action="store_true", help="the call is recorded (its tap is fed)")
+    parser.add_argument("--passthrough", action="store_true", help="AUDIO_PASSTHROUGH=true: no transcoding")
+    parser.add_argument("--floor", action="store_true", help="bench/floor_relay.py's relay, not the bridge")
     args = parser.parse_args()
+    if args.floor and args.recording:
+        raise SystemExit("the floor relay records nothing")
+    setup = Setup(args.recording, args.passthrough, args.floor)
     if args.run:
-        run_once(args.run, args.n, args.recording)
+        run_once(args.run, args.n, setup)
         return
 
     labels = {"caller": "caller frame (20 ms)", "delta": f"model delta ({DELTA_MS} ms)", "echo": "mark echo"}
@@ -321,10 +379,10 @@ def main() -> None:
     use_callgrind = not args.no_callgrind and shutil.which("valgrind") is not None
     print(f"{'instructions':>14}" if use_callgrind else "")
     for path in args.paths.split(","):
-        best, median = wall_clock_us(path, args.n, args.repeats, args.recording)
+        best, median = wall_clock_us(path, args.n, args.repeats, setup)
         print(f"{labels[path]:<24}{best:>10.1f}{median:>11.1f}", end="", flush=True)
         if use_callgrind:
-            count, lines = instructions(path, args.n, sys.executable, args.breakdown, args.recording)
+            count, lines = instructions(path, args.n, sys.executable, args.breakdown, setup)
             print(f"{count:>14,.0f}", *lines, sep="\n" if lines else "")
         else:
             print()
