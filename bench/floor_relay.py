@@ -69,8 +69,10 @@ def _model_event(data: bytes) -> _ModelEvent | None:
 class _Relay:
     """One call's relay, with no I/O: both transports below feed it messages and send what it returns."""
 
-    def __init__(self) -> None:
-        passthrough = os.environ.get("AUDIO_PASSTHROUGH", "false") == "true"
+    def __init__(self, passthrough: bool | None = None) -> None:
+        """`passthrough`: µ-law both ways; None reads AUDIO_PASSTHROUGH, as the servers below do."""
+        if passthrough is None:
+            passthrough = os.environ.get("AUDIO_PASSTHROUGH", "false") == "true"
         self.inbound = None if passthrough else Transcoder(PCMU_8K, L16_24K)
         self.outbound = None if passthrough else Transcoder(L16_24K, PCMU_8K)
         self.options = SessionOptions(

@@ -226,15 +226,7 @@ class FloorBench:
     against."""
 
     def __init__(self, passthrough: bool) -> None:
-        told = os.environ.get("AUDIO_PASSTHROUGH")
-        os.environ["AUDIO_PASSTHROUGH"] = "true" if passthrough else "false"  # the relay reads it here
-        try:
-            self.relay = floor_relay._Relay()
-        finally:
-            if told is None:
-                del os.environ["AUDIO_PASSTHROUGH"]
-            else:
-                os.environ["AUDIO_PASSTHROUGH"] = told
+        self.relay = floor_relay._Relay(passthrough)
         self.relay.from_carrier(json.dumps({"event": "start", "streamSid": SID, "start": {"streamSid": SID}}))
 
     def caller(self, messages: list[Any]) -> None:
@@ -268,11 +260,9 @@ def prepared(path: str, n: int, setup: Setup) -> tuple[Callable[[], None], Calla
         raise SystemExit(f"at most {MAX_MESSAGES} messages per path")
     bench = Bench(setup.recording, setup.passthrough)
     messages: list[Any] = bench.messages(path, WARMUP + MAX_MESSAGES)
-    loop = getattr(bench, path)
-    if setup.floor:
-        loop = getattr(FloorBench(setup.passthrough), path)
-        if path == "delta":  # the relay's upstream socket hands it bytes
-            messages = [text.encode() for text in messages]
+    loop = getattr(FloorBench(setup.passthrough) if setup.floor else bench, path)
+    if setup.floor and path == "delta":  # the relay's upstream socket hands it bytes
+        messages = [text.encode() for text in messages]
     return (lambda: loop(messages[:WARMUP])), (lambda: loop(messages[WARMUP : WARMUP + n]))
 
 
